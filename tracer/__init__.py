@@ -1,0 +1,1 @@
+"""wstrace: every stage of a WebSocket connection on uvicorn, as OpenTelemetry spans."""
