@@ -1,0 +1,339 @@
+"""Hooks on uvicorn's WebSocket protocols and the libraries under them.
+
+Three families, one adapter each, all reporting the same stages to a
+:class:`~tracer.recorder.ConnectionRecord`:
+
+``websockets``
+    uvicorn's ``WebSocketProtocol`` subclasses the legacy
+    ``websockets.legacy.server.WebSocketServerProtocol``: a handler task runs ``handshake()``
+    (``read_http_request`` → ``process_request``, which starts the ASGI app and waits for its
+    accept → ``check_request`` → ``write_http_response``).
+``websockets-sansio``
+    ``WebSocketsSansIOProtocol`` drives ``websockets.server.ServerProtocol``: the request
+    arrives in ``data_received`` → ``handle_connect`` → ``conn.accept`` (validation); the 101
+    is sent from the ASGI ``send`` when the app accepts.
+``wsproto``
+    ``WSProtocol`` drives ``wsproto.WSConnection``: validation happens inside
+    ``conn.receive_data`` (``H11Handshake._process_connection_request``); the 101 is sent from
+    the ASGI ``send`` (``H11Handshake._accept``).
+
+Bytes are seen on the wire: ``data_received`` on the way in and a
+:class:`~tracer.hooks.transport.TapTransport` on the way out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from time import time_ns
+from typing import Any
+
+from tracer import vocab
+from tracer._contain import errors
+from tracer.hooks.context import RECORD_ATTRIBUTE, Active, current_record, record_of, upgrading
+from tracer.hooks.patching import Patch, original_function
+from tracer.hooks.transport import TapTransport
+from tracer.recorder import Attributes, ConnectionRecord, code_attributes
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """Where one WebSocket implementation keeps the functions each stage runs through."""
+
+    name: str
+    module: str
+    cls: str
+    send: str
+    receive: str
+    handshake: tuple[str, str]  # (module, qualname) of the function the handshake runs in
+    validate: tuple[tuple[str, str], ...]
+    response: tuple[tuple[str, str], ...]
+    handshake_ends_on_response: bool
+
+
+FAMILIES: dict[str, Family] = {
+    "websockets": Family(
+        name="websockets",
+        module="uvicorn.protocols.websockets.websockets_impl",
+        cls="WebSocketProtocol",
+        send="asgi_send",
+        receive="asgi_receive",
+        handshake=("websockets.legacy.server", "WebSocketServerProtocol.handshake"),
+        validate=(
+            ("websockets.legacy.handshake", "check_request"),
+            ("websockets.legacy.server", "check_request"),
+        ),
+        response=(("websockets.legacy.server", "WebSocketServerProtocol.write_http_response"),),
+        handshake_ends_on_response=False,
+    ),
+    "websockets-sansio": Family(
+        name="websockets-sansio",
+        module="uvicorn.protocols.websockets.websockets_sansio_impl",
+        cls="WebSocketsSansIOProtocol",
+        send="send",
+        receive="receive",
+        handshake=(
+            "uvicorn.protocols.websockets.websockets_sansio_impl",
+            "WebSocketsSansIOProtocol.handle_connect",
+        ),
+        validate=(("websockets.server", "ServerProtocol.accept"),),
+        response=(("websockets.server", "ServerProtocol.send_response"),),
+        handshake_ends_on_response=True,
+    ),
+    "wsproto": Family(
+        name="wsproto",
+        module="uvicorn.protocols.websockets.wsproto_impl",
+        cls="WSProtocol",
+        send="send",
+        receive="receive",
+        handshake=("uvicorn.protocols.websockets.wsproto_impl", "WSProtocol.handle_connect"),
+        validate=(("wsproto.handshake", "H11Handshake._process_connection_request"),),
+        response=(
+            ("wsproto.handshake", "H11Handshake._accept"),
+            ("wsproto.handshake", "H11Handshake._reject"),
+        ),
+        handshake_ends_on_response=True,
+    ),
+}
+
+
+def stage_code(family: Family) -> dict[str, Attributes]:
+    """``code.*`` per stage, read from the installed functions."""
+    own = family.module, family.cls
+    targets: dict[str, tuple[str, str]] = {
+        vocab.WS_HANDSHAKE: family.handshake,
+        vocab.WS_HANDSHAKE_VALIDATE: family.validate[0],
+        vocab.WS_HANDSHAKE_RESPONSE: family.response[0],
+        vocab.ASGI_APP: (own[0], f"{own[1]}.run_asgi"),
+        vocab.WS_ACCEPT: (own[0], f"{own[1]}.{family.send}"),
+        vocab.WS_MESSAGE_SEND: (own[0], f"{own[1]}.{family.send}"),
+        vocab.WS_FRAME_SEND: (own[0], f"{own[1]}.{family.send}"),
+        vocab.WS_MESSAGE_RECEIVE: (own[0], f"{own[1]}.{family.receive}"),
+        vocab.WS_FRAME_RECEIVE: (own[0], f"{own[1]}.data_received"),
+        vocab.WS_CLOSE: (own[0], f"{own[1]}.connection_lost"),
+    }
+    found: dict[str, Attributes] = {}
+    for stage, (module, qualname) in targets.items():
+        function = original_function(module, qualname)
+        if function is not None:
+            found[stage] = code_attributes(function)
+    return found
+
+
+def _error_name(exc: BaseException | None) -> str | None:
+    return type(exc).__name__ if exc is not None else None
+
+
+# --- Wrappers on uvicorn's protocol class --------------------------------------------------------
+
+
+def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
+    def wrap_connection_made(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        recorder = Active.recorder
+        if recorder is None or RECORD_ATTRIBUTE in instance.__dict__:
+            return wrapped(*args, **kwargs)
+        transport = args[0] if args else kwargs.get("transport")
+        try:
+            upgrade = upgrading.get()
+            record = recorder.new_connection(
+                impl_http=upgrade.impl_http if upgrade else "unknown",
+                impl_ws=family.name,
+                http=upgrade.stages if upgrade else None,
+                http_code=upgrade.http_code if upgrade else {},
+                ws_code=ws_code,
+                transport=transport,
+                handshake_ends_on_response=family.handshake_ends_on_response,
+            )
+            instance.__dict__[RECORD_ATTRIBUTE] = record
+            tapped = TapTransport(transport, record)
+        except Exception as exc:
+            errors.record("ws.connection_made", exc)
+            return wrapped(*args, **kwargs)
+        return wrapped(tapped)
+
+    return wrap_connection_made
+
+
+def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = record_of(instance)
+    if record is None:
+        return wrapped(*args, **kwargs)
+    started = time_ns()
+    frames = None
+    try:
+        frames = record.on_bytes_in(started, args[0])
+    except Exception as exc:
+        errors.record("ws.data_received", exc)
+    token = current_record.set(record)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        current_record.reset(token)
+        if frames:
+            try:
+                record.on_bytes_in_done(frames, time_ns())
+            except Exception as exc:
+                errors.record("ws.data_received", exc)
+
+
+def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = record_of(instance)
+    lost_at = time_ns()
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        if record is not None:
+            try:
+                exc = args[0] if args else kwargs.get("exc")
+                record.on_lost(lost_at, exc)
+            except Exception as error:
+                errors.record("ws.connection_lost", error)
+
+
+async def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = record_of(instance)
+    if record is None:
+        return await wrapped(*args, **kwargs)
+    try:
+        record.on_app_start(time_ns())
+    except Exception as exc:
+        errors.record("ws.run_asgi", exc)
+    failure: BaseException | None = None
+    try:
+        return await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        try:
+            record.on_app_end(time_ns(), _error_name(failure))
+        except Exception as exc:
+            errors.record("ws.run_asgi", exc)
+
+
+async def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = record_of(instance)
+    if record is None:
+        return await wrapped(*args, **kwargs)
+    send = None
+    try:
+        message = args[0] if args else kwargs.get("message")
+        send = record.on_send_enter(time_ns(), message)
+    except Exception as exc:
+        errors.record("ws.send", exc)
+    token = current_record.set(record)
+    failure: BaseException | None = None
+    try:
+        return await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        current_record.reset(token)
+        if send is not None:
+            try:
+                record.on_send_exit(send, time_ns(), _error_name(failure))
+            except Exception as exc:
+                errors.record("ws.send", exc)
+
+
+async def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = record_of(instance)
+    if record is None:
+        return await wrapped(*args, **kwargs)
+    asked = time_ns()
+    try:
+        record.on_receive_enter(asked)
+    except Exception as exc:
+        errors.record("ws.receive", exc)
+    message = await wrapped(*args, **kwargs)
+    try:
+        record.on_receive_exit(asked, time_ns(), message)
+    except Exception as exc:
+        errors.record("ws.receive", exc)
+    return message
+
+
+# --- Wrappers on the libraries' handshake functions ----------------------------------------------
+
+
+def _with_record(instance: Any) -> ConnectionRecord | None:
+    record = record_of(instance) if instance is not None else None
+    return record if record is not None else current_record.get()
+
+
+async def wrap_async_handshake(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = _with_record(instance)
+    if record is None:
+        return await wrapped(*args, **kwargs)
+    record.on_handshake_start(time_ns())
+    token = current_record.set(record)
+    failure: BaseException | None = None
+    try:
+        return await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        current_record.reset(token)
+        try:
+            record.on_handshake_end(time_ns(), _error_name(failure))
+        except Exception as exc:
+            errors.record("ws.handshake", exc)
+
+
+def wrap_sync_handshake(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = _with_record(instance)
+    if record is not None:
+        record.on_handshake_start(time_ns())
+    return wrapped(*args, **kwargs)
+
+
+def wrap_validate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = current_record.get()
+    if record is None:
+        return wrapped(*args, **kwargs)
+    started = time_ns()
+    failure: BaseException | None = None
+    result = None
+    try:
+        result = wrapped(*args, **kwargs)
+        return result
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        error = _error_name(failure)
+        status = getattr(result, "status_code", None)
+        if error is None and isinstance(status, int) and status != 101:
+            error = f"rejected-{status}"
+        try:
+            record.on_validate(started, time_ns(), error)
+        except Exception as exc:
+            errors.record("ws.validate", exc)
+
+
+def wrap_response(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = _with_record(instance)
+    if record is not None:
+        record.on_response_start(time_ns())
+    return wrapped(*args, **kwargs)
+
+
+def patches(name: str) -> list[Patch]:
+    family = FAMILIES[name]
+    code = stage_code(family)
+    own = f"{family.cls}."
+    targets = [
+        Patch(family.module, own + "connection_made", make_connection_made(family, code)),
+        Patch(family.module, own + "data_received", wrap_data_received),
+        Patch(family.module, own + "connection_lost", wrap_connection_lost),
+        Patch(family.module, own + "run_asgi", wrap_run_asgi),
+        Patch(family.module, own + family.send, wrap_send),
+        Patch(family.module, own + family.receive, wrap_receive),
+    ]
+    module, qualname = family.handshake
+    handshake_wrapper = wrap_async_handshake if name == "websockets" else wrap_sync_handshake
+    targets.append(Patch(module, qualname, handshake_wrapper))
+    targets += [Patch(module, qualname, wrap_validate) for module, qualname in family.validate]
+    targets += [Patch(module, qualname, wrap_response) for module, qualname in family.response]
+    return targets
