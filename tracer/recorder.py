@@ -48,6 +48,15 @@ _MAX_PENDING_MESSAGES = 1024
 _TRACER_DIR = __file__.rsplit("/", 1)[0] + "/"
 
 
+def stack_entry(function: Any) -> tuple[str, str, int] | None:
+    """A function as a handshake-stack row: (qualified name, file, first line)."""
+    function = getattr(function, "__wrapped__", function)
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return None
+    return getattr(function, "__qualname__", code.co_name), code.co_filename, code.co_firstlineno
+
+
 def code_attributes(function: Any) -> Attributes:
     """``code.*`` attributes of the installed function that does a stage's work."""
     function = getattr(function, "__wrapped__", function)
@@ -239,6 +248,7 @@ def _frame_attributes(frame: Frame, preview_redactor: Any = None) -> Attributes:
         vocab.WS_MASK: frame.masked,
         vocab.WS_PAYLOAD_LENGTH: frame.payload_length,
         vocab.WS_HEADER_LENGTH: frame.header_length,
+        vocab.FRAME_OFFSET: frame.offset,
     }
     if frame.masking_key is not None:
         attributes[vocab.WS_MASKING_KEY] = frame.masking_key.hex()
@@ -294,6 +304,7 @@ class ConnectionRecord:
         ws_code: dict[str, Attributes],
         transport: Any,
         handshake_ends_on_response: bool,
+        send_frame: tuple[str, str, int] | None = None,
     ) -> None:
         self.recorder = recorder
         self.config = recorder.config
@@ -304,6 +315,7 @@ class ConnectionRecord:
         self.http_code = http_code
         self.ws_code = ws_code
         self.handshake_ends_on_response = handshake_ends_on_response
+        self.send_frame = send_frame
         started = http.connection_made if http is not None else time_ns()
         self.started = started
 
@@ -729,7 +741,10 @@ class ConnectionRecord:
             self.accept_start = at
             self.accept_parent = _asgi_parent.get()
             if self.config.handshake_stack and self.recording:
+                # The server's send is being entered, not yet running: it is the innermost frame.
                 self.accept_stack = capture_stack()
+                if self.send_frame is not None:
+                    self.accept_stack.append(self.send_frame)
         elif kind == "websocket.close" and self.response is None:
             self.rejected_by_app = True
         return None

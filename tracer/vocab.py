@@ -134,6 +134,8 @@ PROTOCOL_ERROR_OFFSET = "wstrace.protocol_error.offset"
 FRAMES_DROPPED = "wstrace.frames.dropped"
 MESSAGES_OVERFLOWED = "wstrace.messages.overflowed"
 MESSAGE_INDEX = "wstrace.message.index"
+FRAME_OFFSET = "wstrace.frame.offset"
+"""Where the frame starts in its direction's byte stream (after the handshake head)."""
 
 # --- Values -------------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from tracer._contain import errors
 from tracer.hooks.context import RECORD_ATTRIBUTE, Active, current_record, record_of, upgrading
 from tracer.hooks.patching import Patch, original_function
 from tracer.hooks.transport import TapTransport
-from tracer.recorder import Attributes, ConnectionRecord, code_attributes
+from tracer.recorder import Attributes, ConnectionRecord, code_attributes, stack_entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +127,8 @@ def _error_name(exc: BaseException | None) -> str | None:
 
 
 def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
+    send_frame = stack_entry(original_function(family.module, f"{family.cls}.{family.send}"))
+
     def wrap_connection_made(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         recorder = Active.recorder
         if recorder is None or RECORD_ATTRIBUTE in instance.__dict__:
@@ -142,6 +144,7 @@ def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
                 ws_code=ws_code,
                 transport=transport,
                 handshake_ends_on_response=family.handshake_ends_on_response,
+                send_frame=send_frame,
             )
             instance.__dict__[RECORD_ATTRIBUTE] = record
             tapped = TapTransport(transport, record)
