@@ -11,6 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from tracer.asgi import TracingMiddleware
 from tracer.instrumentor import WebSocketInstrumentor
 from tracer.recorder import broadcast
 
@@ -34,4 +35,11 @@ def uninstrument() -> None:
         instrumentor.uninstrument()
 
 
-__all__ = ["WebSocketInstrumentor", "__version__", "broadcast", "instrument", "uninstrument"]
+__all__ = [
+    "TracingMiddleware",
+    "WebSocketInstrumentor",
+    "__version__",
+    "broadcast",
+    "instrument",
+    "uninstrument",
+]

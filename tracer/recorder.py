@@ -147,18 +147,6 @@ _handling: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
 _explicit_broadcast: contextvars.ContextVar[list[SendRecord] | None] = contextvars.ContextVar(
     "wstrace_broadcast", default=None
 )
-_asgi_parent: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "wstrace_asgi_parent", default=None
-)
-"""Set by :class:`tracer.TracingMiddleware` to the span ``ws.accept`` should hang under."""
-
-
-def current_asgi_parent() -> Any:
-    return _asgi_parent.get()
-
-
-def set_asgi_parent(span: Any) -> contextvars.Token[Any]:
-    return _asgi_parent.set(span)
 
 
 def current_handling() -> Handling | None:
@@ -739,7 +727,9 @@ class ConnectionRecord:
             return send
         if kind == "websocket.accept" and not self.accept_start:
             self.accept_start = at
-            self.accept_parent = _asgi_parent.get()
+            current = trace.get_current_span()
+            if current.get_span_context().trace_id == self.span_context.trace_id:
+                self.accept_parent = current  # the innermost ASGI layer (TracingMiddleware)
             if self.config.handshake_stack and self.recording:
                 # The server's send is being entered, not yet running: it is the innermost frame.
                 self.accept_stack = capture_stack()

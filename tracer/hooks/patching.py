@@ -69,7 +69,7 @@ def apply(patches: Iterable[Patch], applied: list[Applied]) -> list[str]:
             missing.append(f"{patch.module}:{patch.qualname}")
             continue
         owner, attribute, original, own = found
-        if isinstance(original, wrapt.ObjectProxy):
+        if isinstance(original, wrapt.FunctionWrapper):
             continue  # already wrapped (by us, through another path)
         wrapt.wrap_function_wrapper(owner, attribute, patch.wrapper)
         applied.append(Applied(owner, attribute, original, own))

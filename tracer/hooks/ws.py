@@ -27,8 +27,12 @@ from dataclasses import dataclass
 from time import time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 from tracer import vocab
 from tracer._contain import errors
+from tracer.asgi import enter_server_chain, leave_server_chain
 from tracer.hooks.context import RECORD_ATTRIBUTE, Active, current_record, record_of, upgrading
 from tracer.hooks.patching import Patch, original_function
 from tracer.hooks.transport import TapTransport
@@ -196,8 +200,14 @@ async def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> 
     record = record_of(instance)
     if record is None:
         return await wrapped(*args, **kwargs)
+    context_token = chain_token = None
     try:
         record.on_app_start(time_ns())
+        if record.app_span is not None:
+            # Spans made inside the app (the ASGI chain, FastAPI's own telemetry, other
+            # instrumentations) join this connection's trace under asgi.app.
+            context_token = otel_context.attach(trace.set_span_in_context(record.app_span))
+            chain_token = enter_server_chain(instance.app, record.recorder.tracer)
     except Exception as exc:
         errors.record("ws.run_asgi", exc)
     failure: BaseException | None = None
@@ -207,6 +217,10 @@ async def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> 
         failure = exc
         raise
     finally:
+        if chain_token is not None:
+            leave_server_chain(chain_token)
+        if context_token is not None:
+            otel_context.detach(context_token)
         try:
             record.on_app_end(time_ns(), _error_name(failure))
         except Exception as exc:

@@ -1,0 +1,438 @@
+"""``TracingMiddleware``: the ASGI layer of a WebSocket connection, as spans.
+
+Wrap the app (``app = TracingMiddleware(app)``) and every WebSocket connection records:
+
+- one span per layer of the app's real, built middleware stack, in the order the connection
+  traverses them, named after the layer's class (``FastAPI`` → ``Starlette`` →
+  ``ServerErrorMiddleware`` → ``CORSMiddleware`` → ``ExceptionMiddleware`` →
+  ``AsyncExitStackMiddleware`` → ``Router`` → the route → ``solve_dependencies`` → the
+  endpoint), each with ``code.*`` pointing at the ``__call__`` that ran;
+- ``ws.accept`` with the handshake stack (the live Python stack when ``websocket.accept``
+  reaches the server).
+
+With the server hooks installed (:func:`tracer.instrument`) the chain joins the connection's
+trace under ``asgi.app`` (and ``ProxyHeadersMiddleware``, uvicorn's outermost layer, gets its
+span too); messages, frames and broadcasts come from the server layer, which sees the wire.
+Alone — under another server or Starlette's ``TestClient`` — the middleware records what the
+ASGI layer can see itself: a ``ws.connection`` root marked ``wstrace.source = "asgi"``,
+``ws.accept``, ``ws.message.receive`` per message (handler time only: the wire is out of
+sight), ``ws.message.send`` per send and ``ws.close``.
+
+The chain spans come from class-level wrappers installed once per layer class; they pass
+straight through unless a traced WebSocket connection is running in the current task.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import threading
+from time import time_ns
+from typing import Any
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tracer import vocab
+from tracer._contain import errors
+from tracer.config import TracerConfig
+from tracer.recorder import capture_stack, code_attributes, current_handling
+
+Scope = dict[str, Any]
+
+_chain_tracer: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "wstrace_chain_tracer", default=None
+)
+"""The tracer of the traced WebSocket connection running in this task, if any."""
+
+_wrapped_lock = threading.Lock()
+_wrapped: dict[tuple[type, str], Any] = {}
+"""(class, attribute) -> original, for every chain wrapper installed (restored by
+:func:`unwrap_chain`)."""
+
+_TRANSPARENT: set[str] = {"TracingMiddleware"}
+
+
+def _make_layer_wrapper(owner: type, attribute: str) -> Any:
+    original = owner.__dict__[attribute]
+    attrs = code_attributes(original)
+    name = owner.__name__
+
+    async def layer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        tracer = _chain_tracer.get()
+        scope = args[0] if args else kwargs.get("scope")
+        if tracer is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
+            return await wrapped(*args, **kwargs)
+        span_attrs = {**attrs, vocab.MIDDLEWARE_LAYER: name}
+        span_name = name
+        if attribute == "handle":  # a route: named after its own class, with its template
+            span_name = type(instance).__name__
+            route = getattr(instance, "path", None)
+            if isinstance(route, str):
+                span_attrs[vocab.HTTP_ROUTE] = route
+        with tracer.start_as_current_span(span_name, attributes=span_attrs, record_exception=False):
+            return await wrapped(*args, **kwargs)
+
+    return layer
+
+
+def _wrap(owner: type, attribute: str) -> None:
+    key = (owner, attribute)
+    with _wrapped_lock:
+        if key in _wrapped or attribute not in owner.__dict__:
+            return
+        original = owner.__dict__[attribute]
+        if isinstance(original, wrapt.FunctionWrapper) or not inspect.iscoroutinefunction(
+            original
+        ):
+            return  # already wrapped, or not an ASGI coroutine we can time
+        wrapt.wrap_function_wrapper(owner, attribute, _make_layer_wrapper(owner, attribute))
+        _wrapped[key] = original
+
+
+def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
+    key = (module, attribute)  # type: ignore[assignment]
+    with _wrapped_lock:
+        original = getattr(module, attribute, None)
+        if key in _wrapped or original is None or isinstance(original, wrapt.FunctionWrapper):
+            return
+        attrs = code_attributes(original)
+
+        async def timed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            tracer = _chain_tracer.get()
+            if tracer is None:
+                return await wrapped(*args, **kwargs)
+            with tracer.start_as_current_span(span_name, attributes=attrs, record_exception=False):
+                return await wrapped(*args, **kwargs)
+
+        wrapt.wrap_function_wrapper(module, attribute, timed)
+        _wrapped[key] = original
+
+
+def unwrap_chain() -> None:
+    """Restore every class and function the chain wrappers touched."""
+    with _wrapped_lock:
+        for (owner, attribute), original in _wrapped.items():
+            setattr(owner, attribute, original)
+        _wrapped.clear()
+        _chains.clear()
+
+
+def chain_layers(app: Any) -> list[Any]:
+    """The app objects a WebSocket connection passes through, outermost first.
+
+    Follows the conventions every ASGI middleware in the ecosystem uses (``self.app``), and
+    Starlette's lazily built ``middleware_stack``, which it builds now if needed.
+    """
+    layers: list[Any] = []
+    seen: set[int] = set()
+    node = app
+    while node is not None and id(node) not in seen and len(layers) < 64:
+        seen.add(id(node))
+        layers.append(node)
+        stack = getattr(node, "middleware_stack", _MISSING)
+        if stack is not _MISSING and hasattr(node, "build_middleware_stack"):
+            if stack is None:
+                node.middleware_stack = stack = node.build_middleware_stack()
+            node = stack
+            continue
+        if hasattr(node, "routes") and not hasattr(node, "app"):
+            break  # the router: routes are wrapped separately
+        node = getattr(node, "app", None)
+    return layers
+
+
+_MISSING = object()
+
+
+_chains: dict[int, bool] = {}
+"""id(app) -> whether its chain contains a TracingMiddleware (walked once per app)."""
+
+
+def instrument_chain(app: Any, *, force: bool = False) -> bool:
+    """Install the class-level wrappers for every layer of ``app``'s chain (idempotent).
+
+    Only chains that contain a :class:`TracingMiddleware` (or ``force``, used by the
+    middleware itself) are wrapped.  Returns whether the chain is traced.
+    """
+    known = _chains.get(id(app))
+    if known is not None:
+        return known
+    layers = chain_layers(app)
+    traced = force or any(type(layer).__name__ in _TRANSPARENT for layer in layers)
+    _chains[id(app)] = traced
+    if not traced:
+        return False
+    for layer in layers:
+        cls = type(layer)
+        if (
+            cls.__name__ in _TRANSPARENT
+            or cls.__module__ == "builtins"
+            or callable(getattr(layer, "__func__", None))
+        ):
+            continue  # ourselves, or a plain function/method: no class to wrap
+        for klass in cls.__mro__:
+            if klass is object:
+                break
+            if "__call__" in klass.__dict__ and klass.__module__.split(".")[0] in (
+                "starlette",
+                "fastapi",
+                "uvicorn",
+            ):
+                _wrap(klass, "__call__")
+            elif klass is cls and "__call__" in klass.__dict__:
+                _wrap(klass, "__call__")  # the user's own middleware
+        routes = getattr(layer, "routes", None)
+        if routes:
+            for route in routes:
+                for klass in type(route).__mro__:
+                    if "handle" in klass.__dict__:
+                        _wrap(klass, "handle")
+                        break
+                _wrap_endpoint(route)
+    import fastapi.routing
+
+    _wrap_function(fastapi.routing, "solve_dependencies", "solve_dependencies")
+    return traced
+
+
+def _wrap_endpoint(route: Any) -> None:
+    dependant = getattr(route, "dependant", None)
+    call = getattr(dependant, "call", None)
+    if call is None or isinstance(call, wrapt.FunctionWrapper):
+        return
+    attrs = code_attributes(call)
+    name = getattr(call, "__name__", "endpoint")
+
+    async def endpoint(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        tracer = _chain_tracer.get()
+        if tracer is None:
+            return await wrapped(*args, **kwargs)
+        with tracer.start_as_current_span(name, attributes=attrs, record_exception=False):
+            return await wrapped(*args, **kwargs)
+
+    dependant.call = wrapt.FunctionWrapper(call, endpoint)
+
+
+def enter_server_chain(app: Any, tracer: Any) -> contextvars.Token[Any] | None:
+    """Called by the server hooks as the ASGI app starts: trace the chain if it is wrapped.
+
+    Returns a token when the app contains a :class:`TracingMiddleware` (the user asked for the
+    ASGI layer to be traced): the outer layers, such as uvicorn's ``ProxyHeadersMiddleware``,
+    then get spans too.
+    """
+    if not instrument_chain(app):
+        return None
+    return _chain_tracer.set(tracer)
+
+
+def leave_server_chain(token: contextvars.Token[Any]) -> None:
+    _chain_tracer.reset(token)
+
+
+# --- The middleware ------------------------------------------------------------------------------
+
+
+class TracingMiddleware:
+    """Pure ASGI middleware tracing WebSocket connections; HTTP requests pass straight through.
+
+    Options: ``tracer_provider`` and those of :class:`tracer.config.TracerConfig` (used when
+    no server hooks are installed).
+    """
+
+    def __init__(self, app: Any, *, tracer_provider: Any = None, **options: Any) -> None:
+        from tracer import __version__
+
+        self.app = app
+        self.config = TracerConfig.build(**options)
+        self.tracer = trace.get_tracer(
+            vocab.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
+        )
+        self._chain_ready = False
+
+    def __getattr__(self, name: str) -> Any:
+        # Let code that reaches through to the app (``app.state``, ``app.routes``…) keep working.
+        if name == "app":
+            raise AttributeError(name)
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope.get("type") != "websocket":
+            await self.app(scope, receive, send)
+            return
+        if not self._chain_ready:
+            try:
+                instrument_chain(self.app, force=True)
+            except Exception as exc:
+                errors.record("asgi.instrument_chain", exc)
+            self._chain_ready = True
+        handling = current_handling()
+        if handling is not None and handling.record.span.is_recording():
+            # The server hooks own this connection: the chain nests under their asgi.app.
+            token = _chain_tracer.set(self.tracer)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _chain_tracer.reset(token)
+            return
+        await _AsgiConnection(self, scope).run(receive, send)
+
+
+class _AsgiConnection:
+    """One WebSocket connection seen from the ASGI layer only (no server hooks)."""
+
+    def __init__(self, middleware: TracingMiddleware, scope: Scope) -> None:
+        self.middleware = middleware
+        self.tracer = middleware.tracer
+        self.scope = scope
+        self.message_span: Any = None
+        self.message_token: Any = None
+        self.close_code: int | None = None
+        self.close_initiator: str | None = None
+        self.messages = 0
+
+    async def run(self, receive: Any, send: Any) -> None:
+        scope = self.scope
+        client = scope.get("client") or (None, None)
+        server = scope.get("server") or (None, None)
+        attributes: dict[str, Any] = {
+            vocab.NETWORK_PROTOCOL_NAME: "websocket",
+            vocab.SOURCE: vocab.SOURCE_ASGI,
+            vocab.URL_PATH: scope.get("path", ""),
+            vocab.URL_SCHEME: scope.get("scheme", "ws"),
+        }
+        if client[0] is not None:
+            attributes[vocab.CLIENT_ADDRESS] = str(client[0])
+            attributes[vocab.CLIENT_PORT] = int(client[1] or 0)
+        if server[0] is not None:
+            attributes[vocab.SERVER_ADDRESS] = str(server[0])
+            attributes[vocab.SERVER_PORT] = int(server[1] or 0)
+        attributes.update(
+            self.middleware.config.header_attributes(
+                vocab.HTTP_REQUEST_HEADER_PREFIX,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])],
+            )
+        )
+        span = self.tracer.start_span(vocab.CONNECTION, attributes=attributes, kind=SpanKind.SERVER)
+        self.connection_span = span
+        context_token = otel_context.attach(trace.set_span_in_context(span))
+        chain_token = _chain_tracer.set(self.tracer)
+        try:
+            await self.middleware.app(scope, self._receive(receive), self._send(send))
+        except BaseException as exc:
+            span.set_attribute(vocab.ERROR_TYPE, type(exc).__name__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            _chain_tracer.reset(chain_token)
+            otel_context.detach(context_token)
+            self._end_message(time_ns())
+            self._record_close(span)
+            span.end()
+
+    def _record_close(self, connection: Any) -> None:
+        code = self.close_code if self.close_code is not None else 1006
+        connection.set_attribute(vocab.WS_CLOSE_CODE, code)
+        now = time_ns()
+        self.tracer.start_span(
+            vocab.WS_CLOSE,
+            context=trace.set_span_in_context(connection),
+            attributes={
+                vocab.WS_CLOSE_CODE: code,
+                vocab.WS_CLOSE_INITIATOR: self.close_initiator or vocab.INITIATOR_NONE,
+                vocab.SOURCE: vocab.SOURCE_ASGI,
+            },
+            start_time=now,
+        ).end(end_time=now)
+
+    def _end_message(self, at: int) -> None:
+        if self.message_span is not None:
+            self.message_span.end(end_time=at)
+            self.message_span = None
+
+    def _receive(self, receive: Any) -> Any:
+        async def traced_receive() -> Any:
+            asked = time_ns()
+            self._end_message(asked)
+            message = await receive()
+            try:
+                self._on_receive(message)
+            except Exception as exc:
+                errors.record("asgi.receive", exc)
+            return message
+
+        return traced_receive
+
+    def _on_receive(self, message: Any) -> None:
+        kind = message.get("type")
+        if kind == "websocket.receive":
+            data = message.get("text")
+            message_type = "text"
+            if data is None:
+                data = message.get("bytes") or b""
+                message_type = "binary"
+            self.messages += 1
+            self.message_span = self.tracer.start_span(
+                vocab.WS_MESSAGE_RECEIVE,
+                context=trace.set_span_in_context(self.connection_span),
+                kind=SpanKind.SERVER,
+                attributes={
+                    vocab.WS_MESSAGE_TYPE: message_type,
+                    vocab.WS_MESSAGE_SIZE: len(data),
+                    vocab.MESSAGE_INDEX: self.messages,
+                    vocab.SOURCE: vocab.SOURCE_ASGI,
+                },
+            )
+        elif kind == "websocket.disconnect" and self.close_code is None:
+            self.close_code = message.get("code", 1005)
+            self.close_initiator = vocab.INITIATOR_CLIENT
+
+    def _send(self, send: Any) -> Any:
+        async def traced_send(message: Any) -> None:
+            kind = message.get("type") if isinstance(message, dict) else None
+            if kind == "websocket.accept":
+                await self._accept(send, message)
+                return
+            if kind == "websocket.close" and self.close_code is None:
+                self.close_code = message.get("code", 1000)
+                self.close_initiator = vocab.INITIATOR_SERVER
+            if kind != "websocket.send":
+                await send(message)
+                return
+            data = message.get("text")
+            message_type = "text" if data is not None else "binary"
+            if data is None:
+                data = message.get("bytes") or b""
+            parent = self.message_span or trace.get_current_span()
+            with self.tracer.start_as_current_span(
+                vocab.WS_MESSAGE_SEND,
+                context=trace.set_span_in_context(parent),
+                attributes={
+                    vocab.WS_MESSAGE_TYPE: message_type,
+                    vocab.WS_MESSAGE_SIZE: len(data),
+                    vocab.SOURCE: vocab.SOURCE_ASGI,
+                },
+                record_exception=False,
+            ):
+                await send(message)
+
+        return traced_send
+
+    async def _accept(self, send: Any, message: Any) -> None:
+        stack = capture_stack() if self.middleware.config.handshake_stack else []
+        with self.tracer.start_as_current_span(
+            vocab.WS_ACCEPT, attributes={vocab.SOURCE: vocab.SOURCE_ASGI}, record_exception=False
+        ) as span:
+            if stack:
+                functions, files, lines = zip(*stack, strict=True)
+                span.add_event(
+                    vocab.EVENT_HANDSHAKE_STACK,
+                    {
+                        vocab.STACK_FUNCTIONS: list(functions),
+                        vocab.STACK_FILES: list(files),
+                        vocab.STACK_LINES: list(lines),
+                    },
+                )
+            await send(message)
