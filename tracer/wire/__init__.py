@@ -1,0 +1,49 @@
+"""Layer 1: sans-I/O wire decoders, in the style of h11 and wsproto.
+
+Pure, incremental state machines fed bytes in whatever chunks the transport delivers; no
+asyncio, no I/O, no OpenTelemetry.  They never raise on bad input: a protocol violation is
+returned as a :class:`ProtocolError` record, and decoding goes on where it can.
+
+- :mod:`tracer.wire.http`: the HTTP/1.1 request and response heads of the opening handshake.
+- :mod:`tracer.wire.handshake`: ``Sec-WebSocket-Key`` / ``Sec-WebSocket-Accept`` (RFC 6455 §4).
+- :mod:`tracer.wire.frames`: RFC 6455 §5 frames, in both directions.
+"""
+
+from __future__ import annotations
+
+from tracer.wire.frames import (
+    MAX_CONTROL_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    ProtocolError,
+    encode_frame,
+    is_valid_close_code,
+    unmask,
+)
+from tracer.wire.handshake import GUID, accept_key, check_accept, validate_client_key
+from tracer.wire.http import (
+    RequestHead,
+    RequestHeadDecoder,
+    ResponseHead,
+    ResponseHeadDecoder,
+    is_websocket_upgrade,
+)
+
+__all__ = [
+    "GUID",
+    "MAX_CONTROL_PAYLOAD",
+    "Frame",
+    "FrameDecoder",
+    "ProtocolError",
+    "RequestHead",
+    "RequestHeadDecoder",
+    "ResponseHead",
+    "ResponseHeadDecoder",
+    "accept_key",
+    "check_accept",
+    "encode_frame",
+    "is_valid_close_code",
+    "is_websocket_upgrade",
+    "unmask",
+    "validate_client_key",
+]
