@@ -32,7 +32,7 @@ from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracer import vocab
@@ -55,20 +55,30 @@ _wrapped: dict[tuple[type, str], Any] = {}
 _TRANSPARENT: set[str] = {"TracingMiddleware"}
 
 
+def _layer_name(cls: type, owner: type, attribute: str) -> str:
+    """The instance's class when ``owner`` holds its own implementation, else ``owner``.
+
+    ``APIRouter`` inherits ``Router.__call__``: its span is ``APIRouter``.  ``FastAPI``
+    reaches ``Starlette.__call__`` through ``super()``: that second span is ``Starlette``.
+    """
+    for klass in cls.__mro__:
+        if attribute in klass.__dict__:
+            return cls.__name__ if klass is owner else owner.__name__
+    return owner.__name__
+
+
 def _make_layer_wrapper(owner: type, attribute: str) -> Any:
     original = owner.__dict__[attribute]
     attrs = code_attributes(original)
-    name = owner.__name__
 
     async def layer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         tracer = _chain_tracer.get()
         scope = args[0] if args else kwargs.get("scope")
         if tracer is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
             return await wrapped(*args, **kwargs)
-        span_attrs = {**attrs, vocab.MIDDLEWARE_LAYER: name}
-        span_name = name
-        if attribute == "handle":  # a route: named after its own class, with its template
-            span_name = type(instance).__name__
+        span_name = _layer_name(type(instance), owner, attribute)
+        span_attrs = {**attrs, vocab.MIDDLEWARE_LAYER: span_name}
+        if attribute == "handle":  # a route: with its template
             route = getattr(instance, "path", None)
             if isinstance(route, str):
                 span_attrs[vocab.HTTP_ROUTE] = route
@@ -84,9 +94,7 @@ def _wrap(owner: type, attribute: str) -> None:
         if key in _wrapped or attribute not in owner.__dict__:
             return
         original = owner.__dict__[attribute]
-        if isinstance(original, wrapt.FunctionWrapper) or not inspect.iscoroutinefunction(
-            original
-        ):
+        if isinstance(original, wrapt.FunctionWrapper) or not inspect.iscoroutinefunction(original):
             return  # already wrapped, or not an ASGI coroutine we can time
         wrapt.wrap_function_wrapper(owner, attribute, _make_layer_wrapper(owner, attribute))
         _wrapped[key] = original
@@ -133,12 +141,12 @@ def chain_layers(app: Any) -> list[Any]:
         seen.add(id(node))
         layers.append(node)
         stack = getattr(node, "middleware_stack", _MISSING)
-        if stack is not _MISSING and hasattr(node, "build_middleware_stack"):
+        if stack is not _MISSING and hasattr(type(node), "build_middleware_stack"):
             if stack is None:
                 node.middleware_stack = stack = node.build_middleware_stack()
             node = stack
             continue
-        if hasattr(node, "routes") and not hasattr(node, "app"):
+        if "routes" in getattr(node, "__dict__", {}):
             break  # the router: routes are wrapped separately
         node = getattr(node, "app", None)
     return layers
@@ -268,6 +276,7 @@ class TracingMiddleware:
             except Exception as exc:
                 errors.record("asgi.instrument_chain", exc)
             self._chain_ready = True
+        scope = _with_traceparent(scope)
         handling = current_handling()
         if handling is not None and handling.record.span.is_recording():
             # The server hooks own this connection: the chain nests under their asgi.app.
@@ -278,6 +287,24 @@ class TracingMiddleware:
                 _chain_tracer.reset(token)
             return
         await _AsgiConnection(self, scope).run(receive, send)
+
+
+def _with_traceparent(scope: Scope) -> Scope:
+    """Hand the connection's trace context to instrumentation that starts from headers.
+
+    FastAPI's native telemetry (and other server-entry instrumentations) extract their parent
+    from the request's ``traceparent`` header, not from the running context; without one they
+    would start an orphan trace.  A client's own ``traceparent`` is left untouched.
+    """
+    headers = scope.get("headers") or []
+    if any(name == b"traceparent" for name, _ in headers):
+        return scope
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if "traceparent" not in carrier:
+        return scope
+    extra = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in carrier.items()]
+    return {**scope, "headers": [*headers, *extra]}
 
 
 class _AsgiConnection:
@@ -318,6 +345,7 @@ class _AsgiConnection:
         span = self.tracer.start_span(vocab.CONNECTION, attributes=attributes, kind=SpanKind.SERVER)
         self.connection_span = span
         context_token = otel_context.attach(trace.set_span_in_context(span))
+        scope = self.scope = _with_traceparent(scope)
         chain_token = _chain_tracer.set(self.tracer)
         try:
             await self.middleware.app(scope, self._receive(receive), self._send(send))

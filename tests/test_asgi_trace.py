@@ -1,0 +1,359 @@
+"""The application layer: TracingMiddleware, the chain, accept's stack, messages, shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fastapi import FastAPI, WebSocket
+from fastapi.testclient import TestClient
+from websockets.asyncio.client import connect
+
+import tracer
+from tests.support.apps import echo_app
+from tests.support.server import IMPL_PAIRS, WS_IMPLS, run_server
+from tests.support.tracing import Tree, make_provider, traced
+from tests.test_server_trace import assert_all_ended, assert_nested, closed_connections, wait_until
+from tracer import vocab
+from tracer._contain import errors
+from tracer.asgi import chain_layers, unwrap_chain
+
+pairs = pytest.mark.parametrize(("http", "ws"), IMPL_PAIRS, ids=[f"{h}-{w}" for h, w in IMPL_PAIRS])
+
+
+class StampMiddleware:
+    """A user's own pure ASGI middleware: must appear in the chain as its own span."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        scope.setdefault("state", {})["stamped"] = True
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(autouse=True)
+def _restore_chain():
+    yield
+    unwrap_chain()
+
+
+def auction_app(tmp_path):
+    from demo_app.app import create_app
+
+    app = create_app(str(tmp_path / "auction.db"), seed=False)
+    app.add_middleware(StampMiddleware)
+    return app
+
+
+async def create_auction(base: str) -> int:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base) as client:
+        reply = await client.post(
+            "/auctions", json={"item": "Typewriter", "starting_price": 10, "duration_s": 600}
+        )
+        assert reply.status_code == 201
+        return reply.json()["id"]
+
+
+def expected_chain(app) -> list[str]:
+    """The app's real built stack, walked independently of the tracer's own walk."""
+    names = ["ProxyHeadersMiddleware", "FastAPI", "Starlette"]
+    node = app.middleware_stack
+    while node is not None and not hasattr(node, "routes"):
+        names.append(type(node).__name__)
+        node = getattr(node, "app", None)
+    names.append(type(node).__name__)  # the router (FastAPI's APIRouter)
+    return names
+
+
+@pairs
+def test_chain_spans_equal_the_real_stack(http: str, ws: str, tmp_path) -> None:
+    app = auction_app(tmp_path)
+    with (
+        traced() as t,
+        run_server(
+            tracer.TracingMiddleware(app, tracer_provider=t.provider), http=http, ws=ws
+        ) as server,
+    ):
+
+        async def join() -> dict:
+            auction = await create_auction(server.http_url)
+            async with connect(f"{server.ws_url}/ws/auction/{auction}") as client:
+                return json.loads(await asyncio.wait_for(client.recv(), 5))
+
+        assert asyncio.run(join())["type"] == "state"
+        wait_until(closed_connections(t, 1))
+    tree = Tree(t.spans)
+    (conn,) = tree.connections()
+    (app_span,) = tree.kids(conn, vocab.ASGI_APP)
+    chain = []
+    node = app_span
+    while True:
+        layers = [k for k in tree.kids(node) if not k.name.startswith("ws.")]
+        if not layers:
+            break
+        node = layers[-1]
+        chain.append(node)
+    names = [s.name for s in chain]
+    want = expected_chain(app)
+    assert "StampMiddleware" in want and "CORSMiddleware" in want
+    assert names[: len(want)] == want, names
+    route = chain[len(want)]
+    assert route.name == "APIWebSocketRoute"
+    assert route.attributes[vocab.HTTP_ROUTE] == "/ws/auction/{auctionID}"
+    assert [s.name for s in tree.kids(route)][:2] == ["solve_dependencies", "websocket_endpoint"]
+    for span in chain:
+        assert span.attributes[vocab.CODE_LINE_NUMBER] > 0
+    (endpoint,) = tree.kids(route, "websocket_endpoint")
+    (accept,) = [s for s in tree.descendants(endpoint) if s.name == vocab.WS_ACCEPT]
+    (event,) = accept.events
+    functions = list(event.attributes[vocab.STACK_FUNCTIONS])
+    wanted = [
+        "run_asgi",
+        "ProxyHeadersMiddleware.__call__",
+        "websocket_endpoint",
+        "ConnectionManager.connect",
+        "WebSocket.accept",
+    ]
+    positions = []
+    for name in wanted:
+        hits = [i for i, f in enumerate(functions) if f.endswith(name)]
+        assert hits, (name, functions)
+        positions.append(hits[0])
+    assert positions == sorted(positions), functions
+    assert len(event.attributes[vocab.STACK_FILES]) == len(functions)
+    assert_nested(tree)
+    assert_all_ended(t)
+
+
+@pytest.mark.parametrize("ws", WS_IMPLS)
+def test_one_bid_three_bidders_is_one_broadcast(ws: str, tmp_path) -> None:
+    app = auction_app(tmp_path)
+    with (
+        traced() as t,
+        run_server(tracer.TracingMiddleware(app, tracer_provider=t.provider), ws=ws) as server,
+    ):
+
+        async def scenario() -> list[dict]:
+            auction = await create_auction(server.http_url)
+            url = f"{server.ws_url}/ws/auction/{auction}"
+            async with connect(url) as a, connect(url) as b, connect(url) as c:
+                for client in (a, b, c):
+                    await asyncio.wait_for(client.recv(), 5)  # state
+                await asyncio.sleep(0.1)
+                await a.send(json.dumps({"type": "bid", "bidder": "ann", "amount": 12}))
+                return [json.loads(await asyncio.wait_for(x.recv(), 5)) for x in (a, b, c)]
+
+        replies = asyncio.run(scenario())
+        wait_until(closed_connections(t, 3))
+    assert [r["type"] for r in replies] == ["bid"] * 3
+    tree = Tree(t.spans)
+    (broadcast,) = t.named(vocab.WS_BROADCAST)
+    assert broadcast.attributes[vocab.BROADCAST_RECIPIENTS] == 3
+    sends = tree.kids(broadcast, vocab.WS_MESSAGE_SEND)
+    assert len(sends) == 3
+    assert len({s.attributes[vocab.CONNECTION_ID] for s in sends}) == 3
+    for send in sends:
+        (frame,) = tree.kids(send, vocab.WS_FRAME_SEND)
+        assert frame.attributes[vocab.WS_OPCODE_NAME] == "text"
+    assert_all_ended(t)
+
+
+@pytest.mark.parametrize("ws", WS_IMPLS)
+def test_message_shape_gives_each_message_its_own_linked_trace(ws: str) -> None:
+    with traced(shape="message") as t, run_server(echo_app(), ws=ws) as server:
+
+        async def talk() -> None:
+            async with connect(server.ws_url + "/echo") as client:
+                for text in ("one", "two", "three"):
+                    await client.send(text)
+                    assert await asyncio.wait_for(client.recv(), 5) == text
+
+        asyncio.run(talk())
+        wait_until(closed_connections(t, 1))
+    tree = Tree(t.spans)
+    (conn,) = tree.connections()
+    messages = t.named(vocab.WS_MESSAGE_RECEIVE)
+    assert len(messages) == 3
+    assert len({m.context.trace_id for m in messages} | {conn.context.trace_id}) == 4
+    for message in messages:
+        assert message.parent is None
+        (link,) = message.links
+        assert link.context.span_id == conn.context.span_id
+        assert link.context.trace_id == conn.context.trace_id
+        assert tree.kids(message, vocab.WS_FRAME_RECEIVE)
+        assert tree.kids(message, vocab.WS_MESSAGE_SEND)
+    assert not tree.kids(conn, vocab.WS_MESSAGE_RECEIVE)
+    assert_all_ended(t)
+
+
+def test_connection_trace_is_capped(tmp_path) -> None:
+    with traced(max_messages_per_trace=2) as t, run_server(echo_app()) as server:
+
+        async def talk() -> None:
+            async with connect(server.ws_url + "/echo") as client:
+                for n in range(5):
+                    await client.send(str(n))
+                    await asyncio.wait_for(client.recv(), 5)
+
+        asyncio.run(talk())
+        wait_until(closed_connections(t, 1))
+    (conn,) = Tree(t.spans).connections()
+    messages = t.named(vocab.WS_MESSAGE_RECEIVE)
+    inside = [m for m in messages if m.context.trace_id == conn.context.trace_id]
+    outside = [m for m in messages if m.context.trace_id != conn.context.trace_id]
+    assert (len(inside), len(outside)) == (2, 3)
+    assert all(m.attributes[vocab.MESSAGES_OVERFLOWED] for m in outside)
+    assert all(m.links[0].context.span_id == conn.context.span_id for m in outside)
+
+
+def _all_strings(spans) -> list[str]:
+    found = []
+    for span in spans:
+        values = list(span.attributes.values())
+        for event in span.events:
+            values += list(event.attributes.values())
+        for value in values:
+            if isinstance(value, str):
+                found.append(value)
+            elif isinstance(value, tuple):
+                found += [v for v in value if isinstance(v, str)]
+    return found
+
+
+@pytest.mark.parametrize("capture", [0, 8])
+def test_payloads_are_private_unless_asked(capture: int) -> None:
+    secret = "SECRET-PAYLOAD-0123456789"
+    with traced(capture_payload=capture) as t, run_server(echo_app()) as server:
+
+        async def talk() -> None:
+            async with connect(
+                server.ws_url + "/echo",
+                additional_headers={"Authorization": "Bearer hunter2", "Cookie": "s=hunter2"},
+                compression=None,
+            ) as client:
+                await client.send(secret)
+                await asyncio.wait_for(client.recv(), 5)
+
+        asyncio.run(talk())
+        wait_until(closed_connections(t, 1))
+    strings = _all_strings(t.spans)
+    assert not any("hunter2" in s for s in strings)
+    if capture == 0:
+        assert not any("SECRET" in s for s in strings)
+        assert not any(s.attributes.get(vocab.WS_PAYLOAD_PREVIEW) for s in t.spans)
+    else:
+        previews = [
+            s.attributes.get(vocab.WS_PAYLOAD_PREVIEW) for s in t.named(vocab.WS_FRAME_RECEIVE)
+        ]
+        assert secret[:8] in previews
+        assert not any(secret in s for s in strings)
+
+
+def test_secret_headers_are_redacted_even_when_allowlisted() -> None:
+    with (
+        traced(capture_headers=["authorization", "user-agent"]) as t,
+        run_server(echo_app()) as server,
+    ):
+
+        async def talk() -> None:
+            async with connect(
+                server.ws_url + "/echo", additional_headers={"Authorization": "Bearer hunter2"}
+            ) as client:
+                await client.send("x")
+                await asyncio.wait_for(client.recv(), 5)
+
+        asyncio.run(talk())
+        wait_until(closed_connections(t, 1))
+    (handshake,) = t.named(vocab.WS_HANDSHAKE)
+    assert handshake.attributes["http.request.header.authorization"] == ("[redacted]",)
+    assert handshake.attributes["http.request.header.user-agent"][0].startswith("Python")
+
+
+def test_middleware_alone_under_testclient() -> None:
+    provider, exporter, tracker = make_provider()
+    errors.reset()
+    app = FastAPI(telemetry={"tracing": False})
+
+    @app.websocket("/ws/{room}")
+    async def websocket_endpoint(websocket: WebSocket, room: str) -> None:
+        await websocket.accept()
+        text = await websocket.receive_text()
+        await websocket.send_text(text.upper())
+        await websocket.close(code=1000)
+
+    with TestClient(tracer.TracingMiddleware(app, tracer_provider=provider)) as client:
+        with client.websocket_connect("/ws/7") as ws:
+            ws.send_text("bid")
+            assert ws.receive_text() == "BID"
+        assert client.get("/docs").status_code == 200  # HTTP untouched
+    spans = exporter.get_finished_spans()
+    tree = Tree(list(spans))
+    (conn,) = tree.connections()
+    assert conn.attributes[vocab.SOURCE] == vocab.SOURCE_ASGI
+    assert conn.attributes[vocab.URL_PATH] == "/ws/7"
+    names = {s.name for s in tree.descendants(conn)}
+    assert {
+        "FastAPI",
+        "APIRouter",
+        "APIWebSocketRoute",
+        vocab.WS_ACCEPT,
+        vocab.WS_MESSAGE_RECEIVE,
+        vocab.WS_MESSAGE_SEND,
+        vocab.WS_CLOSE,
+    } <= names
+    (close,) = t_close = [s for s in spans if s.name == vocab.WS_CLOSE]
+    assert close.attributes[vocab.WS_CLOSE_CODE] == 1000 and t_close
+    assert tracker.open == {}
+    assert errors.counts == {}
+
+
+@pytest.mark.parametrize("peer", ["fastapi-native", "otel-fastapi"])
+def test_one_coherent_trace_with_other_instrumentation(peer: str, tmp_path) -> None:
+    with traced() as t:
+        app = FastAPI(
+            telemetry={"tracer_provider": t.provider}
+            if peer == "fastapi-native"
+            else {"tracing": False}
+        )
+
+        @app.websocket("/ws")
+        async def websocket_endpoint(websocket: WebSocket) -> None:
+            await websocket.accept()
+            await websocket.send_text(await websocket.receive_text())
+            await websocket.close()
+
+        if peer == "otel-fastapi":
+            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+            FastAPIInstrumentor.instrument_app(app, tracer_provider=t.provider)
+        with run_server(tracer.TracingMiddleware(app, tracer_provider=t.provider)) as server:
+
+            async def talk() -> None:
+                async with connect(server.ws_url + "/ws") as client:
+                    await client.send("hi")
+                    await asyncio.wait_for(client.recv(), 5)
+
+            asyncio.run(talk())
+            wait_until(closed_connections(t, 1))
+    spans = t.spans
+    (conn,) = Tree(spans).connections()
+    roots = [s for s in spans if s.parent is None]
+    assert roots == [conn], [r.name for r in roots]
+    assert {s.context.trace_id for s in spans} == {conn.context.trace_id}
+    names = [s.name for s in spans]
+    for stage in (vocab.WS_HANDSHAKE, vocab.WS_ACCEPT, vocab.ASGI_APP, vocab.WS_CLOSE):
+        assert names.count(stage) == 1, (stage, names)
+    foreign = [s for s in spans if s.instrumentation_scope.name != vocab.INSTRUMENTATION_NAME]
+    assert foreign, "the other instrumentation recorded nothing"
+    assert_all_ended(t)
+
+
+def test_chain_walk_sees_user_middleware(tmp_path) -> None:
+    app = auction_app(tmp_path)
+    names = [type(layer).__name__ for layer in chain_layers(tracer.TracingMiddleware(app))]
+    assert names[:2] == ["TracingMiddleware", "FastAPI"]
+    assert "StampMiddleware" in names and names[-1] == "APIRouter"
