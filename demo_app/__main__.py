@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+import tracer
 from demo_app.app import create_app, default_db_path
 from demo_app.protocol import MAX_MESSAGE_BYTES
 
@@ -37,7 +38,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     uvicorn.run(
-        create_app(args.db, seed=not args.no_seed),
+        # Served wrapped in TracingMiddleware: with a tracer provider configured (for instance
+        # by `opentelemetry-instrument`), the ASGI chain of every connection is traced.
+        tracer.TracingMiddleware(create_app(args.db, seed=not args.no_seed)),
         host=args.host,
         port=args.port,
         http=args.http,

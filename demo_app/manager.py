@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
+import tracer
 from demo_app.protocol import dumps
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ class ConnectionManager:
     async def broadcast(self, message: dict[str, Any], auction_id: str) -> None:
         """Send ``message`` to everyone in the room, the sender included, serialised once."""
         text = dumps(message)
-        for connection in list(self.rooms.get(auction_id, ())):
-            await self._send(connection, text)
+        with tracer.broadcast():  # one ws.broadcast span, one ws.message.send per recipient
+            for connection in list(self.rooms.get(auction_id, ())):
+                await self._send(connection, text)
 
     async def _send(self, connection: WebSocket, text: str) -> None:
         """Send to one member; a member that cannot be reached leaves the room instead."""
