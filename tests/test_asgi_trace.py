@@ -357,3 +357,36 @@ def test_chain_walk_sees_user_middleware(tmp_path) -> None:
     names = [type(layer).__name__ for layer in chain_layers(tracer.TracingMiddleware(app))]
     assert names[:2] == ["TracingMiddleware", "FastAPI"]
     assert "StampMiddleware" in names and names[-1] == "APIRouter"
+
+
+def test_broadcast_helper_under_the_middleware_alone() -> None:
+    provider, exporter, tracker = make_provider()
+    errors.reset()
+    app = FastAPI(telemetry={"tracing": False})
+    room: list[WebSocket] = []
+
+    @app.websocket("/room")
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        room.append(websocket)
+        try:
+            while True:
+                text = await websocket.receive_text()
+                with tracer.broadcast():
+                    for peer in list(room):
+                        await peer.send_text(text)
+        except Exception:
+            room.remove(websocket)
+
+    client = TestClient(tracer.TracingMiddleware(app, tracer_provider=provider))
+    with client, client.websocket_connect("/room") as a, client.websocket_connect("/room") as b:
+        a.send_text("bid 5")
+        assert a.receive_text() == "bid 5"
+        assert b.receive_text() == "bid 5"
+    tree = Tree(list(exporter.get_finished_spans()))
+    (broadcast,) = [s for s in tree.spans if s.name == vocab.WS_BROADCAST]
+    assert broadcast.attributes[vocab.BROADCAST_RECIPIENTS] == 2
+    assert len(tree.kids(broadcast, vocab.WS_MESSAGE_SEND)) == 2
+    assert tree.parent(broadcast).name == "websocket_endpoint"
+    assert tracker.open == {}
+    assert errors.counts == {}

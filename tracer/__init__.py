@@ -12,8 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 from tracer.asgi import TracingMiddleware
+from tracer.broadcast import broadcast
 from tracer.instrumentor import WebSocketInstrumentor
-from tracer.recorder import broadcast
 
 
 def instrument(*, tracer_provider: Any = None, **options: Any) -> WebSocketInstrumentor:

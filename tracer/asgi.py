@@ -24,9 +24,11 @@ straight through unless a traced WebSocket connection is running in the current 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import threading
+from collections.abc import Iterator
 from time import time_ns
 from typing import Any
 
@@ -46,6 +48,11 @@ _chain_tracer: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "wstrace_chain_tracer", default=None
 )
 """The tracer of the traced WebSocket connection running in this task, if any."""
+
+_asgi_broadcast: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "wstrace_asgi_broadcast", default=None
+)
+"""In ASGI-only mode, the recipients counted by the :func:`tracer.broadcast` block running."""
 
 _wrapped_lock = threading.Lock()
 _wrapped: dict[tuple[type, str], Any] = {}
@@ -433,7 +440,12 @@ class _AsgiConnection:
             message_type = "text" if data is not None else "binary"
             if data is None:
                 data = message.get("bytes") or b""
-            parent = self.message_span or trace.get_current_span()
+            recipients = _asgi_broadcast.get()
+            if recipients is not None:
+                recipients.append(1)
+                parent = trace.get_current_span()  # the ws.broadcast span
+            else:
+                parent = self.message_span or trace.get_current_span()
             with self.tracer.start_as_current_span(
                 vocab.WS_MESSAGE_SEND,
                 context=trace.set_span_in_context(parent),
@@ -464,3 +476,30 @@ class _AsgiConnection:
                     },
                 )
             await send(message)
+
+
+@contextlib.contextmanager
+def asgi_broadcast() -> Iterator[bool]:
+    """The ASGI-only half of :func:`tracer.broadcast`: a live ``ws.broadcast`` span.
+
+    Yields whether a span is being recorded (only inside a connection traced by the middleware
+    alone).
+    """
+    tracer = _chain_tracer.get()
+    if tracer is None:
+        yield False
+        return
+    recipients: list[int] = []
+    token = _asgi_broadcast.set(recipients)
+    try:
+        with tracer.start_as_current_span(
+            vocab.WS_BROADCAST,
+            attributes={vocab.SOURCE: vocab.SOURCE_ASGI, "wstrace.broadcast.detected": "explicit"},
+            record_exception=False,
+        ) as span:
+            try:
+                yield True
+            finally:
+                span.set_attribute(vocab.BROADCAST_RECIPIENTS, len(recipients))
+    finally:
+        _asgi_broadcast.reset(token)

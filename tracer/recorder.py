@@ -1071,13 +1071,8 @@ def _address_attributes(transport: Any) -> Attributes:
 
 
 @contextlib.contextmanager
-def broadcast() -> Iterator[None]:
-    """Group the sends made inside the block into one ``ws.broadcast`` span.
-
-    Use it around an app's fan-out loop when automatic detection (a run of sends to distinct
-    connections while one message is handled) does not fit, e.g. a broadcast from a
-    background task.  Without server hooks installed it does nothing.
-    """
+def server_broadcast() -> Iterator[None]:
+    """The server-hooks half of :func:`tracer.broadcast`: collect the block's sends."""
     sends: list[SendRecord] = []
     token = _explicit_broadcast.set(sends)
     started = time_ns()
