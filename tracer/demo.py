@@ -211,3 +211,30 @@ def run_demo(
         tracer.uninstrument()
         provider.shutdown()
     return exporter.path, outcome
+
+
+SAMPLE_SCRIPT = Script(clients=5, bids=20)
+SAMPLE_HTTP = "httptools"
+SAMPLE_WS = ("websockets", "websockets-sansio", "wsproto")
+
+
+def sample_path(directory: Path, ws: str) -> Path:
+    return directory / f"demo-{SAMPLE_HTTP}-{ws}.otlp.jsonl"
+
+
+def write_sample(directory: Path, ws: str, step: Callable[[str], None]) -> Path:
+    """Run the demo scenario on one WebSocket implementation into ``directory``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        written, _ = run_demo(
+            http=SAMPLE_HTTP,
+            ws=ws,
+            script=SAMPLE_SCRIPT,
+            shape="connection",
+            frames="spans",
+            out_dir=Path(tmp),
+            step=step,
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        target = sample_path(directory, ws)
+        target.write_bytes(written.read_bytes())
+    return target
