@@ -420,3 +420,45 @@ def test_tracer_failures_are_contained(monkeypatch: pytest.MonkeyPatch) -> None:
         assert errors.counts.get("ws.send", 0) >= 1
         assert errors.counts.get("ws.data_received", 0) >= 1
     assert t.tracker.open == {}
+
+
+def test_a_push_only_connection_is_flushed_as_it_goes() -> None:
+    """Sends made before any received message are emitted in batches, not hoarded."""
+
+    async def listen(url: str) -> int:
+        count = 0
+        async with connect(url + "/push?count=300") as client:
+            async for _ in client:
+                count += 1
+        return count
+
+    with traced() as t, run_server(echo_app()) as server:
+        assert asyncio.run(listen(server.ws_url)) == 300
+        wait_until(closed_connections(t, 1))
+    tree = Tree(t.spans)
+    (conn,) = tree.connections()
+    (app,) = tree.kids(conn, vocab.ASGI_APP)
+    sends = [s for s in tree.descendants(app) if s.name == vocab.WS_MESSAGE_SEND]
+    assert len(sends) == 300
+    assert all(len(tree.kids(s, vocab.WS_FRAME_SEND)) == 1 for s in sends)
+    assert_nested(tree)
+    assert_all_ended(t)
+
+
+def test_protocol_errors_are_bounded_and_counted() -> None:
+    """A peer sending nothing but bad frames costs a bounded record."""
+    with traced() as t, run_server(echo_app(), ws="websockets-sansio") as server:
+        sock, _ = raw.handshake(server.port, "/echo")
+        # 100 unmasked frames: every one is a protocol violation from a client.
+        sock.sendall(b"\x81\x01x" * 100)
+        time.sleep(0.2)
+        sock.close()
+        wait_until(closed_connections(t, 1))
+    (conn,) = Tree(t.spans).connections()
+    events = [e for e in conn.events if e.name == vocab.EVENT_PROTOCOL_ERROR]
+    # The 300 bytes arrive in one chunk, decoded before the server fails the connection.
+    assert len(events) == 64
+    assert conn.attributes["wstrace.protocol_errors.dropped"] == 100 - 64
+    kinds = {e.attributes[vocab.PROTOCOL_ERROR_KIND] for e in events}
+    assert kinds == {"unmasked-client-frame"}
+    assert_all_ended(t)

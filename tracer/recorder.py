@@ -44,7 +44,19 @@ from tracer.wire import (
 
 Attributes = dict[str, Any]
 
+# Bounds on what one connection may hold in memory, whatever its peer sends.
 _MAX_PENDING_MESSAGES = 1024
+"""Complete messages waiting for the app's receive()."""
+_MAX_WIRE_ERRORS = 64
+"""Protocol errors kept per connection (the rest are counted)."""
+_MAX_EARLY_BYTES = 65536
+"""Bytes pipelined before the 101 kept for decoding once the extensions are known."""
+_MAX_CLOSE_FRAMES = 8
+_MAX_SENDS_PER_MESSAGE = 4096
+"""Sends kept per handled message; beyond, they are counted, not traced."""
+_GREETING_FLUSH = 64
+"""Sends made before the first received message are flushed in batches of this size, so a
+push-only app (one that never receives) keeps a bounded record."""
 _TRACER_DIR = __file__.rsplit("/", 1)[0] + "/"
 
 
@@ -138,6 +150,7 @@ class Handling:
     message_type: str = ""
     sends: list[SendRecord] = field(default_factory=list)
     explicit_broadcasts: list[tuple[int, int, list[SendRecord]]] = field(default_factory=list)
+    sends_dropped: int = 0
     closed: bool = False
 
 
@@ -332,6 +345,7 @@ class ConnectionRecord:
         self.request: RequestHead | None = None
         self.response: ResponseHead | None = None
         self.wire_errors: list[tuple[int, ProtocolError]] = []
+        self.wire_errors_dropped = 0
 
         # Handshake.
         self.handshake_start = 0
@@ -388,7 +402,7 @@ class ConnectionRecord:
             trailing = self.request_decoder.trailing
             self.request_decoder = None
             if isinstance(result, ProtocolError):
-                self.wire_errors.append((start, result))
+                self._wire_error(start, result)
                 return None
             self._on_request(start, result)
             if not trailing:
@@ -396,12 +410,14 @@ class ConnectionRecord:
             data = trailing
         if self.client_frames is None:
             # Frames pipelined before the 101: decoded once the extensions are known.
-            self.pre_handshake_bytes += data
+            room = _MAX_EARLY_BYTES - len(self.pre_handshake_bytes)
+            if room > 0:
+                self.pre_handshake_bytes += data[:room]
             return None
         records: list[FrameRecord] = []
         for item in self.client_frames.feed(data):
             if isinstance(item, ProtocolError):
-                self.wire_errors.append((start, item))
+                self._wire_error(start, item)
             else:
                 record = FrameRecord(start, start, item)
                 records.append(record)
@@ -424,7 +440,7 @@ class ConnectionRecord:
             trailing = self.response_decoder.trailing
             self.response_decoder = None
             if isinstance(result, ProtocolError):
-                self.wire_errors.append((start, result))
+                self._wire_error(start, result)
                 return
             self._on_response(start, end, result)
             if not trailing:
@@ -434,7 +450,7 @@ class ConnectionRecord:
             return
         for item in self.server_frames.feed(data):
             if isinstance(item, ProtocolError):
-                self.wire_errors.append((start, item))
+                self._wire_error(start, item)
             else:
                 self._on_server_frame(FrameRecord(start, end, item))
 
@@ -502,8 +518,15 @@ class ConnectionRecord:
         else:
             self._emit_control_frame(vocab.WS_FRAME_SEND, record)
 
+    def _wire_error(self, at: int, error: ProtocolError) -> None:
+        if len(self.wire_errors) < _MAX_WIRE_ERRORS:
+            self.wire_errors.append((at, error))
+        else:
+            self.wire_errors_dropped += 1
+
     def _on_close_frame(self, side: str, record: FrameRecord) -> None:
-        self.close_frames.append((side, record))
+        if len(self.close_frames) < _MAX_CLOSE_FRAMES:
+            self.close_frames.append((side, record))
         if self.close_initiator is None:
             self.close_initiator = side
             self.close_start = record.start
@@ -750,7 +773,12 @@ class ConnectionRecord:
             return
         owner = _handling.get()
         if owner is not None and not owner.closed:
+            if len(owner.sends) >= _MAX_SENDS_PER_MESSAGE:
+                owner.sends_dropped += 1
+                return
             owner.sends.append(send)
+            if not owner.message_type and len(owner.sends) >= _GREETING_FLUSH:
+                owner.record._flush_greeting(owner)
         elif self.recording:
             # A send from outside any handler (a background task): straight under its connection.
             self._emit_send(self.span, send, self)
@@ -786,6 +814,17 @@ class ConnectionRecord:
         )
         self.handling = handling
         _handling.set(handling)
+
+    def _flush_greeting(self, greeting: Handling) -> None:
+        """Emit a greeting phase's sends so far; the phase itself goes on."""
+        sends, greeting.sends = greeting.sends, []
+        explicit, greeting.explicit_broadcasts = greeting.explicit_broadcasts, []
+        try:
+            self._emit_message(
+                Handling(self, None, sends=sends, explicit_broadcasts=explicit), time_ns()
+            )
+        except Exception as exc:
+            errors.record("recorder.emit_message", exc)
 
     def _close_handling(self, at: int) -> None:
         handling = self.handling
@@ -834,6 +873,8 @@ class ConnectionRecord:
             if message.frames_dropped:
                 attrs[vocab.FRAMES_DROPPED] = message.frames_dropped
         attrs[vocab.HANDLER_NS] = max(0, end - handling.delivered_at)
+        if handling.sends_dropped:
+            attrs["wstrace.sends.dropped"] = handling.sends_dropped
         if own_trace:
             links = [Link(self.span_context, {"wstrace.link": "handshake"})]
             parent = None
@@ -942,7 +983,7 @@ class ConnectionRecord:
             self.lost_error = type(exc).__name__
         if self.client_frames is not None:
             for item in self.client_frames.eof():
-                self.wire_errors.append((at, item))
+                self._wire_error(at, item)
         if not self.app_started or self.app_done:
             self._finish(max(at, self.app_end))
 
@@ -967,6 +1008,10 @@ class ConnectionRecord:
                 for when, error in self.wire_errors:
                     name, attrs = _error_event(error)
                     self.span.add_event(name, attrs, timestamp=when)
+                if self.wire_errors_dropped:
+                    self.span.set_attribute(
+                        "wstrace.protocol_errors.dropped", self.wire_errors_dropped
+                    )
         except Exception as exc:
             errors.record("recorder.finish", exc)
         finally:

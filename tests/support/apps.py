@@ -26,6 +26,14 @@ def echo_app() -> FastAPI:
             else:
                 await websocket.send_bytes(message["bytes"])
 
+    @app.websocket("/push")
+    async def push(websocket: WebSocket, count: int = 10) -> None:
+        """A push-only endpoint: it never receives, it only sends."""
+        await websocket.accept()
+        for n in range(count):
+            await websocket.send_text(f"tick {n}")
+        await websocket.close()
+
     @app.websocket("/reject")
     async def reject(websocket: WebSocket) -> None:
         await websocket.close(code=4403, reason="go away")
