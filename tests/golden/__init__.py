@@ -1,0 +1,1 @@
+"""Golden files and a synthetic-trace builder for the output-layer tests."""
