@@ -44,12 +44,7 @@ def exported_line(tmp_path: Path) -> str:
 
 
 def all_spans(data: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        span
-        for rs in data["resourceSpans"]
-        for ss in rs["scopeSpans"]
-        for span in ss["spans"]
-    ]
+    return [span for rs in data["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
 
 
 def by_name(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -138,7 +133,7 @@ def test_golden_values_by_hand() -> None:
     (event,) = by_name(data, "ws.accept")["events"]
     assert event["name"] == "wstrace.handshake.stack"
     assert event["timeUnixNano"] == "1700000000000170000"
-    lines = [a for a in event["attributes"] if a["key"] == "wstrace.stack.lines"][0]
+    (lines,) = [a for a in event["attributes"] if a["key"] == "wstrace.stack.lines"]
     assert lines["value"] == {"arrayValue": {"values": [{"intValue": "243"}, {"intValue": "161"}]}}
 
     (link,) = by_name(data, "ws.message.send")["links"]

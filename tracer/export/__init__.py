@@ -1,0 +1,35 @@
+"""Outputs: the OTLP JSON Lines exporter, its reader, and the Chrome/Perfetto converter.
+
+- :mod:`tracer.export.otlp_file` — ``OTLPJsonFileExporter``, a ``SpanExporter`` writing
+  ``traces/*.otlp.jsonl``.
+- :mod:`tracer.export.reader` — ``load(paths) -> TraceSet``, ``TraceFileError``.
+- :mod:`tracer.export.traceset` — ``TraceSet`` and ``Connection``: spans grouped for reading.
+- :mod:`tracer.export.perfetto` — ``to_chrome_trace(traces)`` for ui.perfetto.dev.
+
+Names are imported lazily so that reading a trace file never imports the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "OTLPJsonFileExporter": "tracer.export.otlp_file",
+    "load": "tracer.export.reader",
+    "read_spans": "tracer.export.reader",
+    "TraceFileError": "tracer.export.reader",
+    "TraceSet": "tracer.export.traceset",
+    "Connection": "tracer.export.traceset",
+    "SpanRecord": "tracer.export.records",
+    "to_chrome_trace": "tracer.export.perfetto",
+    "write_chrome_trace": "tracer.export.perfetto",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tracer.export' has no attribute {name!r}")
