@@ -349,7 +349,10 @@ class TraceBuilder:
         reason: str = "bye",
         initiator: str = vocab.INITIATOR_CLIENT,
     ) -> None:
-        """Closing handshake at the end of the connection, then end everything still open."""
+        """Closing handshake at the end of the connection, then end everything still open.
+
+        An abnormal drop (initiator ``none``, code 1006) has no close frames on the wire.
+        """
         e = conn.end
         close = self.start(
             vocab.WS_CLOSE,
@@ -362,20 +365,14 @@ class TraceBuilder:
                 **code_attrs("connection_lost", "websockets/legacy/protocol.py", 1370),
             },
         )
-        self.frame(
-            vocab.WS_FRAME_RECEIVE,
-            e - 48,
-            e - 45,
-            close,
-            frame_attrs(0x8, 2 + len(reason.encode()), masked=True),
-        )
-        self.frame(
-            vocab.WS_FRAME_SEND,
-            e - 40,
-            e - 35,
-            close,
-            frame_attrs(0x8, 2 + len(reason.encode()), masked=False),
-        )
+        if initiator != vocab.INITIATOR_NONE:
+            length = 2 + len(reason.encode())
+            self.frame(
+                vocab.WS_FRAME_RECEIVE, e - 48, e - 45, close, frame_attrs(0x8, length, masked=True)
+            )
+            self.frame(
+                vocab.WS_FRAME_SEND, e - 40, e - 35, close, frame_attrs(0x8, length, masked=False)
+            )
         close.end(end_time=us(e - 5))
         ends = {id(span): e - 60 - 2 * depth for depth, span in enumerate(conn.spans)}
         for span in reversed(conn.spans):  # innermost first, each inside its parent
