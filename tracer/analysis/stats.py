@@ -222,10 +222,15 @@ def stats_renderable(stats: Stats) -> RenderableType:
         style = None if name in vocab.STAGE_SPAN_NAMES else "dim"
         _row(stages, safe_markup(name), summary, style)
     derived = _table("messages", "measure")
-    _row(derived, "fan-out: first frame in → last recipient frame out", stats.fanout)
-    _row(derived, f"queue wait ({vocab.QUEUE_WAIT_NS})", stats.queue_wait)
-    _row(derived, f"handler ({vocab.HANDLER_NS})", stats.handler)
+    _row(derived, "fan-out per broadcast", stats.fanout)
+    _row(derived, "queue wait", stats.queue_wait)
+    _row(derived, "handler", stats.handler)
     parts: list[RenderableType] = [stages, "", derived]
+    parts.append(
+        "[dim]fan-out: the triggering message's first frame in → the last recipient's frame "
+        f"out. queue wait / handler: {vocab.QUEUE_WAIT_NS} / {vocab.HANDLER_NS} of each "
+        "received message.[/dim]"
+    )
     if stats.broadcasts_without_trigger:
         parts.append(
             f"[dim]{stats.broadcasts_without_trigger} broadcasts not triggered by a received "
