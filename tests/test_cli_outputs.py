@@ -185,3 +185,28 @@ def test_installed_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"wstrace: error: {path}:1: not JSON (")
     assert "Traceback" not in proc.stderr
+
+
+def test_deep_nesting_from_a_crafted_file(tmp_path: Path) -> None:
+    """1200 nested spans: every command finishes, without a recursion error."""
+    spans = [
+        {
+            "traceId": "cd" * 16,
+            "spanId": f"{i + 1:016x}",
+            **({"parentSpanId": f"{i:016x}"} if i else {}),
+            "name": vocab.CONNECTION if i == 0 else f"level {i}",
+            "startTimeUnixNano": str(1_000_000 + i),
+            "endTimeUnixNano": str(9_000_000 - i),
+        }
+        for i in range(1200)
+    ]
+    path = tmp_path / "deep.otlp.jsonl"
+    path.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}) + "\n")
+    result = runner.invoke(app, ["show", str(path), "--depth", "200"])
+    assert result.exit_code == 0, result.output
+    assert "level 200" in result.stdout and "level 201" not in result.stdout
+    assert "999 spans/events below depth 200 not shown" in result.stdout
+    assert runner.invoke(app, ["show", str(path), "--depth", "201"]).exit_code == 2
+    assert runner.invoke(app, ["stats", str(path), "--json"]).exit_code == 0
+    result = runner.invoke(app, ["export", str(path), "-o", str(tmp_path / "deep.json")])
+    assert result.exit_code == 0, result.output

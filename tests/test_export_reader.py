@@ -248,3 +248,36 @@ def test_binary_file(tmp_path: Path) -> None:
 def test_directory_without_trace_files(tmp_path: Path) -> None:
     with pytest.raises(TraceFileError, match=r"no \*\.otlp\.jsonl files in this directory"):
         load(tmp_path)
+
+
+def _raw_span(span_id: int, parent: int | None, name: str = "x", start: int = 0) -> dict:
+    span = {
+        "traceId": "ab" * 16,
+        "spanId": f"{span_id:016x}",
+        "name": name,
+        "startTimeUnixNano": str(1000 + start),
+        "endTimeUnixNano": str(2000 + start),
+    }
+    if parent is not None:
+        span["parentSpanId"] = f"{parent:016x}"
+    return span
+
+
+def write_raw(path: Path, spans: list[dict]) -> Path:
+    path.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}) + "\n")
+    return path
+
+
+def test_parent_cycles_are_broken(tmp_path: Path) -> None:
+    """Crafted input: a span that is its own parent, and two that are each other's."""
+    spans = [
+        _raw_span(1, 1, "self"),
+        _raw_span(2, 3, "a", 1),
+        _raw_span(3, 2, "b", 2),
+        _raw_span(4, 3, "child of b", 3),
+    ]
+    traces = load(write_raw(tmp_path / "cycle.otlp.jsonl", spans))
+    assert [s.name for s in traces.roots] == ["self", "a"]
+    assert [s.name for s, _ in traces.walk(traces.roots[1])] == ["a", "b", "child of b"]
+    for span in traces.spans:
+        assert len(list(traces.ancestors(span))) < 3

@@ -98,7 +98,8 @@ def show(
         ),
     ] = None,
     depth: Annotated[
-        int, typer.Option("--depth", "-d", min=0, help="Levels shown below the root.")
+        int,
+        typer.Option("--depth", "-d", min=0, max=200, help="Levels shown below the root."),
     ] = 40,
     stack: Annotated[
         bool,

@@ -29,6 +29,8 @@ from tracer.export.traceset import Connection, TraceSet
 
 DEFAULT_DEPTH = 40
 """Deeper than any real connection (the ASGI chain to ``ws.accept`` is ~14 levels)."""
+MAX_DEPTH = 200
+"""The most levels shown: rendering recurses once per level, and files are untrusted."""
 BAR_WIDTH = 24
 GUIDE_WIDTH = 4
 """Columns Rich's tree guides take per level."""
@@ -42,6 +44,9 @@ class TreeOptions:
     depth: int = DEFAULT_DEPTH
     frames: bool = True
     bar_width: int = BAR_WIDTH
+
+    def __post_init__(self) -> None:
+        self.depth = max(0, min(self.depth, MAX_DEPTH))
 
 
 @dataclass

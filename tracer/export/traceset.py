@@ -69,14 +69,17 @@ class TraceSet:
             by_key.values(), key=lambda s: (s.start_ns, order[s.key])
         )
         self._by_key = by_key
+        self._parent: dict[Key, SpanRecord] = {}
         self._children: dict[Key, list[SpanRecord]] = defaultdict(list)
         self.roots: list[SpanRecord] = []
         for span in self.spans:
             parent = span.parent_key
             if parent is not None and parent in by_key:
+                self._parent[span.key] = by_key[parent]
                 self._children[parent].append(span)
             else:
                 self.roots.append(span)
+        self._break_cycles()
         self.traces: dict[str, list[SpanRecord]] = defaultdict(list)
         for span in self.spans:
             self.traces[span.trace_id].append(span)
@@ -95,8 +98,7 @@ class TraceSet:
         return self._by_key.get((trace_id, span_id))
 
     def parent(self, span: SpanRecord) -> SpanRecord | None:
-        key = span.parent_key
-        return self._by_key.get(key) if key else None
+        return self._parent.get(span.key)
 
     def children(self, span: SpanRecord) -> list[SpanRecord]:
         """Direct children, ordered by start time."""
@@ -161,6 +163,21 @@ class TraceSet:
         return matches[0] if len(matches) == 1 else None
 
     # --- grouping ----------------------------------------------------------------------------
+
+    def _break_cycles(self) -> None:
+        """A crafted file can make spans each other's parents (or their own): such spans are
+        reachable from no root.  Each becomes a root, so every walk over the set terminates."""
+        reached: set[Key] = set()
+        for root in self.roots:
+            reached.update(span.key for span, _ in self.walk(root))
+        for span in self.spans:
+            if span.key in reached:
+                continue
+            parent = self._parent.pop(span.key)
+            self._children[parent.key].remove(span)
+            self.roots.append(span)
+            reached.update(s.key for s, _ in self.walk(span))
+        self.roots.sort(key=lambda s: s.start_ns)
 
     def _trace_hint(self) -> str:
         ids = list(self.traces)
