@@ -335,18 +335,23 @@ def _stack_lines(attributes: dict[str, Any]) -> list[str]:
     return result
 
 
-def _free_point(node: _Node, lane: _Lane) -> int:
-    """A time strictly inside ``node`` and outside its children drawn on the same track, so a
-    flow event there binds to ``node`` itself (Perfetto binds to the innermost open slice)."""
+def _free_point(node: _Node, lane: _Lane, before: int | None = None) -> int:
+    """A time strictly inside ``node`` (and before ``before``) and outside its children drawn on
+    the same track, so a flow event there binds to ``node`` itself: Perfetto binds a flow to
+    the innermost slice open at that time."""
+    limit = node.end if before is None else min(node.end, before)
     occupied = sorted(
         [(c.start, c.end) for c in node.children if c.lane is lane]
         + [(i.time, i.time) for i in node.instants]
     )
     cursor = node.start
-    for start, end in [*occupied, (node.end, node.end)]:
+    for start, end in [*occupied, (limit, limit)]:
+        start = min(start, limit)
         if start - cursor >= 2:
             return cursor + (start - cursor) // 2
         cursor = max(cursor, end)
+        if cursor >= limit:
+            break
     return node.start
 
 
@@ -422,22 +427,19 @@ def to_chrome_trace(traces: TraceSet) -> dict[str, Any]:
             )
     flow_id = 0
     for node in nodes:
-        if node.span.name != vocab.WS_BROADCAST or node.lane is None:
+        sends = [c for c in node.children if c.span.name == vocab.WS_MESSAGE_SEND]
+        if node.span.name != vocab.WS_BROADCAST or node.lane is None or not sends:
             continue
-        for send in node.children:
-            if send.span.name != vocab.WS_MESSAGE_SEND or send.lane is None:
-                continue
+        # Every arrow starts before the first send, so no flow ends before it begins (Perfetto
+        # drops those); all of a broadcast's arrows share that starting point.
+        first_send = min(send.start for send in sends)
+        source_ts = _us(_free_point(node, node.lane, before=first_send) - origin)
+        for send in sends:
+            assert send.lane is not None
             flow_id += 1
             target = traces.recipient(send.span)
             common = {"name": "broadcast", "cat": FLOW_CATEGORY, "id": flow_id, "pid": PID}
-            events.append(
-                {
-                    **common,
-                    "ph": "s",
-                    "tid": node.lane.tid,
-                    "ts": _us(_free_point(node, node.lane) - origin),
-                }
-            )
+            events.append({**common, "ph": "s", "tid": node.lane.tid, "ts": source_ts})
             events.append(
                 {
                     **common,
