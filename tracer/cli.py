@@ -12,10 +12,13 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from tracer.export.traceset import TraceSet
 
 app = typer.Typer(
     help=(
@@ -53,7 +56,8 @@ def _console(wide: bool = False) -> Console:
     return console
 
 
-def _load(files: list[Path] | None):  # -> TraceSet
+def _load(files: list[Path] | None) -> TraceSet:
+    """Read the files (imported lazily: ``wstrace --help`` stays fast)."""
     from tracer.export.reader import TraceFileError, load
 
     try:
