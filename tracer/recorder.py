@@ -292,7 +292,66 @@ def capture_stack(skip: int = 1) -> list[tuple[str, str, int]]:
 
 
 class ConnectionRecord:
-    """Everything recorded about one upgraded connection, and the spans made from it."""
+    """Everything recorded about one upgraded connection, and the spans made from it.
+
+    Slotted: one lives as long as its connection, idle ones included (see the memory bar).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "accept_parent",
+        "accept_stack",
+        "accept_start",
+        "app_done",
+        "app_end",
+        "app_span",
+        "app_started",
+        "assembling",
+        "client_frames",
+        "close_code",
+        "close_frames",
+        "close_initiator",
+        "close_reason",
+        "close_start",
+        "completed",
+        "config",
+        "current_send",
+        "finished",
+        "handling",
+        "handshake_emitted",
+        "handshake_end",
+        "handshake_ends_on_response",
+        "handshake_error",
+        "handshake_start",
+        "http",
+        "http_code",
+        "id",
+        "impl_http",
+        "impl_ws",
+        "lost_at",
+        "lost_error",
+        "messages_seen",
+        "path",
+        "pre_handshake_bytes",
+        "recorder",
+        "recording",
+        "rejected_by_app",
+        "request",
+        "request_decoder",
+        "response",
+        "response_decoder",
+        "response_end",
+        "response_start",
+        "send_frame",
+        "server_frames",
+        "span",
+        "span_context",
+        "started",
+        "validations",
+        "wire_errors",
+        "wire_errors_dropped",
+        "ws_code",
+    )
 
     def __init__(
         self,
@@ -355,7 +414,6 @@ class ConnectionRecord:
         self.response_start = 0
         self.response_end = 0
         self.handshake_emitted = False
-        self.handshake_span: Any = None
         self.accept_start = 0
         self.accept_stack: list[tuple[str, str, int]] | None = None
         self.accept_parent: Any = None
@@ -565,6 +623,11 @@ class ConnectionRecord:
                 self._emit_handshake()
             except Exception as exc:
                 errors.record("recorder.emit_handshake", exc)
+        # What only the handshake spans needed: let it go for the rest of the connection's life.
+        self.http = None
+        self.request = None
+        self.validations = []
+        self.accept_stack = None
 
     def _emit_handshake(self) -> None:
         rec = self.recorder
@@ -648,7 +711,6 @@ class ConnectionRecord:
         elif status is None:
             error = error or "no-response"
         hs = rec.start(vocab.WS_HANDSHAKE, conn, start, attrs)
-        self.handshake_span = hs
         for v_start, v_end, v_error in self.validations:
             v_attrs: Attributes = dict(self.ws_code.get(vocab.WS_HANDSHAKE_VALIDATE, {}))
             if key is not None:

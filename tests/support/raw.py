@@ -104,6 +104,25 @@ def parse_server_frames(data: bytes) -> tuple[list[dict[str, object]], bytes]:
     return frames, data[offset:]
 
 
+def read_frames(
+    sock: socket.socket, rest: bytes, count: int, timeout: float = 10
+) -> tuple[list[dict], bytes]:
+    """Read exactly ``count`` server frames; returns them and the bytes past them."""
+    data = rest
+    frames: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parsed, data = parse_server_frames(data)
+        frames.extend(parsed)
+        if len(frames) >= count:
+            return frames, data
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    raise AssertionError(f"expected {count} frames, got {len(frames)}")
+
+
 def read_frames_until_close(sock: socket.socket, rest: bytes, timeout: float = 10) -> list[dict]:
     data = rest
     deadline = time.monotonic() + timeout
