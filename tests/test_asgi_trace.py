@@ -390,3 +390,18 @@ def test_broadcast_helper_under_the_middleware_alone() -> None:
     assert tree.parent(broadcast).name == "websocket_endpoint"
     assert tracker.open == {}
     assert errors.counts == {}
+
+
+def test_chain_wrappers_leave_other_apps_untouched() -> None:
+    """Class-level wrappers must not change how uvicorn sees any app (ASGI 3, no factory)."""
+    import uvicorn
+
+    from tracer.asgi import instrument_chain
+
+    instrument_chain(tracer.TracingMiddleware(FastAPI()), force=True)
+    other = FastAPI()
+    with pytest.raises(TypeError):
+        other()  # as without wrappers: uvicorn's factory detection relies on this
+    config = uvicorn.Config(other)
+    config.load()
+    assert config.interface == "asgi3"

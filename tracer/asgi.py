@@ -78,11 +78,16 @@ def _make_layer_wrapper(owner: type, attribute: str) -> Any:
     original = owner.__dict__[attribute]
     attrs = code_attributes(original)
 
-    async def layer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    def layer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        # Synchronous on purpose: untraced calls (and bad calls, which must raise at once, as
+        # uvicorn's factory detection relies on) go straight to the original.
         tracer = _chain_tracer.get()
         scope = args[0] if args else kwargs.get("scope")
         if tracer is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
-            return await wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
+        return traced(tracer, wrapped, instance, args, kwargs)
+
+    async def traced(tracer: Any, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         span_name = _layer_name(type(instance), owner, attribute)
         span_attrs = {**attrs, vocab.MIDDLEWARE_LAYER: span_name}
         if attribute == "handle":  # a route: with its template
@@ -115,15 +120,19 @@ def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
             return
         attrs = code_attributes(original)
 
-        async def timed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        def timed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             tracer = _chain_tracer.get()
             if tracer is None:
-                return await wrapped(*args, **kwargs)
-            with tracer.start_as_current_span(span_name, attributes=attrs, record_exception=False):
-                return await wrapped(*args, **kwargs)
+                return wrapped(*args, **kwargs)
+            return _in_span(tracer, span_name, attrs, wrapped(*args, **kwargs))
 
         wrapt.wrap_function_wrapper(module, attribute, timed)
         _wrapped[key] = original
+
+
+async def _in_span(tracer: Any, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
+    with tracer.start_as_current_span(name, attributes=attrs, record_exception=False):
+        return await awaitable
 
 
 def unwrap_chain() -> None:
@@ -221,12 +230,11 @@ def _wrap_endpoint(route: Any) -> None:
     attrs = code_attributes(call)
     name = getattr(call, "__name__", "endpoint")
 
-    async def endpoint(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    def endpoint(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         tracer = _chain_tracer.get()
         if tracer is None:
-            return await wrapped(*args, **kwargs)
-        with tracer.start_as_current_span(name, attributes=attrs, record_exception=False):
-            return await wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
+        return _in_span(tracer, name, attrs, wrapped(*args, **kwargs))
 
     dependant.call = wrapt.FunctionWrapper(call, endpoint)
 

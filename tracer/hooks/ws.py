@@ -196,10 +196,20 @@ def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
                 errors.record("ws.connection_lost", error)
 
 
-async def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+# The async wrappers below dispatch synchronously: a connection that is not traced goes
+# straight to the original coroutine function, with no extra coroutine frame on its path.
+
+
+def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
     if record is None:
-        return await wrapped(*args, **kwargs)
+        return wrapped(*args, **kwargs)
+    return _traced_run_asgi(record, instance, wrapped, args, kwargs)
+
+
+async def _traced_run_asgi(
+    record: ConnectionRecord, instance: Any, wrapped: Any, args: Any, kwargs: Any
+) -> Any:
     context_token = chain_token = None
     try:
         record.on_app_start(time_ns())
@@ -227,10 +237,14 @@ async def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> 
             errors.record("ws.run_asgi", exc)
 
 
-async def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
     if record is None:
-        return await wrapped(*args, **kwargs)
+        return wrapped(*args, **kwargs)
+    return _traced_send(record, wrapped, args, kwargs)
+
+
+async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
     send = None
     try:
         message = args[0] if args else kwargs.get("message")
@@ -253,10 +267,14 @@ async def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 errors.record("ws.send", exc)
 
 
-async def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
     if record is None:
-        return await wrapped(*args, **kwargs)
+        return wrapped(*args, **kwargs)
+    return _traced_receive(record, wrapped, args, kwargs)
+
+
+async def _traced_receive(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
     asked = time_ns()
     try:
         record.on_receive_enter(asked)
@@ -278,10 +296,14 @@ def _with_record(instance: Any) -> ConnectionRecord | None:
     return record if record is not None else current_record.get()
 
 
-async def wrap_async_handshake(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def wrap_async_handshake(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = _with_record(instance)
     if record is None:
-        return await wrapped(*args, **kwargs)
+        return wrapped(*args, **kwargs)
+    return _traced_handshake(record, wrapped, args, kwargs)
+
+
+async def _traced_handshake(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
     record.on_handshake_start(time_ns())
     token = current_record.set(record)
     failure: BaseException | None = None
