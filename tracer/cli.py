@@ -232,9 +232,228 @@ def export(
     )
 
 
-# Commands that run things (``demo``, ``serve``, ``samples``) are registered here by their
-# own modules; the reading commands above only depend on tracer.export / tracer.analysis.
+# --- Commands that run a traced server ---------------------------------------------------------
+
+
+class HttpImpl(str, Enum):
+    auto = "auto"
+    httptools = "httptools"
+    h11 = "h11"
+
+
+class WsImpl(str, Enum):
+    auto = "auto"
+    websockets = "websockets"
+    websockets_sansio = "websockets-sansio"
+    wsproto = "wsproto"
+
+
+class Shape(str, Enum):
+    connection = "connection"
+    message = "message"
+
+
+class Frames(str, Enum):
+    spans = "spans"
+    events = "events"
+    off = "off"
+
+
+HttpOpt = Annotated[
+    HttpImpl, typer.Option("--http", help="uvicorn's HTTP parser.", case_sensitive=False)
+]
+WsOpt = Annotated[
+    WsImpl,
+    typer.Option(
+        "--ws",
+        help="uvicorn's WebSocket implementation (websockets = the legacy protocol the "
+        "classic walkthroughs describe; websockets-sansio = today's default).",
+        case_sensitive=False,
+    ),
+]
+ShapeOpt = Annotated[
+    Shape,
+    typer.Option(
+        "--shape",
+        help="connection: one trace per connection (teaching, debugging); message: one trace "
+        "per received message, linked to the handshake (production).",
+    ),
+]
+FramesOpt = Annotated[
+    Frames,
+    typer.Option("--frames", help="Each WebSocket frame as a span, as an event, or not at all."),
+]
+OutOpt = Annotated[
+    Path, typer.Option("--out", help="Directory for the trace files (*.otlp.jsonl).")
+]
+
+
+def _where_to_look(path: Path) -> str:
+    return (
+        f"Trace file: {path}\n"
+        f"  terminal:  wstrace show {path} --connection 2 --stack   |   wstrace stats {path}\n"
+        f"  Perfetto:  wstrace export {path} -o demo.perfetto.json, then open it at "
+        "https://ui.perfetto.dev\n"
+        "  Jaeger / otel-tui / an OpenTelemetry Collector: the file is OTLP JSON Lines (the "
+        "collector's otlpjsonfile receiver reads it as is); to stream instead, set "
+        "OTEL_EXPORTER_OTLP_ENDPOINT=http://host:4318 and run again."
+    )
+
+
+@app.command()
+def demo(
+    http: HttpOpt = HttpImpl.httptools,
+    ws: WsOpt = WsImpl.websockets_sansio,
+    clients: Annotated[int, typer.Option(min=1, max=200, help="Bidders in the room.")] = 5,
+    bids: Annotated[int, typer.Option(min=1, max=10000, help="Bids, made in turn.")] = 20,
+    shape: ShapeOpt = Shape.connection,
+    frames: FramesOpt = Frames.spans,
+    out: OutOpt = DEFAULT_TRACES,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="After the script, keep the app running for a browser until Ctrl-C."
+        ),
+    ] = False,
+) -> None:
+    """Trace a scripted auction end to end — the quickest way to see what wstrace records.
+
+    Starts the auction app (FastAPI, SQLite) instrumented on a free loopback port; bidders
+    join over WebSocket, bid in turn (every bid is broadcast to the whole room), chat, send
+    one malformed message, and one client asks for an auction that does not exist.  Then it
+    prints one connection's span tree and the latency of every stage, and tells you where the
+    trace file is and how to open it elsewhere.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from tracer._contain import errors
+    from tracer.analysis.stats import compute_stats, stats_renderable
+    from tracer.analysis.tree import TreeOptions, connection_tree
+    from tracer.demo import Script, run_demo
+    from tracer.export.reader import load
+
+    console = _console()
+    total = bids + 5
+    with Progress(
+        TextColumn("[bold]auction[/bold]"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def step(text: str) -> None:
+            progress.update(task, advance=1, description=text)
+
+        def keep_serving(running) -> None:  # type: ignore[no-untyped-def]
+            import time
+
+            progress.stop()
+            console.print(f"Serving the traced auction at {running.http_url}/ — Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                console.print("stopping")
+
+        path, outcome = run_demo(
+            http=http.value,
+            ws=ws.value,
+            script=Script(clients=clients, bids=bids),
+            shape=shape.value,
+            frames=frames.value,
+            out_dir=out,
+            step=step,
+            keep_serving=keep_serving if serve else None,
+        )
+    traces = load([path])
+    console.print(
+        f"{len(traces.connections)} connections, {len(traces.spans)} spans "
+        f"(unknown auction refused with HTTP {outcome['refused_status']})"
+    )
+    if traces.connections:
+        conn = traces.connection(min(2, len(traces.connections)))
+        console.print(connection_tree(traces, conn, TreeOptions()))
+    console.print(stats_renderable(compute_stats(traces)))
+    if errors.total:
+        console.print(f"[yellow]wstrace contained {errors.total} internal errors: {errors.counts}")
+    console.print(_where_to_look(path), highlight=False, markup=False)
+
+
+@app.command()
+def serve(
+    target: Annotated[
+        str, typer.Argument(metavar="MODULE:APP", help="The ASGI app, e.g. demo_app.app:app")
+    ],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    http: HttpOpt = HttpImpl.auto,
+    ws: WsOpt = WsImpl.auto,
+    shape: ShapeOpt = Shape.connection,
+    frames: FramesOpt = Frames.spans,
+    out: OutOpt = DEFAULT_TRACES,
+    factory: Annotated[
+        bool, typer.Option("--factory", help="MODULE:APP is a function that returns the app.")
+    ] = False,
+) -> None:
+    """Serve any ASGI app under uvicorn with tracing on, until Ctrl-C.
+
+    The server hooks are installed and the app is wrapped in TracingMiddleware; spans go to
+    OTLP JSON Lines files under --out (and to a collector when OTEL_EXPORTER_OTLP_ENDPOINT is
+    set).
+    """
+    import uvicorn
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
+    import tracer
+    from tracer.demo import PortInUse, check_port, make_provider
+
+    try:
+        asgi_app = import_from_string(target)
+        if factory:
+            asgi_app = asgi_app()
+    except ImportFromStringError as exc:
+        _fail(f"{target}: {exc}; give it as MODULE:ATTRIBUTE, e.g. demo_app.app:app")
+    except Exception as exc:
+        _fail(f"{target}: the app factory failed ({type(exc).__name__}: {exc})")
+    try:
+        check_port(host, port)
+    except PortInUse as exc:
+        _fail(str(exc))
+    provider, exporter = make_provider(out, service=target)
+    tracer.instrument(tracer_provider=provider, shape=shape.value, frames=frames.value)
+    try:
+        uvicorn.run(
+            tracer.TracingMiddleware(asgi_app, tracer_provider=provider),
+            host=host,
+            port=port,
+            http=http.value,
+            ws=ws.value,
+        )
+    finally:
+        tracer.uninstrument()
+        provider.shutdown()
+        typer.echo(f"traces written to {exporter.path}", err=True)
+
+
+@app.command()
+def samples(
+    out: Annotated[Path, typer.Option("--out", help="Where the samples live.")] = (
+        DEFAULT_TRACES / "samples"
+    ),
+) -> None:
+    """Regenerate the committed sample traces: the demo scenario on each WebSocket library."""
+    from tracer.demo import SAMPLE_WS, write_sample
+
+    for ws in SAMPLE_WS:
+        path = write_sample(out, ws, step=lambda _: None)
+        typer.echo(f"wrote {path}")
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""``wstrace demo`` and ``wstrace serve``, run as a user runs them: real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from tests.support.server import free_port
+from tracer import vocab
+from tracer.export.reader import load
+
+WSTRACE = [sys.executable, "-m", "tracer.cli"]
+ENV = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*WSTRACE, *args], capture_output=True, text=True, timeout=timeout, env=ENV
+    )
+
+
+def test_demo_traces_a_scripted_auction(tmp_path: Path) -> None:
+    result = run("demo", "--clients", "2", "--bids", "3", "--ws", "wsproto", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in ("ws.handshake", "ws.broadcast", "stage latency", "ui.perfetto.dev"):
+        assert expected in out, expected
+    (path,) = tmp_path.glob("*.otlp.jsonl")
+    traces = load([path])
+    assert len(traces.connections) == 3  # two bidders, one refused
+    impls = {c.root.attributes[vocab.IMPL_WS] for c in traces.connections}
+    assert impls == {"wsproto"}
+    broadcasts = [s for s in traces.spans if s.name == vocab.WS_BROADCAST]
+    assert len(broadcasts) == 3 + 1  # every bid and the chat line
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_traces_any_app_until_interrupted(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *WSTRACE,
+            "serve",
+            "tests.support.apps:echo_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+
+        async def talk() -> str:
+            async with connect(f"ws://127.0.0.1:{port}/echo") as client:
+                await client.send("hello")
+                return await asyncio.wait_for(client.recv(), 5)
+
+        assert asyncio.run(talk()) == "hello"
+        time.sleep(0.3)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "traces written to" in stderr
+    traces = load([tmp_path])
+    (conn,) = traces.connections
+    names = {s.name for s in conn.spans}
+    assert {vocab.WS_HANDSHAKE, vocab.WS_MESSAGE_RECEIVE, "APIRouter", vocab.WS_ACCEPT} <= names
+
+
+def test_serve_reports_a_port_in_use_in_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "tests.support.apps:echo_app", "--port", str(port))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in use" in lines[0] and "--port" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_reports_a_bad_target_in_one_line() -> None:
+    result = run("serve", "no_such_module:app")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no_such_module" in lines[0]
+
+
+def test_demo_help_teaches() -> None:
+    result = run("demo", "--help")
+    assert result.returncode == 0
+    for option in (
+        "--http",
+        "--ws",
+        "--clients",
+        "--bids",
+        "--shape",
+        "--frames",
+        "--out",
+        "--serve",
+    ):
+        assert option in result.stdout
