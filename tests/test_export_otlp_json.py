@@ -1,0 +1,57 @@
+"""The direct OTLP/JSON encoder agrees with the ecosystem's protobuf encoder, span for span."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from websockets.asyncio.client import connect
+
+from tests.golden import synthetic
+from tests.support.apps import echo_app
+from tests.support.server import run_server
+from tests.support.tracing import traced
+from tests.test_export_otlp_file import _ids_to_base64
+from tracer.export.otlp_json import spans_to_otlp_dict, spans_to_otlp_line
+
+
+def assert_same_as_protobuf(spans) -> None:
+    ours = json.loads(spans_to_otlp_line(spans))
+    parsed = json_format.ParseDict(_ids_to_base64(ours), ExportTraceServiceRequest())
+    assert parsed == encode_spans(spans)
+    # And protobuf's own JSON of its message is ours with base64 ids: same keys, same order.
+    reference = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    assert json.dumps(_ids_to_base64(ours)) == json.dumps(reference)
+
+
+@pytest.mark.parametrize("shape", ["connection", "message"])
+@pytest.mark.parametrize("frames", ["spans", "events"])
+def test_synthetic_auction_traces(shape: str, frames: str) -> None:
+    memory = InMemorySpanExporter()
+    synthetic.auction(memory, shape=shape, frames=frames)
+    spans = memory.get_finished_spans()
+    assert len(spans) > 50
+    assert_same_as_protobuf(spans)
+
+
+def test_spans_recorded_from_a_real_server() -> None:
+    with traced(capture_payload=4) as t, run_server(echo_app()) as server:
+
+        async def talk() -> None:
+            async with connect(server.ws_url + "/echo") as client:
+                await client.send("héllo")
+                await asyncio.wait_for(client.recv(), 5)
+
+        asyncio.run(talk())
+    spans = t.spans
+    assert any(s.events for s in spans)
+    assert_same_as_protobuf(spans)
+
+
+def test_empty_batch() -> None:
+    assert spans_to_otlp_dict([]) == {}
