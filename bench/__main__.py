@@ -1,0 +1,132 @@
+"""``python -m bench`` (``make bench``): the overhead benchmark; see :mod:`bench`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench import profile, report
+from bench.runner import QUICK, Options, Sizes, run
+from bench.variants import VARIANTS, resolve
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = Sizes()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Server CPU, throughput, handshake latency, idle memory and fan-out of the "
+        "auction app: untraced, under wstrace, and under the peers.",
+    )
+    parser.add_argument("--rounds", type=int, help=f"interleaved rounds (default {d.rounds})")
+    parser.add_argument("--messages", type=int,
+                        help="echoed messages per round and variant, at least "
+                        f"(default {d.messages}; the window also lasts ≥ {d.echo_seconds:g} s)")
+    parser.add_argument("--clients", type=int,
+                        help=f"echo clients, each alone in a room (default {d.clients})")
+    parser.add_argument("--handshakes", type=int,
+                        help="handshakes per variant, shared by the rounds "
+                        f"(default {d.handshakes})")
+    parser.add_argument("--idle", type=int,
+                        help="idle connections per variant, shared by the rounds "
+                        f"(default {d.idle})")
+    parser.add_argument("--fanout", type=int,
+                        help="measured fan-outs per round and variant, at least "
+                        f"(default {d.fanout}; the window also lasts ≥ {d.fanout_seconds:g} s)")
+    parser.add_argument("--fanout-size", type=int,
+                        help=f"bidders in the fan-out room (default {d.fanout_size})")
+    parser.add_argument("--warmup", type=int,
+                        help=f"unmeasured messages per echo client (default {d.warmup})")
+    parser.add_argument(
+        "--variants",
+        help="comma-separated variants (untraced is always added; 'all' for every one): "
+        + ", ".join(VARIANTS),
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, one round, servers started together (smoke test)")
+    parser.add_argument("--json", metavar="OUT", help="write every figure and round as JSON")
+    parser.add_argument("--http", default="httptools", choices=["httptools", "h11"])
+    parser.add_argument("--ws", default="websockets-sansio",
+                        choices=["websockets-sansio", "websockets", "wsproto"])
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    parser.add_argument("--compression", action="store_true",
+                        help="clients offer permessage-deflate (off by default)")
+    parser.add_argument("--phases", default="idle,echo,fanout,handshakes",
+                        help="comma-separated subset of idle,echo,fanout,handshakes")
+    parser.add_argument(
+        "--profile", metavar="DIR",
+        help="attach py-spy to each server while it is loaded, write collapsed stacks to DIR "
+        "and print tracer/ hot spots (timings of a profiled run are not comparable)",
+    )
+    parser.add_argument("--keep", metavar="DIR", help="keep databases, traces and logs in DIR")
+    parser.add_argument("--check", action="store_true",
+                        help="exit with status 1 if the performance bar does not hold")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    sizes = QUICK if args.quick else Sizes()
+    overrides: dict[str, Any] = {}
+    for name in ("rounds", "messages", "clients", "handshakes", "idle", "fanout", "fanout_size",
+                 "warmup"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < (0 if name == "warmup" else 1):
+                raise SystemExit(f"--{name.replace('_', '-')} must be positive")
+            overrides[name] = value
+    if args.profile:
+        overrides.setdefault("rounds", 1)
+        overrides.setdefault("idle", 100)  # allocation tracing makes each connection slow
+        overrides["timeout"] = 120.0  # the profilers slow the server down a lot
+    sizes = replace(sizes, **overrides)
+    try:
+        variants = resolve(args.variants)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    return Options(
+        variants=variants,
+        sizes=sizes,
+        http=args.http,
+        ws=args.ws,
+        loop=args.loop,
+        compression=args.compression,
+        parallel_start=args.quick,
+        phases=phases,
+        profile_dir=args.profile,
+        keep=args.keep,
+    )
+
+
+def bench(options: Options, *, progress: bool = True) -> dict[str, Any]:
+    """Run the benchmark; the raw rounds plus ``summary`` and ``bar`` (what ``--json`` holds)."""
+    def say(message: str) -> None:
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    raw = run(options, progress=say)
+    raw["summary"] = report.summarize(raw)
+    raw["bar"] = report.check_bar(raw["summary"])
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = options_from(args)
+    result = bench(options, progress=not args.quiet)
+    report.render(result, result["summary"], result["bar"])
+    if result["profiles"]:
+        result["hotspots"] = profile.report_run(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if args.check and any(line["verdict"] == "FAIL" for line in result["bar"]):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Medians, ratios to the untraced server, the performance bar, and the table.
+
+Most figures are the **median over rounds** of the variant's per-round value, and their
+**ratio** is the median over rounds of (variant ÷ untraced *in the same round*): the rounds
+interleave the variants, so pairing them by round cancels most of the machine's drift.
+Handshake percentiles and memory per idle connection are **pooled**: computed over the samples
+of all rounds together (the rounds share the 500 handshakes and 500 idle connections), then
+compared with the untraced server's pooled figure.  Memory is compared as a **delta**
+(variant − untraced, KiB per connection), everything else as a ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from bench.load import percentile
+from bench.variants import BAR, BASELINE, VARIANTS
+
+FIGURES: dict[str, tuple[str, str]] = {
+    # key: (how it compares to untraced, what it is)
+    "cpu_per_msg_us": ("ratio", "server CPU µs per echoed message"),
+    "msg_per_s": ("ratio", "echoed messages per second"),
+    "handshake_ms_p50": ("ratio", "handshake latency p50, ms"),
+    "handshake_ms_p99": ("ratio", "handshake latency p99, ms"),
+    "handshake_cpu_us": ("ratio", "server CPU µs per connect + greeting + close"),
+    "idle_kib_per_conn": ("delta", "server RSS KiB per idle open connection"),
+    "fanout_ms_p50": ("ratio", "one bid to the last of N bidders, ms (p50)"),
+    "fanout_ms_p99": ("ratio", "one bid to the last of N bidders, ms (p99)"),
+    "fanout_cpu_us": ("ratio", "server CPU µs per fan-out"),
+}
+
+POOLED = ("handshake_ms_p50", "handshake_ms_p99", "idle_kib_per_conn")
+"""Figures computed over all rounds' samples at once: the bar asks for percentiles over at
+least 500 handshakes and memory over at least 500 connections, which the rounds share."""
+
+BAR_FIGURE = {"cpu_per_msg": "cpu_per_msg_us", "handshake_p50": "handshake_ms_p50",
+              "idle_kib": "idle_kib_per_conn"}
+
+
+def _median(values: list[float]) -> float:
+    clean = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return statistics.median(clean) if clean else math.nan
+
+
+def _pooled(key: str, results: list[dict[str, Any]]) -> float:
+    """A figure computed over every round's samples together."""
+    if key == "idle_kib_per_conn":
+        rounds = [r for r in results if "idle_rss_after" in r]
+        connections = sum(r["idle"] for r in rounds)
+        grown = sum(r["idle_rss_after"] - r["idle_rss_before"] for r in rounds)
+        return grown / connections / 1024.0 if connections else math.nan
+    samples = [x for r in results for x in r.get("handshake_ms", ())]
+    return percentile(samples, 50 if key == "handshake_ms_p50" else 99)
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """``{variant: {figure: {"value", "ratio" | "delta", "how", "rounds"}}}`` from a run."""
+    rounds: dict[str, list[dict[str, Any]]] = raw["rounds"]
+    base_results = rounds.get(BASELINE, [])
+    base_by_round = {r["round"]: r for r in base_results}
+    summary: dict[str, Any] = {}
+    for variant, results in rounds.items():
+        figures: dict[str, Any] = {}
+        for key, (mode, _text) in FIGURES.items():
+            per_round = [float(r[key]) for r in results if key in r]
+            entry: dict[str, Any] = {"rounds": per_round}
+            if key in POOLED:
+                entry["how"] = "pooled over rounds"
+                value = _pooled(key, results)
+                base = _pooled(key, base_results) if base_results else math.nan
+                compared = (value / base if base else math.nan) if mode == "ratio" else value - base
+                entry["value"] = value
+                entry[mode] = compared if math.isfinite(compared) else None
+            else:
+                entry["how"] = "median over rounds"
+                entry["value"] = _median(per_round)
+                paired = []
+                for result in results:
+                    base_result = base_by_round.get(result["round"])
+                    if base_result is None or key not in base_result or key not in result:
+                        continue
+                    b, v = float(base_result[key]), float(result[key])
+                    paired.append((v / b if b else math.nan) if mode == "ratio" else v - b)
+                entry[mode] = _median(paired) if paired else None
+            figures[key] = entry
+        figures["errors"] = sum(len(r.get("errors", [])) for r in results)
+        figures["trace_bytes"] = _median([float(r.get("trace_bytes", 0)) for r in results])
+        summary[variant] = figures
+    return summary
+
+
+def check_bar(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each line of the bar: the measured ratio or delta, the limit, and whether it holds."""
+    lines = []
+    for bar in BAR:
+        figure = BAR_FIGURE[bar.figure]
+        entry = summary.get(bar.variant, {}).get(figure)
+        measured = None if entry is None else entry.get(bar.mode)
+        if measured is None or not math.isfinite(measured):
+            verdict = "not run"
+        else:
+            verdict = "PASS" if measured <= bar.limit else "FAIL"
+        lines.append({
+            "text": bar.text, "variant": bar.variant, "figure": figure, "mode": bar.mode,
+            "limit": bar.limit, "measured": measured, "verdict": verdict,
+        })
+    return lines
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.2f}×"
+
+
+def _delta(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:+.1f}"
+
+
+def _cell(figures: dict[str, Any], key: str, digits: int) -> str:
+    entry = figures[key]
+    if "delta" in entry:
+        return f"{_fmt(entry['value'], digits)}  {_delta(entry['delta'])}"
+    return f"{_fmt(entry['value'], digits)}  {_ratio(entry['ratio'])}"
+
+
+def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any]],
+           console: Any = None) -> None:
+    """Print the figures table, the bar and the notes with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=160)
+    sizes = raw["options"]["sizes"]
+    m = raw["machine"]
+    console.print(
+        f"[bold]wstrace overhead benchmark[/] — {len(raw['order'])} round(s), "
+        f"{m['cpus']} CPU(s) {m['cpu_model']}, Python {m['python']}, "
+        f"uvicorn {m['versions'].get('uvicorn')} ({raw['options']['http']} + "
+        f"{raw['options']['ws']}, loop {raw['options']['loop']}), "
+        f"{raw['elapsed_s']:.0f} s; source {m.get('source', '?')}"
+    )
+    console.print(
+        f"per variant and round: echo ≥ {sizes['messages']} messages and ≥ "
+        f"{sizes['echo_seconds']:g} s over {sizes['clients']} one-client rooms; fan-out ≥ "
+        f"{sizes['fanout']} bids and ≥ {sizes['fanout_seconds']:g} s to {sizes['fanout_size']} "
+        f"bidders; per variant in all: {sizes['handshakes']} handshakes, {sizes['idle']} "
+        "idle connections.\nEach cell: value, then ratio to untraced (median of per-round "
+        "ratios; handshakes and memory pooled over rounds) or, for memory, KiB more than "
+        "untraced."
+    )
+    table = Table(header_style="bold")
+    table.add_column("variant")
+    for title in ("CPU µs/msg", "msg/s", "handshake p50 ms", "handshake p99 ms",
+                  "KiB/idle conn", f"fan-out to {sizes['fanout_size']} ms", "CPU µs/fan-out"):
+        table.add_column(title, justify="right")
+    for variant, f in summary.items():
+        table.add_row(
+            variant,
+            _cell(f, "cpu_per_msg_us", 1),
+            _cell(f, "msg_per_s", 0),
+            _cell(f, "handshake_ms_p50", 2),
+            _cell(f, "handshake_ms_p99", 2),
+            _cell(f, "idle_kib_per_conn", 1),
+            _cell(f, "fanout_ms_p50", 2),
+            _cell(f, "fanout_cpu_us", 0),
+        )
+    console.print(table)
+
+    bar_table = Table(title="performance bar (DESIGN §7)", header_style="bold")
+    bar_table.add_column("criterion")
+    bar_table.add_column("measured", justify="right")
+    bar_table.add_column("limit", justify="right")
+    bar_table.add_column("verdict")
+    for line in bar:
+        fmt = _ratio if line["mode"] == "ratio" else (lambda v: f"{_delta(v)} KiB")
+        limit = f"{line['limit']:.2f}×" if line["mode"] == "ratio" else f"+{line['limit']:.0f} KiB"
+        colour = {"PASS": "green", "FAIL": "red"}.get(line["verdict"], "yellow")
+        bar_table.add_row(line["text"], fmt(line["measured"]), limit,
+                          f"[{colour}]{line['verdict']}[/]")
+    console.print(bar_table)
+
+    exporters = {n["exporter"] for n in raw["notes"].values() if "exporter" in n}
+    if exporters:
+        console.print("span export: " + "; ".join(sorted(exporters)))
+    for variant, f in summary.items():
+        extra = [f"handshake CPU {_fmt(f['handshake_cpu_us']['value'], 0)} µs "
+                 f"({_ratio(f['handshake_cpu_us']['ratio'])})",
+                 f"trace written {_fmt(f['trace_bytes'] / 1024, 0)} KiB/round"]
+        if f["errors"]:
+            extra.append(f"[red]{f['errors']} unexpected replies[/]")
+        note = raw["notes"].get(variant, {})
+        label = VARIANTS[variant].label if variant in VARIANTS else variant
+        details = str(note["middleware"]) if "middleware" in note else ""
+        native = "native telemetry " + ("ON" if note.get("native_tracing") else "off") + \
+            f" ({note.get('native_telemetry', '?')})"
+        console.print(f"  [bold]{variant}[/]: {label}; {native}; "
+                      + "; ".join(extra) + (f"; {details}" if details else ""))

@@ -1,0 +1,422 @@
+"""Runs the rounds: one fresh server process per variant per round, one load process against it.
+
+Order: the variants are interleaved, round ``r`` running them rotated by ``r`` places (round 1
+``A B C D E F``, round 2 ``B C D E F A`` …), so slow drift of the machine (frequency, heat,
+caches, other tenants) spreads over every variant instead of landing on one.  Each variant's
+server is started fresh for each round (its own SQLite file and trace directory), warmed by the
+load generator's unmeasured messages, measured, then stopped; nothing else of the benchmark
+runs meanwhile, except with ``parallel_start`` (the smoke test's ``--quick``), where a round's
+servers are all started together to save time and then measured one at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.variants import VARIANTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Sizes:
+    """How much each round measures.  ``handshakes`` and ``idle`` are totals per variant, split
+    evenly over the rounds and pooled again by the report."""
+
+    rounds: int = 4
+    clients: int = 4
+    messages: int = 400
+    echo_seconds: float = 2.0
+    warmup: int = 100
+    fanout: int = 30
+    fanout_seconds: float = 1.0
+    fanout_size: int = 50
+    handshakes: int = 500
+    idle: int = 500
+    settle: float = 0.3
+    timeout: float = 20.0
+
+    def per_round(self, total: int) -> int:
+        return -(-total // self.rounds)
+
+
+QUICK = Sizes(
+    rounds=1, clients=2, messages=40, echo_seconds=0.0, warmup=5, fanout=3, fanout_seconds=0.0,
+    fanout_size=5, handshakes=10, idle=10, settle=0.05, timeout=10.0,
+)
+
+
+@dataclass
+class Options:
+    variants: list[str]
+    sizes: Sizes = field(default_factory=Sizes)
+    http: str = "httptools"
+    ws: str = "websockets-sansio"
+    loop: str = "auto"
+    compression: bool = False
+    parallel_start: bool = False
+    phases: tuple[str, ...] = ("idle", "echo", "fanout", "handshakes")
+    profile_dir: str | None = None
+    """Attach ``py-spy record`` to each server while it is loaded; collapsed stacks go here."""
+    profile_rate: int = 250
+    keep: str | None = None
+    """Keep the servers' databases, traces and logs under this directory."""
+    start_timeout: float = 60.0
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Nothing from the surroundings may turn telemetry on behind a variant's back.
+    env["FASTAPI_OTEL_AUTO_CONFIGURE"] = "false"
+    for key in [k for k in env if k.startswith("OTEL_")]:
+        del env[key]
+    return env
+
+
+class ServerProcess:
+    """``python -m bench.server`` for one variant; a context manager that always stops it."""
+
+    def __init__(self, variant: str, workdir: Path, options: Options) -> None:
+        self.variant = variant
+        self.workdir = workdir
+        self.options = options
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+        self.profile_path: Path | None = None
+        self._profiler: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+
+    def command(self) -> list[str]:
+        o = self.options
+        cmd = [
+            sys.executable, "-m", "bench.server",
+            "--variant", self.variant,
+            "--db", str(self.workdir / "auction.db"),
+            "--trace-dir", str(self.workdir / "traces"),
+            "--http", o.http, "--ws", o.ws, "--loop", o.loop,
+            "--watch-stdin",
+        ]
+        return cmd
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._stderr = open(self.workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=ROOT,
+            env=_env(),
+        )
+
+    def wait_ready(self) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + self.options.start_timeout
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                with contextlib.suppress(ValueError):
+                    info = json.loads(line)
+                    if isinstance(info, dict) and info.get("event") == "ready":
+                        self.info = info
+                        return info
+            if self.proc.poll() is not None:
+                break
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                self._buffer += chunk
+        raise RuntimeError(f"server {self.variant} did not start:\n{self.log_tail()}")
+
+    def start_profiler(self, tag: str) -> Path:
+        """Attach ``py-spy record`` to the serving process (startup and imports are not seen)."""
+        o = self.options
+        assert o.profile_dir is not None
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.profile_path = Path(o.profile_dir) / f"{self.variant}.{tag}.collapsed.txt"
+        with open(self.workdir / "py-spy.log", "wb") as log:
+            self._profiler = subprocess.Popen(
+                [py_spy, "record", "--pid", str(self.info["pid"]), "--format", "raw",
+                 "--full-filenames",
+                 "--rate", str(o.profile_rate), "--output", str(self.profile_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        time.sleep(0.5)  # let it attach before the load starts
+        if self._profiler.poll() is not None:
+            raise RuntimeError(
+                "py-spy could not attach: "
+                + (self.workdir / "py-spy.log").read_text(errors="replace")[-2000:]
+            )
+        return self.profile_path
+
+    def stop_profiler(self) -> None:
+        """Stop py-spy with SIGINT, which makes it write its output."""
+        profiler, self._profiler = self._profiler, None
+        if profiler is None:
+            return
+        profiler.send_signal(signal.SIGINT)
+        try:
+            profiler.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+            profiler.wait(timeout=5)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = (self.workdir / "server.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def request_stop(self) -> None:
+        """Ask the server to shut down by itself (closing its stdin), without waiting."""
+        self.stop_profiler()
+        if self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def stop(self) -> None:
+        """Shut the server down: ask, wait a little, then terminate, then kill."""
+        self.request_stop()
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        with contextlib.suppress(OSError):
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self._stderr.close()
+        self.proc = None
+
+    def trace_bytes(self) -> int:
+        directory = self.workdir / "traces"
+        if not directory.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
+def run_load(
+    server: ServerProcess,
+    options: Options,
+    phases: tuple[str, ...] | None = None,
+    tracemalloc: bool = False,
+) -> dict[str, Any]:
+    """Run ``python -m bench.load`` against ``server``; its JSON result."""
+    s = options.sizes
+    cmd = [
+        sys.executable, "-m", "bench.load",
+        "--port", str(server.info["port"]),
+        "--control-port", str(server.info["control_port"]),
+        "--clients", str(s.clients), "--messages", str(s.messages), "--warmup", str(s.warmup),
+        "--echo-seconds", str(s.echo_seconds),
+        "--fanout", str(s.fanout), "--fanout-size", str(s.fanout_size),
+        "--fanout-seconds", str(s.fanout_seconds),
+        "--handshakes", str(s.per_round(s.handshakes)), "--idle", str(s.per_round(s.idle)),
+        "--settle", str(s.settle), "--timeout", str(s.timeout),
+        "--phases", ",".join(phases or options.phases),
+    ]
+    if options.compression:
+        cmd.append("--compression")
+    if tracemalloc:
+        cmd.append("--tracemalloc")
+    budget = s.timeout * 15
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        cwd=ROOT, env=_env(),
+    )
+    try:
+        out, err = proc.communicate(timeout=budget)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        raise RuntimeError(f"load generator timed out after {budget:.0f} s") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"load generator failed ({proc.returncode}) against {server.variant}:\n"
+            + err.decode(errors="replace")[-3000:]
+            + "\nserver log:\n" + server.log_tail()
+        )
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def profile_load(server: ServerProcess, options: Options) -> tuple[dict[str, Any], dict[str, str]]:
+    """The phases one at a time: ``idle`` under tracemalloc, each other under py-spy.
+
+    Each CPU profile then covers one figure of the bar (CPU per message, handshakes …), and
+    the allocation tracing, which slows the server down a lot, is in none of them.
+    """
+    result: dict[str, Any] = {"errors": []}
+    paths: dict[str, str] = {}
+    for phase in options.phases:
+        if phase == "idle":
+            part = run_load(server, options, ("idle",), tracemalloc=True)
+        else:
+            paths[phase] = str(server.start_profiler(phase))
+            try:
+                part = run_load(server, options, (phase,))
+            finally:
+                server.stop_profiler()
+        errors = result["errors"] + part.pop("errors", [])
+        result.update(part)
+        result["errors"] = errors
+    result["phases"] = list(options.phases)
+    return result, paths
+
+
+def round_order(variants: list[str], round_index: int) -> list[str]:
+    shift = round_index % len(variants)
+    return variants[shift:] + variants[:shift]
+
+
+@contextlib.contextmanager
+def _workspace(keep: str | None) -> Iterator[Path]:
+    if keep:
+        path = Path(keep)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="wstrace-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run(options: Options, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every round of every variant; the raw per-round results, the order and the notes."""
+    say = progress or (lambda _msg: None)
+    unknown = [v for v in options.variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}")
+    started = time.monotonic()
+    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in options.variants}
+    notes: dict[str, dict[str, Any]] = {}
+    orders: list[list[str]] = []
+    profiles: dict[str, dict[str, str]] = {}
+    if options.profile_dir:
+        Path(options.profile_dir).mkdir(parents=True, exist_ok=True)
+    with _workspace(options.keep) as work:
+        for r in range(options.sizes.rounds):
+            order = round_order(options.variants, r)
+            orders.append(order)
+            servers = [ServerProcess(v, work / f"r{r + 1}-{v}", options) for v in order]
+            try:
+                if options.parallel_start:
+                    for server in servers:
+                        server.start()
+                for server in servers:
+                    if not options.parallel_start:
+                        server.start()
+                    info = server.wait_ready()
+                    say(f"round {r + 1}/{options.sizes.rounds}: {server.variant}")
+                    if options.profile_dir:
+                        result, paths = profile_load(server, options)
+                        profiles[server.variant] = paths
+                    else:
+                        result = run_load(server, options)
+                    if options.parallel_start:
+                        server.request_stop()  # reaped at the end of the round
+                        result["trace_bytes"] = server.trace_bytes()
+                    else:
+                        server.stop()  # nothing else runs while the next one is measured
+                        result["trace_bytes"] = server.trace_bytes()
+                        if not options.keep:
+                            shutil.rmtree(server.workdir, ignore_errors=True)
+                    result["round"] = r + 1
+                    rounds[server.variant].append(result)
+                    notes.setdefault(server.variant, {
+                        k: v for k, v in info.items()
+                        if k not in ("event", "pid", "port", "control_port", "trace_dir")
+                    })
+            finally:
+                for server in servers:
+                    server.stop()
+    return {
+        "machine": machine(),
+        "options": {**asdict(options), "sizes": asdict(options.sizes)},
+        "order": orders,
+        "rounds": rounds,
+        "notes": notes,
+        "profiles": profiles,
+        "elapsed_s": time.monotonic() - started,
+    }
+
+
+def machine() -> dict[str, Any]:
+    from importlib import metadata
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for dist in ("uvicorn", "fastapi", "starlette", "websockets", "opentelemetry-sdk",
+                 "opentelemetry-instrumentation-asgi", "uvloop", "httptools"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 0
+    return {
+        "source": _source(),
+        "cpus": usable,
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def _source() -> str:
+    """The commit measured, and whether the tracer's code differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tracer"], cwd=ROOT, capture_output=True,
+            text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" + uncommitted changes in tracer/" if dirty else "")

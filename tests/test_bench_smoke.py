@@ -1,0 +1,183 @@
+"""Smoke run of the overhead benchmark (``python -m bench --quick``) and its arithmetic.
+
+No assertion here is about speed: the smoke run checks that every variant ran against a real
+server process, that every figure came out finite and that the ratios to the untraced server
+were computed; timings themselves are the business of ``make bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import profile, report
+from bench.load import percentile
+from bench.runner import round_order
+from bench.variants import BAR, BASELINE, DEFAULT_VARIANTS, resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+POSITIVE = (
+    "cpu_per_msg_us",
+    "msg_per_s",
+    "handshake_ms_p50",
+    "handshake_ms_p99",
+    "handshake_cpu_us",
+    "fanout_ms_p50",
+    "fanout_ms_p99",
+    "fanout_cpu_us",
+)
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--quiet", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "performance bar" in proc.stdout
+    return json.loads(out.read_text())
+
+
+@pytest.mark.timeout(120)
+def test_every_variant_ran_and_every_figure_is_finite(quick_run: dict) -> None:
+    summary = quick_run["summary"]
+    assert list(summary) == list(DEFAULT_VARIANTS)
+    for variant in DEFAULT_VARIANTS:
+        rounds = quick_run["rounds"][variant]
+        assert len(rounds) == 1
+        (result,) = rounds
+        assert result["errors"] == [], (variant, result["errors"])
+        assert result["messages"] == 40
+        for key in POSITIVE:
+            assert _positive(result[key]), (variant, key, result[key])
+            assert _positive(summary[variant][key]["value"]), (variant, key)
+            assert _positive(summary[variant][key]["ratio"]), (variant, key)
+        assert result["idle_rss_before"] > 0 and result["idle_rss_after"] > 0
+        assert math.isfinite(summary[variant]["idle_kib_per_conn"]["delta"])
+    baseline = summary[BASELINE]
+    for key in POSITIVE:
+        assert baseline[key]["ratio"] == pytest.approx(1.0)
+    assert baseline["idle_kib_per_conn"]["delta"] == pytest.approx(0.0)
+
+
+@pytest.mark.timeout(120)
+def test_variants_are_traced_as_claimed(quick_run: dict) -> None:
+    notes = quick_run["notes"]
+    for variant in DEFAULT_VARIANTS:
+        # FastAPI's native telemetry runs in its own variant only.
+        assert notes[variant]["native_tracing"] is (variant == "fastapi-native"), variant
+        if variant != BASELINE:
+            assert "BatchSpanProcessor" in notes[variant]["exporter"]
+    assert notes["otel-asgi"]["middleware"] == "OpenTelemetryMiddleware"
+    rounds = quick_run["rounds"]
+    # Spans really reached the exporter (always-on sampling), and the untraced server wrote none.
+    for variant in ("conn-spans", "frames-off", "otel-asgi", "fastapi-native"):
+        assert rounds[variant][0]["trace_bytes"] > 0, variant
+    assert rounds[BASELINE][0]["trace_bytes"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_bar_is_judged(quick_run: dict) -> None:
+    bar = quick_run["bar"]
+    assert len(bar) == len(BAR)
+    for line in bar:
+        assert line["verdict"] in ("PASS", "FAIL"), line
+        assert math.isfinite(line["measured"])
+        assert (line["verdict"] == "PASS") == (line["measured"] <= line["limit"])
+
+
+def test_ratios_pair_rounds_and_pool_handshakes_and_memory() -> None:
+    def result(round_no: int, cpu: float, grown_kib: float, handshakes: list[float]) -> dict:
+        figures = {key: 1.0 for key in report.FIGURES}
+        return {
+            **figures, "round": round_no, "cpu_per_msg_us": cpu, "idle": 100,
+            "idle_rss_before": 10_000_000, "idle_rss_after": 10_000_000 + int(grown_kib * 1024),
+            "handshake_ms": handshakes,
+        }
+
+    raw = {
+        "rounds": {
+            BASELINE: [result(1, 100.0, 2000, [1.0, 2.0]), result(2, 200.0, 2000, [3.0]),
+                       result(3, 100.0, 2000, [])],
+            "conn-spans": [result(1, 120.0, 2600, [2.0, 3.0]), result(2, 260.0, 2300, [4.0]),
+                           result(3, 110.0, 2600, [5.0])],
+        }
+    }
+    summary = report.summarize(raw)
+    cpu = summary["conn-spans"]["cpu_per_msg_us"]
+    assert cpu["value"] == 120.0
+    assert cpu["ratio"] == pytest.approx(1.2)  # median of 1.2, 1.3, 1.1: paired by round
+    idle = summary["conn-spans"]["idle_kib_per_conn"]
+    assert idle["value"] == pytest.approx(7500 / 300)  # pooled: all growth / all connections
+    assert idle["delta"] == pytest.approx(5.0)
+    p50 = summary["conn-spans"]["handshake_ms_p50"]
+    assert p50["value"] == pytest.approx(3.5)  # of 2, 3, 4, 5
+    assert p50["ratio"] == pytest.approx(3.5 / 2.0)
+    verdicts = {(b["variant"], b["figure"]): b["verdict"] for b in report.check_bar(summary)}
+    assert verdicts[("conn-spans", "cpu_per_msg_us")] == "PASS"
+    assert verdicts[("conn-spans", "idle_kib_per_conn")] == "PASS"
+    assert verdicts[("conn-spans", "handshake_ms_p50")] == "FAIL"
+    assert verdicts[("msg-1pct", "cpu_per_msg_us")] == "not run"
+
+
+def test_percentile_and_order() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile(list(range(101)), 99) == pytest.approx(99.0)
+    assert math.isnan(percentile([], 50))
+    variants = ["a", "b", "c"]
+    assert [round_order(variants, r) for r in range(3)] == [
+        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]
+    ]
+    assert resolve("otel-asgi") == [BASELINE, "otel-asgi"]
+    with pytest.raises(ValueError):
+        resolve("no-such-variant")
+
+
+def test_profile_charges_samples_to_their_owner(tmp_path: Path) -> None:
+    root = str(ROOT)
+    site = "/venv/lib/python3.11/site-packages"
+    std = "/usr/lib/python3.11"
+    loop = f"run ({std}/asyncio/events.py:80)"
+    feed = f"feed ({root}/tracer/recorder.py:10)"
+    stacks = tmp_path / "p.txt"
+    stacks.write_text(
+        # the SDK working for wstrace: wstrace's
+        f"{loop};{feed};start_span ({site}/opentelemetry/sdk/trace/__init__.py:5) 6\n"
+        f"{loop};{feed};decode ({root}/tracer/wire/frames.py:20) 3\n"
+        f"{loop};data_received ({site}/uvicorn/protocols/x.py:1) 7\n"
+        # the app's own work inside a wstrace wrapper, calling the stdlib: the app's
+        f"{loop};wrap ({root}/tracer/asgi.py:5);handle ({root}/demo_app/app.py:9);"
+        f"dumps ({std}/json/__init__.py:231) 4\n"
+    )
+    result = profile.analyze(stacks)
+    assert result.samples == 20
+    assert result.package_share == pytest.approx(9 / 20)
+    assert result.owners == pytest.approx(
+        {"tracer": 9 / 20, "uvicorn": 7 / 20, "demo_app": 4 / 20}
+    )
+    spots = {(s.file, s.function): s for s in result.spots}
+    recorder = spots[("tracer/recorder.py", "feed")]
+    assert recorder.inclusive == pytest.approx(9 / 20)
+    assert recorder.attributed == pytest.approx(6 / 20)
+    assert recorder.self_ == 0
+    decode = spots[("tracer/wire/frames.py", "decode")]
+    assert decode.attributed == decode.self_ == pytest.approx(3 / 20)
+    wrapper = spots[("tracer/asgi.py", "wrap")]
+    assert wrapper.inclusive == pytest.approx(4 / 20)
+    assert wrapper.attributed == 0
