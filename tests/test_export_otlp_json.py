@@ -9,7 +9,10 @@ import pytest
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from websockets.asyncio.client import connect
 
 from tests.golden import synthetic
@@ -21,7 +24,13 @@ from tracer.export.otlp_json import spans_to_otlp_dict, spans_to_otlp_line
 
 
 def assert_same_as_protobuf(spans) -> None:
-    ours = json.loads(spans_to_otlp_line(spans))
+    line = spans_to_otlp_line(spans)
+    # The text path is byte for byte the dict path through json.dumps…
+    reference_text = json.dumps(
+        spans_to_otlp_dict(spans), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    assert line == reference_text + "\n"
+    ours = json.loads(line)
     parsed = json_format.ParseDict(_ids_to_base64(ours), ExportTraceServiceRequest())
     assert parsed == encode_spans(spans)
     # And protobuf's own JSON of its message is ours with base64 ids: same keys, same order.
@@ -55,3 +64,29 @@ def test_spans_recorded_from_a_real_server() -> None:
 
 def test_empty_batch() -> None:
     assert spans_to_otlp_dict([]) == {}
+    assert spans_to_otlp_line([]) == "{}\n"
+
+
+def test_awkward_values_survive_the_text_path() -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t", "1.0")
+    for n in range(3):  # the second and third round hit the fragment cache
+        span = tracer.start_span(
+            'quote " backslash \\ newline \n',
+            attributes={
+                "s": "\x1b[31m red \u202e bidi é 🦆",
+                "b": n % 2 == 0,
+                "i": -(2**63) + n,
+                "f": 1.5,
+                "nan": float("nan"),
+                "arr": ["x", "y"],
+                "ints": [1, 2, 3],
+                "empty": "",
+            },
+        )
+        span.add_event("e", {"k": True})
+        span.set_status(StatusCode.ERROR, 'bad "thing"')
+        span.end()
+    assert_same_as_protobuf(memory.get_finished_spans())

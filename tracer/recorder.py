@@ -26,6 +26,7 @@ from time import time_ns
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracer import vocab
@@ -179,6 +180,7 @@ class Recorder:
         self.tracer = trace.get_tracer(
             vocab.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
         )
+        self._sdk = SdkParts.of(self.tracer)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.open_records: weakref.WeakSet[ConnectionRecord] = weakref.WeakSet()
@@ -214,6 +216,17 @@ class Recorder:
         links: Sequence[Link] | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
     ) -> Any:
+        """Start a span at a past time ``start``; the caller ends it with an explicit time.
+
+        Roots go through the SDK's tracer (its sampler decides).  Children of a recording span
+        are :class:`PendingSpan`: the same finished span reaches the same processors, without
+        the SDK's per-span machinery (context objects, sampler call, locks) on this path.
+        """
+        if parent is not None and self._sdk is not None:
+            parent_context = parent.get_span_context()
+            if not parent.is_recording():
+                return trace.NonRecordingSpan(parent_context)
+            return PendingSpan(self._sdk, name, parent_context, start, attributes, links, kind)
         context = trace.set_span_in_context(parent) if parent is not None else _ROOT_CONTEXT
         return self.tracer.start_span(
             name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
@@ -237,6 +250,124 @@ class Recorder:
         return span
 
 
+@dataclass(frozen=True, slots=True)
+class SdkParts:
+    """What an SDK tracer hands every span it makes: where finished spans go, and tags."""
+
+    processor: Any
+    resource: Any
+    scope: Any
+    new_span_id: Any
+
+    @classmethod
+    def of(cls, tracer: Any) -> SdkParts | None:
+        processor = getattr(tracer, "span_processor", None)
+        generator = getattr(tracer, "id_generator", None)
+        if processor is None or generator is None or not isinstance(tracer, sdk_trace.Tracer):
+            return None  # a no-op or foreign tracer: use the API path
+        return cls(
+            processor,
+            tracer.resource,
+            getattr(tracer, "_instrumentation_scope", None),
+            generator.generate_span_id,
+        )
+
+
+class PendingSpan(trace.Span):
+    """A child span recorded after the fact, finished into a ``ReadableSpan`` by :meth:`end`.
+
+    It behaves as a span for everything that may touch it while it is open (attributes,
+    events, status, being a parent in an OpenTelemetry context), and costs a small slotted
+    object.  Its sampling follows its parent's, as the SDK's default ``ParentBased`` does.
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_events",
+        "_kind",
+        "_links",
+        "_name",
+        "_parent",
+        "_sdk",
+        "_start",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        sdk: SdkParts,
+        name: str,
+        parent: trace.SpanContext,
+        start: int,
+        attributes: Attributes | None,
+        links: Sequence[Link] | None,
+        kind: SpanKind,
+    ) -> None:
+        self._sdk = sdk
+        self._name = name
+        self._parent = parent
+        self._context = trace.SpanContext(
+            parent.trace_id, sdk.new_span_id(), False, parent.trace_flags, parent.trace_state
+        )
+        self._start = start
+        self._attributes = dict(attributes) if attributes else {}
+        self._links = tuple(links) if links else ()
+        self._events: list[sdk_trace.Event] = []
+        self._kind = kind
+        self._status = _UNSET
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._sdk is not None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._attributes[key] = value
+
+    def set_attributes(self, attributes: Any) -> None:
+        self._attributes.update(attributes)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self._events.append(sdk_trace.Event(name, attributes, timestamp or time_ns()))
+
+    def update_name(self, name: str) -> None:
+        self._name = name
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        if isinstance(status, Status):
+            self._status = status
+        else:
+            self._status = Status(status, description)
+
+    def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        self.add_event("exception", {"exception.type": type(exception).__name__})
+
+    def end(self, end_time: int | None = None) -> None:
+        sdk = self._sdk
+        if sdk is None:
+            return  # ended already
+        self._sdk = None
+        sdk.processor.on_end(
+            sdk_trace.ReadableSpan(
+                name=self._name,
+                context=self._context,
+                parent=self._parent,
+                resource=sdk.resource,
+                attributes=self._attributes,
+                events=self._events,
+                links=self._links,
+                kind=self._kind,
+                status=self._status,
+                start_time=self._start,
+                end_time=end_time if end_time is not None else time_ns(),
+                instrumentation_scope=sdk.scope,
+            )
+        )
+
+
+_UNSET = Status(StatusCode.UNSET)
 _ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 

@@ -69,7 +69,9 @@ def encode_value(value: Any) -> dict[str, Any]:
 def encode_attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if not attributes:
         return []
-    return [{"key": key, "value": encode_value(value)} for key, value in attributes.items()]
+    # The SDK's BoundedAttributes takes a lock per item read; its plain dict is read-only here.
+    items = getattr(attributes, "_dict", attributes).items()
+    return [{"key": key, "value": encode_value(value)} for key, value in items]
 
 
 def _with_attributes(obj: dict[str, Any], attributes: Mapping[str, Any] | None) -> None:
@@ -158,10 +160,19 @@ def spans_to_otlp_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     Spans are grouped by resource, then by instrumentation scope, in first-seen order — as the
     SDK's protobuf encoder does.
     """
-    grouped: dict[Any, dict[Any, list[dict[str, Any]]]] = {}
+    # Grouped by identity first: Resource and InstrumentationScope hash by serialising their
+    # attributes, far too slow per span; equal objects that are not identical are merged below.
+    by_identity: dict[tuple[int, int], tuple[Any, Any, list[dict[str, Any]]]] = {}
     for span in spans:
-        scopes = grouped.setdefault(span.resource, {})
-        scopes.setdefault(span.instrumentation_scope or None, []).append(encode_span(span))
+        resource, scope = span.resource, span.instrumentation_scope or None
+        key = (id(resource), id(scope))
+        group = by_identity.get(key)
+        if group is None:
+            group = by_identity[key] = (resource, scope, [])
+        group[2].append(encode_span(span))
+    grouped: dict[Any, dict[Any, list[dict[str, Any]]]] = {}
+    for resource, scope, encoded_spans in by_identity.values():
+        grouped.setdefault(resource, {}).setdefault(scope, []).extend(encoded_spans)
     resource_spans = []
     for resource, scopes in grouped.items():
         resource_obj: dict[str, Any] = {}
@@ -179,11 +190,144 @@ def spans_to_otlp_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     return {"resourceSpans": resource_spans} if resource_spans else {}
 
 
+# --- The text path: the same bytes as ``json.dumps(spans_to_otlp_dict(...))``, built directly --
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_CACHE_LIMIT = 8192
+_text_cache: dict[Any, str] = {}
+"""(key, value) → the JSON text of a ``KeyValue``.  Most attributes repeat from span to span
+(stage names, ``code.*``, opcode names); the cache stops growing at its limit."""
+
+
+def _string(value: str) -> str:
+    text = _text_cache.get(value)
+    if text is None:
+        text = _dumps(value)
+        if len(_text_cache) < _CACHE_LIMIT and len(value) < 512:
+            _text_cache[value] = text
+    return text
+
+
+def _value_text(value: Any) -> str:
+    if value.__class__ is str:
+        return '{"stringValue":' + _string(value) + "}"
+    if value.__class__ is int:
+        return '{"intValue":"' + str(value) + '"}'
+    return _dumps(encode_value(value))
+
+
+def _attributes_text(attributes: Any) -> str:
+    parts = []
+    for key, value in getattr(attributes, "_dict", attributes).items():
+        cls = value.__class__
+        if cls is str or cls is bool:
+            cache_key = (key, value)
+            text = _text_cache.get(cache_key)
+            if text is None:
+                text = (
+                    '{"key":'
+                    + _string(key)
+                    + ',"value":'
+                    + (
+                        _value_text(value)
+                        if cls is str
+                        else ('{"boolValue":true}' if value else '{"boolValue":false}')
+                    )
+                    + "}"
+                )
+                if len(_text_cache) < _CACHE_LIMIT and (cls is bool or len(value) < 512):
+                    _text_cache[cache_key] = text
+        else:
+            text = '{"key":' + _string(key) + ',"value":' + _value_text(value) + "}"
+        parts.append(text)
+    return ",".join(parts)
+
+
+def encode_span_text(span: ReadableSpan) -> str:
+    """One span as JSON text, field for field what :func:`encode_span` gives to json.dumps."""
+    context = span.context
+    out = [
+        '{"traceId":"',
+        format(context.trace_id, "032x"),
+        '","spanId":"',
+        format(context.span_id, "016x"),
+        '"',
+    ]
+    trace_state = context.trace_state
+    if trace_state:
+        out += [',"traceState":', _string(",".join(f"{k}={v}" for k, v in trace_state.items()))]
+    parent = span.parent
+    if parent is not None:
+        out += [',"parentSpanId":"', format(parent.span_id, "016x"), '"']
+    if span.name:
+        out += [',"name":', _string(span.name)]
+    out += [',"kind":', str(span.kind.value + 1)]
+    if span.start_time:
+        out += [',"startTimeUnixNano":"', str(span.start_time), '"']
+    if span.end_time:
+        out += [',"endTimeUnixNano":"', str(span.end_time), '"']
+    attributes = span.attributes
+    if attributes:
+        out += [',"attributes":[', _attributes_text(attributes), "]"]
+    if span.dropped_attributes:
+        out += [',"droppedAttributesCount":', str(span.dropped_attributes)]
+    rest = {}
+    if span.events or span.dropped_events or span.links or span.dropped_links:
+        full = encode_span(span)
+        for key in ("events", "droppedEventsCount", "links", "droppedLinksCount"):
+            if key in full:
+                rest[key] = full[key]
+    for key, value in rest.items():
+        out += [',"', key, '":', _dumps(value)]
+    status = span.status
+    if status.description or status.status_code.value:
+        status_obj: dict[str, Any] = {}
+        if status.description:
+            status_obj["message"] = status.description
+        if status.status_code.value:
+            status_obj["code"] = status.status_code.value
+        out += [',"status":', _dumps(status_obj)]
+    else:
+        out.append(',"status":{}')
+    out += [',"flags":', str(_flags(parent)), "}"]
+    return "".join(out)
+
+
 def spans_to_otlp_line(spans: Sequence[ReadableSpan]) -> str:
     """One JSON Lines record: compact, UTF-8 text kept as is, newline-terminated.
 
-    Non-finite doubles are spelled ``"NaN"`` / ``"Infinity"`` as protobuf's JSON does;
-    ``allow_nan=False`` makes sure no bare ``NaN`` token (invalid JSON) can ever be written.
+    Byte for byte ``json.dumps(spans_to_otlp_dict(spans))`` (compact separators, UTF-8 kept),
+    assembled from cached fragments: this runs for every exported span.  Non-finite doubles
+    are spelled ``"NaN"`` / ``"Infinity"`` as protobuf's JSON does, so no bare ``NaN`` token
+    (invalid JSON) can ever be written.
     """
-    data = spans_to_otlp_dict(spans)
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
+    by_identity: dict[tuple[int, int], tuple[Any, Any, list[str]]] = {}
+    for span in spans:
+        resource, scope = span.resource, span.instrumentation_scope or None
+        key = (id(resource), id(scope))
+        group = by_identity.get(key)
+        if group is None:
+            group = by_identity[key] = (resource, scope, [])
+        group[2].append(encode_span_text(span))
+    if not by_identity:
+        return "{}\n"
+    grouped: dict[Any, dict[Any, list[str]]] = {}
+    for resource, scope, texts in by_identity.values():
+        grouped.setdefault(resource, {}).setdefault(scope, []).extend(texts)
+    resources = []
+    for resource, scopes in grouped.items():
+        resource_obj: dict[str, Any] = {}
+        _with_attributes(resource_obj, resource.attributes)
+        scope_texts = []
+        for scope, texts in scopes.items():
+            text = '{"scope":' + _dumps(_scope(scope)) + ',"spans":[' + ",".join(texts) + "]"
+            if scope is not None and scope.schema_url:
+                text += ',"schemaUrl":' + _string(scope.schema_url)
+            scope_texts.append(text + "}")
+        text = (
+            '{"resource":' + _dumps(resource_obj) + ',"scopeSpans":[' + ",".join(scope_texts) + "]"
+        )
+        if resource.schema_url:
+            text += ',"schemaUrl":' + _string(resource.schema_url)
+        resources.append(text + "}")
+    return '{"resourceSpans":[' + ",".join(resources) + "]}\n"
