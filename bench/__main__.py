@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and print tracer/ hot spots (timings of a profiled run are not comparable)",
     )
     parser.add_argument("--keep", metavar="DIR", help="keep databases, traces and logs in DIR")
+    parser.add_argument("--live", action="store_true",
+                        help="import the working tree as it is at each server start, instead of "
+                        "a copy taken when the run starts")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 if the performance bar does not hold")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -99,6 +102,7 @@ def options_from(args: argparse.Namespace) -> Options:
         phases=phases,
         profile_dir=args.profile,
         keep=args.keep,
+        snapshot=not args.live,
     )
 
 

@@ -34,18 +34,24 @@ SUPPORT_PACKAGES = ("opentelemetry", "google", "wrapt", "typing_extensions", "im
 ROOT = str(Path(__file__).resolve().parent.parent).replace("\\", "/") + "/"
 
 
-def short_name(path: str) -> str:
-    """A full file name made relative: to ``site-packages``, or to the project's directory."""
+def _roots(roots: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(str(r).replace("\\", "/").rstrip("/") + "/" for r in roots) or (ROOT,)
+
+
+def short_name(path: str, roots: tuple[str, ...] = ()) -> str:
+    """A full file name made relative: to ``site-packages``, or to the project's directory
+    (``roots``: the project and any copy of it the servers ran from)."""
     path = path.replace("\\", "/")
     if "/site-packages/" in path:
         return path.split("/site-packages/", 1)[1]
-    if path.startswith(ROOT):
-        return path[len(ROOT):]
+    for root in _roots(roots):
+        if path.startswith(root):
+            return path[len(root):]
     marker = "/lib/python{}.{}/".format(*sys.version_info[:2])
     return path.split(marker, 1)[1] if marker in path else path
 
 
-def owner_of(path: str) -> str | None:
+def owner_of(path: str, roots: tuple[str, ...] = ()) -> str | None:
     """Who a frame's time (or memory) belongs to: a top-level package name (``tracer``,
     ``uvicorn`` …), ``"event loop"``, or None for support code (the standard library, the
     OpenTelemetry SDK, protobuf …).  ``path`` is a full file name."""
@@ -58,9 +64,10 @@ def owner_of(path: str) -> str | None:
         if top in ("uvloop",):
             return "event loop"
         return None if top in SUPPORT_PACKAGES else top
-    if path.startswith(ROOT):
-        top = path[len(ROOT):].split("/", 1)[0]
-        return "event loop" if top == "bench" else top  # the benchmark only runs the loop
+    for root in _roots(roots):
+        if path.startswith(root):
+            top = path[len(root):].split("/", 1)[0]
+            return "event loop" if top == "bench" else top  # the benchmark only runs the loop
     return "event loop" if "/asyncio/" in path else None  # the standard library
 
 
@@ -94,7 +101,8 @@ def _split(stack: str) -> list[tuple[str, str]]:
     return frames
 
 
-def analyze(path: str | Path, package: str = "tracer/") -> Profile:
+def analyze(path: str | Path, package: str = "tracer/", roots: tuple[str, ...] = ()) -> Profile:
+    """``roots``: the directories the profiled code ran from (the project by default)."""
     package_name = package.rstrip("/")
     inclusive: Counter[tuple[str, str]] = Counter()
     attributed: Counter[tuple[str, str]] = Counter()
@@ -112,21 +120,21 @@ def analyze(path: str | Path, package: str = "tracer/") -> Profile:
         total += count
         owner, owning = "other", None
         for frame in reversed(frames):  # innermost first
-            found = owner_of(frame[0])
+            found = owner_of(frame[0], roots)
             if found is not None:
                 owner, owning = found, frame
                 break
         owners[owner] += count
         if owner == package_name and owning is not None:
             attributed[owning] += count
-        for key in {f for f in frames if _in_package(f[0], package)}:
+        for key in {f for f in frames if _in_package(f[0], package, roots)}:
             inclusive[key] += count
-        if frames and _in_package(frames[-1][0], package):
+        if frames and _in_package(frames[-1][0], package, roots):
             leaf[frames[-1]] += count
     if total == 0:
         return Profile(0, 0.0, {}, [])
     spots = [
-        HotSpot(short_name(file), func, inclusive[(file, func)] / total,
+        HotSpot(short_name(file, roots), func, inclusive[(file, func)] / total,
                 attributed[(file, func)] / total, leaf[(file, func)] / total)
         for (file, func) in inclusive
     ]
@@ -147,8 +155,8 @@ def _blocked(frames: list[tuple[str, str]]) -> bool:
     )
 
 
-def _in_package(file: str, package: str) -> bool:
-    return short_name(file).startswith(package)
+def _in_package(file: str, package: str, roots: tuple[str, ...] = ()) -> bool:
+    return short_name(file, roots).startswith(package)
 
 
 PHASE_COST = {
@@ -191,10 +199,11 @@ def render(name: str, profile: Profile, top: int = 15, console: object = None,
 def report_run(result: dict) -> dict:
     """Render the profiles and allocation reports of a ``--profile`` run; the hot spots."""
     hotspots = {}
+    roots = (ROOT, result.get("options", {}).get("source") or ROOT)
     for variant, paths in result.get("profiles", {}).items():
         measured = (result["rounds"].get(variant) or [{}])[0]
         for phase, path in paths.items():
-            analysis = analyze(path)
+            analysis = analyze(path, roots=roots)
             key, unit = PHASE_COST.get(phase, ("", ""))
             cost = (float(measured[key]), unit) if key in measured else None
             render(f"{variant} / {phase}", analysis, unit_cost=cost)
@@ -235,6 +244,9 @@ def render_allocations(name: str, report: dict, connections: int, top: int = 15,
         table.add_row(entry["line"], f"{entry['bytes'] / per:.2f}",
                       f"{entry['blocks'] / max(connections, 1):.1f}")
     out.print(table)
+    sites = [f"{e['line']} {e['bytes'] / per:.1f}" for e in report.get("top_any", [])[:8]]
+    if sites:
+        out.print(f"  largest allocation sites, any owner (KiB / connection): {'; '.join(sites)}")
 
 
 def _console() -> object:

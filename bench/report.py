@@ -148,7 +148,14 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
         f"uvicorn {m['versions'].get('uvicorn')} ({raw['options']['http']} + "
         f"{raw['options']['ws']}, loop {raw['options']['loop']}), "
         f"{raw['elapsed_s']:.0f} s; source {m.get('source', '?')}"
+        + (" (copied at start)" if m.get("snapshot") else " (live tree)")
     )
+    loads = [x for rs in raw["rounds"].values() for r in rs for x in r.get("loadavg", ())]
+    if loads:
+        console.print(
+            f"machine load (1-min average) around the measurements: {min(loads):.2f} – "
+            f"{max(loads):.2f} on {m['cpus']} CPU(s) (the benchmark itself keeps about 2 busy)"
+        )
     console.print(
         f"per variant and round: echo ≥ {sizes['messages']} messages and ≥ "
         f"{sizes['echo_seconds']:g} s over {sizes['clients']} one-client rooms; fan-out ≥ "

@@ -75,12 +75,31 @@ class Options:
     profile_rate: int = 250
     keep: str | None = None
     """Keep the servers' databases, traces and logs under this directory."""
+    snapshot: bool = True
+    """Run the servers and load generators from a copy of the code taken at the start."""
+    source: Path = ROOT
+    """Where the servers and load generators import the code from (set by :func:`run`)."""
     start_timeout: float = 60.0
 
 
-def _env() -> dict[str, str]:
+SNAPSHOT = ("tracer", "demo_app", "bench")
+"""What a run copies before it starts, so that every round measures the same code even while
+the working tree is being edited."""
+
+
+def snapshot(into: Path) -> Path:
+    """Copy the packages the servers import into ``into``; returns the directory to run in."""
+    into.mkdir(parents=True, exist_ok=True)
+    for name in SNAPSHOT:
+        shutil.copytree(ROOT / name, into / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return into
+
+
+def _env(source: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    # Ahead of the editable install's finder, so a snapshot's packages are the ones imported.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(source), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Nothing from the surroundings may turn telemetry on behind a variant's back.
     env["FASTAPI_OTEL_AUTO_CONFIGURE"] = "false"
@@ -122,8 +141,8 @@ class ServerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            cwd=ROOT,
-            env=_env(),
+            cwd=self.options.source,
+            env=_env(self.options.source),
         )
 
     def wait_ready(self) -> dict[str, Any]:
@@ -252,7 +271,7 @@ def run_load(
     budget = s.timeout * 15
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        cwd=ROOT, env=_env(),
+        cwd=options.source, env=_env(options.source),
     )
     try:
         out, err = proc.communicate(timeout=budget)
@@ -323,6 +342,7 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
     if unknown:
         raise ValueError(f"unknown variants {unknown}")
     started = time.monotonic()
+    measured = machine()  # the code as it is now: the snapshot is taken from it just below
     rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in options.variants}
     notes: dict[str, dict[str, Any]] = {}
     orders: list[list[str]] = []
@@ -330,6 +350,7 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
     if options.profile_dir:
         Path(options.profile_dir).mkdir(parents=True, exist_ok=True)
     with _workspace(options.keep) as work:
+        options.source = snapshot(work / "src") if options.snapshot else ROOT
         for r in range(options.sizes.rounds):
             order = round_order(options.variants, r)
             orders.append(order)
@@ -343,6 +364,7 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
                         server.start()
                     info = server.wait_ready()
                     say(f"round {r + 1}/{options.sizes.rounds}: {server.variant}")
+                    load_before = os.getloadavg()[0]
                     if options.profile_dir:
                         result, paths = profile_load(server, options)
                         profiles[server.variant] = paths
@@ -357,6 +379,7 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
                         if not options.keep:
                             shutil.rmtree(server.workdir, ignore_errors=True)
                     result["round"] = r + 1
+                    result["loadavg"] = [load_before, os.getloadavg()[0]]
                     rounds[server.variant].append(result)
                     notes.setdefault(server.variant, {
                         k: v for k, v in info.items()
@@ -366,8 +389,9 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
                 for server in servers:
                     server.stop()
     return {
-        "machine": machine(),
-        "options": {**asdict(options), "sizes": asdict(options.sizes)},
+        "machine": {**measured, "snapshot": options.snapshot},
+        "options": {**asdict(options), "sizes": asdict(options.sizes),
+                    "source": str(options.source)},
         "order": orders,
         "rounds": rounds,
         "notes": notes,

@@ -156,6 +156,7 @@ def tracemalloc_report(package: str = "tracer", top: int = 25) -> dict[str, Any]
     snapshot = tracemalloc.take_snapshot()
     tracemalloc.stop()
     lines: dict[str, list[int]] = {}
+    sites: dict[str, list[int]] = {}
     packages: dict[str, int] = {}
     total = 0
     for trace in snapshot.traces:
@@ -167,6 +168,10 @@ def tracemalloc_report(package: str = "tracer", top: int = 25) -> dict[str, Any]
                 owner, frame = found, candidate
                 break
         packages[owner] = packages.get(owner, 0) + trace.size
+        if frame is not None:
+            site = sites.setdefault(f"{short_name(frame.filename)}:{frame.lineno}", [0, 0])
+            site[0] += trace.size
+            site[1] += 1
         if owner == package and frame is not None:
             entry = lines.setdefault(f"{short_name(frame.filename)}:{frame.lineno}", [0, 0])
             entry[0] += trace.size
@@ -176,6 +181,12 @@ def tracemalloc_report(package: str = "tracer", top: int = 25) -> dict[str, Any]
         "total_bytes": total,
         "by_package": dict(sorted(packages.items(), key=lambda kv: kv[1], reverse=True)[:15]),
         "top": [{"line": key, "bytes": size, "blocks": blocks} for key, (size, blocks) in ranked],
+        "top_any": [
+            {"line": key, "bytes": size, "blocks": blocks}
+            for key, (size, blocks) in sorted(
+                sites.items(), key=lambda item: item[1][0], reverse=True
+            )[:top]
+        ],
     }
 
 
