@@ -84,6 +84,10 @@ def options_from(args: argparse.Namespace) -> Options:
     if args.profile:
         overrides.setdefault("rounds", 1)
         overrides.setdefault("idle", 100)  # allocation tracing makes each connection slow
+        overrides.setdefault("handshakes", 300)
+        # Longer windows: more samples in each phase's profile.
+        overrides["echo_seconds"] = 6.0
+        overrides["fanout_seconds"] = 3.0
         overrides["timeout"] = 120.0  # the profilers slow the server down a lot
     sizes = replace(sizes, **overrides)
     try:

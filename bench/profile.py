@@ -17,6 +17,12 @@ For each function of the package (``tracer/`` by default) this gives:
 - **inclusive** — share of samples with the function anywhere on the stack (for a wrapper,
   this includes whatever it wraps);
 - **self** — share of samples in which it is the leaf frame.
+
+Caveats: C code has no frame, so a thin Python wrapper around a C call (``TapTransport.write``
+around the transport's ``write``) is charged the C call too, which without the wrapper is
+charged to its caller (uvicorn, websockets); and coroutine frames are charged where they are
+created.  ``other`` is samples with no owning frame at all (py-spy's ``--nonblocking``
+sampling, used so that its idle detection works, sometimes reads partial stacks).
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ class Options:
     phases: tuple[str, ...] = ("idle", "echo", "fanout", "handshakes")
     profile_dir: str | None = None
     """Attach ``py-spy record`` to each server while it is loaded; collapsed stacks go here."""
-    profile_rate: int = 250
+    profile_rate: int = 400
     keep: str | None = None
     """Keep the servers' databases, traces and logs under this directory."""
     snapshot: bool = True
@@ -168,7 +168,11 @@ class ServerProcess:
         raise RuntimeError(f"server {self.variant} did not start:\n{self.log_tail()}")
 
     def start_profiler(self, tag: str) -> Path:
-        """Attach ``py-spy record`` to the serving process (startup and imports are not seen)."""
+        """Attach ``py-spy record`` to the serving process (startup and imports are not seen).
+
+        ``--nonblocking``: py-spy then reads the process without stopping it, which is less
+        intrusive and, in containers, the way its idle detection works (a stopped process's
+        blocked threads look busy); ``--full-filenames`` for :mod:`bench.profile`."""
         o = self.options
         assert o.profile_dir is not None
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -176,7 +180,7 @@ class ServerProcess:
         with open(self.workdir / "py-spy.log", "wb") as log:
             self._profiler = subprocess.Popen(
                 [py_spy, "record", "--pid", str(self.info["pid"]), "--format", "raw",
-                 "--full-filenames",
+                 "--full-filenames", "--nonblocking",
                  "--rate", str(o.profile_rate), "--output", str(self.profile_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
