@@ -8,6 +8,7 @@ import json
 import pytest
 from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from websockets.asyncio.client import connect
 
 import tracer
@@ -405,3 +406,65 @@ def test_chain_wrappers_leave_other_apps_untouched() -> None:
     config = uvicorn.Config(other)
     config.load()
     assert config.interface == "asgi3"
+
+
+class ByName(Sampler):
+    """Samples ws.connection roots as told, and every ``every``-th message root."""
+
+    def __init__(self, connections: bool, every: int) -> None:
+        self.connections = connections
+        self.every = every
+        self.seen = 0
+
+    def should_sample(
+        self,
+        parent_context,
+        trace_id,
+        name,
+        kind=None,
+        attributes=None,
+        links=None,
+        trace_state=None,
+    ) -> SamplingResult:
+        if name == vocab.CONNECTION:
+            sampled = self.connections
+        else:
+            self.seen += 1
+            sampled = self.every > 0 and self.seen % self.every == 0
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "ByName"
+
+
+@pytest.mark.parametrize(
+    ("connections", "every", "sampling", "expected_messages"),
+    [
+        (False, 1, "inherit", 0),  # the connection was not sampled: neither are its messages
+        (True, 0, "inherit", 6),  # inherited: the message sampler is not even asked
+        (False, 1, "independent", 6),
+        (True, 2, "independent", 3),
+    ],
+)
+def test_message_sampling(connections, every, sampling, expected_messages) -> None:
+    provider, exporter, _ = make_provider(ByName(connections, every))
+    errors.reset()
+    tracer.instrument(tracer_provider=provider, shape="message", message_sampling=sampling)
+    try:
+        with run_server(echo_app()) as server:
+
+            async def talk() -> None:
+                async with connect(server.ws_url + "/echo") as client:
+                    for n in range(6):
+                        await client.send(str(n))
+                        await asyncio.wait_for(client.recv(), 5)
+
+            asyncio.run(talk())
+    finally:
+        tracer.uninstrument()
+    spans = exporter.get_finished_spans()
+    messages = [s for s in spans if s.name == vocab.WS_MESSAGE_RECEIVE]
+    assert len(messages) == expected_messages
+    assert len({m.context.trace_id for m in messages}) == expected_messages
+    assert bool([s for s in spans if s.name == vocab.CONNECTION]) is connections
+    assert errors.counts == {}

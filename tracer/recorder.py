@@ -222,11 +222,25 @@ class Recorder:
         are :class:`PendingSpan`: the same finished span reaches the same processors, without
         the SDK's per-span machinery (context objects, sampler call, locks) on this path.
         """
-        if parent is not None and self._sdk is not None:
-            parent_context = parent.get_span_context()
-            if not parent.is_recording():
-                return trace.NonRecordingSpan(parent_context)
-            return PendingSpan(self._sdk, name, parent_context, start, attributes, links, kind)
+        sdk = self._sdk
+        if sdk is not None:
+            if parent is not None:
+                parent_context = parent.get_span_context()
+                if not parent.is_recording():
+                    return trace.NonRecordingSpan(parent_context)
+                context = trace.SpanContext(
+                    parent_context.trace_id,
+                    sdk.new_span_id(),
+                    False,
+                    parent_context.trace_flags,
+                    parent_context.trace_state,
+                )
+                return PendingSpan(
+                    sdk, name, context, parent_context, start, attributes, links, kind
+                )
+            if links:  # a message's own trace
+                inherit = self.config.message_sampling == "inherit"
+                return sdk.root(name, start, attributes, links, kind, inherit)
         context = trace.set_span_in_context(parent) if parent is not None else _ROOT_CONTEXT
         return self.tracer.start_span(
             name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
@@ -258,6 +272,8 @@ class SdkParts:
     resource: Any
     scope: Any
     new_span_id: Any
+    new_trace_id: Any
+    sampler: Any
 
     @classmethod
     def of(cls, tracer: Any) -> SdkParts | None:
@@ -265,12 +281,44 @@ class SdkParts:
         generator = getattr(tracer, "id_generator", None)
         if processor is None or generator is None or not isinstance(tracer, sdk_trace.Tracer):
             return None  # a no-op or foreign tracer: use the API path
+        sampler = getattr(tracer, "sampler", None)
+        if sampler is None:
+            return None
         return cls(
             processor,
             tracer.resource,
             getattr(tracer, "_instrumentation_scope", None),
             generator.generate_span_id,
+            generator.generate_trace_id,
+            sampler,
         )
+
+    def root(
+        self,
+        name: str,
+        start: int,
+        attributes: Attributes | None,
+        links: Sequence[Link],
+        kind: SpanKind,
+        inherit: bool = False,
+    ) -> Any:
+        """A new trace's root: sampled by the provider's sampler like any SDK root, or, with
+        ``inherit``, as the trace its first link points to was (the connection's decision)."""
+        trace_id = self.new_trace_id()
+        trace_state = None
+        if inherit:
+            sampled = links[0].context.trace_flags.sampled
+        else:
+            result = self.sampler.should_sample(None, trace_id, name, kind, attributes, links)
+            sampled = result.decision.is_sampled()
+            trace_state = result.trace_state
+            if sampled and result.attributes:
+                attributes = {**(attributes or {}), **result.attributes}
+        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+        context = trace.SpanContext(trace_id, self.new_span_id(), False, flags, trace_state)
+        if not sampled:
+            return trace.NonRecordingSpan(context)
+        return PendingSpan(self, name, context, None, start, attributes, links, kind)
 
 
 class PendingSpan(trace.Span):
@@ -298,7 +346,8 @@ class PendingSpan(trace.Span):
         self,
         sdk: SdkParts,
         name: str,
-        parent: trace.SpanContext,
+        context: trace.SpanContext,
+        parent: trace.SpanContext | None,
         start: int,
         attributes: Attributes | None,
         links: Sequence[Link] | None,
@@ -307,9 +356,7 @@ class PendingSpan(trace.Span):
         self._sdk = sdk
         self._name = name
         self._parent = parent
-        self._context = trace.SpanContext(
-            parent.trace_id, sdk.new_span_id(), False, parent.trace_flags, parent.trace_state
-        )
+        self._context = context
         self._start = start
         self._attributes = dict(attributes) if attributes else {}
         self._links = tuple(links) if links else ()

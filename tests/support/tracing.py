@@ -50,8 +50,10 @@ class Traced:
         return [s for s in self.spans if s.name == name]
 
 
-def make_provider() -> tuple[TracerProvider, InMemorySpanExporter, OpenSpanTracker]:
-    provider = TracerProvider()
+def make_provider(
+    sampler: Any = None,
+) -> tuple[TracerProvider, InMemorySpanExporter, OpenSpanTracker]:
+    provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
     exporter = InMemorySpanExporter()
     tracker = OpenSpanTracker()
     provider.add_span_processor(tracker)
