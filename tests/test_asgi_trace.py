@@ -468,3 +468,25 @@ def test_message_sampling(connections, every, sampling, expected_messages) -> No
     assert len({m.context.trace_id for m in messages}) == expected_messages
     assert bool([s for s in spans if s.name == vocab.CONNECTION]) is connections
     assert errors.counts == {}
+
+
+def test_unsampled_connection_is_left_alone_by_every_layer() -> None:
+    """Not sampled: the server hooks step aside and the middleware records nothing either."""
+    provider, exporter, tracker = make_provider(ByName(connections=False, every=1))
+    errors.reset()
+    tracer.instrument(tracer_provider=provider)
+    try:
+        app = tracer.TracingMiddleware(echo_app(), tracer_provider=provider)
+        with run_server(app) as server:
+            assert asyncio.run(_echo(server.ws_url)) == "hello"
+    finally:
+        tracer.uninstrument()
+    assert exporter.get_finished_spans() == ()
+    assert tracker.open == {}
+    assert errors.counts == {}
+
+
+async def _echo(url: str) -> str:
+    async with connect(url + "/echo") as client:
+        await client.send("hello")
+        return await asyncio.wait_for(client.recv(), 5)

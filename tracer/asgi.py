@@ -293,7 +293,10 @@ class TracingMiddleware:
             self._chain_ready = True
         scope = _with_traceparent(scope)
         handling = current_handling()
-        if handling is not None and handling.record.span.is_recording():
+        if handling is not None and not handling.record.recording:
+            await self.app(scope, receive, send)  # owned by the server layer, not sampled
+            return
+        if handling is not None:
             # The server hooks own this connection: the chain nests under their asgi.app.
             token = _chain_tracer.set(self.tracer)
             try:

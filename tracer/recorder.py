@@ -506,6 +506,7 @@ class ConnectionRecord:
         "id",
         "impl_http",
         "impl_ws",
+        "inert",
         "lost_at",
         "lost_error",
         "messages_seen",
@@ -572,6 +573,10 @@ class ConnectionRecord:
         )
         self.recording = self.span.is_recording()
         self.span_context = self.span.get_span_context()
+        self.inert = not self.recording and (
+            self.config.shape == vocab.SHAPE_CONNECTION or self.config.message_sampling == "inherit"
+        )
+        """Nothing of this connection will be recorded: the hooks step aside."""
 
         # Wire state.
         self.request_decoder: RequestHeadDecoder | None = RequestHeadDecoder()
@@ -955,6 +960,10 @@ class ConnectionRecord:
         span.end(end_time=max(self.response_end, self.accept_start))
 
     # --- The app ---------------------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Mark the running app task as owned by the server layer (an inert connection)."""
+        _handling.set(Handling(self, None))
 
     def on_app_start(self, at: int) -> Any:
         self.app_started = True

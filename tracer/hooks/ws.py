@@ -151,6 +151,8 @@ def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
                 send_frame=send_frame,
             )
             instance.__dict__[RECORD_ATTRIBUTE] = record
+            if record.inert:  # not sampled: nothing to see on the wire either
+                return wrapped(*args, **kwargs)
             tapped = TapTransport(transport, record)
         except Exception as exc:
             errors.record("ws.connection_made", exc)
@@ -162,7 +164,7 @@ def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
 
 def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
-    if record is None:
+    if record is None or record.inert:
         return wrapped(*args, **kwargs)
     started = time_ns()
     frames = None
@@ -204,7 +206,15 @@ def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
     if record is None:
         return wrapped(*args, **kwargs)
+    if record.inert:
+        return _owned_run_asgi(record, wrapped, args, kwargs)
     return _traced_run_asgi(record, instance, wrapped, args, kwargs)
+
+
+async def _owned_run_asgi(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
+    """A connection not sampled: only say that the server layer owns it (nothing to record)."""
+    record.claim()
+    return await wrapped(*args, **kwargs)
 
 
 async def _traced_run_asgi(
@@ -239,7 +249,7 @@ async def _traced_run_asgi(
 
 def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
-    if record is None:
+    if record is None or record.inert:
         return wrapped(*args, **kwargs)
     return _traced_send(record, wrapped, args, kwargs)
 
@@ -269,7 +279,7 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
 
 def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
-    if record is None:
+    if record is None or record.inert:
         return wrapped(*args, **kwargs)
     return _traced_receive(record, wrapped, args, kwargs)
 
