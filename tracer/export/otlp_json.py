@@ -271,14 +271,40 @@ def encode_span_text(span: ReadableSpan) -> str:
         out += [',"attributes":[', _attributes_text(attributes), "]"]
     if span.dropped_attributes:
         out += [',"droppedAttributesCount":', str(span.dropped_attributes)]
-    rest = {}
-    if span.events or span.dropped_events or span.links or span.dropped_links:
-        full = encode_span(span)
-        for key in ("events", "droppedEventsCount", "links", "droppedLinksCount"):
-            if key in full:
-                rest[key] = full[key]
-    for key, value in rest.items():
-        out += [',"', key, '":', _dumps(value)]
+    if span.events:
+        events = []
+        for event in span.events:
+            parts = []
+            if event.timestamp:
+                parts.append('"timeUnixNano":"' + str(event.timestamp) + '"')
+            if event.name:
+                parts.append('"name":' + _string(event.name))
+            if event.attributes:
+                parts.append('"attributes":[' + _attributes_text(event.attributes) + "]")
+            if event.dropped_attributes:
+                parts.append('"droppedAttributesCount":' + str(event.dropped_attributes))
+            events.append("{" + ",".join(parts) + "}")
+        out += [',"events":[', ",".join(events), "]"]
+    if span.dropped_events:
+        out += [',"droppedEventsCount":', str(span.dropped_events)]
+    if span.links:
+        links = []
+        for link in span.links:
+            text = (
+                '{"traceId":"'
+                + format(link.context.trace_id, "032x")
+                + '","spanId":"'
+                + format(link.context.span_id, "016x")
+                + '"'
+            )
+            if link.attributes:
+                text += ',"attributes":[' + _attributes_text(link.attributes) + "]"
+            if link.dropped_attributes:
+                text += ',"droppedAttributesCount":' + str(link.dropped_attributes)
+            links.append(text + ',"flags":' + str(_flags(link.context)) + "}")
+        out += [',"links":[', ",".join(links), "]"]
+    if span.dropped_links:
+        out += [',"droppedLinksCount":', str(span.dropped_links)]
     status = span.status
     if status.description or status.status_code.value:
         status_obj: dict[str, Any] = {}
