@@ -32,6 +32,7 @@ import gc
 import inspect
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -318,6 +319,8 @@ def serve(args: argparse.Namespace) -> None:
     finally:
         if provider is not None:
             provider.shutdown()
+        if args.trace_dir is None:  # a directory of our own making: leave nothing behind
+            shutil.rmtree(trace_dir, ignore_errors=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -334,7 +337,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="as uvicorn's --loop"
     )
-    parser.add_argument("--trace-dir", default=None, help="where spans are written")
+    parser.add_argument("--trace-dir", default=None,
+                        help="where spans are written (default: a temporary directory, removed)")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes")
     return parser.parse_args(argv)
 
