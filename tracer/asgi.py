@@ -44,10 +44,54 @@ from tracer.recorder import capture_stack, code_attributes, current_handling
 
 Scope = dict[str, Any]
 
-_chain_tracer: contextvars.ContextVar[Any] = contextvars.ContextVar(
+
+class ChainSpans:
+    """Opens the spans of the ASGI chain for one traced connection.
+
+    Under the server hooks they are the recorder's slotted spans (they live as long as the
+    connection, so their weight is per idle connection); alone, the middleware's SDK tracer's.
+    Either way they become the current span while their layer runs, so whatever starts a span
+    inside (FastAPI's native telemetry, another instrumentation) nests under them.
+    """
+
+    __slots__ = ("recorder", "tracer")
+
+    def __init__(self, tracer: Any, recorder: Any = None) -> None:
+        self.tracer = tracer
+        self.recorder = recorder
+
+    def open(self, name: str, attributes: dict[str, Any]) -> Any:
+        parent = trace.get_current_span()
+        if self.recorder is not None and parent.is_recording():
+            return self.recorder.start(name, parent, time_ns(), attributes)
+        return self.tracer.start_span(name, attributes=attributes)
+
+
+_chain_tracer: contextvars.ContextVar[ChainSpans | None] = contextvars.ContextVar(
     "wstrace_chain_tracer", default=None
 )
-"""The tracer of the traced WebSocket connection running in this task, if any."""
+"""How the traced WebSocket connection running in this task opens chain spans, if it is."""
+
+
+async def _in_span(chain: ChainSpans, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
+    span = chain.open(name, attrs)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        return await awaitable
+    except BaseException as exc:
+        if not _is_disconnect(exc):
+            span.set_attribute(vocab.ERROR_TYPE, type(exc).__name__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """A client going away is how WebSocket handlers end, not a failure of the layer."""
+    return type(exc).__name__ in ("WebSocketDisconnect", "ClientDisconnected", "CancelledError")
+
 
 _asgi_broadcast: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "wstrace_asgi_broadcast", default=None
@@ -77,25 +121,29 @@ def _layer_name(cls: type, owner: type, attribute: str) -> str:
 def _make_layer_wrapper(owner: type, attribute: str) -> Any:
     original = owner.__dict__[attribute]
     attrs = code_attributes(original)
+    described: dict[tuple[type, Any], tuple[str, dict[str, Any]]] = {}
+
+    def describe(instance: Any) -> tuple[str, dict[str, Any]]:
+        route = getattr(instance, "path", None) if attribute == "handle" else None
+        key = (type(instance), route)
+        found = described.get(key)
+        if found is None:
+            name = _layer_name(type(instance), owner, attribute)
+            span_attrs = {**attrs, vocab.MIDDLEWARE_LAYER: name}
+            if isinstance(route, str):  # a route: with its template
+                span_attrs[vocab.HTTP_ROUTE] = route
+            found = described[key] = (name, span_attrs)
+        return found
 
     def layer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         # Synchronous on purpose: untraced calls (and bad calls, which must raise at once, as
         # uvicorn's factory detection relies on) go straight to the original.
-        tracer = _chain_tracer.get()
+        chain = _chain_tracer.get()
         scope = args[0] if args else kwargs.get("scope")
-        if tracer is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
+        if chain is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
             return wrapped(*args, **kwargs)
-        return traced(tracer, wrapped, instance, args, kwargs)
-
-    async def traced(tracer: Any, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        span_name = _layer_name(type(instance), owner, attribute)
-        span_attrs = {**attrs, vocab.MIDDLEWARE_LAYER: span_name}
-        if attribute == "handle":  # a route: with its template
-            route = getattr(instance, "path", None)
-            if isinstance(route, str):
-                span_attrs[vocab.HTTP_ROUTE] = route
-        with tracer.start_as_current_span(span_name, attributes=span_attrs, record_exception=False):
-            return await wrapped(*args, **kwargs)
+        name, span_attrs = describe(instance)
+        return _in_span(chain, name, span_attrs, wrapped(*args, **kwargs))
 
     return layer
 
@@ -121,18 +169,13 @@ def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
         attrs = code_attributes(original)
 
         def timed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            tracer = _chain_tracer.get()
-            if tracer is None:
+            chain = _chain_tracer.get()
+            if chain is None:
                 return wrapped(*args, **kwargs)
-            return _in_span(tracer, span_name, attrs, wrapped(*args, **kwargs))
+            return _in_span(chain, span_name, attrs, wrapped(*args, **kwargs))
 
         wrapt.wrap_function_wrapper(module, attribute, timed)
         _wrapped[key] = original
-
-
-async def _in_span(tracer: Any, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
-    with tracer.start_as_current_span(name, attributes=attrs, record_exception=False):
-        return await awaitable
 
 
 def unwrap_chain() -> None:
@@ -231,15 +274,15 @@ def _wrap_endpoint(route: Any) -> None:
     name = getattr(call, "__name__", "endpoint")
 
     def endpoint(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        tracer = _chain_tracer.get()
-        if tracer is None:
+        chain = _chain_tracer.get()
+        if chain is None:
             return wrapped(*args, **kwargs)
-        return _in_span(tracer, name, attrs, wrapped(*args, **kwargs))
+        return _in_span(chain, name, attrs, wrapped(*args, **kwargs))
 
     dependant.call = wrapt.FunctionWrapper(call, endpoint)
 
 
-def enter_server_chain(app: Any, tracer: Any) -> contextvars.Token[Any] | None:
+def enter_server_chain(app: Any, tracer: Any, recorder: Any) -> contextvars.Token[Any] | None:
     """Called by the server hooks as the ASGI app starts: trace the chain if it is wrapped.
 
     Returns a token when the app contains a :class:`TracingMiddleware` (the user asked for the
@@ -248,7 +291,7 @@ def enter_server_chain(app: Any, tracer: Any) -> contextvars.Token[Any] | None:
     """
     if not instrument_chain(app):
         return None
-    return _chain_tracer.set(tracer)
+    return _chain_tracer.set(ChainSpans(tracer, recorder))
 
 
 def leave_server_chain(token: contextvars.Token[Any]) -> None:
@@ -298,7 +341,7 @@ class TracingMiddleware:
             return
         if handling is not None:
             # The server hooks own this connection: the chain nests under their asgi.app.
-            token = _chain_tracer.set(self.tracer)
+            token = _chain_tracer.set(ChainSpans(self.tracer, handling.record.recorder))
             try:
                 await self.app(scope, receive, send)
             finally:
@@ -364,7 +407,7 @@ class _AsgiConnection:
         self.connection_span = span
         context_token = otel_context.attach(trace.set_span_in_context(span))
         scope = self.scope = _with_traceparent(scope)
-        chain_token = _chain_tracer.set(self.tracer)
+        chain_token = _chain_tracer.set(ChainSpans(self.tracer))
         try:
             await self.middleware.app(scope, self._receive(receive), self._send(send))
         except BaseException as exc:
@@ -496,10 +539,11 @@ def asgi_broadcast() -> Iterator[bool]:
     Yields whether a span is being recorded (only inside a connection traced by the middleware
     alone).
     """
-    tracer = _chain_tracer.get()
-    if tracer is None:
+    chain = _chain_tracer.get()
+    if chain is None:
         yield False
         return
+    tracer = chain.tracer
     recipients: list[int] = []
     token = _asgi_broadcast.set(recipients)
     try:

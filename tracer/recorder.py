@@ -336,6 +336,7 @@ class PendingSpan(trace.Span):
         "_kind",
         "_links",
         "_name",
+        "_owned",
         "_parent",
         "_sdk",
         "_start",
@@ -358,7 +359,10 @@ class PendingSpan(trace.Span):
         self._parent = parent
         self._context = context
         self._start = start
-        self._attributes = dict(attributes) if attributes else {}
+        # Shared until written: many spans (a chain layer, a frame's code.*) start from a
+        # mapping that never changes, and an open span's weight counts per idle connection.
+        self._attributes = attributes if attributes is not None else {}
+        self._owned = attributes is None
         self._links = tuple(links) if links else ()
         self._events: list[sdk_trace.Event] = []
         self._kind = kind
@@ -370,11 +374,17 @@ class PendingSpan(trace.Span):
     def is_recording(self) -> bool:
         return self._sdk is not None
 
+    def _own(self) -> dict[str, Any]:
+        if not self._owned:
+            self._attributes = dict(self._attributes)
+            self._owned = True
+        return self._attributes
+
     def set_attribute(self, key: str, value: Any) -> None:
-        self._attributes[key] = value
+        self._own()[key] = value
 
     def set_attributes(self, attributes: Any) -> None:
-        self._attributes.update(attributes)
+        self._own().update(attributes)
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         self._events.append(sdk_trace.Event(name, attributes, timestamp or time_ns()))
@@ -451,6 +461,10 @@ def _error_event(error: ProtocolError) -> tuple[str, Attributes]:
     return vocab.EVENT_PROTOCOL_ERROR, attributes
 
 
+_SKIP = ("", "", 0)
+_stack_rows: dict[tuple[Any, int], tuple[str, str, int]] = {}
+
+
 def capture_stack(skip: int = 1) -> list[tuple[str, str, int]]:
     """The live Python stack, outermost first, without wstrace's own frames.
 
@@ -461,9 +475,19 @@ def capture_stack(skip: int = 1) -> list[tuple[str, str, int]]:
     frame = sys._getframe(skip)
     while frame is not None:
         code = frame.f_code
-        if not code.co_filename.startswith(_TRACER_DIR):
-            name = getattr(code, "co_qualname", code.co_name)
-            frames.append((name, code.co_filename, frame.f_lineno))
+        key = (code, frame.f_lasti)
+        row = _stack_rows.get(key)
+        if row is None:
+            # f_lineno decodes the line table: costly, and the same few hundred call sites
+            # recur on every handshake, so each is worked out once.
+            if code.co_filename.startswith(_TRACER_DIR):
+                row = _SKIP
+            else:
+                row = (getattr(code, "co_qualname", code.co_name), code.co_filename, frame.f_lineno)
+            if len(_stack_rows) < 4096:
+                _stack_rows[key] = row
+        if row is not _SKIP:
+            frames.append(row)
         frame = frame.f_back
     frames.reverse()
     return frames

@@ -227,7 +227,7 @@ async def _traced_run_asgi(
             # Spans made inside the app (the ASGI chain, FastAPI's own telemetry, other
             # instrumentations) join this connection's trace under asgi.app.
             context_token = otel_context.attach(trace.set_span_in_context(record.app_span))
-            chain_token = enter_server_chain(instance.app, record.recorder.tracer)
+            chain_token = enter_server_chain(instance.app, record.recorder.tracer, record.recorder)
     except Exception as exc:
         errors.record("ws.run_asgi", exc)
     failure: BaseException | None = None
