@@ -490,3 +490,19 @@ async def _echo(url: str) -> str:
     async with connect(url + "/echo") as client:
         await client.send("hello")
         return await asyncio.wait_for(client.recv(), 5)
+
+
+def test_payload_previews_go_through_the_redaction_hook() -> None:
+    def redact(preview: bytes) -> bytes:
+        return b"#" * len(preview)
+
+    with traced(capture_payload=4, redact_payload=redact) as t, run_server(echo_app()) as server:
+        assert asyncio.run(_echo(server.ws_url)) == "hello"
+        wait_until(closed_connections(t, 1))
+    previews = [
+        s.attributes[vocab.WS_PAYLOAD_PREVIEW]
+        for s in t.spans
+        if s.name in (vocab.WS_FRAME_RECEIVE, vocab.WS_FRAME_SEND)
+        and s.attributes.get(vocab.WS_OPCODE_NAME) == "text"
+    ]
+    assert previews and set(previews) == {"####"}

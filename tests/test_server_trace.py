@@ -466,3 +466,18 @@ def test_protocol_errors_are_bounded_and_counted() -> None:
     kinds = {e.attributes[vocab.PROTOCOL_ERROR_KIND] for e in events}
     assert kinds == {"unmasked-client-frame"}
     assert_all_ended(t)
+
+
+def test_protocol_classes_passed_directly_are_traced_too() -> None:
+    """uvicorn accepts the implementations as names or as classes: both reach the hooks."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+
+    with traced() as t, run_server(echo_app(), http=H11Protocol, ws=WSProtocol) as server:
+        assert asyncio.run(echo_once(server.ws_url)) == "hello"
+        wait_until(closed_connections(t, 1))
+    (conn,) = Tree(t.spans).connections()
+    assert conn.attributes[vocab.IMPL_HTTP] == "h11"
+    assert conn.attributes[vocab.IMPL_WS] == "wsproto"
+    assert {s.name for s in t.spans} >= {vocab.HTTP_HEADERS_PARSE, vocab.WS_HANDSHAKE}
+    assert_all_ended(t)
