@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 logger = logging.getLogger("wstrace")
 
@@ -23,6 +27,14 @@ class ErrorCounter:
             logger.warning(
                 "wstrace: internal error in %s (contained): %r", where, exc, exc_info=exc
             )
+
+    def call(self, where: str, function: Callable[..., T], *args: Any) -> T | None:
+        """``function(*args)``, with any exception it raises recorded here instead."""
+        try:
+            return function(*args)
+        except Exception as exc:
+            self.record(where, exc)
+            return None
 
     @property
     def total(self) -> int:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan
+
+E = TypeVar("E")
 
 _FLAG_HAS_IS_REMOTE = 0x100
 _FLAG_IS_REMOTE = 0x200
@@ -154,27 +156,37 @@ def encode_span(span: ReadableSpan) -> dict[str, Any]:
     return obj
 
 
-def spans_to_otlp_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """Encode finished SDK spans as one OTLP/JSON ``ExportTraceServiceRequest`` object.
+def _grouped(
+    spans: Sequence[ReadableSpan], encode: Callable[[ReadableSpan], E]
+) -> dict[Any, dict[Any, list[E]]]:
+    """Encoded spans by resource, then by instrumentation scope, in first-seen order — as the
+    SDK's protobuf encoder groups them.
 
-    Spans are grouped by resource, then by instrumentation scope, in first-seen order — as the
-    SDK's protobuf encoder does.
+    Grouped by identity first: Resource and InstrumentationScope hash by serialising their
+    attributes, far too slow per span; equal objects that are not identical merge after.
     """
-    # Grouped by identity first: Resource and InstrumentationScope hash by serialising their
-    # attributes, far too slow per span; equal objects that are not identical are merged below.
-    by_identity: dict[tuple[int, int], tuple[Any, Any, list[dict[str, Any]]]] = {}
+    by_identity: dict[tuple[int, int], tuple[Any, Any, list[E]]] = {}
     for span in spans:
         resource, scope = span.resource, span.instrumentation_scope or None
         key = (id(resource), id(scope))
         group = by_identity.get(key)
         if group is None:
             group = by_identity[key] = (resource, scope, [])
-        group[2].append(encode_span(span))
-    grouped: dict[Any, dict[Any, list[dict[str, Any]]]] = {}
-    for resource, scope, encoded_spans in by_identity.values():
-        grouped.setdefault(resource, {}).setdefault(scope, []).extend(encoded_spans)
+        group[2].append(encode(span))
+    grouped: dict[Any, dict[Any, list[E]]] = {}
+    for resource, scope, encoded in by_identity.values():
+        grouped.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
+    return grouped
+
+
+def spans_to_otlp_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """Encode finished SDK spans as one OTLP/JSON ``ExportTraceServiceRequest`` object.
+
+    Spans are grouped by resource, then by instrumentation scope, in first-seen order — as the
+    SDK's protobuf encoder does.
+    """
     resource_spans = []
-    for resource, scopes in grouped.items():
+    for resource, scopes in _grouped(spans, encode_span).items():
         resource_obj: dict[str, Any] = {}
         _with_attributes(resource_obj, resource.attributes)
         scope_spans = []
@@ -327,19 +339,9 @@ def spans_to_otlp_line(spans: Sequence[ReadableSpan]) -> str:
     are spelled ``"NaN"`` / ``"Infinity"`` as protobuf's JSON does, so no bare ``NaN`` token
     (invalid JSON) can ever be written.
     """
-    by_identity: dict[tuple[int, int], tuple[Any, Any, list[str]]] = {}
-    for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
-        key = (id(resource), id(scope))
-        group = by_identity.get(key)
-        if group is None:
-            group = by_identity[key] = (resource, scope, [])
-        group[2].append(encode_span_text(span))
-    if not by_identity:
+    grouped = _grouped(spans, encode_span_text)
+    if not grouped:
         return "{}\n"
-    grouped: dict[Any, dict[Any, list[str]]] = {}
-    for resource, scope, texts in by_identity.values():
-        grouped.setdefault(resource, {}).setdefault(scope, []).extend(texts)
     resources = []
     for resource, scopes in grouped.items():
         resource_obj: dict[str, Any] = {}

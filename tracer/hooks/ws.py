@@ -151,12 +151,11 @@ def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
                 send_frame=send_frame,
             )
             instance.__dict__[RECORD_ATTRIBUTE] = record
-            if record.inert:  # not sampled: nothing to see on the wire either
-                return wrapped(*args, **kwargs)
-            tapped = TapTransport(transport, record)
+            # Not sampled: nothing to see on the wire either.
+            tapped = transport if record.inert else TapTransport(transport, record)
         except Exception as exc:
             errors.record("ws.connection_made", exc)
-            return wrapped(*args, **kwargs)
+            tapped = transport
         return wrapped(tapped)
 
     return wrap_connection_made
@@ -166,22 +165,14 @@ def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> A
     record = record_of(instance)
     if record is None or record.inert:
         return wrapped(*args, **kwargs)
-    started = time_ns()
-    frames = None
-    try:
-        frames = record.on_bytes_in(started, args[0])
-    except Exception as exc:
-        errors.record("ws.data_received", exc)
+    frames = errors.call("ws.data_received", record.on_bytes_in, time_ns(), args[0])
     token = current_record.set(record)
     try:
         return wrapped(*args, **kwargs)
     finally:
         current_record.reset(token)
         if frames:
-            try:
-                record.on_bytes_in_done(frames, time_ns())
-            except Exception as exc:
-                errors.record("ws.data_received", exc)
+            errors.call("ws.data_received", record.on_bytes_in_done, frames, time_ns())
 
 
 def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -191,11 +182,8 @@ def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
         return wrapped(*args, **kwargs)
     finally:
         if record is not None:
-            try:
-                exc = args[0] if args else kwargs.get("exc")
-                record.on_lost(lost_at, exc)
-            except Exception as error:
-                errors.record("ws.connection_lost", error)
+            exc = args[0] if args else kwargs.get("exc")
+            errors.call("ws.connection_lost", record.on_lost, lost_at, exc)
 
 
 # The async wrappers below dispatch synchronously: a connection that is not traced goes
@@ -241,10 +229,7 @@ async def _traced_run_asgi(
             leave_server_chain(chain_token)
         if context_token is not None:
             otel_context.detach(context_token)
-        try:
-            record.on_app_end(time_ns(), _error_name(failure))
-        except Exception as exc:
-            errors.record("ws.run_asgi", exc)
+        errors.call("ws.run_asgi", record.on_app_end, time_ns(), _error_name(failure))
 
 
 def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -255,12 +240,8 @@ def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 
 async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
-    send = None
-    try:
-        message = args[0] if args else kwargs.get("message")
-        send = record.on_send_enter(time_ns(), message)
-    except Exception as exc:
-        errors.record("ws.send", exc)
+    message = args[0] if args else kwargs.get("message")
+    send = errors.call("ws.send", record.on_send_enter, time_ns(), message)
     token = current_record.set(record)
     failure: BaseException | None = None
     try:
@@ -271,10 +252,7 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
     finally:
         current_record.reset(token)
         if send is not None:
-            try:
-                record.on_send_exit(send, time_ns(), _error_name(failure))
-            except Exception as exc:
-                errors.record("ws.send", exc)
+            errors.call("ws.send", record.on_send_exit, send, time_ns(), _error_name(failure))
 
 
 def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -286,15 +264,9 @@ def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 async def _traced_receive(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
     asked = time_ns()
-    try:
-        record.on_receive_enter(asked)
-    except Exception as exc:
-        errors.record("ws.receive", exc)
+    errors.call("ws.receive", record.on_receive_enter, asked)
     message = await wrapped(*args, **kwargs)
-    try:
-        record.on_receive_exit(asked, time_ns(), message)
-    except Exception as exc:
-        errors.record("ws.receive", exc)
+    errors.call("ws.receive", record.on_receive_exit, asked, time_ns(), message)
     return message
 
 
@@ -314,7 +286,7 @@ def wrap_async_handshake(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
 
 
 async def _traced_handshake(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
-    record.on_handshake_start(time_ns())
+    errors.call("ws.handshake", record.on_handshake_start, time_ns())
     token = current_record.set(record)
     failure: BaseException | None = None
     try:
@@ -324,16 +296,13 @@ async def _traced_handshake(record: ConnectionRecord, wrapped: Any, args: Any, k
         raise
     finally:
         current_record.reset(token)
-        try:
-            record.on_handshake_end(time_ns(), _error_name(failure))
-        except Exception as exc:
-            errors.record("ws.handshake", exc)
+        errors.call("ws.handshake", record.on_handshake_end, time_ns(), _error_name(failure))
 
 
 def wrap_sync_handshake(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = _with_record(instance)
     if record is not None:
-        record.on_handshake_start(time_ns())
+        errors.call("ws.handshake", record.on_handshake_start, time_ns())
     return wrapped(*args, **kwargs)
 
 
@@ -355,16 +324,13 @@ def wrap_validate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         status = getattr(result, "status_code", None)
         if error is None and isinstance(status, int) and status != 101:
             error = f"rejected-{status}"
-        try:
-            record.on_validate(started, time_ns(), error)
-        except Exception as exc:
-            errors.record("ws.validate", exc)
+        errors.call("ws.validate", record.on_validate, started, time_ns(), error)
 
 
 def wrap_response(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = _with_record(instance)
     if record is not None:
-        record.on_response_start(time_ns())
+        errors.call("ws.response", record.on_response_start, time_ns())
     return wrapped(*args, **kwargs)
 
 
