@@ -1,39 +1,39 @@
-"""Turns stage boundaries reported by the hooks into OpenTelemetry spans.
-
-One :class:`ConnectionRecord` per upgraded connection.  The hooks call its ``on_*`` methods
-with timestamps; those methods only store numbers and small tuples (the hot path).  Spans are
-built in batches at natural boundaries — when the handshake is over, when the app has finished
-handling a message, when the connection is gone — with explicit start and end times, so every
-span is complete, correctly parented and strictly nested when it reaches the exporter.
-
-Two kinds of span live here: ``ws.connection`` and ``asgi.app`` are started for real when they
-begin (other layers, such as :class:`tracer.TracingMiddleware`, need their context while they
-run); everything else is built after the fact from the recorded timestamps.
-"""
+"""One upgraded connection: its recorded stages, and the spans made from them."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import itertools
-import sys
-import threading
-import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from time import time_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.config import TracerConfig
+from tracer.recorder.records import (
+    GREETING_FLUSH,
+    MAX_CLOSE_FRAMES,
+    MAX_EARLY_BYTES,
+    MAX_PENDING_MESSAGES,
+    MAX_SENDS_PER_MESSAGE,
+    MAX_WIRE_ERRORS,
+    Attributes,
+    FrameRecord,
+    Handling,
+    HttpStages,
+    InMessage,
+    SendRecord,
+    _explicit_broadcast,
+    _handling,
+)
+from tracer.recorder.spans import (
+    capture_stack,
+    error_event,
+    frame_attributes,
+)
 from tracer.wire import (
-    Frame,
     FrameDecoder,
     ProtocolError,
     RequestHead,
@@ -43,454 +43,8 @@ from tracer.wire import (
     check_accept,
 )
 
-Attributes = dict[str, Any]
-
-# Bounds on what one connection may hold in memory, whatever its peer sends.
-_MAX_PENDING_MESSAGES = 1024
-"""Complete messages waiting for the app's receive()."""
-_MAX_WIRE_ERRORS = 64
-"""Protocol errors kept per connection (the rest are counted)."""
-_MAX_EARLY_BYTES = 65536
-"""Bytes pipelined before the 101 kept for decoding once the extensions are known."""
-_MAX_CLOSE_FRAMES = 8
-_MAX_SENDS_PER_MESSAGE = 4096
-"""Sends kept per handled message; beyond, they are counted, not traced."""
-_GREETING_FLUSH = 64
-"""Sends made before the first received message are flushed in batches of this size, so a
-push-only app (one that never receives) keeps a bounded record."""
-_TRACER_DIR = __file__.rsplit("/", 1)[0] + "/"
-
-
-def stack_entry(function: Any) -> tuple[str, str, int] | None:
-    """A function as a handshake-stack row: (qualified name, file, first line)."""
-    function = getattr(function, "__wrapped__", function)
-    code = getattr(function, "__code__", None)
-    if code is None:
-        return None
-    return getattr(function, "__qualname__", code.co_name), code.co_filename, code.co_firstlineno
-
-
-def code_attributes(function: Any) -> Attributes:
-    """``code.*`` attributes of the installed function that does a stage's work."""
-    function = getattr(function, "__wrapped__", function)
-    code = getattr(function, "__code__", None)
-    if code is None:
-        return {}
-    module = getattr(function, "__module__", "") or ""
-    qualname = getattr(function, "__qualname__", code.co_name)
-    return {
-        vocab.CODE_FUNCTION_NAME: f"{module}.{qualname}" if module else qualname,
-        vocab.CODE_FILE_PATH: code.co_filename,
-        vocab.CODE_LINE_NUMBER: code.co_firstlineno,
-    }
-
-
-# --- What the hooks record ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class HttpStages:
-    """Timestamps the HTTP-layer hooks collect before a request turns out to be an upgrade."""
-
-    connection_made: int
-    parse_start: int = 0
-    parse_end: int = 0
-    detect_start: int = 0
-    detect_end: int = 0
-    switch_start: int = 0
-    switch_end: int = 0
-    head_bytes: list[bytes] = field(default_factory=list)
-    head_size: int = 0
-    head_complete: bool = False
-
-
-@dataclass(slots=True)
-class FrameRecord:
-    start: int
-    end: int
-    frame: Frame
-
-
-@dataclass(slots=True)
-class InMessage:
-    """A data message assembled from client frames, waiting to be delivered to the app."""
-
-    first_arrival: int
-    frames: list[FrameRecord]
-    opcode: int
-    complete_at: int = 0
-    frames_dropped: int = 0
-
-
-@dataclass(slots=True)
-class SendRecord:
-    """One ASGI send to one connection, and the frames it put on that connection's wire."""
-
-    start: int
-    recipient: ConnectionRecord
-    message_type: str
-    size: int
-    end: int = 0
-    frames: list[FrameRecord] = field(default_factory=list)
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class Handling:
-    """A connection's app task between two ``receive()`` calls.
-
-    ``message`` is ``None`` before the first data message (the app is accepting and greeting).
-    Sends made while a handling is open belong to it; sends to other connections are fan-out.
-    """
-
-    record: ConnectionRecord
-    message: InMessage | None
-    asked_at: int = 0
-    delivered_at: int = 0
-    size: int = 0
-    message_type: str = ""
-    sends: list[SendRecord] = field(default_factory=list)
-    explicit_broadcasts: list[tuple[int, int, list[SendRecord]]] = field(default_factory=list)
-    sends_dropped: int = 0
-    closed: bool = False
-
-
-_handling: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
-    "wstrace_handling", default=None
-)
-_explicit_broadcast: contextvars.ContextVar[list[SendRecord] | None] = contextvars.ContextVar(
-    "wstrace_broadcast", default=None
-)
-
-
-def current_handling() -> Handling | None:
-    return _handling.get()
-
-
-# --- The recorder -------------------------------------------------------------------------------
-
-
-class Recorder:
-    """Process-wide: owns the OpenTelemetry tracer and every open connection record."""
-
-    def __init__(self, tracer_provider: Any = None, config: TracerConfig | None = None) -> None:
-        from tracer import __version__
-
-        self.config = config or TracerConfig()
-        self.tracer = trace.get_tracer(
-            vocab.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
-        )
-        self._sdk = SdkParts.of(self.tracer)
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self.open_records: weakref.WeakSet[ConnectionRecord] = weakref.WeakSet()
-        self.stats = {"connections": 0, "frames_dropped": 0, "messages_dropped": 0}
-
-    def next_connection_id(self) -> int:
-        with self._lock:
-            return next(self._ids)
-
-    def new_connection(self, **kwargs: Any) -> ConnectionRecord:
-        record = ConnectionRecord(self, **kwargs)
-        self.open_records.add(record)
-        self.stats["connections"] += 1
-        return record
-
-    def flush_open(self) -> None:
-        """End every span of connections still open (used when uninstrumenting)."""
-        now = time_ns()
-        for record in list(self.open_records):
-            try:
-                record.force_finish(now)
-            except Exception as exc:
-                errors.record("recorder.flush_open", exc)
-
-    # Span building helpers: the only place spans are made.
-
-    def start(
-        self,
-        name: str,
-        parent: Any,
-        start: int,
-        attributes: Attributes | None = None,
-        links: Sequence[Link] | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-    ) -> Any:
-        """Start a span at a past time ``start``; the caller ends it with an explicit time.
-
-        Roots go through the SDK's tracer (its sampler decides).  Children of a recording span
-        are :class:`PendingSpan`: the same finished span reaches the same processors, without
-        the SDK's per-span machinery (context objects, sampler call, locks) on this path.
-        """
-        sdk = self._sdk
-        if sdk is not None:
-            if parent is not None:
-                parent_context = parent.get_span_context()
-                if not parent.is_recording():
-                    return trace.NonRecordingSpan(parent_context)
-                context = trace.SpanContext(
-                    parent_context.trace_id,
-                    sdk.new_span_id(),
-                    False,
-                    parent_context.trace_flags,
-                    parent_context.trace_state,
-                )
-                return PendingSpan(
-                    sdk, name, context, parent_context, start, attributes, links, kind
-                )
-            if links:  # a message's own trace
-                inherit = self.config.message_sampling == "inherit"
-                return sdk.root(name, start, attributes, links, kind, inherit)
-        context = trace.set_span_in_context(parent) if parent is not None else _ROOT_CONTEXT
-        return self.tracer.start_span(
-            name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
-        )
-
-    def span(
-        self,
-        name: str,
-        parent: Any,
-        start: int,
-        end: int,
-        attributes: Attributes | None = None,
-        links: Sequence[Link] | None = None,
-        error: str | None = None,
-    ) -> Any:
-        span = self.start(name, parent, start, attributes, links)
-        if error is not None:
-            span.set_attribute(vocab.ERROR_TYPE, error)
-            span.set_status(Status(StatusCode.ERROR, error))
-        span.end(end_time=max(end, start))
-        return span
-
-
-@dataclass(frozen=True, slots=True)
-class SdkParts:
-    """What an SDK tracer hands every span it makes: where finished spans go, and tags."""
-
-    processor: Any
-    resource: Any
-    scope: Any
-    new_span_id: Any
-    new_trace_id: Any
-    sampler: Any
-
-    @classmethod
-    def of(cls, tracer: Any) -> SdkParts | None:
-        processor = getattr(tracer, "span_processor", None)
-        generator = getattr(tracer, "id_generator", None)
-        if processor is None or generator is None or not isinstance(tracer, sdk_trace.Tracer):
-            return None  # a no-op or foreign tracer: use the API path
-        sampler = getattr(tracer, "sampler", None)
-        if sampler is None:
-            return None
-        return cls(
-            processor,
-            tracer.resource,
-            getattr(tracer, "_instrumentation_scope", None),
-            generator.generate_span_id,
-            generator.generate_trace_id,
-            sampler,
-        )
-
-    def root(
-        self,
-        name: str,
-        start: int,
-        attributes: Attributes | None,
-        links: Sequence[Link],
-        kind: SpanKind,
-        inherit: bool = False,
-    ) -> Any:
-        """A new trace's root: sampled by the provider's sampler like any SDK root, or, with
-        ``inherit``, as the trace its first link points to was (the connection's decision)."""
-        trace_id = self.new_trace_id()
-        trace_state = None
-        if inherit:
-            sampled = links[0].context.trace_flags.sampled
-        else:
-            result = self.sampler.should_sample(None, trace_id, name, kind, attributes, links)
-            sampled = result.decision.is_sampled()
-            trace_state = result.trace_state
-            if sampled and result.attributes:
-                attributes = {**(attributes or {}), **result.attributes}
-        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
-        context = trace.SpanContext(trace_id, self.new_span_id(), False, flags, trace_state)
-        if not sampled:
-            return trace.NonRecordingSpan(context)
-        return PendingSpan(self, name, context, None, start, attributes, links, kind)
-
-
-class PendingSpan(trace.Span):
-    """A child span recorded after the fact, finished into a ``ReadableSpan`` by :meth:`end`.
-
-    It behaves as a span for everything that may touch it while it is open (attributes,
-    events, status, being a parent in an OpenTelemetry context), and costs a small slotted
-    object.  Its sampling follows its parent's, as the SDK's default ``ParentBased`` does.
-    """
-
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_events",
-        "_kind",
-        "_links",
-        "_name",
-        "_owned",
-        "_parent",
-        "_sdk",
-        "_start",
-        "_status",
-    )
-
-    def __init__(
-        self,
-        sdk: SdkParts,
-        name: str,
-        context: trace.SpanContext,
-        parent: trace.SpanContext | None,
-        start: int,
-        attributes: Attributes | None,
-        links: Sequence[Link] | None,
-        kind: SpanKind,
-    ) -> None:
-        self._sdk = sdk
-        self._name = name
-        self._parent = parent
-        self._context = context
-        self._start = start
-        # Shared until written: many spans (a chain layer, a frame's code.*) start from a
-        # mapping that never changes, and an open span's weight counts per idle connection.
-        self._attributes = attributes if attributes is not None else {}
-        self._owned = attributes is None
-        self._links = tuple(links) if links else ()
-        self._events: list[sdk_trace.Event] = []
-        self._kind = kind
-        self._status = _UNSET
-
-    def get_span_context(self) -> trace.SpanContext:
-        return self._context
-
-    def is_recording(self) -> bool:
-        return self._sdk is not None
-
-    def _own(self) -> dict[str, Any]:
-        if not self._owned:
-            self._attributes = dict(self._attributes)
-            self._owned = True
-        return self._attributes
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        self._own()[key] = value
-
-    def set_attributes(self, attributes: Any) -> None:
-        self._own().update(attributes)
-
-    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
-        self._events.append(sdk_trace.Event(name, attributes, timestamp or time_ns()))
-
-    def update_name(self, name: str) -> None:
-        self._name = name
-
-    def set_status(self, status: Any, description: str | None = None) -> None:
-        if isinstance(status, Status):
-            self._status = status
-        else:
-            self._status = Status(status, description)
-
-    def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
-        self.add_event("exception", {"exception.type": type(exception).__name__})
-
-    def end(self, end_time: int | None = None) -> None:
-        sdk = self._sdk
-        if sdk is None:
-            return  # ended already
-        self._sdk = None
-        sdk.processor.on_end(
-            sdk_trace.ReadableSpan(
-                name=self._name,
-                context=self._context,
-                parent=self._parent,
-                resource=sdk.resource,
-                attributes=self._attributes,
-                events=self._events,
-                links=self._links,
-                kind=self._kind,
-                status=self._status,
-                start_time=self._start,
-                end_time=end_time if end_time is not None else time_ns(),
-                instrumentation_scope=sdk.scope,
-            )
-        )
-
-
-_UNSET = Status(StatusCode.UNSET)
-_ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
-
-
-def _frame_attributes(frame: Frame, preview_redactor: Any = None) -> Attributes:
-    attributes: Attributes = {
-        vocab.WS_FIN: frame.fin,
-        vocab.WS_RSV: frame.rsv,
-        vocab.WS_OPCODE: frame.opcode,
-        vocab.WS_OPCODE_NAME: frame.opcode_name,
-        vocab.WS_MASK: frame.masked,
-        vocab.WS_PAYLOAD_LENGTH: frame.payload_length,
-        vocab.WS_HEADER_LENGTH: frame.header_length,
-        vocab.FRAME_OFFSET: frame.offset,
-    }
-    if frame.masking_key is not None:
-        attributes[vocab.WS_MASKING_KEY] = frame.masking_key.hex()
-    if frame.close_code is not None:
-        attributes[vocab.WS_CLOSE_CODE] = frame.close_code
-    if frame.close_reason is not None:
-        attributes[vocab.WS_CLOSE_REASON] = frame.close_reason
-    if frame.preview is not None:
-        preview = preview_redactor(frame.preview) if preview_redactor else frame.preview
-        attributes[vocab.WS_PAYLOAD_PREVIEW] = preview.decode("utf-8", "backslashreplace")
-    return attributes
-
-
-def _error_event(error: ProtocolError) -> tuple[str, Attributes]:
-    attributes: Attributes = {
-        vocab.PROTOCOL_ERROR_KIND: error.kind,
-        vocab.PROTOCOL_ERROR_OFFSET: error.offset,
-    }
-    if error.detail:
-        attributes["wstrace.protocol_error.detail"] = error.detail
-    return vocab.EVENT_PROTOCOL_ERROR, attributes
-
-
-_SKIP = ("", "", 0)
-_stack_rows: dict[tuple[Any, int], tuple[str, str, int]] = {}
-
-
-def capture_stack(skip: int = 1) -> list[tuple[str, str, int]]:
-    """The live Python stack, outermost first, without wstrace's own frames.
-
-    Coroutine frames chain through ``f_back`` while they run, so inside the server's
-    ``send`` this walks the whole ASGI chain up to the event loop's ``_run``.
-    """
-    frames: list[tuple[str, str, int]] = []
-    frame = sys._getframe(skip)
-    while frame is not None:
-        code = frame.f_code
-        key = (code, frame.f_lasti)
-        row = _stack_rows.get(key)
-        if row is None:
-            # f_lineno decodes the line table: costly, and the same few hundred call sites
-            # recur on every handshake, so each is worked out once.
-            if code.co_filename.startswith(_TRACER_DIR):
-                row = _SKIP
-            else:
-                row = (getattr(code, "co_qualname", code.co_name), code.co_filename, frame.f_lineno)
-            if len(_stack_rows) < 4096:
-                _stack_rows[key] = row
-        if row is not _SKIP:
-            frames.append(row)
-        frame = frame.f_back
-    frames.reverse()
-    return frames
+if TYPE_CHECKING:
+    from tracer.recorder import Recorder
 
 
 class ConnectionRecord:
@@ -675,7 +229,7 @@ class ConnectionRecord:
             data = trailing
         if self.client_frames is None:
             # Frames pipelined before the 101: decoded once the extensions are known.
-            room = _MAX_EARLY_BYTES - len(self.pre_handshake_bytes)
+            room = MAX_EARLY_BYTES - len(self.pre_handshake_bytes)
             if room > 0:
                 self.pre_handshake_bytes += data[:room]
             return None
@@ -766,7 +320,7 @@ class ConnectionRecord:
             if frame.fin:
                 message.complete_at = record.start
                 self.assembling = None
-                if len(self.completed) >= _MAX_PENDING_MESSAGES:
+                if len(self.completed) >= MAX_PENDING_MESSAGES:
                     self.completed.popleft()
                     self.recorder.stats["messages_dropped"] += 1
                 self.completed.append(message)
@@ -784,13 +338,13 @@ class ConnectionRecord:
             self._emit_control_frame(vocab.WS_FRAME_SEND, record)
 
     def _wire_error(self, at: int, error: ProtocolError) -> None:
-        if len(self.wire_errors) < _MAX_WIRE_ERRORS:
+        if len(self.wire_errors) < MAX_WIRE_ERRORS:
             self.wire_errors.append((at, error))
         else:
             self.wire_errors_dropped += 1
 
     def _on_close_frame(self, side: str, record: FrameRecord) -> None:
-        if len(self.close_frames) < _MAX_CLOSE_FRAMES:
+        if len(self.close_frames) < MAX_CLOSE_FRAMES:
             self.close_frames.append((side, record))
         if self.close_initiator is None:
             self.close_initiator = side
@@ -1046,11 +600,11 @@ class ConnectionRecord:
             return
         owner = _handling.get()
         if owner is not None and not owner.closed:
-            if len(owner.sends) >= _MAX_SENDS_PER_MESSAGE:
+            if len(owner.sends) >= MAX_SENDS_PER_MESSAGE:
                 owner.sends_dropped += 1
                 return
             owner.sends.append(send)
-            if not owner.message_type and len(owner.sends) >= _GREETING_FLUSH:
+            if not owner.message_type and len(owner.sends) >= GREETING_FLUSH:
                 owner.record._flush_greeting(owner)
         elif self.recording:
             # A send from outside any handler (a background task): straight under its connection.
@@ -1176,7 +730,7 @@ class ConnectionRecord:
         redactor = self.config.redact_payload
         code = self.ws_code.get(name, {})
         for record in frames:
-            attrs = _frame_attributes(record.frame, redactor)
+            attrs = frame_attributes(record.frame, redactor)
             if mode == vocab.FRAMES_SPANS:
                 self.recorder.span(name, parent, record.start, record.end, {**code, **attrs})
             else:
@@ -1279,7 +833,7 @@ class ConnectionRecord:
                 self._emit_undelivered(at)
                 self._emit_close()
                 for when, error in self.wire_errors:
-                    name, attrs = _error_event(error)
+                    name, attrs = error_event(error)
                     self.span.add_event(name, attrs, timestamp=when)
                 if self.wire_errors_dropped:
                     self.span.set_attribute(
@@ -1386,31 +940,3 @@ def _address_attributes(transport: Any) -> Attributes:
         attrs[vocab.SERVER_ADDRESS] = str(local[0])
         attrs[vocab.SERVER_PORT] = int(local[1])
     return attrs
-
-
-@contextlib.contextmanager
-def server_broadcast() -> Iterator[None]:
-    """The server-hooks half of :func:`tracer.broadcast`: collect the block's sends."""
-    sends: list[SendRecord] = []
-    token = _explicit_broadcast.set(sends)
-    started = time_ns()
-    try:
-        yield
-    finally:
-        _explicit_broadcast.reset(token)
-        try:
-            _collect_broadcast(started, time_ns(), sends)
-        except Exception as exc:
-            errors.record("recorder.broadcast", exc)
-
-
-def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> None:
-    if not sends:
-        return
-    handling = _handling.get()
-    if handling is not None and not handling.closed:
-        handling.explicit_broadcasts.append((started, ended, sends))
-        return
-    owner = sends[0].recipient
-    if owner.recording:
-        owner.emit_broadcast(None, started, ended, sends, detected="explicit")

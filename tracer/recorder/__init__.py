@@ -1,0 +1,188 @@
+"""Turns stage boundaries reported by the hooks into OpenTelemetry spans.
+
+One :class:`ConnectionRecord` per upgraded connection.  The hooks call its ``on_*`` methods
+with timestamps; those methods only store numbers and small tuples (the hot path).  Spans are
+built in batches at natural boundaries — when the handshake is over, when the app has finished
+handling a message, when the connection is gone — with explicit start and end times, so every
+span is complete, correctly parented and strictly nested when it reaches the exporter.
+
+Two kinds of span live here: ``ws.connection`` and ``asgi.app`` are started for real when they
+begin (other layers, such as :class:`tracer.TracingMiddleware`, need their context while they
+run); everything else is built after the fact from the recorded timestamps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from tracer import vocab
+from tracer._contain import errors
+from tracer.config import TracerConfig
+from tracer.recorder.connection import ConnectionRecord
+from tracer.recorder.records import (
+    Attributes,
+    FrameRecord,
+    Handling,
+    HttpStages,
+    InMessage,
+    SendRecord,
+    _explicit_broadcast,
+    _handling,
+    current_handling,
+)
+from tracer.recorder.spans import (
+    _ROOT_CONTEXT,
+    PendingSpan,
+    SdkParts,
+    capture_stack,
+    code_attributes,
+    stack_entry,
+)
+
+__all__ = [
+    "Attributes",
+    "ConnectionRecord",
+    "FrameRecord",
+    "Handling",
+    "HttpStages",
+    "InMessage",
+    "PendingSpan",
+    "Recorder",
+    "SendRecord",
+    "capture_stack",
+    "code_attributes",
+    "current_handling",
+    "server_broadcast",
+    "stack_entry",
+]
+
+
+class Recorder:
+    """Process-wide: owns the OpenTelemetry tracer and every open connection record."""
+
+    def __init__(self, tracer_provider: Any = None, config: TracerConfig | None = None) -> None:
+        from tracer import __version__
+
+        self.config = config or TracerConfig()
+        self.tracer = trace.get_tracer(
+            vocab.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
+        )
+        self._sdk = SdkParts.of(self.tracer)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.open_records: weakref.WeakSet[ConnectionRecord] = weakref.WeakSet()
+        self.stats = {"connections": 0, "frames_dropped": 0, "messages_dropped": 0}
+
+    def next_connection_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    def new_connection(self, **kwargs: Any) -> ConnectionRecord:
+        record = ConnectionRecord(self, **kwargs)
+        self.open_records.add(record)
+        self.stats["connections"] += 1
+        return record
+
+    def flush_open(self) -> None:
+        """End every span of connections still open (used when uninstrumenting)."""
+        now = time_ns()
+        for record in list(self.open_records):
+            try:
+                record.force_finish(now)
+            except Exception as exc:
+                errors.record("recorder.flush_open", exc)
+
+    # Span building helpers: the only place spans are made.
+
+    def start(
+        self,
+        name: str,
+        parent: Any,
+        start: int,
+        attributes: Attributes | None = None,
+        links: Sequence[Link] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+    ) -> Any:
+        """Start a span at a past time ``start``; the caller ends it with an explicit time.
+
+        Roots go through the SDK's tracer (its sampler decides).  Children of a recording span
+        are :class:`PendingSpan`: the same finished span reaches the same processors, without
+        the SDK's per-span machinery (context objects, sampler call, locks) on this path.
+        """
+        sdk = self._sdk
+        if sdk is not None:
+            if parent is not None:
+                parent_context = parent.get_span_context()
+                if not parent.is_recording():
+                    return trace.NonRecordingSpan(parent_context)
+                context = trace.SpanContext(
+                    parent_context.trace_id,
+                    sdk.new_span_id(),
+                    False,
+                    parent_context.trace_flags,
+                    parent_context.trace_state,
+                )
+                return PendingSpan(
+                    sdk, name, context, parent_context, start, attributes, links, kind
+                )
+            if links:  # a message's own trace
+                inherit = self.config.message_sampling == "inherit"
+                return sdk.root(name, start, attributes, links, kind, inherit)
+        context = trace.set_span_in_context(parent) if parent is not None else _ROOT_CONTEXT
+        return self.tracer.start_span(
+            name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
+        )
+
+    def span(
+        self,
+        name: str,
+        parent: Any,
+        start: int,
+        end: int,
+        attributes: Attributes | None = None,
+        links: Sequence[Link] | None = None,
+        error: str | None = None,
+    ) -> Any:
+        span = self.start(name, parent, start, attributes, links)
+        if error is not None:
+            span.set_attribute(vocab.ERROR_TYPE, error)
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(end_time=max(end, start))
+        return span
+
+
+@contextlib.contextmanager
+def server_broadcast() -> Iterator[None]:
+    """The server-hooks half of :func:`tracer.broadcast`: collect the block's sends."""
+    sends: list[SendRecord] = []
+    token = _explicit_broadcast.set(sends)
+    started = time_ns()
+    try:
+        yield
+    finally:
+        _explicit_broadcast.reset(token)
+        try:
+            _collect_broadcast(started, time_ns(), sends)
+        except Exception as exc:
+            errors.record("recorder.broadcast", exc)
+
+
+def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> None:
+    if not sends:
+        return
+    handling = _handling.get()
+    if handling is not None and not handling.closed:
+        handling.explicit_broadcasts.append((started, ended, sends))
+        return
+    owner = sends[0].recipient
+    if owner.recording:
+        owner.emit_broadcast(None, started, ended, sends, detected="explicit")

@@ -1,0 +1,110 @@
+"""What the hooks record about a connection: plain data, bounded, cheap to fill."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tracer.wire import (
+    Frame,
+)
+
+if TYPE_CHECKING:
+    from tracer.recorder.connection import ConnectionRecord
+
+Attributes = dict[str, Any]
+
+
+# Bounds on what one connection may hold in memory, whatever its peer sends.
+MAX_PENDING_MESSAGES = 1024
+"""Complete messages waiting for the app's receive()."""
+MAX_WIRE_ERRORS = 64
+"""Protocol errors kept per connection (the rest are counted)."""
+MAX_EARLY_BYTES = 65536
+"""Bytes pipelined before the 101 kept for decoding once the extensions are known."""
+MAX_CLOSE_FRAMES = 8
+MAX_SENDS_PER_MESSAGE = 4096
+"""Sends kept per handled message; beyond, they are counted, not traced."""
+GREETING_FLUSH = 64
+"""Sends made before the first received message are flushed in batches of this size, so a
+push-only app (one that never receives) keeps a bounded record."""
+
+
+@dataclass(slots=True)
+class HttpStages:
+    """Timestamps the HTTP-layer hooks collect before a request turns out to be an upgrade."""
+
+    connection_made: int
+    parse_start: int = 0
+    parse_end: int = 0
+    detect_start: int = 0
+    detect_end: int = 0
+    switch_start: int = 0
+    switch_end: int = 0
+    head_bytes: list[bytes] = field(default_factory=list)
+    head_size: int = 0
+    head_complete: bool = False
+
+
+@dataclass(slots=True)
+class FrameRecord:
+    start: int
+    end: int
+    frame: Frame
+
+
+@dataclass(slots=True)
+class InMessage:
+    """A data message assembled from client frames, waiting to be delivered to the app."""
+
+    first_arrival: int
+    frames: list[FrameRecord]
+    opcode: int
+    complete_at: int = 0
+    frames_dropped: int = 0
+
+
+@dataclass(slots=True)
+class SendRecord:
+    """One ASGI send to one connection, and the frames it put on that connection's wire."""
+
+    start: int
+    recipient: ConnectionRecord
+    message_type: str
+    size: int
+    end: int = 0
+    frames: list[FrameRecord] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Handling:
+    """A connection's app task between two ``receive()`` calls.
+
+    ``message`` is ``None`` before the first data message (the app is accepting and greeting).
+    Sends made while a handling is open belong to it; sends to other connections are fan-out.
+    """
+
+    record: ConnectionRecord
+    message: InMessage | None
+    asked_at: int = 0
+    delivered_at: int = 0
+    size: int = 0
+    message_type: str = ""
+    sends: list[SendRecord] = field(default_factory=list)
+    explicit_broadcasts: list[tuple[int, int, list[SendRecord]]] = field(default_factory=list)
+    sends_dropped: int = 0
+    closed: bool = False
+
+
+_handling: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
+    "wstrace_handling", default=None
+)
+_explicit_broadcast: contextvars.ContextVar[list[SendRecord] | None] = contextvars.ContextVar(
+    "wstrace_broadcast", default=None
+)
+
+
+def current_handling() -> Handling | None:
+    return _handling.get()

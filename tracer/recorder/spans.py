@@ -1,0 +1,281 @@
+"""Making spans: finished child spans without the SDK's per-span machinery, and the small
+helpers that turn recorded facts into attributes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from time import time_ns
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from tracer import vocab
+from tracer.recorder.records import Attributes
+from tracer.wire import (
+    Frame,
+    ProtocolError,
+)
+
+_TRACER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+"""wstrace's own package: its frames are left out of captured stacks."""
+
+
+def stack_entry(function: Any) -> tuple[str, str, int] | None:
+    """A function as a handshake-stack row: (qualified name, file, first line)."""
+    function = getattr(function, "__wrapped__", function)
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return None
+    return getattr(function, "__qualname__", code.co_name), code.co_filename, code.co_firstlineno
+
+
+def code_attributes(function: Any) -> Attributes:
+    """``code.*`` attributes of the installed function that does a stage's work."""
+    function = getattr(function, "__wrapped__", function)
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return {}
+    module = getattr(function, "__module__", "") or ""
+    qualname = getattr(function, "__qualname__", code.co_name)
+    return {
+        vocab.CODE_FUNCTION_NAME: f"{module}.{qualname}" if module else qualname,
+        vocab.CODE_FILE_PATH: code.co_filename,
+        vocab.CODE_LINE_NUMBER: code.co_firstlineno,
+    }
+
+
+# --- What the hooks record ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SdkParts:
+    """What an SDK tracer hands every span it makes: where finished spans go, and tags."""
+
+    processor: Any
+    resource: Any
+    scope: Any
+    new_span_id: Any
+    new_trace_id: Any
+    sampler: Any
+
+    @classmethod
+    def of(cls, tracer: Any) -> SdkParts | None:
+        processor = getattr(tracer, "span_processor", None)
+        generator = getattr(tracer, "id_generator", None)
+        if processor is None or generator is None or not isinstance(tracer, sdk_trace.Tracer):
+            return None  # a no-op or foreign tracer: use the API path
+        sampler = getattr(tracer, "sampler", None)
+        if sampler is None:
+            return None
+        return cls(
+            processor,
+            tracer.resource,
+            getattr(tracer, "_instrumentation_scope", None),
+            generator.generate_span_id,
+            generator.generate_trace_id,
+            sampler,
+        )
+
+    def root(
+        self,
+        name: str,
+        start: int,
+        attributes: Attributes | None,
+        links: Sequence[Link],
+        kind: SpanKind,
+        inherit: bool = False,
+    ) -> Any:
+        """A new trace's root: sampled by the provider's sampler like any SDK root, or, with
+        ``inherit``, as the trace its first link points to was (the connection's decision)."""
+        trace_id = self.new_trace_id()
+        trace_state = None
+        if inherit:
+            sampled = links[0].context.trace_flags.sampled
+        else:
+            result = self.sampler.should_sample(None, trace_id, name, kind, attributes, links)
+            sampled = result.decision.is_sampled()
+            trace_state = result.trace_state
+            if sampled and result.attributes:
+                attributes = {**(attributes or {}), **result.attributes}
+        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+        context = trace.SpanContext(trace_id, self.new_span_id(), False, flags, trace_state)
+        if not sampled:
+            return trace.NonRecordingSpan(context)
+        return PendingSpan(self, name, context, None, start, attributes, links, kind)
+
+
+class PendingSpan(trace.Span):
+    """A child span recorded after the fact, finished into a ``ReadableSpan`` by :meth:`end`.
+
+    It behaves as a span for everything that may touch it while it is open (attributes,
+    events, status, being a parent in an OpenTelemetry context), and costs a small slotted
+    object.  Its sampling follows its parent's, as the SDK's default ``ParentBased`` does.
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_events",
+        "_kind",
+        "_links",
+        "_name",
+        "_owned",
+        "_parent",
+        "_sdk",
+        "_start",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        sdk: SdkParts,
+        name: str,
+        context: trace.SpanContext,
+        parent: trace.SpanContext | None,
+        start: int,
+        attributes: Attributes | None,
+        links: Sequence[Link] | None,
+        kind: SpanKind,
+    ) -> None:
+        self._sdk = sdk
+        self._name = name
+        self._parent = parent
+        self._context = context
+        self._start = start
+        # Shared until written: many spans (a chain layer, a frame's code.*) start from a
+        # mapping that never changes, and an open span's weight counts per idle connection.
+        self._attributes = attributes if attributes is not None else {}
+        self._owned = attributes is None
+        self._links = tuple(links) if links else ()
+        self._events: list[sdk_trace.Event] = []
+        self._kind = kind
+        self._status = _UNSET
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._sdk is not None
+
+    def _own(self) -> dict[str, Any]:
+        if not self._owned:
+            self._attributes = dict(self._attributes)
+            self._owned = True
+        return self._attributes
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._own()[key] = value
+
+    def set_attributes(self, attributes: Any) -> None:
+        self._own().update(attributes)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self._events.append(sdk_trace.Event(name, attributes, timestamp or time_ns()))
+
+    def update_name(self, name: str) -> None:
+        self._name = name
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        if isinstance(status, Status):
+            self._status = status
+        else:
+            self._status = Status(status, description)
+
+    def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        self.add_event("exception", {"exception.type": type(exception).__name__})
+
+    def end(self, end_time: int | None = None) -> None:
+        sdk = self._sdk
+        if sdk is None:
+            return  # ended already
+        self._sdk = None
+        sdk.processor.on_end(
+            sdk_trace.ReadableSpan(
+                name=self._name,
+                context=self._context,
+                parent=self._parent,
+                resource=sdk.resource,
+                attributes=self._attributes,
+                events=self._events,
+                links=self._links,
+                kind=self._kind,
+                status=self._status,
+                start_time=self._start,
+                end_time=end_time if end_time is not None else time_ns(),
+                instrumentation_scope=sdk.scope,
+            )
+        )
+
+
+_UNSET = Status(StatusCode.UNSET)
+_ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
+
+
+def frame_attributes(frame: Frame, preview_redactor: Any = None) -> Attributes:
+    attributes: Attributes = {
+        vocab.WS_FIN: frame.fin,
+        vocab.WS_RSV: frame.rsv,
+        vocab.WS_OPCODE: frame.opcode,
+        vocab.WS_OPCODE_NAME: frame.opcode_name,
+        vocab.WS_MASK: frame.masked,
+        vocab.WS_PAYLOAD_LENGTH: frame.payload_length,
+        vocab.WS_HEADER_LENGTH: frame.header_length,
+        vocab.FRAME_OFFSET: frame.offset,
+    }
+    if frame.masking_key is not None:
+        attributes[vocab.WS_MASKING_KEY] = frame.masking_key.hex()
+    if frame.close_code is not None:
+        attributes[vocab.WS_CLOSE_CODE] = frame.close_code
+    if frame.close_reason is not None:
+        attributes[vocab.WS_CLOSE_REASON] = frame.close_reason
+    if frame.preview is not None:
+        preview = preview_redactor(frame.preview) if preview_redactor else frame.preview
+        attributes[vocab.WS_PAYLOAD_PREVIEW] = preview.decode("utf-8", "backslashreplace")
+    return attributes
+
+
+def error_event(error: ProtocolError) -> tuple[str, Attributes]:
+    attributes: Attributes = {
+        vocab.PROTOCOL_ERROR_KIND: error.kind,
+        vocab.PROTOCOL_ERROR_OFFSET: error.offset,
+    }
+    if error.detail:
+        attributes["wstrace.protocol_error.detail"] = error.detail
+    return vocab.EVENT_PROTOCOL_ERROR, attributes
+
+
+_SKIP = ("", "", 0)
+_stack_rows: dict[tuple[Any, int], tuple[str, str, int]] = {}
+
+
+def capture_stack(skip: int = 1) -> list[tuple[str, str, int]]:
+    """The live Python stack, outermost first, without wstrace's own frames.
+
+    Coroutine frames chain through ``f_back`` while they run, so inside the server's
+    ``send`` this walks the whole ASGI chain up to the event loop's ``_run``.
+    """
+    frames: list[tuple[str, str, int]] = []
+    frame = sys._getframe(skip)
+    while frame is not None:
+        code = frame.f_code
+        key = (code, frame.f_lasti)
+        row = _stack_rows.get(key)
+        if row is None:
+            # f_lineno decodes the line table: costly, and the same few hundred call sites
+            # recur on every handshake, so each is worked out once.
+            if code.co_filename.startswith(_TRACER_DIR):
+                row = _SKIP
+            else:
+                row = (getattr(code, "co_qualname", code.co_name), code.co_filename, frame.f_lineno)
+            if len(_stack_rows) < 4096:
+                _stack_rows[key] = row
+        if row is not _SKIP:
+            frames.append(row)
+        frame = frame.f_back
+    frames.reverse()
+    return frames
