@@ -11,7 +11,7 @@ import tracer
 from demo_app.app import create_app, default_db_path
 from demo_app.protocol import MAX_MESSAGE_BYTES
 
-HTTP_CHOICES = ("auto", "h11", "httptools")
+HTTP_CHOICES = ("auto", "h11", "httptools", "zttp")
 WS_CHOICES = ("auto", "websockets", "websockets-sansio", "wsproto")
 
 

@@ -239,6 +239,7 @@ class HttpImpl(str, Enum):
     auto = "auto"
     httptools = "httptools"
     h11 = "h11"
+    zttp = "zttp"
 
 
 class WsImpl(str, Enum):

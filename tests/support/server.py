@@ -18,7 +18,17 @@ from typing import Any
 
 import uvicorn
 
-HTTP_IMPLS = ("httptools", "h11")
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+# zttp is uvicorn's newest HTTP parser (a Zig core); traced whenever it is installed.
+HTTP_IMPLS = ("httptools", "h11", *(("zttp",) if _importable("zttp") else ()))
 WS_IMPLS = ("websockets", "websockets-sansio", "wsproto")
 IMPL_PAIRS = [(http, ws) for http in HTTP_IMPLS for ws in WS_IMPLS]
 
