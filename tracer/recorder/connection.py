@@ -104,6 +104,7 @@ class ConnectionRecord:
         "span",
         "span_context",
         "started",
+        "status",
         "validations",
         "wire_errors",
         "wire_errors_dropped",
@@ -164,6 +165,8 @@ class ConnectionRecord:
         self.pre_handshake_bytes = b""
         self.request: RequestHead | None = None
         self.response: ResponseHead | None = None
+        self.status = 0
+        """The response's status code once it is on the wire (the head itself is let go)."""
         self.wire_errors: list[tuple[int, ProtocolError]] = []
         self.wire_errors_dropped = 0
 
@@ -284,6 +287,7 @@ class ConnectionRecord:
 
     def _on_response(self, start: int, end: int, head: ResponseHead) -> None:
         self.response = head
+        self.status = head.status
         if not self.response_start:
             self.response_start = start
         self.response_end = end
@@ -376,7 +380,7 @@ class ConnectionRecord:
         """Emit the handshake spans once: when it has ended and its response is on the wire."""
         if self.handshake_emitted:
             return
-        if not force and (not self.handshake_end or self.response is None):
+        if not force and (not self.handshake_end or not self.status):
             return
         self.handshake_emitted = True
         if self.recording:
@@ -387,6 +391,7 @@ class ConnectionRecord:
         # What only the handshake spans needed: let it go for the rest of the connection's life.
         self.http = None
         self.request = None
+        self.response = None
         self.validations = []
         self.accept_stack = None
 
@@ -515,14 +520,14 @@ class ConnectionRecord:
             hs.set_attribute(vocab.ERROR_TYPE, error)
             hs.set_status(Status(StatusCode.ERROR, error))
         hs.end(end_time=end)
-        if self.accept_start and self.response is not None:
+        if self.accept_start and self.status:
             self._emit_accept()
 
     def _emit_accept(self) -> None:
         parent = self.accept_parent or self.app_span or self.span
         attrs: Attributes = dict(self.ws_code.get(vocab.WS_ACCEPT, {}))
-        if self.response is not None:
-            attrs[vocab.HTTP_RESPONSE_STATUS_CODE] = self.response.status
+        if self.status:
+            attrs[vocab.HTTP_RESPONSE_STATUS_CODE] = self.status
         span = self.recorder.start(vocab.WS_ACCEPT, parent, self.accept_start, attrs)
         if self.accept_stack:
             functions, files, lines = zip(*self.accept_stack, strict=True)
@@ -585,7 +590,7 @@ class ConnectionRecord:
                 self.accept_stack = capture_stack()
                 if self.send_frame is not None:
                     self.accept_stack.append(self.send_frame)
-        elif kind == "websocket.close" and self.response is None:
+        elif kind == "websocket.close" and not self.status:
             self.rejected_by_app = True
         return None
 
@@ -876,7 +881,7 @@ class ConnectionRecord:
         self.assembling = None
 
     def _emit_close(self) -> None:
-        if self.response is None or self.response.status != 101:
+        if self.status != 101:
             return
         code = self._effective_close_code()
         initiator = self.close_initiator or vocab.INITIATOR_NONE
