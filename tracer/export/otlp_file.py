@@ -1,6 +1,7 @@
 """A span exporter that writes OTLP/JSON Lines files, the format every wstrace command reads.
 
-One line per export batch, each line a complete ``{"resourceSpans": [...]}`` object, as the
+Each line a complete ``{"resourceSpans": [...]}`` object (an export batch takes one line per
+:data:`SPANS_PER_LINE` spans), as the
 OpenTelemetry file exporter specification describes, so the files load unchanged into the
 Collector's ``otlpjsonfile`` receiver, Jaeger's JSON upload and ``otel-tui``.  Use it with any
 span processor::
@@ -35,14 +36,21 @@ def default_file_name(prefix: str = "wstrace", pid: int | None = None) -> str:
     return f"{prefix}-{stamp}-{os.getpid() if pid is None else pid}{SUFFIX}"
 
 
+SPANS_PER_LINE = 64
+"""Spans per line.  Encoding is Python work that holds the GIL: a batch of hundreds of spans
+in one go would stall the traced server's event loop for milliseconds, so a batch is
+written as several lines (each a complete ``{"resourceSpans": ...}`` object) and the GIL is
+handed back between them."""
+
+
 class OTLPJsonFileExporter(SpanExporter):
-    """Append each export batch as one OTLP/JSON line to a file.
+    """Append each export batch as OTLP/JSON lines to a file.
 
     ``path`` names the file explicitly (appended to if it exists).  Without it a new file named
     with a UTC timestamp and the process id is created under ``directory`` on the first export —
     and again after a ``fork()``, so uvicorn workers never interleave writes in one file.
     Every line is written with a single unbuffered append and is on disk (in the OS cache) when
-    ``export`` returns, so a crash loses at most the batch in flight.  Thread-safe.
+    ``export`` returns, so a crash loses at most the line in flight.  Thread-safe.
     """
 
     def __init__(
@@ -72,17 +80,19 @@ class OTLPJsonFileExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
-        try:
-            data = spans_to_otlp_line(spans).encode("utf-8")
-        except Exception:
-            logger.exception("OTLPJsonFileExporter: could not encode %d spans", len(spans))
-            return SpanExportResult.FAILURE
-        with self._lock:
+        for first in range(0, len(spans), SPANS_PER_LINE):
             try:
-                self._write(data)
-            except OSError:
-                logger.exception("OTLPJsonFileExporter: could not write %s", self._path)
+                data = spans_to_otlp_line(spans[first : first + SPANS_PER_LINE]).encode("utf-8")
+            except Exception:
+                logger.exception("OTLPJsonFileExporter: could not encode %d spans", len(spans))
                 return SpanExportResult.FAILURE
+            with self._lock:
+                try:
+                    self._write(data)
+                except OSError:
+                    logger.exception("OTLPJsonFileExporter: could not write %s", self._path)
+                    return SpanExportResult.FAILURE
+            time.sleep(0)  # let the server's event loop have the GIL between lines
         return SpanExportResult.SUCCESS
 
     def _write(self, data: bytes) -> None:
