@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tracer import vocab
 
@@ -54,7 +54,6 @@ class TracerConfig:
     message_sampling: str = "inherit"
     max_frames_per_message: int = 256
     handshake_stack: bool = True
-    extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.shape not in vocab.SHAPES:

@@ -92,7 +92,6 @@ class ConnectionRecord:
         "pre_handshake_bytes",
         "recorder",
         "recording",
-        "rejected_by_app",
         "request",
         "request_decoder",
         "response",
@@ -181,7 +180,6 @@ class ConnectionRecord:
         self.accept_start = 0
         self.accept_stack: list[tuple[str, str, int]] | None = None
         self.accept_parent: Any = None
-        self.rejected_by_app = False
 
         # App.
         self.app_span: Any = None
@@ -590,8 +588,6 @@ class ConnectionRecord:
                 self.accept_stack = capture_stack()
                 if self.send_frame is not None:
                     self.accept_stack.append(self.send_frame)
-        elif kind == "websocket.close" and not self.status:
-            self.rejected_by_app = True
         return None
 
     def on_send_exit(self, send: SendRecord, at: int, error: str | None) -> None:
