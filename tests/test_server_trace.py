@@ -124,6 +124,9 @@ def test_every_stage_is_recorded_nested_and_located(http: str, ws: str) -> None:
     assert message.attributes[vocab.WS_MESSAGE_TYPE] == "text"
     assert message.attributes[vocab.WS_MESSAGE_SIZE] == 5
     assert message.attributes[vocab.QUEUE_WAIT_NS] >= 0
+    delivered = message.start_time + message.attributes[vocab.DELIVERED_NS]
+    handled = delivered + message.attributes[vocab.HANDLER_NS]
+    assert message.start_time <= delivered <= handled == message.end_time
     (frame_in,) = tree.kids(message, vocab.WS_FRAME_RECEIVE)
     assert frame_in.attributes[vocab.WS_OPCODE_NAME] == "text"
     assert frame_in.attributes[vocab.WS_MASK] is True

@@ -32,7 +32,13 @@ WS_ACCEPT = "ws.accept"
 WS_FRAME_RECEIVE = "ws.frame.receive"
 WS_FRAME_SEND = "ws.frame.send"
 WS_MESSAGE_RECEIVE = "ws.message.receive"
-"""A data message: its first frame's arrival until the app's ``receive()`` returns it."""
+"""A data message, from its first frame's arrival until the app asks for the next message.
+
+The span goes on past the moment ``receive()`` hands the message over (``wstrace.delivered_ns``
+after its start) to cover the handler's work, so that what the message caused — sends, a
+broadcast and its frames — nests under it: one subtree answers "where did the time between
+this bid and the other bidders' screens go".  ``wstrace.queue_wait_ns`` and
+``wstrace.handler_ns`` split the time the server held the message."""
 WS_MESSAGE_SEND = "ws.message.send"
 """One message sent to one connection, down to the frame it produced."""
 WS_BROADCAST = "ws.broadcast"
@@ -124,7 +130,11 @@ SOURCE = "wstrace.source"
 CONNECTION_ID = "wstrace.connection.id"
 BROADCAST_RECIPIENTS = "wstrace.broadcast.recipients"
 QUEUE_WAIT_NS = "wstrace.queue_wait_ns"
+"""Complete message waiting for the app to ask for it (0 when the app was already waiting)."""
+DELIVERED_NS = "wstrace.delivered_ns"
+"""From the message's first frame arriving to ``receive()`` returning it to the app."""
 HANDLER_NS = "wstrace.handler_ns"
+"""From delivery to the app asking for the next message: the handler's own time."""
 MIDDLEWARE_LAYER = "wstrace.asgi.layer"
 STACK_FUNCTIONS = "wstrace.stack.functions"
 STACK_FILES = "wstrace.stack.files"

@@ -701,6 +701,7 @@ class ConnectionRecord:
             if message.frames_dropped:
                 attrs[vocab.FRAMES_DROPPED] = message.frames_dropped
         attrs[vocab.HANDLER_NS] = max(0, end - handling.delivered_at)
+        attrs[vocab.DELIVERED_NS] = max(0, handling.delivered_at - start)
         if handling.sends_dropped:
             attrs["wstrace.sends.dropped"] = handling.sends_dropped
         if own_trace:
