@@ -123,3 +123,34 @@ def test_demo_help_teaches() -> None:
         "--serve",
     ):
         assert option in result.stdout
+
+
+def test_demo_serve_keeps_the_app_up_for_a_browser(tmp_path: Path) -> None:
+    import re
+    import urllib.request
+
+    process = subprocess.Popen(
+        [*WSTRACE, "demo", "--clients", "1", "--bids", "1", "--serve", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 60
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line, process.stderr.read() if process.stderr else "demo exited"
+            found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+            url = found.group(1) if found else None
+        assert url, "the demo never said where it serves"
+        page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
+        assert "Set For Auction" in page
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "stage latency" in out  # the report still comes after Ctrl-C
+    assert "Traceback" not in err
