@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 
 import pytest
 import websockets
+from fastapi import FastAPI, WebSocket
 from websockets.asyncio.client import connect
 
 import tracer
@@ -483,4 +484,33 @@ def test_protocol_classes_passed_directly_are_traced_too() -> None:
     assert conn.attributes[vocab.IMPL_HTTP] == "h11"
     assert conn.attributes[vocab.IMPL_WS] == "wsproto"
     assert {s.name for s in t.spans} >= {vocab.HTTP_HEADERS_PARSE, vocab.WS_HANDSHAKE}
+    assert_all_ended(t)
+
+
+def test_a_broadcast_push_loop_is_flushed_as_it_goes() -> None:
+    """tracer.broadcast() blocks before any received message are emitted at once, not held."""
+    app = FastAPI(telemetry={"tracing": False})
+
+    @app.websocket("/ticker")
+    async def ticker(websocket: WebSocket) -> None:
+        await websocket.accept()
+        for n in range(200):
+            with tracer.broadcast():
+                await websocket.send_text(f"tick {n}")
+        await websocket.receive_text()  # stay open until the client has looked
+
+    with traced() as t, run_server(app) as server:
+
+        async def listen() -> int:
+            async with connect(server.ws_url + "/ticker") as client:
+                for _ in range(200):
+                    await asyncio.wait_for(client.recv(), 5)
+                # The connection is still open: its broadcasts must already be out.
+                emitted = len(t.named(vocab.WS_BROADCAST))
+                await client.send("bye")
+                return emitted
+
+        assert asyncio.run(listen()) == 200
+        wait_until(closed_connections(t, 1))
+    assert len(t.named(vocab.WS_BROADCAST)) == 200
     assert_all_ended(t)

@@ -29,6 +29,7 @@ from tracer._contain import errors
 from tracer.config import TracerConfig
 from tracer.recorder.connection import ConnectionRecord
 from tracer.recorder.records import (
+    MAX_SENDS_PER_MESSAGE,
     Attributes,
     FrameRecord,
     Handling,
@@ -181,6 +182,17 @@ def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> Non
         return
     handling = _handling.get()
     if handling is not None and not handling.closed:
+        record = handling.record
+        if not handling.message_type:
+            # The greeting phase may last the connection's life (a push loop): emit at once.
+            if record.recording:
+                parent = record.app_span or record.span
+                record.emit_broadcast(parent, started, ended, sends, detected="explicit")
+            return
+        if handling.held + len(sends) > MAX_SENDS_PER_MESSAGE:
+            handling.sends_dropped += len(sends)
+            return
+        handling.held += len(sends)
         handling.explicit_broadcasts.append((started, ended, sends))
         return
     owner = sends[0].recipient

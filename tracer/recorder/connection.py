@@ -601,9 +601,10 @@ class ConnectionRecord:
             return
         owner = _handling.get()
         if owner is not None and not owner.closed:
-            if len(owner.sends) >= MAX_SENDS_PER_MESSAGE:
+            if owner.held >= MAX_SENDS_PER_MESSAGE:
                 owner.sends_dropped += 1
                 return
+            owner.held += 1
             owner.sends.append(send)
             if not owner.message_type and len(owner.sends) >= GREETING_FLUSH:
                 owner.record._flush_greeting(owner)
@@ -647,6 +648,7 @@ class ConnectionRecord:
         """Emit a greeting phase's sends so far; the phase itself goes on."""
         sends, greeting.sends = greeting.sends, []
         explicit, greeting.explicit_broadcasts = greeting.explicit_broadcasts, []
+        greeting.held = 0
         try:
             self._emit_message(
                 Handling(self, None, sends=sends, explicit_broadcasts=explicit), time_ns()

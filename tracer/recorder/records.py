@@ -95,6 +95,8 @@ class Handling:
     sends: list[SendRecord] = field(default_factory=list)
     explicit_broadcasts: list[tuple[int, int, list[SendRecord]]] = field(default_factory=list)
     sends_dropped: int = 0
+    held: int = 0
+    """Sends held in ``sends`` and ``explicit_broadcasts`` together (bounded)."""
     closed: bool = False
 
 
