@@ -506,3 +506,43 @@ def test_payload_previews_go_through_the_redaction_hook() -> None:
         and s.attributes.get(vocab.WS_OPCODE_NAME) == "text"
     ]
     assert previews and set(previews) == {"####"}
+
+
+def test_uninstrument_also_restores_the_chain(tmp_path) -> None:
+    """After a traced connection went through TracingMiddleware, uninstrument() puts back
+    every class, function and endpoint the chain wrappers touched."""
+    import fastapi.routing
+    import wrapt
+    from starlette.applications import Starlette
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.routing import WebSocketRoute
+
+    app = auction_app(tmp_path)
+    before = (
+        Starlette.__dict__["__call__"],
+        CORSMiddleware.__dict__["__call__"],
+        WebSocketRoute.__dict__["handle"],
+        fastapi.routing.solve_dependencies,
+    )
+    with (
+        traced() as t,
+        run_server(tracer.TracingMiddleware(app, tracer_provider=t.provider)) as server,
+    ):
+
+        async def join() -> None:
+            auction = await create_auction(server.http_url)
+            async with connect(f"{server.ws_url}/ws/auction/{auction}") as client:
+                await asyncio.wait_for(client.recv(), 5)
+
+        asyncio.run(join())
+        wait_until(closed_connections(t, 1))
+        assert isinstance(Starlette.__dict__["__call__"], wrapt.FunctionWrapper)
+    after = (
+        Starlette.__dict__["__call__"],
+        CORSMiddleware.__dict__["__call__"],
+        WebSocketRoute.__dict__["handle"],
+        fastapi.routing.solve_dependencies,
+    )
+    assert all(a is b for a, b in zip(after, before, strict=True))
+    endpoints = [r.dependant.call for r in app.routes if hasattr(r, "dependant")]
+    assert endpoints and not any(isinstance(c, wrapt.FunctionWrapper) for c in endpoints)

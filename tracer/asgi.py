@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import inspect
 import threading
+import weakref
 from collections.abc import Iterator
 from time import time_ns
 from typing import Any
@@ -99,9 +100,9 @@ _asgi_broadcast: contextvars.ContextVar[list[int] | None] = contextvars.ContextV
 """In ASGI-only mode, the recipients counted by the :func:`tracer.broadcast` block running."""
 
 _wrapped_lock = threading.Lock()
-_wrapped: dict[tuple[type, str], Any] = {}
-"""(class, attribute) -> original, for every chain wrapper installed (restored by
-:func:`unwrap_chain`)."""
+_wrapped: dict[tuple[int, str], tuple[Any, str, Any]] = {}
+"""(id(owner), attribute) -> (owner, attribute, original) for every chain wrapper installed:
+classes, module functions and route endpoints, all put back by :func:`unwrap_chain`."""
 
 _TRANSPARENT: set[str] = {"TracingMiddleware"}
 
@@ -149,7 +150,7 @@ def _make_layer_wrapper(owner: type, attribute: str) -> Any:
 
 
 def _wrap(owner: type, attribute: str) -> None:
-    key = (owner, attribute)
+    key = (id(owner), attribute)
     with _wrapped_lock:
         if key in _wrapped or attribute not in owner.__dict__:
             return
@@ -157,11 +158,11 @@ def _wrap(owner: type, attribute: str) -> None:
         if isinstance(original, wrapt.FunctionWrapper) or not inspect.iscoroutinefunction(original):
             return  # already wrapped, or not an ASGI coroutine we can time
         wrapt.wrap_function_wrapper(owner, attribute, _make_layer_wrapper(owner, attribute))
-        _wrapped[key] = original
+        _wrapped[key] = (owner, attribute, original)
 
 
 def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
-    key = (module, attribute)  # type: ignore[assignment]
+    key = (id(module), attribute)
     with _wrapped_lock:
         original = getattr(module, attribute, None)
         if key in _wrapped or original is None or isinstance(original, wrapt.FunctionWrapper):
@@ -175,13 +176,13 @@ def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
             return _in_span(chain, span_name, attrs, wrapped(*args, **kwargs))
 
         wrapt.wrap_function_wrapper(module, attribute, timed)
-        _wrapped[key] = original
+        _wrapped[key] = (module, attribute, original)
 
 
 def unwrap_chain() -> None:
     """Restore every class and function the chain wrappers touched."""
     with _wrapped_lock:
-        for (owner, attribute), original in _wrapped.items():
+        for owner, attribute, original in _wrapped.values():
             setattr(owner, attribute, original)
         _wrapped.clear()
         _chains.clear()
@@ -214,8 +215,8 @@ def chain_layers(app: Any) -> list[Any]:
 _MISSING = object()
 
 
-_chains: dict[int, bool] = {}
-"""id(app) -> whether its chain contains a TracingMiddleware (walked once per app)."""
+_chains: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+"""app -> whether its chain contains a TracingMiddleware (walked once per app)."""
 
 
 def instrument_chain(app: Any, *, force: bool = False) -> bool:
@@ -224,12 +225,16 @@ def instrument_chain(app: Any, *, force: bool = False) -> bool:
     Only chains that contain a :class:`TracingMiddleware` (or ``force``, used by the
     middleware itself) are wrapped.  Returns whether the chain is traced.
     """
-    known = _chains.get(id(app))
+    try:
+        known = _chains.get(app)
+    except TypeError:  # an app that cannot be weakly referenced: walked every time
+        known = None
     if known is not None:
         return known
     layers = chain_layers(app)
     traced = force or any(type(layer).__name__ in _TRANSPARENT for layer in layers)
-    _chains[id(app)] = traced
+    with contextlib.suppress(TypeError):
+        _chains[app] = traced
     if not traced:
         return False
     for layer in layers:
@@ -279,7 +284,9 @@ def _wrap_endpoint(route: Any) -> None:
             return wrapped(*args, **kwargs)
         return _in_span(chain, name, attrs, wrapped(*args, **kwargs))
 
-    dependant.call = wrapt.FunctionWrapper(call, endpoint)
+    with _wrapped_lock:
+        _wrapped[(id(dependant), "call")] = (dependant, "call", call)
+        dependant.call = wrapt.FunctionWrapper(call, endpoint)
 
 
 def enter_server_chain(app: Any, tracer: Any, recorder: Any) -> contextvars.Token[Any] | None:
@@ -316,7 +323,6 @@ class TracingMiddleware:
         self.tracer = trace.get_tracer(
             vocab.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
         )
-        self._chain_ready = False
 
     def __getattr__(self, name: str) -> Any:
         # Let code that reaches through to the app (``app.state``, ``app.routes``…) keep working.
@@ -328,12 +334,10 @@ class TracingMiddleware:
         if scope.get("type") != "websocket":
             await self.app(scope, receive, send)
             return
-        if not self._chain_ready:
-            try:
-                instrument_chain(self.app, force=True)
-            except Exception as exc:
-                errors.record("asgi.instrument_chain", exc)
-            self._chain_ready = True
+        try:
+            instrument_chain(self.app, force=True)  # cached per app; again after unwrap_chain
+        except Exception as exc:
+            errors.record("asgi.instrument_chain", exc)
         scope = _with_traceparent(scope)
         handling = current_handling()
         if handling is not None and not handling.record.recording:

@@ -12,6 +12,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
+from tracer.asgi import unwrap_chain
 from tracer.config import TracerConfig
 from tracer.hooks import http as http_hooks
 from tracer.hooks import ws as ws_hooks
@@ -64,6 +65,7 @@ class WebSocketInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         restore(self._applied)
+        unwrap_chain()  # the ASGI chain wrappers TracingMiddleware installed, too
         recorder, Active.recorder = Active.recorder, None
         if recorder is not None:
             recorder.flush_open()
