@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
+import websockets
 from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -546,3 +548,66 @@ def test_uninstrument_also_restores_the_chain(tmp_path) -> None:
     assert all(a is b for a, b in zip(after, before, strict=True))
     endpoints = [r.dependant.call for r in app.routes if hasattr(r, "dependant")]
     assert endpoints and not any(isinstance(c, wrapt.FunctionWrapper) for c in endpoints)
+
+
+CLIENT_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize("server_hooks", [True, False])
+def test_client_trace_context_is_linked_and_native_telemetry_joins_ours(server_hooks) -> None:
+    provider, exporter, _ = make_provider()
+    app = FastAPI(telemetry={"tracer_provider": provider})
+
+    @app.websocket("/ws")
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(await websocket.receive_text())
+
+    if server_hooks:
+        tracer.instrument(tracer_provider=provider)
+    try:
+        with run_server(tracer.TracingMiddleware(app, tracer_provider=provider)) as server:
+
+            async def talk() -> None:
+                async with connect(
+                    server.ws_url + "/ws", additional_headers={"traceparent": CLIENT_TRACEPARENT}
+                ) as client:
+                    await client.send("hi")
+                    await asyncio.wait_for(client.recv(), 5)
+
+            asyncio.run(talk())
+            time.sleep(0.3)
+    finally:
+        tracer.uninstrument()
+    spans = exporter.get_finished_spans()
+    (conn,) = [s for s in spans if s.name == vocab.CONNECTION]
+    assert {s.context.trace_id for s in spans} == {conn.context.trace_id}
+    assert [s for s in spans if s.parent is None] == [conn]
+    (link,) = [link for link in conn.links if link.attributes.get("wstrace.link") == "client"]
+    assert format(link.context.trace_id, "032x") == CLIENT_TRACEPARENT.split("-")[1]
+    native = [s for s in spans if s.instrumentation_scope.name.startswith("fastapi")]
+    assert native, "FastAPI's native telemetry recorded nothing"
+
+
+def test_propagation_can_be_switched_off() -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            seen.append(list(scope["headers"]))
+            await receive()
+            await send({"type": "websocket.close", "code": 1000})
+
+    provider, _, _ = make_provider()
+    wrapped = tracer.TracingMiddleware(app, tracer_provider=provider, propagate_context=False)
+    with traced(), run_server(wrapped) as server:
+
+        async def knock() -> None:
+            with pytest.raises(websockets.exceptions.InvalidStatus):
+                async with connect(server.ws_url + "/", additional_headers={"X-Probe": "1"}):
+                    pass
+
+        asyncio.run(knock())
+    (headers,) = seen
+    names = [name for name, _ in headers]
+    assert b"x-probe" in names and b"traceparent" not in names

@@ -338,8 +338,12 @@ class TracingMiddleware:
             instrument_chain(self.app, force=True)  # cached per app; again after unwrap_chain
         except Exception as exc:
             errors.record("asgi.instrument_chain", exc)
-        scope = _with_traceparent(scope)
         handling = current_handling()
+        if handling is not None and self.config.propagate_context:
+            client = client_trace_context(scope)
+            if client is not None and handling.record.recording:
+                errors.call("asgi.link", handling.record.span.add_link, client, _CLIENT_LINK)
+            scope = with_trace_headers(scope)
         if handling is not None and not handling.record.recording:
             await self.app(scope, receive, send)  # owned by the server layer, not sampled
             return
@@ -354,22 +358,40 @@ class TracingMiddleware:
         await _AsgiConnection(self, scope).run(receive, send)
 
 
-def _with_traceparent(scope: Scope) -> Scope:
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
+_CLIENT_LINK = {"wstrace.link": "client"}
+
+
+def client_trace_context(scope: Scope) -> trace.SpanContext | None:
+    """The trace context the client sent (W3C ``traceparent``), if any: linked, not trusted
+    as a parent, since it comes from the other side of the wire."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers") or []
+        if name in _TRACE_HEADERS
+    }
+    if not carrier:
+        return None
+    context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    return context if context.is_valid else None
+
+
+def with_trace_headers(scope: Scope) -> Scope:
     """Hand the connection's trace context to instrumentation that starts from headers.
 
-    FastAPI's native telemetry (and other server-entry instrumentations) extract their parent
-    from the request's ``traceparent`` header, not from the running context; without one they
-    would start an orphan trace.  A client's own ``traceparent`` is left untouched.
+    FastAPI's native telemetry (and other server-entry instrumentations) take their parent
+    from the request's ``traceparent`` header, not from the running context: without ours they
+    start an orphan trace, or join the client's.  So the app sees the connection's context in
+    ``traceparent`` / ``tracestate`` (a client's own values are replaced; they are kept as a
+    link on ``ws.connection``).  ``propagate_context=False`` leaves the scope untouched.
     """
-    headers = scope.get("headers") or []
-    if any(name == b"traceparent" for name, _ in headers):
-        return scope
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     if "traceparent" not in carrier:
         return scope
-    extra = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in carrier.items()]
-    return {**scope, "headers": [*headers, *extra]}
+    kept = [(k, v) for k, v in scope.get("headers") or [] if k not in _TRACE_HEADERS]
+    ours = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in carrier.items()]
+    return {**scope, "headers": [*kept, *ours]}
 
 
 class _AsgiConnection:
@@ -407,10 +429,15 @@ class _AsgiConnection:
                 [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])],
             )
         )
-        span = self.tracer.start_span(vocab.CONNECTION, attributes=attributes, kind=SpanKind.SERVER)
+        client = client_trace_context(scope)
+        links = [trace.Link(client, _CLIENT_LINK)] if client is not None else None
+        span = self.tracer.start_span(
+            vocab.CONNECTION, attributes=attributes, kind=SpanKind.SERVER, links=links
+        )
         self.connection_span = span
         context_token = otel_context.attach(trace.set_span_in_context(span))
-        scope = self.scope = _with_traceparent(scope)
+        if self.middleware.config.propagate_context:
+            scope = self.scope = with_trace_headers(scope)
         chain_token = _chain_tracer.set(ChainSpans(self.tracer))
         try:
             await self.middleware.app(scope, self._receive(receive), self._send(send))

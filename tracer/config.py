@@ -42,6 +42,9 @@ class TracerConfig:
     own linked traces so that a long-lived connection's trace stays bounded.
     ``message_sampling``: in ``message`` shape, ``"inherit"`` follows the connection's sampling
     decision, ``"independent"`` lets the sampler decide for each message trace.
+    ``propagate_context``: hand the connection's trace context to the app in ``traceparent`` /
+    ``tracestate`` (so FastAPI's native telemetry and other header-based instrumentations join
+    the connection's trace); ``False`` leaves the app's scope exactly as the server made it.
     """
 
     shape: str = vocab.SHAPE_CONNECTION
@@ -54,6 +57,7 @@ class TracerConfig:
     message_sampling: str = "inherit"
     max_frames_per_message: int = 256
     handshake_stack: bool = True
+    propagate_context: bool = True
 
     def __post_init__(self) -> None:
         if self.shape not in vocab.SHAPES:
