@@ -611,3 +611,22 @@ def test_propagation_can_be_switched_off() -> None:
     (headers,) = seen
     names = [name for name, _ in headers]
     assert b"x-probe" in names and b"traceparent" not in names
+
+
+def test_credentials_in_subprotocols_are_redacted() -> None:
+    token = "3f9a2c1e8b7d4f6a9c0e1b2d3a4f5e6c"
+    with traced() as t, run_server(echo_app()) as server:
+
+        async def talk() -> None:
+            async with connect(
+                server.ws_url + "/echo", subprotocols=["graphql-ws", "access_token", token]
+            ) as client:
+                await client.send("x")
+                await asyncio.wait_for(client.recv(), 5)
+
+        asyncio.run(talk())
+        wait_until(closed_connections(t, 1))
+    (handshake,) = t.named(vocab.WS_HANDSHAKE)
+    (offered,) = handshake.attributes["http.request.header.sec-websocket-protocol"]
+    assert offered == "graphql-ws, access_token, [redacted]"
+    assert not any(token in s for s in _all_strings(t.spans))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -79,6 +80,10 @@ class TracerConfig:
             options["capture_headers"] = frozenset(h.lower() for h in capture_headers)
         return cls(**options)  # type: ignore[arg-type]
 
+    def subprotocol(self, value: str) -> str:
+        """The negotiated subprotocol as recorded: redacted like the request header."""
+        return value if self.capture_secrets else redact_subprotocols(value)
+
     def header_attributes(
         self, prefix: str, headers: Iterable[tuple[str, str]]
     ) -> dict[str, tuple[str, ...]]:
@@ -88,26 +93,36 @@ class TracerConfig:
             name = name.lower()
             if name not in self.capture_headers:
                 continue
-            if not self.capture_secrets and (
-                name in SENSITIVE_HEADERS
-                or (name == "sec-websocket-protocol" and _carries_credentials(value))
-            ):
-                value = REDACTED
+            if not self.capture_secrets:
+                if name in SENSITIVE_HEADERS:
+                    value = REDACTED
+                elif name == "sec-websocket-protocol":
+                    value = redact_subprotocols(value)
             found.setdefault(prefix + name, []).append(value)
         return {key: tuple(values) for key, values in found.items()}
 
 
-def _carries_credentials(value: str) -> bool:
-    """Subprotocol lists are a common place to smuggle bearer tokens into a browser handshake.
+_KNOWN_SUBPROTOCOL = re.compile(r"[a-z][a-z0-9]*([._/-][a-z0-9]+)*", re.IGNORECASE)
+_CREDENTIAL_MARKERS = ("bearer", "token", "auth", "key", "secret", "session", "jwt", "password")
 
-    A token that is long or looks like base64/JWT material is treated as a credential.
-    """
-    for token in value.split(","):
-        token = token.strip()
-        if (
-            len(token) > 40
-            or token.count(".") >= 2
-            or token.lower().startswith(("bearer", "token"))
-        ):
-            return True
-    return False
+
+def redact_subprotocols(value: str) -> str:
+    """Browsers cannot set ``Authorization`` on a WebSocket, so tokens travel in
+    ``Sec-WebSocket-Protocol`` (``access_token, eyJhbGc…``).  Each listed token that looks like
+    a credential — long or random-looking, or following a token that names one — is replaced
+    by ``[redacted]``; protocol names such as ``graphql-ws`` or ``v12.stomp`` stay readable."""
+    tokens = [token.strip() for token in value.split(",")]
+    shown = []
+    previous_names_secret = False
+    for token in tokens:
+        lowered = token.lower()
+        secret = (
+            previous_names_secret
+            or len(token) > 32
+            or not _KNOWN_SUBPROTOCOL.fullmatch(token)
+            or (len(token) >= 12 and sum(c.isdigit() for c in token) >= 4)
+            or lowered.startswith(("bearer", "basic"))
+        )
+        shown.append(REDACTED if secret else token)
+        previous_names_secret = any(marker in lowered for marker in _CREDENTIAL_MARKERS)
+    return ", ".join(shown)

@@ -501,7 +501,7 @@ class ConnectionRecord:
                 r_attrs[vocab.WS_EXTENSIONS] = extensions
             subprotocol = response.header("sec-websocket-protocol")
             if subprotocol:
-                r_attrs[vocab.WS_SUBPROTOCOL] = subprotocol
+                r_attrs[vocab.WS_SUBPROTOCOL] = self.config.subprotocol(subprotocol)
             r_start = min(self.response_start or self.response_end, self.response_end)
             r_error = None if response.status == 101 else str(response.status)
             rec.span(
