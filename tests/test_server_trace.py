@@ -514,3 +514,54 @@ def test_a_broadcast_push_loop_is_flushed_as_it_goes() -> None:
         wait_until(closed_connections(t, 1))
     assert len(t.named(vocab.WS_BROADCAST)) == 200
     assert_all_ended(t)
+
+
+@pytest.mark.parametrize("ws", ["websockets", "websockets-sansio", "wsproto"])
+def test_queue_wait_is_kept_apart_from_handler_time(ws: str) -> None:
+    """Two messages back to back to a handler that takes 200 ms: the second one waits.
+
+    The bounds are lower bounds set by the handler's own sleep, not by the machine's speed.
+    """
+
+    async def talk(url: str) -> None:
+        async with connect(url + "/slow") as client:
+            await client.send("one")
+            await client.send("two")
+            for _ in range(2):
+                await asyncio.wait_for(client.recv(), 5)
+
+    with traced() as t, run_server(echo_app(), ws=ws) as server:
+        asyncio.run(talk(server.ws_url))
+        wait_until(closed_connections(t, 1))
+    first, second = sorted(t.named(vocab.WS_MESSAGE_RECEIVE), key=lambda s: s.start_time)
+    ms = 1_000_000
+    assert first.attributes[vocab.HANDLER_NS] >= 190 * ms
+    assert second.attributes[vocab.QUEUE_WAIT_NS] >= 150 * ms  # waited for the first handler
+    assert second.attributes[vocab.HANDLER_NS] >= 190 * ms
+    assert first.attributes[vocab.QUEUE_WAIT_NS] < second.attributes[vocab.QUEUE_WAIT_NS]
+    assert_all_ended(t)
+
+
+def test_frames_of_unread_messages_are_bounded_per_connection() -> None:
+    """Tiny fragments sent faster than the app reads: recorded frames stop at the budget,
+    and every message still says how many frames it had."""
+    messages, fragments = 20, 300
+    stream = b"".join(
+        raw.client_frame(0x1 if n == 0 else 0x0, b"x", fin=n == fragments - 1)
+        for _ in range(messages)
+        for n in range(fragments)
+    )
+    # The legacy implementation buffers all 42 kB (the others pause reading while the app is
+    # behind), so every frame reaches the decoder.
+    with traced() as t, run_server(echo_app(), ws="websockets") as server:
+        sock, _ = raw.handshake(server.port, "/slow")
+        sock.sendall(stream)
+        time.sleep(0.3)
+        sock.close()
+        wait_until(closed_connections(t, 1))
+    received = t.named(vocab.WS_MESSAGE_RECEIVE)
+    assert sum(m.attributes[vocab.WS_MESSAGE_FRAMES] for m in received) == messages * fragments
+    recorded = len(t.named(vocab.WS_FRAME_RECEIVE))
+    assert recorded <= 4096 + 2 * 256 < messages * fragments
+    assert sum(m.attributes.get(vocab.FRAMES_DROPPED, 0) for m in received) > 0
+    assert_all_ended(t)

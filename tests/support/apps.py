@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 
@@ -33,6 +35,17 @@ def echo_app() -> FastAPI:
         for n in range(count):
             await websocket.send_text(f"tick {n}")
         await websocket.close()
+
+    @app.websocket("/slow")
+    async def slow(websocket: WebSocket) -> None:
+        """Echoes after a 200 ms 'handler': a message arriving meanwhile has to queue."""
+        await websocket.accept()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await asyncio.sleep(0.2)
+            await websocket.send_text(message["text"])
 
     @app.websocket("/reject")
     async def reject(websocket: WebSocket) -> None:

@@ -16,6 +16,7 @@ from tracer.recorder.records import (
     GREETING_FLUSH,
     MAX_CLOSE_FRAMES,
     MAX_EARLY_BYTES,
+    MAX_FRAMES_HELD,
     MAX_PENDING_MESSAGES,
     MAX_SENDS_PER_MESSAGE,
     MAX_WIRE_ERRORS,
@@ -73,6 +74,7 @@ class ConnectionRecord:
         "config",
         "current_send",
         "finished",
+        "frames_held",
         "handling",
         "handshake_emitted",
         "handshake_end",
@@ -190,6 +192,7 @@ class ConnectionRecord:
         # Messages.
         self.assembling: InMessage | None = None
         self.completed: deque[InMessage] = deque()
+        self.frames_held = 0
         self.handling: Handling | None = None
         self.current_send: SendRecord | None = None
         self.messages_seen = 0
@@ -315,19 +318,28 @@ class ConnectionRecord:
             message = self.assembling
             if opcode != 0 or message is None:
                 message = self.assembling = InMessage(record.start, [], opcode)
-            if len(message.frames) < self.config.max_frames_per_message:
+            if (
+                len(message.frames) < self.config.max_frames_per_message
+                and self.frames_held < MAX_FRAMES_HELD
+            ):
                 message.frames.append(record)
+                self.frames_held += 1
             else:
                 message.frames_dropped += 1
             if frame.fin:
                 message.complete_at = record.start
                 self.assembling = None
                 if len(self.completed) >= MAX_PENDING_MESSAGES:
-                    self.completed.popleft()
+                    self._release(self.completed.popleft())
                     self.recorder.stats["messages_dropped"] += 1
                 self.completed.append(message)
         elif opcode == 8:
             self._on_close_frame(vocab.INITIATOR_CLIENT, record)
+
+    def _release(self, message: InMessage) -> InMessage:
+        """A message leaves the queue: its frames no longer count against the budget."""
+        self.frames_held -= len(message.frames)
+        return message
 
     def _on_server_frame(self, record: FrameRecord) -> None:
         if record.frame.opcode == 8:
@@ -632,7 +644,7 @@ class ConnectionRecord:
             data = message.get("bytes")
             message_type = "binary"
         self._close_handling(token_at)  # the greeting phase, if still open
-        incoming = self.completed.popleft() if self.completed else None
+        incoming = self._release(self.completed.popleft()) if self.completed else None
         handling = Handling(
             self,
             incoming,
@@ -865,10 +877,12 @@ class ConnectionRecord:
         for message in pending:
             attrs: Attributes = {
                 **self.ws_code.get(vocab.WS_MESSAGE_RECEIVE, {}),
-                vocab.WS_MESSAGE_FRAMES: len(message.frames),
+                vocab.WS_MESSAGE_FRAMES: len(message.frames) + message.frames_dropped,
                 vocab.WS_MESSAGE_TYPE: vocab.OPCODE_NAMES.get(message.opcode, "unknown"),
                 vocab.CONNECTION_ID: self.id,
             }
+            if message.frames_dropped:
+                attrs[vocab.FRAMES_DROPPED] = message.frames_dropped
             span = self.recorder.start(
                 vocab.WS_MESSAGE_RECEIVE, self.span, message.first_arrival, attrs
             )

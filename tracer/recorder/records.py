@@ -19,6 +19,9 @@ Attributes = dict[str, Any]
 # Bounds on what one connection may hold in memory, whatever its peer sends.
 MAX_PENDING_MESSAGES = 1024
 """Complete messages waiting for the app's receive()."""
+MAX_FRAMES_HELD = 4096
+"""Frames of not-yet-delivered messages kept per connection: a peer sending tiny fragments to
+an app that does not read must not make the record outgrow the bytes it sent."""
 MAX_WIRE_ERRORS = 64
 """Protocol errors kept per connection (the rest are counted)."""
 MAX_EARLY_BYTES = 65536
