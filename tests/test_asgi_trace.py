@@ -630,3 +630,22 @@ def test_credentials_in_subprotocols_are_redacted() -> None:
     (offered,) = handshake.attributes["http.request.header.sec-websocket-protocol"]
     assert offered == "graphql-ws, access_token, [redacted]"
     assert not any(token in s for s in _all_strings(t.spans))
+
+
+def test_middleware_failures_never_reach_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracer import asgi
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tracer bug")
+
+    monkeypatch.setattr(asgi._AsgiConnection, "_open_send", broken)
+    monkeypatch.setattr(asgi._AsgiConnection, "_open_accept", broken)
+    monkeypatch.setattr(asgi.ChainSpans, "open", broken)
+    provider, _, tracker = make_provider()
+    errors.reset()
+    with run_server(tracer.TracingMiddleware(echo_app(), tracer_provider=provider)) as server:
+        assert asyncio.run(_echo(server.ws_url)) == "hello"
+    assert errors.counts.get("asgi.send", 0) >= 1
+    assert errors.counts.get("asgi.accept", 0) == 1
+    assert errors.counts.get("asgi.layer", 0) >= 1
+    assert tracker.open == {}

@@ -75,18 +75,29 @@ _chain_tracer: contextvars.ContextVar[ChainSpans | None] = contextvars.ContextVa
 
 
 async def _in_span(chain: ChainSpans, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
-    span = chain.open(name, attrs)
+    return await run_in_span(errors.call("asgi.layer", chain.open, name, attrs), awaitable)
+
+
+async def run_in_span(span: Any, awaitable: Any) -> Any:
+    """Await with ``span`` current, then end it.  ``None`` (the tracer failed to make one)
+    runs the awaitable untraced: whatever the tracer does, the app is not affected."""
+    if span is None:
+        return await awaitable
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
         return await awaitable
     except BaseException as exc:
         if not _is_disconnect(exc):
-            span.set_attribute(vocab.ERROR_TYPE, type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            errors.call("asgi.span", _mark_error, span, exc)
         raise
     finally:
         otel_context.detach(token)
-        span.end()
+        errors.call("asgi.span", span.end)
+
+
+def _mark_error(span: Any, exc: BaseException) -> None:
+    span.set_attribute(vocab.ERROR_TYPE, type(exc).__name__)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
 
 
 def _is_disconnect(exc: BaseException) -> bool:
@@ -408,6 +419,28 @@ class _AsgiConnection:
         self.messages = 0
 
     async def run(self, receive: Any, send: Any) -> None:
+        try:
+            span = self._start()
+        except Exception as exc:  # the tracer failed: the app runs untraced, never affected
+            errors.record("asgi.connection", exc)
+            await self.middleware.app(self.scope, receive, send)
+            return
+        context_token = otel_context.attach(trace.set_span_in_context(span))
+        scope = self.scope
+        if self.middleware.config.propagate_context:
+            scope = errors.call("asgi.connection", with_trace_headers, scope) or scope
+        chain_token = _chain_tracer.set(ChainSpans(self.tracer))
+        try:
+            await self.middleware.app(scope, self._receive(receive), self._send(send))
+        except BaseException as exc:
+            errors.call("asgi.connection", _mark_error, span, exc)
+            raise
+        finally:
+            _chain_tracer.reset(chain_token)
+            otel_context.detach(context_token)
+            errors.call("asgi.connection", self._finish, span)
+
+    def _start(self) -> Any:
         scope = self.scope
         client = scope.get("client") or (None, None)
         server = scope.get("server") or (None, None)
@@ -429,27 +462,19 @@ class _AsgiConnection:
                 [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])],
             )
         )
-        client = client_trace_context(scope)
-        links = [trace.Link(client, _CLIENT_LINK)] if client is not None else None
+        remote = client_trace_context(scope)
+        links = [trace.Link(remote, _CLIENT_LINK)] if remote is not None else None
         span = self.tracer.start_span(
             vocab.CONNECTION, attributes=attributes, kind=SpanKind.SERVER, links=links
         )
         self.connection_span = span
-        context_token = otel_context.attach(trace.set_span_in_context(span))
-        if self.middleware.config.propagate_context:
-            scope = self.scope = with_trace_headers(scope)
-        chain_token = _chain_tracer.set(ChainSpans(self.tracer))
+        return span
+
+    def _finish(self, span: Any) -> None:
         try:
-            await self.middleware.app(scope, self._receive(receive), self._send(send))
-        except BaseException as exc:
-            span.set_attribute(vocab.ERROR_TYPE, type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            _chain_tracer.reset(chain_token)
-            otel_context.detach(context_token)
             self._end_message(time_ns())
             self._record_close(span)
+        finally:
             span.end()
 
     def _record_close(self, connection: Any) -> None:
@@ -513,54 +538,52 @@ class _AsgiConnection:
         async def traced_send(message: Any) -> None:
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == "websocket.accept":
-                await self._accept(send, message)
-                return
-            if kind == "websocket.close" and self.close_code is None:
-                self.close_code = message.get("code", 1000)
-                self.close_initiator = vocab.INITIATOR_SERVER
-            if kind != "websocket.send":
-                await send(message)
-                return
-            data = message.get("text")
-            message_type = "text" if data is not None else "binary"
-            if data is None:
-                data = message.get("bytes") or b""
-            recipients = _asgi_broadcast.get()
-            if recipients is not None:
-                recipients.append(1)
-                parent = trace.get_current_span()  # the ws.broadcast span
+                span = errors.call("asgi.accept", self._open_accept)
+            elif kind == "websocket.send":
+                span = errors.call("asgi.send", self._open_send, message)
             else:
-                parent = self.message_span or trace.get_current_span()
-            with self.tracer.start_as_current_span(
-                vocab.WS_MESSAGE_SEND,
-                context=trace.set_span_in_context(parent),
-                attributes={
-                    vocab.WS_MESSAGE_TYPE: message_type,
-                    vocab.WS_MESSAGE_SIZE: len(data),
-                    vocab.SOURCE: vocab.SOURCE_ASGI,
-                },
-                record_exception=False,
-            ):
-                await send(message)
+                if kind == "websocket.close" and self.close_code is None:
+                    self.close_code = message.get("code", 1000)
+                    self.close_initiator = vocab.INITIATOR_SERVER
+                span = None
+            await run_in_span(span, send(message))
 
         return traced_send
 
-    async def _accept(self, send: Any, message: Any) -> None:
-        stack = capture_stack() if self.middleware.config.handshake_stack else []
-        with self.tracer.start_as_current_span(
-            vocab.WS_ACCEPT, attributes={vocab.SOURCE: vocab.SOURCE_ASGI}, record_exception=False
-        ) as span:
-            if stack:
-                functions, files, lines = zip(*stack, strict=True)
-                span.add_event(
-                    vocab.EVENT_HANDSHAKE_STACK,
-                    {
-                        vocab.STACK_FUNCTIONS: list(functions),
-                        vocab.STACK_FILES: list(files),
-                        vocab.STACK_LINES: list(lines),
-                    },
-                )
-            await send(message)
+    def _open_send(self, message: dict[str, Any]) -> Any:
+        data = message.get("text")
+        message_type = "text" if data is not None else "binary"
+        if data is None:
+            data = message.get("bytes") or b""
+        recipients = _asgi_broadcast.get()
+        if recipients is not None:
+            recipients.append(1)
+            parent = trace.get_current_span()  # the ws.broadcast span
+        else:
+            parent = self.message_span or trace.get_current_span()
+        return self.tracer.start_span(
+            vocab.WS_MESSAGE_SEND,
+            context=trace.set_span_in_context(parent),
+            attributes={
+                vocab.WS_MESSAGE_TYPE: message_type,
+                vocab.WS_MESSAGE_SIZE: len(data),
+                vocab.SOURCE: vocab.SOURCE_ASGI,
+            },
+        )
+
+    def _open_accept(self) -> Any:
+        span = self.tracer.start_span(vocab.WS_ACCEPT, attributes={vocab.SOURCE: vocab.SOURCE_ASGI})
+        if self.middleware.config.handshake_stack:
+            functions, files, lines = zip(*capture_stack(), strict=True)
+            span.add_event(
+                vocab.EVENT_HANDSHAKE_STACK,
+                {
+                    vocab.STACK_FUNCTIONS: list(functions),
+                    vocab.STACK_FILES: list(files),
+                    vocab.STACK_LINES: list(lines),
+                },
+            )
+        return span
 
 
 @contextlib.contextmanager
