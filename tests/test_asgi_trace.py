@@ -649,3 +649,36 @@ def test_middleware_failures_never_reach_the_app(monkeypatch: pytest.MonkeyPatch
     assert errors.counts.get("asgi.accept", 0) == 1
     assert errors.counts.get("asgi.layer", 0) >= 1
     assert tracker.open == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "inside", "outside"),
+    [({"shape": "message"}, 0, 3), ({"max_messages_per_trace": 2}, 2, 1), ({}, 3, 0)],
+)
+def test_middleware_alone_follows_the_trace_shape(options, inside, outside) -> None:
+    provider, exporter, tracker = make_provider()
+    app = FastAPI(telemetry={"tracing": False})
+
+    @app.websocket("/ws")
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        for _ in range(3):
+            await websocket.send_text(await websocket.receive_text())
+
+    client = TestClient(tracer.TracingMiddleware(app, tracer_provider=provider, **options))
+    with client, client.websocket_connect("/ws") as ws:
+        for n in range(3):
+            ws.send_text(str(n))
+            assert ws.receive_text() == str(n)
+    spans = exporter.get_finished_spans()
+    (conn,) = [s for s in spans if s.name == vocab.CONNECTION]
+    messages = [s for s in spans if s.name == vocab.WS_MESSAGE_RECEIVE]
+    mine = [m for m in messages if m.context.trace_id == conn.context.trace_id]
+    own = [m for m in messages if m.context.trace_id != conn.context.trace_id]
+    assert (len(mine), len(own)) == (inside, outside)
+    for message in own:
+        assert message.parent is None
+        assert message.links[0].context.span_id == conn.context.span_id
+        sends = [s for s in spans if s.parent and s.parent.span_id == message.context.span_id]
+        assert [s.name for s in sends] == [vocab.WS_MESSAGE_SEND]
+    assert tracker.open == {}

@@ -41,7 +41,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tracer import vocab
 from tracer._contain import errors
 from tracer.config import TracerConfig
-from tracer.recorder import capture_stack, code_attributes, current_handling
+from tracer.recorder import SdkParts, capture_stack, code_attributes, current_handling
 
 Scope = dict[str, Any]
 
@@ -417,6 +417,8 @@ class _AsgiConnection:
         self.close_code: int | None = None
         self.close_initiator: str | None = None
         self.messages = 0
+        self.handling_message = False
+        """Between a data message's delivery and the next receive (its span may be unsampled)."""
 
     async def run(self, receive: Any, send: Any) -> None:
         try:
@@ -493,6 +495,7 @@ class _AsgiConnection:
         ).end(end_time=now)
 
     def _end_message(self, at: int) -> None:
+        self.handling_message = False
         if self.message_span is not None:
             self.message_span.end(end_time=at)
             self.message_span = None
@@ -519,20 +522,50 @@ class _AsgiConnection:
                 data = message.get("bytes") or b""
                 message_type = "binary"
             self.messages += 1
-            self.message_span = self.tracer.start_span(
-                vocab.WS_MESSAGE_RECEIVE,
-                context=trace.set_span_in_context(self.connection_span),
-                kind=SpanKind.SERVER,
-                attributes={
-                    vocab.WS_MESSAGE_TYPE: message_type,
-                    vocab.WS_MESSAGE_SIZE: len(data),
-                    vocab.MESSAGE_INDEX: self.messages,
-                    vocab.SOURCE: vocab.SOURCE_ASGI,
-                },
-            )
+            attributes: dict[str, Any] = {
+                vocab.WS_MESSAGE_TYPE: message_type,
+                vocab.WS_MESSAGE_SIZE: len(data),
+                vocab.MESSAGE_INDEX: self.messages,
+                vocab.SOURCE: vocab.SOURCE_ASGI,
+            }
+            self.message_span = self._open_message(attributes)
+            self.handling_message = True
         elif kind == "websocket.disconnect" and self.close_code is None:
             self.close_code = message.get("code", 1005)
             self.close_initiator = vocab.INITIATOR_CLIENT
+
+    def _open_message(self, attributes: dict[str, Any]) -> Any:
+        """Under the connection, or — in ``message`` shape, or past the per-trace cap — as the
+        root of its own trace linked to the connection, as the server layer does."""
+        config = self.middleware.config
+        connection = self.connection_span
+        overflow = self.messages > config.max_messages_per_trace
+        if config.shape != vocab.SHAPE_MESSAGE and not overflow:
+            return self.tracer.start_span(
+                vocab.WS_MESSAGE_RECEIVE,
+                context=trace.set_span_in_context(connection),
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+            )
+        if overflow and config.shape != vocab.SHAPE_MESSAGE:
+            attributes[vocab.MESSAGES_OVERFLOWED] = True
+        inherit = config.message_sampling == "inherit"
+        if inherit and not connection.is_recording():
+            return None
+        links = [trace.Link(connection.get_span_context(), {"wstrace.link": "handshake"})]
+        sdk = SdkParts.of(self.tracer)
+        if sdk is not None:
+            root = sdk.root(
+                vocab.WS_MESSAGE_RECEIVE, time_ns(), attributes, links, SpanKind.SERVER, inherit
+            )
+            return root if root.is_recording() else None
+        return self.tracer.start_span(
+            vocab.WS_MESSAGE_RECEIVE,
+            context=otel_context.Context(),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            links=links,
+        )
 
     def _send(self, send: Any) -> Any:
         async def traced_send(message: Any) -> None:
@@ -559,6 +592,8 @@ class _AsgiConnection:
         if recipients is not None:
             recipients.append(1)
             parent = trace.get_current_span()  # the ws.broadcast span
+        elif self.handling_message and self.message_span is None:
+            return None  # a send caused by a message whose trace was not sampled
         else:
             parent = self.message_span or trace.get_current_span()
         return self.tracer.start_span(

@@ -58,6 +58,7 @@ __all__ = [
     "InMessage",
     "PendingSpan",
     "Recorder",
+    "SdkParts",
     "SendRecord",
     "capture_stack",
     "code_attributes",
