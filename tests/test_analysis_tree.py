@@ -193,3 +193,27 @@ def test_hostile_strings_are_shown_not_executed(tmp_path: Path, color: bool) -> 
         assert "\x1b[31mred" not in text  # Rich's own styling is there, the data's is not
     else:
         assert "\x1b" not in text
+
+
+def test_narrow_terminal_keeps_durations_with_their_units() -> None:
+    """At 80 columns the name column shrinks so that shallow rows keep duration and bar."""
+    import io
+    import re
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from tracer.analysis.tree import connection_tree
+    from tracer.export.reader import load
+
+    sample = Path(__file__).resolve().parent.parent / "traces/samples"
+    traces = load([sample / "demo-httptools-websockets-sansio.otlp.jsonl"])
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(
+        connection_tree(traces, traces.connection(2))
+    )
+    lines = out.getvalue().splitlines()
+    for stage in ("ws.handshake", "ws.protocol.switch", "ws.message.receive", "ws.close"):
+        (line,) = [ln for ln in lines if re.search(rf"── {re.escape(stage)}\s", ln)][:1]
+        assert re.search(r"\d (ms|µs|ns|s)\s+[█·]", line), line
+        assert len(line) <= 80

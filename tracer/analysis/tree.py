@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.cells import cell_len
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -293,8 +293,10 @@ def _name_width(row: _Row) -> int:
 
 
 def _to_tree(row: _Row, width: int, tree: Tree | None = None) -> Tree:
-    pad = max(1, width - GUIDE_WIDTH * row.depth - cell_len(row.name) + 2)
-    markup = f"[{row.style}]{escape(row.name)}[/{row.style}]{' ' * pad}{row.columns}"
+    pad = width - GUIDE_WIDTH * row.depth - cell_len(row.name) + 2
+    # A name longer than the column pushes its columns right: drop their alignment padding.
+    columns = row.columns if pad >= 2 else row.columns.lstrip()
+    markup = f"[{row.style}]{escape(row.name)}[/{row.style}]{' ' * max(2, pad)}{columns}"
     # One line per span, cut with … on a narrow terminal rather than wrapped under the guides.
     label = Text.from_markup(markup, overflow="ellipsis")
     label.no_wrap = True
@@ -317,11 +319,32 @@ def _notes(elided: _Elided, options: TreeOptions) -> list[str]:
     return notes
 
 
+class _TreeView:
+    """The tree, laid out for the width it is printed at.
+
+    The name column is as wide as the widest name, but never so wide that the duration and the
+    bar no longer fit: on a narrow terminal it shrinks, and the few rows whose name is longer
+    push their own columns right instead of every row losing its timings.
+    """
+
+    def __init__(self, row: _Row, elided: _Elided, options: TreeOptions, header: str) -> None:
+        self.row = row
+        self.elided = elided
+        self.options = options
+        self.header = header
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        timing = 10 + 2 + self.options.bar_width + 2  # duration, gap, bar, gap
+        room = max(16, options.max_width - timing)
+        width = min(NAME_COLUMN_MAX, _name_width(self.row), room)
+        yield Text.from_markup(self.header)
+        yield _to_tree(self.row, width)
+        for note in _notes(self.elided, self.options):
+            yield Text.from_markup(f"[dim italic]{note}[/dim italic]")
+
+
 def _render(row: _Row, elided: _Elided, options: TreeOptions, header: str) -> RenderableType:
-    width = min(NAME_COLUMN_MAX, _name_width(row))
-    parts: list[RenderableType] = [header, _to_tree(row, width)]
-    parts.extend(f"[dim italic]{note}[/dim italic]" for note in _notes(elided, options))
-    return Group(*parts)
+    return _TreeView(row, elided, options, header)
 
 
 def connection_header(conn: Connection) -> str:
