@@ -11,9 +11,9 @@ Rules: the first bid must be at least the starting price, each later one at leas
 bid plus the auction's minimum increment; bids at or after ``created_at + duration_s`` are
 refused (chat stays open). Accepted bids and chat go to the whole room, the sender included;
 a refused input gets an ``error`` message to its sender only, and the connection stays open.
-A bid is checked and stored in one SQLite transaction and broadcast while the room manager's
-lock is held, so concurrent bidders produce one strictly increasing history that every member
-receives in the same order.
+A bid is checked and stored in one SQLite transaction and broadcast while its room's lock is
+held, so concurrent bidders produce one strictly increasing history that every member receives
+in the same order.
 
 Unknown auction ids are refused during the handshake, before any ``accept``, so no WebSocket
 is ever opened for them. The app answers with the ASGI WebSocket Denial Response extension:
@@ -170,7 +170,7 @@ def create_app(
         """Broadcast what the auction accepts; tell the sender alone what it refuses."""
         try:
             action = parse_client_message(data)
-            async with manager.lock:
+            async with manager.lock_for(auction_id):
                 await manager.broadcast(record(action, int(auction_id)), auction_id)
         except Rejected as rejected:
             await websocket.send_text(dumps(error_event(rejected)))

@@ -18,23 +18,28 @@ log = logging.getLogger(__name__)
 class ConnectionManager:
     """Rooms of open WebSockets, one room per auction id.
 
-    ``lock`` orders everything that reaches a room: a caller holds it while it records a bid or
-    a chat line and broadcasts it, and :meth:`connect` holds it while it sends the joiner the
-    room's state. So every member sees the room's messages in the same order (the order they
-    were accepted in), and a joiner sees each bid exactly once: in its state, or broadcast after.
+    Each room has a lock (:meth:`lock_for`) that orders everything reaching it: a caller holds
+    it while it records a bid or a chat line and broadcasts it, and :meth:`connect` holds it
+    while it sends the joiner the room's state. So every member sees the room's messages in the
+    same order (the order they were accepted in), a joiner sees each bid exactly once (in its
+    state, or broadcast after), and a slow reader in one room never delays another room.
     """
 
     def __init__(self) -> None:
         self.rooms: dict[str, list[WebSocket]] = {}
         self._room_of: dict[WebSocket, str] = {}
-        self.lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock_for(self, auction_id: str) -> asyncio.Lock:
+        """The lock that orders what reaches one room."""
+        return self._locks.setdefault(auction_id, asyncio.Lock())
 
     async def connect(
         self, websocket: WebSocket, auction_id: str, greeting: Callable[[], dict[str, Any]]
     ) -> None:
         """Accept the handshake, send the joiner ``greeting()`` and add it to the room."""
         await websocket.accept()
-        async with self.lock:
+        async with self.lock_for(auction_id):
             self.rooms.setdefault(auction_id, []).append(websocket)
             self._room_of[websocket] = auction_id
             await self._send(websocket, dumps(greeting()))
