@@ -565,3 +565,27 @@ def test_frames_of_unread_messages_are_bounded_per_connection() -> None:
     assert recorded <= 4096 + 2 * 256 < messages * fragments
     assert sum(m.attributes.get(vocab.FRAMES_DROPPED, 0) for m in received) > 0
     assert_all_ended(t)
+
+
+def test_opentelemetry_instrument_loads_it() -> None:
+    """`opentelemetry-instrument python app.py` finds the entry point and installs the hooks."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    launcher = Path(sys.executable).parent / "opentelemetry-instrument"
+    probe = (
+        "from tracer import WebSocketInstrumentor\n"
+        "import uvicorn.protocols.http.h11_impl as h11_impl\n"
+        "print(WebSocketInstrumentor().is_instrumented_by_opentelemetry,"
+        " type(h11_impl.H11Protocol.__dict__['data_received']).__name__)\n"
+    )
+    result = subprocess.run(
+        [str(launcher), sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi,asgi"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "FunctionWrapper"]
