@@ -682,3 +682,36 @@ def test_middleware_alone_follows_the_trace_shape(options, inside, outside) -> N
         sends = [s for s in spans if s.parent and s.parent.span_id == message.context.span_id]
         assert [s.name for s in sends] == [vocab.WS_MESSAGE_SEND]
     assert tracker.open == {}
+
+
+def test_handshake_stacks_are_per_app(tmp_path) -> None:
+    """Stacks are reused only for the same app: another app running the same endpoint code
+    through a different middleware stack gets its own, walked live."""
+    from demo_app.app import create_app
+
+    stamped = auction_app(tmp_path)  # with StampMiddleware
+    plain = create_app(str(tmp_path / "plain.db"), seed=False)
+
+    def stacks(app) -> list[list[str]]:
+        with traced() as t, run_server(app) as server:
+
+            async def join_twice() -> None:
+                auction = await create_auction(server.http_url)
+                for _ in range(2):
+                    async with connect(f"{server.ws_url}/ws/auction/{auction}") as client:
+                        await asyncio.wait_for(client.recv(), 5)
+
+            asyncio.run(join_twice())
+            wait_until(closed_connections(t, 2))
+        return [
+            list(e.attributes[vocab.STACK_FUNCTIONS])
+            for s in t.named(vocab.WS_ACCEPT)
+            for e in s.events
+        ]
+
+    first, second = stacks(stamped)
+    assert first == second
+    assert any(f.endswith("StampMiddleware.__call__") for f in first)
+    (plain_first, plain_second) = stacks(plain)
+    assert plain_first == plain_second
+    assert not any(f.endswith("StampMiddleware.__call__") for f in plain_first)

@@ -609,7 +609,8 @@ class _AsgiConnection:
     def _open_accept(self) -> Any:
         span = self.tracer.start_span(vocab.WS_ACCEPT, attributes={vocab.SOURCE: vocab.SOURCE_ASGI})
         if self.middleware.config.handshake_stack:
-            functions, files, lines = zip(*capture_stack(), strict=True)
+            stack = capture_stack(app=self.middleware.app)
+            functions, files, lines = zip(*stack, strict=True)
             span.add_event(
                 vocab.EVENT_HANDSHAKE_STACK,
                 {

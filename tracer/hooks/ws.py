@@ -210,7 +210,7 @@ async def _traced_run_asgi(
 ) -> Any:
     context_token = chain_token = None
     try:
-        record.on_app_start(time_ns())
+        record.on_app_start(time_ns(), getattr(instance, "app", None))
         if record.app_span is not None:
             # Spans made inside the app (the ASGI chain, FastAPI's own telemetry, other
             # instrumentations) join this connection's trace under asgi.app.

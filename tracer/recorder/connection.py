@@ -59,6 +59,7 @@ class ConnectionRecord:
         "accept_parent",
         "accept_stack",
         "accept_start",
+        "app",
         "app_done",
         "app_end",
         "app_span",
@@ -184,6 +185,7 @@ class ConnectionRecord:
         self.accept_parent: Any = None
 
         # App.
+        self.app: Any = None
         self.app_span: Any = None
         self.app_started = False
         self.app_done = False
@@ -558,8 +560,9 @@ class ConnectionRecord:
         """Mark the running app task as owned by the server layer (an inert connection)."""
         _handling.set(Handling(self, None))
 
-    def on_app_start(self, at: int) -> Any:
+    def on_app_start(self, at: int, app: Any = None) -> Any:
         self.app_started = True
+        self.app = app
         if self.recording:
             attrs = {**self.ws_code.get(vocab.ASGI_APP, {}), vocab.URL_PATH: self.path or ""}
             self.app_span = self.recorder.start(vocab.ASGI_APP, self.span, at, attrs)
@@ -597,7 +600,7 @@ class ConnectionRecord:
                 self.accept_parent = current  # the innermost ASGI layer (TracingMiddleware)
             if self.config.handshake_stack and self.recording:
                 # The server's send is being entered, not yet running: it is the innermost frame.
-                self.accept_stack = capture_stack()
+                self.accept_stack = capture_stack(app=self.app)
                 if self.send_frame is not None:
                     self.accept_stack.append(self.send_frame)
         return None

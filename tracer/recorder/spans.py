@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from time import time_ns
@@ -253,14 +254,42 @@ _SKIP = ("", "", 0)
 _stack_rows: dict[tuple[Any, int], tuple[str, str, int]] = {}
 
 
-def capture_stack(skip: int = 1) -> list[tuple[str, str, int]]:
+_PROBE_DEPTH = 8
+_stacks: weakref.WeakKeyDictionary[Any, dict[Any, tuple[tuple[str, str, int], ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""app -> (its innermost call sites -> the whole stack) for stacks already walked."""
+
+
+def capture_stack(skip: int = 1, app: Any = None) -> list[tuple[str, str, int]]:
     """The live Python stack, outermost first, without wstrace's own frames.
 
     Coroutine frames chain through ``f_back`` while they run, so inside the server's
     ``send`` this walks the whole ASGI chain up to the event loop's ``_run``.
+
+    Walking materialises a frame object for every coroutine on the way, and each stays alive
+    as long as its coroutine: for the ASGI chain, the whole connection.  So with ``app`` (the
+    ASGI app the connection runs), the innermost few call sites are read and, if this app
+    reached ``accept`` through them before, the stack walked then — the same code, hence the
+    same rows — is returned without walking the rest.
     """
-    frames: list[tuple[str, str, int]] = []
     frame = sys._getframe(skip)
+    known = None
+    probe: tuple[Any, ...] = ()
+    if app is not None:
+        sites = []
+        innermost: Any = frame
+        while innermost is not None and len(sites) < _PROBE_DEPTH:
+            sites.append((innermost.f_code, innermost.f_lasti))
+            innermost = innermost.f_back
+        probe = tuple(sites)
+        try:
+            known = _stacks.setdefault(app, {})
+        except TypeError:  # an app that cannot be weakly referenced: walk every time
+            known = None
+        if known is not None and probe in known:
+            return list(known[probe])
+    frames: list[tuple[str, str, int]] = []
     while frame is not None:
         code = frame.f_code
         key = (code, frame.f_lasti)
@@ -278,4 +307,6 @@ def capture_stack(skip: int = 1) -> list[tuple[str, str, int]]:
             frames.append(row)
         frame = frame.f_back
     frames.reverse()
+    if known is not None and len(known) < 64:
+        known[probe] = tuple(frames)
     return frames
