@@ -74,8 +74,10 @@ _chain_tracer: contextvars.ContextVar[ChainSpans | None] = contextvars.ContextVa
 """How the traced WebSocket connection running in this task opens chain spans, if it is."""
 
 
-async def _in_span(chain: ChainSpans, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
-    return await run_in_span(errors.call("asgi.layer", chain.open, name, attrs), awaitable)
+def _in_span(chain: ChainSpans, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
+    """``awaitable`` inside a new chain span.  Not a coroutine itself: one coroutine per layer
+    (each lives as long as the connection) rather than two."""
+    return run_in_span(errors.call("asgi.layer", chain.open, name, attrs), awaitable)
 
 
 async def run_in_span(span: Any, awaitable: Any) -> Any:
