@@ -589,3 +589,31 @@ def test_opentelemetry_instrument_loads_it() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "FunctionWrapper"]
+
+
+def test_a_missing_hook_target_degrades_one_stage_only(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An internal name that moved in another version: one warning, the rest still traced."""
+    from tracer.hooks.patching import Patch
+
+    real = ws_hooks.patches
+
+    def with_a_moved_target(name: str) -> list[Patch]:
+        found = real(name)
+        if name == "wsproto":
+            found.append(Patch(ws_hooks.FAMILIES[name].module, "WSProtocol.renamed_away", print))
+        return found
+
+    monkeypatch.setattr(ws_hooks, "patches", with_a_moved_target)
+    with caplog.at_level("WARNING", logger="wstrace"), traced() as t:
+        assert t.instrumentor.missing == [
+            "uvicorn.protocols.websockets.wsproto_impl:WSProtocol.renamed_away"
+        ]
+        with run_server(echo_app(), ws="wsproto") as server:
+            assert asyncio.run(echo_once(server.ws_url)) == "hello"
+            wait_until(closed_connections(t, 1))
+    warnings = [r for r in caplog.records if "renamed_away" in r.getMessage()]
+    assert len(warnings) == 1
+    assert {s.name for s in t.spans} >= {vocab.WS_HANDSHAKE, vocab.WS_MESSAGE_RECEIVE}
+    assert_all_ended(t)
