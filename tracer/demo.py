@@ -96,10 +96,17 @@ class _KnownUpstreamNoise(logging.Filter):
 
 
 @contextlib.contextmanager
-def serving(app: Any, *, host: str, port: int, http: str, ws: str) -> Iterator[Running]:
-    """uvicorn in a background thread, so spans stay in this process's provider."""
+def serving(
+    app: Any, *, host: str, port: int, http: Any, ws: Any, **options: Any
+) -> Iterator[Running]:
+    """uvicorn in a background thread, so spans stay in this process's provider.
+
+    ``options`` go to ``uvicorn.Config`` (``ws_max_size``, ``lifespan``…); the log level
+    defaults to warnings.
+    """
     check_port(host, port)
-    config = uvicorn.Config(app, host=host, port=port, http=http, ws=ws, log_level="warning")
+    options.setdefault("log_level", "warning")
+    config = uvicorn.Config(app, host=host, port=port, http=http, ws=ws, **options)
     server = uvicorn.Server(config)
     noise = _KnownUpstreamNoise()
     logging.getLogger("uvicorn.error").addFilter(noise)
