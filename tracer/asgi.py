@@ -336,6 +336,8 @@ class TracingMiddleware:
         self.tracer = trace.get_tracer(
             vocab.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
         )
+        self.sdk = SdkParts.of(self.tracer)
+        """For message-trace roots; resolved once, not per message."""
 
     def __getattr__(self, name: str) -> Any:
         # Let code that reaches through to the app (``app.state``, ``app.routes``…) keep working.
@@ -555,7 +557,7 @@ class _AsgiConnection:
         if inherit and not connection.is_recording():
             return None
         links = [trace.Link(connection.get_span_context(), {"wstrace.link": "handshake"})]
-        sdk = SdkParts.of(self.tracer)
+        sdk = self.middleware.sdk
         if sdk is not None:
             root = sdk.root(
                 vocab.WS_MESSAGE_RECEIVE, time_ns(), attributes, links, SpanKind.SERVER, inherit
