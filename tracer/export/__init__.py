@@ -2,6 +2,8 @@
 
 - :mod:`tracer.export.otlp_file` — ``OTLPJsonFileExporter``, a ``SpanExporter`` writing
   ``traces/*.otlp.jsonl``.
+- :mod:`tracer.export.offload` — ``SubprocessExporter``: any exporter, run in a child process
+  so the traced server does not pay for encoding.
 - :mod:`tracer.export.reader` — ``load(paths) -> TraceSet``, ``TraceFileError``.
 - :mod:`tracer.export.traceset` — ``TraceSet`` and ``Connection``: spans grouped for reading.
 - :mod:`tracer.export.perfetto` — ``to_chrome_trace(traces)`` for ui.perfetto.dev.
@@ -16,6 +18,7 @@ from typing import Any
 
 _EXPORTS = {
     "OTLPJsonFileExporter": "tracer.export.otlp_file",
+    "SubprocessExporter": "tracer.export.offload",
     "load": "tracer.export.reader",
     "read_spans": "tracer.export.reader",
     "TraceFileError": "tracer.export.reader",

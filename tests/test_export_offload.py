@@ -1,0 +1,178 @@
+"""SubprocessExporter: spans encoded in a child process come out exactly as encoded in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import websockets
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tracer
+from tests.golden import synthetic
+from tests.support.apps import echo_app
+from tests.support.server import run_server
+from tracer.export.offload import SubprocessExporter
+from tracer.export.otlp_json import spans_to_otlp_line
+
+
+def spans_of(lines: str) -> dict[str, dict[str, Any]]:
+    """Every span of OTLP/JSON lines by span id, with its resource and scope attached."""
+    found: dict[str, dict[str, Any]] = {}
+    for line in lines.splitlines():
+        for rs in json.loads(line)["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                for span in ss["spans"]:
+                    found[span["spanId"]] = {
+                        **span, "resource": rs["resource"], "scope": ss.get("scope")
+                    }
+    return found
+
+
+def synthetic_spans() -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    synthetic.small(memory)
+    # One more with limits exceeded: dropped counts must travel too.
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=2, max_events=1))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("limits").start_as_current_span("limited") as span:
+        span.set_attributes({"a": 1, "b": 2, "c": 3})
+        span.add_event("first")
+        span.add_event("second")
+    return list(memory.get_finished_spans())
+
+
+def test_one_batch_is_byte_for_byte_the_in_process_line(tmp_path: Path) -> None:
+    spans = synthetic_spans()
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert exporter.path is not None
+    written = exporter.path.read_text(encoding="utf-8")
+    assert written == spans_to_otlp_line(spans)
+    limited = next(s for s in spans_of(written).values() if s["name"] == "limited")
+    assert limited["droppedAttributesCount"] == 1 and limited["droppedEventsCount"] == 1
+
+
+def test_a_traced_connection_through_a_batch_processor(tmp_path: Path) -> None:
+    memory = InMemorySpanExporter()
+    exporter = SubprocessExporter.otlp_file(directory=tmp_path)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracer.instrument(tracer_provider=provider)
+    try:
+        app = tracer.TracingMiddleware(echo_app(), tracer_provider=provider)
+        with run_server(app, http="httptools", ws="websockets-sansio") as server:
+
+            async def talk() -> None:
+                async with websockets.connect(f"{server.ws_url}/echo") as ws:
+                    for n in range(5):
+                        await ws.send(f"hello {n}")
+                        assert await ws.recv() == f"hello {n}"
+
+            asyncio.run(talk())
+    finally:
+        tracer.uninstrument()
+    provider.shutdown()
+    assert exporter.path is not None
+    child = spans_of(exporter.path.read_text(encoding="utf-8"))
+    here = spans_of(spans_to_otlp_line(memory.get_finished_spans()))
+    assert len(child) > 20
+    assert {s["name"] for s in child.values()} >= {
+        "ws.connection", "ws.message.receive", "ws.frame.receive", "ws.message.send"
+    }
+    assert child == here
+
+
+def test_a_value_pickle_cannot_carry_travels_as_text(tmp_path: Path) -> None:
+    class Opaque:  # local: pickle cannot name it
+        def __str__(self) -> str:
+            return "opaque <value>"
+
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.get_tracer("t").start_span("plain").end()
+    (span,) = memory.get_finished_spans()
+    odd = ReadableSpan(
+        name="odd",
+        context=span.context,
+        resource=span.resource,
+        attributes={"weird": Opaque(), "fine": 7},  # type: ignore[dict-item]
+        start_time=1,
+        end_time=2,
+    )
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export([odd]) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert exporter.path is not None
+    (written,) = spans_of(exporter.path.read_text(encoding="utf-8")).values()
+    values = {a["key"]: a["value"] for a in written["attributes"]}
+    assert values == {"weird": {"stringValue": "opaque <value>"}, "fine": {"intValue": "7"}}
+
+
+def test_force_flush_returns_when_the_file_has_everything(tmp_path: Path) -> None:
+    spans = synthetic_spans()
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    for _ in range(20):
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.force_flush(timeout_millis=30_000)
+    assert exporter.path is not None
+    assert len(spans_of(exporter.path.read_text(encoding="utf-8"))) == len(spans)
+    lines = exporter.path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 20
+    exporter.shutdown()
+
+
+def test_ctrl_c_to_the_process_group_loses_nothing(tmp_path: Path) -> None:
+    spans = synthetic_spans()
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    exporter.export(spans)
+    assert exporter.force_flush()
+    assert exporter.child_pid is not None
+    os.kill(exporter.child_pid, signal.SIGINT)  # what a terminal's Ctrl-C does to it
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert exporter.path is not None
+    assert len(exporter.path.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_a_dead_export_process_fails_exports_without_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spans = synthetic_spans()
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.child_pid is not None
+    child = psutil.Process(exporter.child_pid)
+    os.kill(exporter.child_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while child.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with caplog.at_level(logging.ERROR, logger="tracer.export.offload"):
+        results = [exporter.export(spans) for _ in range(5)]
+    assert results == [SpanExportResult.FAILURE] * 5
+    failures = [r for r in caplog.records if "export process failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert exporter.force_flush() is False
+    exporter.shutdown()
+
+
+def test_no_process_until_the_first_span(tmp_path: Path) -> None:
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export([]) is SpanExportResult.SUCCESS
+    assert exporter.child_pid is None
+    assert exporter.force_flush() is True
+    exporter.shutdown()
+    assert not (tmp_path / "out.otlp.jsonl").exists()

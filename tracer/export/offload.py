@@ -1,0 +1,385 @@
+"""Export from a child process: the traced server only copies finished spans out.
+
+Encoding a span as OTLP (JSON or protobuf) is pure Python work, about 15–40 µs a span.  On a
+span processor's thread it still holds the GIL, so every microsecond of it is taken from the
+server's event loop.  :class:`SubprocessExporter` is a ``SpanExporter`` for any span processor
+that pickles each batch of finished spans down a pipe (C code, a few µs a span) and lets a
+child process run the real exporter — :class:`~tracer.export.otlp_file.OTLPJsonFileExporter`,
+the OTLP/HTTP exporter, any ``SpanExporter`` the child can import::
+
+    exporter = SubprocessExporter.otlp_file(directory="traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+
+The pipe is the only buffer between the two: when the child falls behind, writes block the
+span processor's thread (never the event loop) and the processor's bounded queue drops spans,
+as it would for a slow collector.  If the child dies, exports fail and are logged once; the
+server carries on.
+
+Wire format, parent → child (stdin): messages of a 4-byte big-endian length and a pickle of a
+tuple whose first item says what it is:
+
+- ``("config", "module:factory", kwargs)`` — once, first: build the real exporter;
+- ``("spans", [ReadableSpan, ...])`` — export these (see :data:`_REDUCERS` for how SDK-internal
+  objects, which hold locks, travel);
+- ``("flush", n)`` — export what came before, then write ``n`` as a line on stdout.
+
+End of input means shut down: the child shuts its exporter down and exits.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import logging
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from importlib import import_module
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+logger = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+OTLP_FILE_FACTORY = "tracer.export.otlp_file:OTLPJsonFileExporter"
+OTLP_HTTP_FACTORY = "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter"
+_AUTO_INSTRUMENTATION = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
+
+
+class SubprocessExporter(SpanExporter):
+    """Hand spans to ``factory(**kwargs)`` running in a child Python process.
+
+    ``factory`` is ``"module:callable"`` returning a ``SpanExporter``; ``kwargs`` must be
+    picklable.  The child is started on the first export, and again after a ``fork()``, so each
+    process has its own.  Thread-safe.
+    """
+
+    path: Path | None = None
+    """The file written, for exporters made by :meth:`otlp_file`."""
+
+    def __init__(self, factory: str, **kwargs: Any) -> None:
+        self._factory = factory
+        self._kwargs = kwargs
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._pid = 0
+        self._flushes = 0
+        self._failed = False
+        self._shutdown = False
+
+    @classmethod
+    def otlp_file(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        directory: str | os.PathLike[str] = "traces",
+        prefix: str = "wstrace",
+    ) -> SubprocessExporter:
+        """An :class:`~tracer.export.otlp_file.OTLPJsonFileExporter` in a child process.
+
+        The file is named here (with this process's id), so :attr:`path` is known at once.
+        """
+        from tracer.export.otlp_file import default_file_name
+
+        target = Path(path) if path is not None else Path(directory) / default_file_name(prefix)
+        exporter = cls(OTLP_FILE_FACTORY, path=str(target))
+        exporter.path = target
+        return exporter
+
+    @property
+    def child_pid(self) -> int | None:
+        """The child's process id, once started (for CPU accounting of the export work)."""
+        return self._child.pid if self._child is not None else None
+
+    # --- SpanExporter -------------------------------------------------------------------------
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if not spans:
+            return SpanExportResult.SUCCESS
+        with self._lock:
+            if self._shutdown or self._failed:
+                return SpanExportResult.FAILURE
+            try:
+                self._ensure_child()
+                try:
+                    payload = _dumps(("spans", list(spans)))
+                except (pickle.PicklingError, TypeError, AttributeError, ValueError):
+                    # Something in an attribute pickle cannot carry: send plain copies.
+                    payload = _dumps(("spans", [_plain_span(span) for span in spans]))
+                self._send_payload(payload)
+            except Exception as exc:
+                return self._fail("export", exc)
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until the child has exported everything sent so far."""
+        with self._lock:
+            if self._child is None or self._failed:
+                return not self._failed
+            self._flushes += 1
+            ticket = self._flushes
+            try:
+                self._send_payload(_dumps(("flush", ticket)))
+                return self._await_ticket(ticket, timeout_millis / 1000)
+            except Exception as exc:
+                self._fail("flush", exc)
+                return False
+
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Close the pipe and wait for the child to export the rest and exit."""
+        with self._lock:
+            if self._shutdown:
+                return
+            self._shutdown = True
+            child, self._child = self._child, None
+        if child is None or child.poll() is not None:
+            return
+        try:
+            if child.stdin is not None:
+                child.stdin.close()
+            child.wait(timeout=timeout_millis / 1000)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            logger.warning("wstrace export process did not finish (%r); stopping it", exc)
+            child.kill()
+            child.wait()
+        finally:
+            if child.stdout is not None:
+                child.stdout.close()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _ensure_child(self) -> None:
+        if self._child is not None and self._pid == os.getpid():
+            return
+        # First export, or a fork: the parent's child is not ours.
+        self._pid = os.getpid()
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "tracer.export.offload"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_child_environment(),
+            close_fds=True,
+        )
+        self._send_payload(_dumps(("config", self._factory, self._kwargs)))
+
+    def _send_payload(self, payload: bytes) -> None:
+        assert self._child is not None and self._child.stdin is not None
+        self._child.stdin.write(_LENGTH.pack(len(payload)) + payload)
+        self._child.stdin.flush()
+
+    def _await_ticket(self, ticket: int, timeout: float) -> bool:
+        assert self._child is not None and self._child.stdout is not None
+        out = self._child.stdout
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready, _, _ = select.select([out], [], [], remaining)
+            if not ready:
+                return False
+            line = out.readline()
+            if not line:
+                raise EOFError("export process exited")
+            if int(line) >= ticket:
+                return True
+
+    def _fail(self, where: str, exc: BaseException) -> SpanExportResult:
+        if not self._failed:
+            code = self._child.poll() if self._child is not None else None
+            logger.error(
+                "wstrace export process failed during %s (%r, exit status %s); "
+                "spans are dropped from now on",
+                where,
+                exc,
+                code,
+            )
+        self._failed = True
+        return SpanExportResult.FAILURE
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment without ``opentelemetry-instrument``'s start-up hook: the export
+    process must not instrument (or configure tracing for) itself."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    if path:
+        kept = [p for p in path.split(os.pathsep) if _AUTO_INSTRUMENTATION not in p]
+        env["PYTHONPATH"] = os.pathsep.join(kept)
+    return env
+
+
+# --- Pickling spans ---------------------------------------------------------------------------
+#
+# A ``ReadableSpan`` pickles as its instance dictionary, in C.  A few SDK objects it may refer
+# to hold a lock (which cannot be pickled) and travel as what they contain instead.  pickle
+# keeps one copy of an object it has seen in the same batch, so the resource and the scope
+# are written once per batch, and their reducers run once per batch too.
+
+
+def _bounded_attributes(attributes: dict[str, Any], maxlen: int | None, dropped: int) -> Any:
+    if not dropped:
+        return attributes
+    bounded = BoundedAttributes(maxlen=maxlen, attributes=attributes, immutable=False)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _reduce_bounded_attributes(attributes: BoundedAttributes) -> tuple[Any, ...]:
+    if not attributes.dropped:
+        return dict, (dict(attributes._dict),)
+    return _bounded_attributes, (dict(attributes._dict), attributes.maxlen, attributes.dropped)
+
+
+def _bounded_list(items: list[Any], maxlen: int | None, dropped: int) -> Any:
+    bounded = BoundedList(maxlen)
+    for item in items:
+        bounded.append(item)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _reduce_bounded_list(items: BoundedList) -> tuple[Any, ...]:
+    content = list(items._dq)
+    if not items.dropped:
+        return list, (content,)
+    return _bounded_list, (content, items._dq.maxlen, items.dropped)
+
+
+def _reduce_resource(resource: Resource) -> tuple[Any, ...]:
+    return Resource, (dict(resource.attributes), resource.schema_url)
+
+
+def _reduce_scope(scope: InstrumentationScope) -> tuple[Any, ...]:
+    attributes = dict(scope.attributes) if scope.attributes else None
+    return InstrumentationScope, (scope.name, scope.version, scope.schema_url, attributes)
+
+
+def _readable(span: ReadableSpan, attributes: Any = None, events: Any = None) -> ReadableSpan:
+    """A plain ``ReadableSpan`` with ``span``'s content (the SDK's live span holds a lock)."""
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span._attributes if attributes is None else attributes,  # keeps dropped
+        events=span._events if events is None else events,
+        links=span._links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _reduce_sdk_span(span: SdkSpan) -> tuple[Any, ...]:
+    return _readable(span).__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+
+
+_REDUCERS = {
+    BoundedAttributes: _reduce_bounded_attributes,
+    BoundedList: _reduce_bounded_list,
+    Resource: _reduce_resource,
+    InstrumentationScope: _reduce_scope,
+    SdkSpan: _reduce_sdk_span,
+}
+_DISPATCH = {**copyreg.dispatch_table, **_REDUCERS}
+
+
+def _dumps(message: tuple[Any, ...]) -> bytes:
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(message)
+    return buffer.getvalue()
+
+
+_PLAIN = (str, bool, int, float, bytes, type(None))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(v if isinstance(v, _PLAIN) else str(v) for v in value)
+    return str(value)
+
+
+def _plain_attributes(attributes: Any) -> dict[str, Any]:
+    return {str(key): _plain(value) for key, value in (attributes or {}).items()}
+
+
+def _plain_span(span: ReadableSpan) -> ReadableSpan:
+    """``span`` with every attribute value a plain one (unknown types become ``str``)."""
+    events = [
+        Event(event.name, _plain_attributes(event.attributes), event.timestamp)
+        for event in span.events
+    ]
+    return _readable(span, attributes=_plain_attributes(span.attributes), events=events)
+
+
+# --- The child ----------------------------------------------------------------------------------
+
+
+def _read_message(stream: BinaryIO) -> tuple[Any, ...] | None:
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    payload = stream.read(length)
+    if len(payload) < length:
+        return None
+    message: tuple[Any, ...] = pickle.loads(payload)
+    return message
+
+
+def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
+    module, _, name = factory.partition(":")
+    exporter: SpanExporter = getattr(import_module(module), name)(**kwargs)
+    return exporter
+
+
+def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """The export process: read messages until end of input, export, shut down."""
+    first = _read_message(stdin)
+    if first is None:
+        return 0
+    if first[0] != "config":
+        logger.error("wstrace export process: expected a config message, got %r", first[0])
+        return 2
+    exporter = _build_exporter(first[1], first[2])
+    try:
+        while (message := _read_message(stdin)) is not None:
+            if message[0] == "spans":
+                exporter.export(message[1])
+            elif message[0] == "flush":
+                exporter.force_flush()
+                stdout.write(b"%d\n" % message[1])
+                stdout.flush()
+    finally:
+        exporter.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the server shuts down and closes the pipe,
+    # and only then may this process finish, with everything written.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="wstrace export: %(message)s")
+    sys.exit(child_main(sys.stdin.buffer, sys.stdout.buffer))
