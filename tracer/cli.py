@@ -397,12 +397,21 @@ def serve(
     factory: Annotated[
         bool, typer.Option("--factory", help="MODULE:APP is a function that returns the app.")
     ] = False,
+    export_in_process: Annotated[
+        bool,
+        typer.Option(
+            "--export-in-process",
+            help="Encode and write spans in the server process instead of a helper process "
+            "(slower for the server; one process less).",
+        ),
+    ] = False,
 ) -> None:
     """Serve any ASGI app under uvicorn with tracing on, until Ctrl-C.
 
     The server hooks are installed and the app is wrapped in TracingMiddleware; spans go to
     OTLP JSON Lines files under --out (and to a collector when OTEL_EXPORTER_OTLP_ENDPOINT is
-    set).
+    set).  A helper process encodes and writes them, so the server's event loop only pays for
+    handing finished spans over.
     """
     import uvicorn
     from uvicorn.importer import ImportFromStringError, import_from_string
@@ -422,7 +431,7 @@ def serve(
         check_port(host, port)
     except PortInUse as exc:
         _fail(str(exc))
-    provider, exporter = make_provider(out, service=target)
+    provider, exporter = make_provider(out, service=target, offload=not export_in_process)
     tracer.instrument(tracer_provider=provider, shape=shape.value, frames=frames.value)
     try:
         uvicorn.run(

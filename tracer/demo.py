@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import tracer
+from tracer.export.offload import OTLP_HTTP_FACTORY, SubprocessExporter
 from tracer.export.otlp_file import OTLPJsonFileExporter
 
 
@@ -51,24 +52,35 @@ def check_port(host: str, port: int) -> None:
 
 
 def make_provider(
-    out_dir: Path, *, service: str = "wstrace-demo"
-) -> tuple[TracerProvider, OTLPJsonFileExporter]:
+    out_dir: Path, *, service: str = "wstrace-demo", offload: bool = True
+) -> tuple[TracerProvider, OTLPJsonFileExporter | SubprocessExporter]:
     """A provider writing OTLP JSON Lines under ``out_dir``, plus OTLP/HTTP when configured.
 
-    With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set, spans
-    also go to that collector, configured by the standard ``OTEL_*`` variables.
+    With ``offload`` (the default) spans are encoded and written by a child process
+    (:class:`~tracer.export.offload.SubprocessExporter`), so the traced server only pays for
+    handing them over.  With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set, spans also go to that collector, configured by
+    the standard ``OTEL_*`` variables.
     """
     import os
 
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    exporter = OTLPJsonFileExporter(directory=out_dir)
+    exporter: OTLPJsonFileExporter | SubprocessExporter
+    if offload:
+        exporter = SubprocessExporter.otlp_file(directory=out_dir)
+    else:
+        exporter = OTLPJsonFileExporter(directory=out_dir)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        if offload:
+            collector: Any = SubprocessExporter(OTLP_HTTP_FACTORY)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            collector = OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(collector))
     return provider, exporter
 
 
