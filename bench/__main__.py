@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="attach py-spy to each server while it is loaded, write collapsed stacks to DIR "
         "and print tracer/ hot spots (timings of a profiled run are not comparable)",
     )
+    parser.add_argument(
+        "--profile-gil", action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil), i.e. "
+        "Python work, leaving out time spent in system calls and waiting for a CPU",
+    )
     parser.add_argument("--keep", metavar="DIR", help="keep databases, traces and logs in DIR")
     parser.add_argument("--live", action="store_true",
                         help="import the working tree as it is at each server start, instead of "
@@ -105,6 +110,7 @@ def options_from(args: argparse.Namespace) -> Options:
         parallel_start=args.quick,
         phases=phases,
         profile_dir=args.profile,
+        profile_gil=args.profile_gil,
         keep=args.keep,
         snapshot=not args.live,
     )

@@ -21,6 +21,8 @@ from bench.variants import BAR, BASELINE, VARIANTS
 FIGURES: dict[str, tuple[str, str]] = {
     # key: (how it compares to untraced, what it is)
     "cpu_per_msg_us": ("ratio", "server CPU µs per echoed message"),
+    "export_cpu_per_msg_us": ("value", "span export process CPU µs per echoed message"),
+    "total_cpu_per_msg_us": ("ratio", "server + span export process CPU µs per message"),
     "msg_per_s": ("ratio", "echoed messages per second"),
     "handshake_ms_p50": ("ratio", "handshake latency p50, ms"),
     "handshake_ms_p99": ("ratio", "handshake latency p99, ms"),
@@ -83,7 +85,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
                         continue
                     b, v = float(base_result[key]), float(result[key])
                     paired.append((v / b if b else math.nan) if mode == "ratio" else v - b)
-                entry[mode] = _median(paired) if paired else None
+                if mode != "value":
+                    entry[mode] = _median(paired) if paired else None
             figures[key] = entry
         figures["errors"] = sum(len(r.get("errors", [])) for r in results)
         figures["trace_bytes"] = _median([float(r.get("trace_bytes", 0)) for r in results])
@@ -125,6 +128,8 @@ def _delta(value: float | None) -> str:
 
 def _cell(figures: dict[str, Any], key: str, digits: int) -> str:
     entry = figures[key]
+    if "ratio" not in entry and "delta" not in entry:
+        return _fmt(entry["value"], digits)
     if "delta" in entry:
         return f"{_fmt(entry['value'], digits)}  {_delta(entry['delta'])}"
     return f"{_fmt(entry['value'], digits)}  {_ratio(entry['ratio'])}"
@@ -167,13 +172,16 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
     )
     table = Table(header_style="bold")
     table.add_column("variant")
-    for title in ("CPU µs/msg", "msg/s", "handshake p50 ms", "handshake p99 ms",
-                  "KiB/idle conn", f"fan-out to {sizes['fanout_size']} ms", "CPU µs/fan-out"):
+    for title in ("CPU µs/msg", "export proc µs/msg", "server+export µs/msg", "msg/s",
+                  "handshake p50 ms", "handshake p99 ms", "KiB/idle conn",
+                  f"fan-out to {sizes['fanout_size']} ms", "CPU µs/fan-out"):
         table.add_column(title, justify="right")
     for variant, f in summary.items():
         table.add_row(
             variant,
             _cell(f, "cpu_per_msg_us", 1),
+            _cell(f, "export_cpu_per_msg_us", 1),
+            _cell(f, "total_cpu_per_msg_us", 1),
             _cell(f, "msg_per_s", 0),
             _cell(f, "handshake_ms_p50", 2),
             _cell(f, "handshake_ms_p99", 2),

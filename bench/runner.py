@@ -73,6 +73,8 @@ class Options:
     profile_dir: str | None = None
     """Attach ``py-spy record`` to each server while it is loaded; collapsed stacks go here."""
     profile_rate: int = 400
+    profile_gil: bool = False
+    """Profile only the GIL holder (``py-spy --gil``)."""
     keep: str | None = None
     """Keep the servers' databases, traces and logs under this directory."""
     snapshot: bool = True
@@ -180,7 +182,7 @@ class ServerProcess:
         with open(self.workdir / "py-spy.log", "wb") as log:
             self._profiler = subprocess.Popen(
                 [py_spy, "record", "--pid", str(self.info["pid"]), "--format", "raw",
-                 "--full-filenames", "--nonblocking",
+                 "--full-filenames", "--nonblocking", *(["--gil"] if o.profile_gil else []),
                  "--rate", str(o.profile_rate), "--output", str(self.profile_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

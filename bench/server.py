@@ -10,10 +10,11 @@ When it is serving it prints one JSON line on stdout::
 The **control port** is a plain TCP line protocol served by a thread of this process, outside
 the app (so it adds no spans and no ASGI work).  One command per line, one JSON reply per line:
 
-- ``cpu``   → ``{"cpu": s}``: this process's user+system CPU time (``time.process_time()``,
-  every thread: the event loop, the span processor's export thread, …).
-- ``flush`` → ``{"cpu": s}`` after ``force_flush()`` on the tracer provider, so the export of
-  the spans a measured window produced is charged to that window.
+- ``cpu``   → ``{"cpu": s, "export_cpu": s}``: this process's user+system CPU time
+  (``time.process_time()``, every thread: the event loop, the span processor's thread, …)
+  and that of the child process encoding and writing spans, if the variant has one.
+- ``flush`` → the same after ``force_flush()`` on the tracer provider and the exporter, so
+  the export of the spans a measured window produced is charged to that window.
 - ``rss``   → ``{"rss": bytes}`` after a flush and ``gc.collect()``.
 - ``info``  → the ready line again.
 - ``tracemalloc-start`` / ``tracemalloc-report`` → start tracing allocations, then report the
@@ -45,31 +46,32 @@ from bench.variants import VARIANTS, Variant
 NATIVE_OFF = {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
 
 
-def make_provider(variant: Variant, trace_dir: str) -> tuple[Any, str]:
-    """A real SDK provider exporting through a ``BatchSpanProcessor``; returns it and a label."""
+def make_provider(variant: Variant, trace_dir: str) -> tuple[Any, str, Any]:
+    """A real SDK provider exporting through a ``BatchSpanProcessor``; returns it, a label and
+    the exporter."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from tracer.export.offload import SubprocessExporter
+    from tracer.export.otlp_file import OTLPJsonFileExporter
 
     resource = Resource.create({"service.name": f"bench-{variant.name}"})
     kwargs: dict[str, Any] = {"resource": resource}
     if variant.sample_ratio is not None:
         kwargs["sampler"] = ParentBased(TraceIdRatioBased(variant.sample_ratio))
     provider = TracerProvider(**kwargs)
-    try:
-        from tracer.export.otlp_file import OTLPJsonFileExporter
-    except ImportError:
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-        exporter: Any = ConsoleSpanExporter(out=devnull)
-        label = "BatchSpanProcessor → ConsoleSpanExporter into /dev/null"
-    else:
+    exporter: Any
+    if variant.export == "in-process":
         exporter = OTLPJsonFileExporter(directory=trace_dir, prefix=variant.name)
-        label = "BatchSpanProcessor → tracer.export.otlp_file.OTLPJsonFileExporter (temp dir)"
+        label = "BatchSpanProcessor → OTLPJsonFileExporter in the server process (temp dir)"
+    else:
+        exporter = SubprocessExporter.otlp_file(directory=trace_dir, prefix=variant.name)
+        label = ("BatchSpanProcessor → SubprocessExporter → OTLPJsonFileExporter in a child "
+                 "process (temp dir)")
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider, label
+    return provider, label, exporter
 
 
 def _set_native_telemetry(app: Any, settings: dict[str, Any]) -> bool:
@@ -86,14 +88,17 @@ def _set_native_telemetry(app: Any, settings: dict[str, Any]) -> bool:
     return True
 
 
-def build_app(variant: Variant, db_path: str, trace_dir: str) -> tuple[Any, Any, dict[str, Any]]:
-    """The ASGI app to serve, its tracer provider (None if untraced) and notes for the report."""
+def build_app(
+    variant: Variant, db_path: str, trace_dir: str
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The ASGI app to serve, its tracer provider and span exporter (None if untraced) and
+    notes for the report."""
     from demo_app.app import create_app
 
     notes: dict[str, Any] = {}
-    provider = None
+    provider = exporter = None
     if variant.kind != "none":
-        provider, notes["exporter"] = make_provider(variant, trace_dir)
+        provider, notes["exporter"], exporter = make_provider(variant, trace_dir)
     if variant.kind == "wstrace":
         import tracer
 
@@ -131,7 +136,7 @@ def build_app(variant: Variant, db_path: str, trace_dir: str) -> tuple[Any, Any,
 
         asgi = OpenTelemetryMiddleware(app, tracer_provider=provider)
         notes["middleware"] = "OpenTelemetryMiddleware"
-    return asgi, provider, notes
+    return asgi, provider, exporter, notes
 
 
 TRACEMALLOC_FRAMES = 16
@@ -194,8 +199,9 @@ def tracemalloc_report(package: str = "tracer", top: int = 25) -> dict[str, Any]
 class Control:
     """The control port: a daemon thread answering ``cpu`` / ``flush`` / ``rss`` / ``info``."""
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Any, exporter: Any = None) -> None:
         self.provider = provider
+        self.exporter = exporter
         self.info: dict[str, Any] = {}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -206,13 +212,27 @@ class Control:
     def _flush(self) -> None:
         if self.provider is not None:
             self.provider.force_flush(timeout_millis=30_000)
+        if self.exporter is not None:
+            self.exporter.force_flush(timeout_millis=30_000)  # the export process's share too
+
+    def _cpu(self) -> dict[str, float]:
+        """This process's CPU time and, when spans are exported by a child process, its CPU."""
+        reading = {"cpu": time.process_time(), "export_cpu": 0.0}
+        pid = getattr(self.exporter, "child_pid", None)
+        if pid is not None:
+            import psutil
+
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                reading["export_cpu"] = times.user + times.system
+        return reading
 
     def answer(self, command: str) -> dict[str, Any]:
         if command == "cpu":
-            return {"cpu": time.process_time()}
+            return self._cpu()
         if command == "flush":
             self._flush()
-            return {"cpu": time.process_time()}
+            return self._cpu()
         if command == "rss":
             import psutil
 
@@ -272,7 +292,7 @@ def serve(args: argparse.Namespace) -> None:
 
     variant = VARIANTS[args.variant]
     trace_dir = args.trace_dir or tempfile.mkdtemp(prefix="wstrace-bench-")
-    asgi, provider, notes = build_app(variant, args.db, trace_dir)
+    asgi, provider, exporter, notes = build_app(variant, args.db, trace_dir)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -289,7 +309,7 @@ def serve(args: argparse.Namespace) -> None:
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
-    control = Control(provider)
+    control = Control(provider, exporter)
     control.info = {
         "event": "ready",
         "variant": variant.name,

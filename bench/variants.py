@@ -23,6 +23,10 @@ class Variant:
     """Keyword arguments of ``tracer.instrument`` (wstrace variants)."""
     sample_ratio: float | None = None
     """``ParentBased(TraceIdRatioBased(ratio))`` when set, else the SDK's default (always on)."""
+    export: str = "process"
+    """Where spans are encoded and written: ``process`` — by the OTLP JSON file exporter in a
+    child process (:class:`tracer.export.offload.SubprocessExporter`), whose CPU is reported
+    beside the server's; ``in-process`` — by the same exporter on the span processor's thread."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -48,6 +52,13 @@ VARIANTS: dict[str, Variant] = {
             "wstrace",
             {"shape": "connection", "frames": "off"},
         ),
+        Variant(
+            "conn-inproc",
+            "wstrace connection shape, frames as spans, spans encoded in the server process",
+            "wstrace",
+            {"shape": "connection", "frames": "spans"},
+            export="in-process",
+        ),
         Variant("otel-asgi", "opentelemetry-instrumentation-asgi", "otel-asgi"),
         Variant("fastapi-native", "FastAPI native telemetry", "fastapi-native"),
         # Not in the default set: pick it with --variants.
@@ -65,6 +76,7 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
     "conn-spans",
     "msg-1pct",
     "frames-off",
+    "conn-inproc",
     "otel-asgi",
     "fastapi-native",
 )
