@@ -640,7 +640,7 @@ def test_middleware_failures_never_reach_the_app(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(asgi._AsgiConnection, "_open_send", broken)
     monkeypatch.setattr(asgi._AsgiConnection, "_open_accept", broken)
-    monkeypatch.setattr(asgi.ChainSpans, "open", broken)
+    monkeypatch.setattr(asgi._AsgiConnection, "_start_layer", broken)
     provider, _, tracker = make_provider()
     errors.reset()
     with run_server(tracer.TracingMiddleware(echo_app(), tracer_provider=provider)) as server:
@@ -715,3 +715,56 @@ def test_handshake_stacks_are_per_app(tmp_path) -> None:
     (plain_first, plain_second) = stacks(plain)
     assert plain_first == plain_second
     assert not any(f.endswith("StampMiddleware.__call__") for f in plain_first)
+
+
+class AnnotatingMiddleware:
+    """A user middleware that uses the current span, as instrumented middleware does."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        from opentelemetry import trace
+
+        if scope["type"] == "websocket":
+            trace.get_current_span().set_attribute("app.annotated", True)
+            with trace.get_tracer("user").start_as_current_span("user.work"):
+                pass
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize("hooks", [True, False], ids=["server-hooks", "middleware-alone"])
+def test_the_current_span_inside_a_layer_is_that_layer(hooks: bool) -> None:
+    provider, exporter, tracker = make_provider()
+    errors.reset()
+    app = echo_app()
+    app.add_middleware(AnnotatingMiddleware)
+    if hooks:
+        tracer.instrument(tracer_provider=provider)
+    from opentelemetry import trace
+
+    trace_api_provider = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER = provider  # the user's tracer comes from the global provider
+    try:
+        with run_server(tracer.TracingMiddleware(app, tracer_provider=provider)) as server:
+            assert asyncio.run(_echo(server.ws_url)) == "hello"
+            wait_until(lambda: any(s.name == vocab.WS_CLOSE for s in exporter.get_finished_spans()))
+    finally:
+        trace._TRACER_PROVIDER = trace_api_provider
+        if hooks:
+            tracer.uninstrument()
+    tree = Tree(list(exporter.get_finished_spans()))
+    (layer,) = [s for s in tree.spans if s.name == "AnnotatingMiddleware"]
+    (work,) = [s for s in tree.spans if s.name == "user.work"]
+    assert layer.attributes["app.annotated"] is True
+    assert tree.parent(work) is layer
+    (inner,) = [s for s in tree.kids(layer) if s is not work]  # the next layer
+    assert vocab.MIDDLEWARE_LAYER in inner.attributes
+    # FastAPI's native telemetry span sits inside the chain: the next layer nests under it.
+    (native,) = [s for s in tree.spans if s.name == "WS /echo"]
+    assert [vocab.MIDDLEWARE_LAYER in s.attributes for s in tree.kids(native)] == [True]
+    # Its own parent comes from the traceparent the middleware hands the app.
+    assert tree.parent(native) is not None
+    assert all(s.context.trace_id == layer.context.trace_id for s in tree.spans)
+    assert tracker.open == {}
+    assert errors.counts == {}

@@ -40,44 +40,51 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
+from tracer.chain import Chain
 from tracer.config import TracerConfig
 from tracer.recorder import SdkParts, capture_stack, code_attributes, current_handling
 
 Scope = dict[str, Any]
 
 
-class ChainSpans:
-    """Opens the spans of the ASGI chain for one traced connection.
-
-    Under the server hooks they are the recorder's slotted spans (they live as long as the
-    connection, so their weight is per idle connection); alone, the middleware's SDK tracer's.
-    Either way they become the current span while their layer runs, so whatever starts a span
-    inside (FastAPI's native telemetry, another instrumentation) nests under them.
-    """
-
-    __slots__ = ("recorder", "tracer")
-
-    def __init__(self, tracer: Any, recorder: Any = None) -> None:
-        self.tracer = tracer
-        self.recorder = recorder
-
-    def open(self, name: str, attributes: dict[str, Any]) -> Any:
-        parent = trace.get_current_span()
-        if self.recorder is not None and parent.is_recording():
-            return self.recorder.start(name, parent, time_ns(), attributes)
-        return self.tracer.start_span(name, attributes=attributes)
-
-
-_chain_tracer: contextvars.ContextVar[ChainSpans | None] = contextvars.ContextVar(
-    "wstrace_chain_tracer", default=None
+_current_chain: contextvars.ContextVar[Chain | None] = contextvars.ContextVar(
+    "wstrace_chain", default=None
 )
-"""How the traced WebSocket connection running in this task opens chain spans, if it is."""
+"""The chain of the traced WebSocket connection running in this task, if it is one."""
 
 
-def _in_span(chain: ChainSpans, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
-    """``awaitable`` inside a new chain span.  Not a coroutine itself: one coroutine per layer
+def _in_layer(chain: Chain, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
+    """``awaitable`` as a layer of ``chain``.  Not a coroutine itself: one coroutine per layer
     (each lives as long as the connection) rather than two."""
-    return run_in_span(errors.call("asgi.layer", chain.open, name, attrs), awaitable)
+    return run_layer(chain, name, attrs, awaitable)
+
+
+async def run_layer(chain: Chain, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
+    """Await one layer with its span innermost in ``chain``, then end the span.  If the tracer
+    fails to make one, the layer runs untraced: the app is never affected."""
+    current = trace.get_current_span()
+    context_token = None
+    if current is chain:
+        span = errors.call("asgi.layer", chain.enter, name, attrs, chain.innermost)
+    else:
+        # Something inside the chain made its own span current (FastAPI's telemetry, the
+        # app's own span): this layer nests under it, and is current inside itself again.
+        span = errors.call("asgi.layer", chain.enter, name, attrs, current)
+        if span is not None:
+            context_token = otel_context.attach(trace.set_span_in_context(chain))
+    if span is None:
+        return await awaitable
+    try:
+        return await awaitable
+    except BaseException as exc:
+        if not _is_disconnect(exc):
+            errors.call("asgi.span", _mark_error, span, exc)
+        raise
+    finally:
+        if context_token is not None:
+            otel_context.detach(context_token)
+        errors.call("asgi.span", chain.leave, span)
+        errors.call("asgi.span", span.end)
 
 
 async def run_in_span(span: Any, awaitable: Any) -> Any:
@@ -152,12 +159,12 @@ def _make_layer_wrapper(owner: type, attribute: str) -> Any:
     def layer(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         # Synchronous on purpose: untraced calls (and bad calls, which must raise at once, as
         # uvicorn's factory detection relies on) go straight to the original.
-        chain = _chain_tracer.get()
+        chain = _current_chain.get()
         scope = args[0] if args else kwargs.get("scope")
         if chain is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
             return wrapped(*args, **kwargs)
         name, span_attrs = describe(instance)
-        return _in_span(chain, name, span_attrs, wrapped(*args, **kwargs))
+        return _in_layer(chain, name, span_attrs, wrapped(*args, **kwargs))
 
     return layer
 
@@ -183,10 +190,10 @@ def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
         attrs = code_attributes(original)
 
         def timed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            chain = _chain_tracer.get()
+            chain = _current_chain.get()
             if chain is None:
                 return wrapped(*args, **kwargs)
-            return _in_span(chain, span_name, attrs, wrapped(*args, **kwargs))
+            return _in_layer(chain, span_name, attrs, wrapped(*args, **kwargs))
 
         wrapt.wrap_function_wrapper(module, attribute, timed)
         _wrapped[key] = (module, attribute, original)
@@ -292,30 +299,34 @@ def _wrap_endpoint(route: Any) -> None:
     name = getattr(call, "__name__", "endpoint")
 
     def endpoint(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        chain = _chain_tracer.get()
+        chain = _current_chain.get()
         if chain is None:
             return wrapped(*args, **kwargs)
-        return _in_span(chain, name, attrs, wrapped(*args, **kwargs))
+        return _in_layer(chain, name, attrs, wrapped(*args, **kwargs))
 
     with _wrapped_lock:
         _wrapped[(id(dependant), "call")] = (dependant, "call", call)
         dependant.call = wrapt.FunctionWrapper(call, endpoint)
 
 
-def enter_server_chain(app: Any, tracer: Any, recorder: Any) -> contextvars.Token[Any] | None:
+def enter_server_chain(
+    app: Any, base: Any, tracer: Any, recorder: Any
+) -> tuple[Chain, contextvars.Token[Any]] | None:
     """Called by the server hooks as the ASGI app starts: trace the chain if it is wrapped.
 
-    Returns a token when the app contains a :class:`TracingMiddleware` (the user asked for the
-    ASGI layer to be traced): the outer layers, such as uvicorn's ``ProxyHeadersMiddleware``,
-    then get spans too.
+    Returns the connection's :class:`Chain` (to be made the current span, under ``base``) and
+    a token for :func:`leave_server_chain` when the app contains a :class:`TracingMiddleware`
+    (the user asked for the ASGI layer to be traced): the outer layers, such as uvicorn's
+    ``ProxyHeadersMiddleware``, then get spans too.
     """
     if not instrument_chain(app):
         return None
-    return _chain_tracer.set(ChainSpans(tracer, recorder))
+    chain = Chain(base, recorder.start_layer, tracer)
+    return chain, _current_chain.set(chain)
 
 
 def leave_server_chain(token: contextvars.Token[Any]) -> None:
-    _chain_tracer.reset(token)
+    _current_chain.reset(token)
 
 
 # --- The middleware ------------------------------------------------------------------------------
@@ -363,12 +374,21 @@ class TracingMiddleware:
             await self.app(scope, receive, send)  # owned by the server layer, not sampled
             return
         if handling is not None:
-            # The server hooks own this connection: the chain nests under their asgi.app.
-            token = _chain_tracer.set(ChainSpans(self.tracer, handling.record.recorder))
+            if _current_chain.get() is not None:  # the server hooks opened the chain
+                await self.app(scope, receive, send)
+                return
+            # The hooks own this connection but did not see this middleware in the app they
+            # started: the chain starts here, under whatever span is current.
+            chain = Chain(
+                trace.get_current_span(), handling.record.recorder.start_layer, self.tracer
+            )
+            token = _current_chain.set(chain)
+            context_token = otel_context.attach(trace.set_span_in_context(chain))
             try:
                 await self.app(scope, receive, send)
             finally:
-                _chain_tracer.reset(token)
+                otel_context.detach(context_token)
+                _current_chain.reset(token)
             return
         await _AsgiConnection(self, scope).run(receive, send)
 
@@ -431,18 +451,19 @@ class _AsgiConnection:
             errors.record("asgi.connection", exc)
             await self.middleware.app(self.scope, receive, send)
             return
-        context_token = otel_context.attach(trace.set_span_in_context(span))
+        chain = Chain(span, self._start_layer, self.tracer)
+        context_token = otel_context.attach(trace.set_span_in_context(chain))
         scope = self.scope
         if self.middleware.config.propagate_context:
             scope = errors.call("asgi.connection", with_trace_headers, scope) or scope
-        chain_token = _chain_tracer.set(ChainSpans(self.tracer))
+        chain_token = _current_chain.set(chain)
         try:
             await self.middleware.app(scope, self._receive(receive), self._send(send))
         except BaseException as exc:
             errors.call("asgi.connection", _mark_error, span, exc)
             raise
         finally:
-            _chain_tracer.reset(chain_token)
+            _current_chain.reset(chain_token)
             otel_context.detach(context_token)
             errors.call("asgi.connection", self._finish, span)
 
@@ -475,6 +496,11 @@ class _AsgiConnection:
         )
         self.connection_span = span
         return span
+
+    def _start_layer(self, name: str, attributes: dict[str, Any], parent: Any) -> Any:
+        return self.tracer.start_span(
+            name, context=trace.set_span_in_context(parent), attributes=attributes
+        )
 
     def _finish(self, span: Any) -> None:
         try:
@@ -633,7 +659,7 @@ def asgi_broadcast() -> Iterator[bool]:
     Yields whether a span is being recorded (only inside a connection traced by the middleware
     alone).
     """
-    chain = _chain_tracer.get()
+    chain = _current_chain.get()
     if chain is None:
         yield False
         return

@@ -214,8 +214,13 @@ async def _traced_run_asgi(
         if record.app_span is not None:
             # Spans made inside the app (the ASGI chain, FastAPI's own telemetry, other
             # instrumentations) join this connection's trace under asgi.app.
-            context_token = otel_context.attach(trace.set_span_in_context(record.app_span))
-            chain_token = enter_server_chain(instance.app, record.recorder.tracer, record.recorder)
+            current: Any = record.app_span
+            chain = enter_server_chain(
+                instance.app, record.app_span, record.recorder.tracer, record.recorder
+            )
+            if chain is not None:
+                current, chain_token = chain
+            context_token = otel_context.attach(trace.set_span_in_context(current))
     except Exception as exc:
         errors.record("ws.run_asgi", exc)
     failure: BaseException | None = None

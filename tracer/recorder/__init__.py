@@ -139,10 +139,15 @@ class Recorder:
             if links:  # a message's own trace
                 inherit = self.config.message_sampling == "inherit"
                 return sdk.root(name, start, attributes, links, kind, inherit)
+            return sdk.root(name, start, attributes, (), kind)  # a connection's trace
         context = trace.set_span_in_context(parent) if parent is not None else _ROOT_CONTEXT
         return self.tracer.start_span(
             name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
         )
+
+    def start_layer(self, name: str, attributes: Attributes, parent: Any) -> Any:
+        """A layer of an ASGI chain starts now (see :class:`tracer.chain.Chain`)."""
+        return self.start(name, parent, time_ns(), attributes)
 
     def span(
         self,

@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from time import time_ns
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
@@ -107,7 +108,11 @@ class SdkParts:
         context = trace.SpanContext(trace_id, self.new_span_id(), False, flags, trace_state)
         if not sampled:
             return trace.NonRecordingSpan(context)
-        return PendingSpan(self, name, context, None, start, attributes, links, kind)
+        span = PendingSpan(self, name, context, None, start, attributes, links, kind)
+        # Processors see a root start as they would from the SDK (children are made after
+        # the fact and only end).
+        self.processor.on_start(span, parent_context=None)
+        return span
 
 
 class PendingSpan(trace.Span):
@@ -152,10 +157,24 @@ class PendingSpan(trace.Span):
         # mapping that never changes, and an open span's weight counts per idle connection.
         self._attributes = attributes if attributes is not None else {}
         self._owned = attributes is None
-        self._links = tuple(links) if links else ()
-        self._events: list[sdk_trace.Event] = []
+        self._links: Sequence[Link] = tuple(links) if links else ()
+        self._events: list[sdk_trace.Event] | None = None  # made by the first add_event
         self._kind = kind
         self._status = _UNSET
+
+    # What a span processor's on_start may read, as on the SDK's spans.
+    name = property(lambda self: self._name)
+    context = property(lambda self: self._context)
+    parent = property(lambda self: self._parent)
+    kind = property(lambda self: self._kind)
+    start_time = property(lambda self: self._start)
+    end_time = None
+    status = property(lambda self: self._status)
+    attributes = property(lambda self: MappingProxyType(self._attributes))
+    events = property(lambda self: tuple(self._events or ()))
+    links = property(lambda self: tuple(self._links))
+    resource = property(lambda self: self._sdk.resource if self._sdk else None)
+    instrumentation_scope = property(lambda self: self._sdk.scope if self._sdk else None)
 
     def get_span_context(self) -> trace.SpanContext:
         return self._context
@@ -176,7 +195,13 @@ class PendingSpan(trace.Span):
         self._own().update(attributes)
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        if self._events is None:
+            self._events = []
         self._events.append(sdk_trace.Event(name, attributes, timestamp or time_ns()))
+
+    def add_link(self, context: trace.SpanContext, attributes: Any = None) -> None:
+        if context.is_valid:
+            self._links = (*self._links, Link(context, attributes))
 
     def update_name(self, name: str) -> None:
         self._name = name
@@ -202,7 +227,7 @@ class PendingSpan(trace.Span):
                 parent=self._parent,
                 resource=sdk.resource,
                 attributes=self._attributes,
-                events=self._events,
+                events=self._events or (),
                 links=self._links,
                 kind=self._kind,
                 status=self._status,
