@@ -19,8 +19,9 @@ Wire format, parent → child (stdin): messages of a 4-byte big-endian length an
 tuple whose first item says what it is:
 
 - ``("config", "module:factory", kwargs)`` — once, first: build the real exporter;
-- ``("spans", [ReadableSpan, ...])`` — export these (see :data:`_REDUCERS` for how SDK-internal
-  objects, which hold locks, travel);
+- ``("spans", [ReadableSpan, ...], last)`` — part of one export batch, exported with the
+  parts before it when ``last`` (see :data:`_REDUCERS` for how SDK-internal objects, which
+  hold locks, travel);
 - ``("flush", n)`` — export what came before, then write ``n`` as a line on stdout.
 
 End of input means shut down: the child shuts its exporter down and exits.
@@ -56,6 +57,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
+SPANS_PER_MESSAGE = 32
+"""Spans pickled at a time.  Pickling holds the GIL (a few µs a span): a batch of hundreds in
+one go would stall the server's event loop for milliseconds, so a batch travels in chunks,
+and the GIL is handed back between them.  The child exports the batch as one."""
 OTLP_FILE_FACTORY = "tracer.export.otlp_file:OTLPJsonFileExporter"
 OTLP_HTTP_FACTORY = "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter"
 _AUTO_INSTRUMENTATION = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
@@ -116,12 +121,16 @@ class SubprocessExporter(SpanExporter):
                 return SpanExportResult.FAILURE
             try:
                 self._ensure_child()
-                try:
-                    payload = _dumps(("spans", list(spans)))
-                except (pickle.PicklingError, TypeError, AttributeError, ValueError):
-                    # Something in an attribute pickle cannot carry: send plain copies.
-                    payload = _dumps(("spans", [_plain_span(span) for span in spans]))
-                self._send_payload(payload)
+                for first in range(0, len(spans), SPANS_PER_MESSAGE):
+                    chunk = list(spans[first : first + SPANS_PER_MESSAGE])
+                    last = first + SPANS_PER_MESSAGE >= len(spans)
+                    try:
+                        payload = _dumps(("spans", chunk, last))
+                    except (pickle.PicklingError, TypeError, AttributeError, ValueError):
+                        # Something in an attribute pickle cannot carry: send plain copies.
+                        payload = _dumps(("spans", [_plain_span(s) for s in chunk], last))
+                    self._send_payload(payload)
+                    time.sleep(0)  # let the server's event loop have the GIL between chunks
             except Exception as exc:
                 return self._fail("export", exc)
         return SpanExportResult.SUCCESS
@@ -364,15 +373,21 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
         logger.error("wstrace export process: expected a config message, got %r", first[0])
         return 2
     exporter = _build_exporter(first[1], first[2])
+    batch: list[ReadableSpan] = []
     try:
         while (message := _read_message(stdin)) is not None:
             if message[0] == "spans":
-                exporter.export(message[1])
+                batch.extend(message[1])
+                if message[2]:
+                    exporter.export(batch)
+                    batch = []
             elif message[0] == "flush":
                 exporter.force_flush()
                 stdout.write(b"%d\n" % message[1])
                 stdout.flush()
     finally:
+        if batch:  # the parent stopped in the middle of a batch: keep what came
+            exporter.export(batch)
         exporter.shutdown()
     return 0
 
