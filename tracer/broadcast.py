@@ -16,20 +16,28 @@ covers broadcasts from background tasks.  With no tracing installed it costs nex
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from typing import Any
 
 from tracer.asgi import asgi_broadcast
 from tracer.recorder import current_handling, server_broadcast
 
 
-@contextlib.contextmanager
-def broadcast() -> Iterator[None]:
+class broadcast:  # lower case: the API reads as a function, ``with tracer.broadcast():``
     """Group the sends made inside the block into one ``ws.broadcast`` span."""
-    if current_handling() is None:  # not a server-traced connection: maybe the middleware's
-        with asgi_broadcast() as recording:
-            if recording:
-                yield
+
+    __slots__ = ("_inner",)
+
+    def __enter__(self) -> None:
+        inner: Any
+        if current_handling() is None:  # not a server-traced connection: maybe the middleware's
+            inner = asgi_broadcast()
+            if inner.__enter__():
+                self._inner = inner
                 return
-    with server_broadcast():
-        yield
+            inner.__exit__(None, None, None)
+        inner = server_broadcast()
+        inner.__enter__()
+        self._inner = inner
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._inner.__exit__(*exc_info)

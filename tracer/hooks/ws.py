@@ -165,14 +165,22 @@ def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> A
     record = record_of(instance)
     if record is None or record.inert:
         return wrapped(*args, **kwargs)
-    frames = errors.call("ws.data_received", record.on_bytes_in, time_ns(), args[0])
+    # errors.call, spelled out: this runs for every chunk a client sends.
+    try:
+        frames = record.on_bytes_in(time_ns(), args[0])
+    except Exception as exc:
+        errors.record("ws.data_received", exc)
+        frames = None
     token = current_record.set(record)
     try:
         return wrapped(*args, **kwargs)
     finally:
         current_record.reset(token)
         if frames:
-            errors.call("ws.data_received", record.on_bytes_in_done, frames, time_ns())
+            try:
+                record.on_bytes_in_done(frames, time_ns())
+            except Exception as exc:
+                errors.record("ws.data_received", exc)
 
 
 def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -246,7 +254,11 @@ def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
     message = args[0] if args else kwargs.get("message")
-    send = errors.call("ws.send", record.on_send_enter, time_ns(), message)
+    try:
+        send = record.on_send_enter(time_ns(), message)
+    except Exception as exc:
+        errors.record("ws.send", exc)
+        send = None
     token = current_record.set(record)
     failure: BaseException | None = None
     try:
@@ -257,7 +269,10 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
     finally:
         current_record.reset(token)
         if send is not None:
-            errors.call("ws.send", record.on_send_exit, send, time_ns(), _error_name(failure))
+            try:
+                record.on_send_exit(send, time_ns(), _error_name(failure))
+            except Exception as exc:
+                errors.record("ws.send", exc)
 
 
 def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -269,9 +284,15 @@ def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 async def _traced_receive(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
     asked = time_ns()
-    errors.call("ws.receive", record.on_receive_enter, asked)
+    try:
+        record.on_receive_enter(asked)
+    except Exception as exc:
+        errors.record("ws.receive", exc)
     message = await wrapped(*args, **kwargs)
-    errors.call("ws.receive", record.on_receive_exit, asked, time_ns(), message)
+    try:
+        record.on_receive_exit(asked, time_ns(), message)
+    except Exception as exc:
+        errors.record("ws.receive", exc)
     return message
 
 

@@ -13,11 +13,10 @@ run); everything else is built after the fact from the recorded timestamps.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from time import time_ns
 from typing import Any
 
@@ -158,27 +157,37 @@ class Recorder:
         attributes: Attributes | None = None,
         links: Sequence[Link] | None = None,
         error: str | None = None,
-    ) -> Any:
+    ) -> None:
+        """A span that is over already (a leaf: nothing will nest under it)."""
+        sdk = self._sdk
+        if sdk is not None and parent is not None and not links:
+            if parent.is_recording():
+                sdk.finished(name, parent.get_span_context(), start, max(end, start),
+                             attributes, error)
+            return
         span = self.start(name, parent, start, attributes, links)
         if error is not None:
             span.set_attribute(vocab.ERROR_TYPE, error)
             span.set_status(Status(StatusCode.ERROR, error))
         span.end(end_time=max(end, start))
-        return span
 
 
-@contextlib.contextmanager
-def server_broadcast() -> Iterator[None]:
-    """The server-hooks half of :func:`tracer.broadcast`: collect the block's sends."""
-    sends: list[SendRecord] = []
-    token = _explicit_broadcast.set(sends)
-    started = time_ns()
-    try:
-        yield
-    finally:
-        _explicit_broadcast.reset(token)
+class server_broadcast:  # lower case: used like a function
+    """The server-hooks half of :func:`tracer.broadcast`: collect the block's sends.
+
+    A class rather than a generator context manager: it runs for every fan-out."""
+
+    __slots__ = ("_sends", "_started", "_token")
+
+    def __enter__(self) -> None:
+        self._sends: list[SendRecord] = []
+        self._token = _explicit_broadcast.set(self._sends)
+        self._started = time_ns()
+
+    def __exit__(self, *exc_info: object) -> None:
+        _explicit_broadcast.reset(self._token)
         try:
-            _collect_broadcast(started, time_ns(), sends)
+            _collect_broadcast(self._started, time_ns(), self._sends)
         except Exception as exc:
             errors.record("recorder.broadcast", exc)
 

@@ -115,6 +115,42 @@ class SdkParts:
         return span
 
 
+    def finished(
+        self,
+        name: str,
+        parent: trace.SpanContext,
+        start: int,
+        end: int,
+        attributes: Attributes | None,
+        error: str | None = None,
+    ) -> None:
+        """A child of a recording span that is over already, straight to the processors:
+        no span object to make and end first (frames, handshake stages)."""
+        status = _UNSET
+        if error is not None:
+            attributes = {**(attributes or {}), vocab.ERROR_TYPE: error}
+            status = Status(StatusCode.ERROR, error)
+        context = trace.SpanContext(
+            parent.trace_id, self.new_span_id(), False, parent.trace_flags, parent.trace_state
+        )
+        self.processor.on_end(
+            sdk_trace.ReadableSpan(
+                name=name,
+                context=context,
+                parent=parent,
+                resource=self.resource,
+                attributes=attributes if attributes is not None else {},
+                events=(),
+                links=(),
+                kind=SpanKind.INTERNAL,
+                status=status,
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=self.scope,
+            )
+        )
+
+
 class PendingSpan(trace.Span):
     """A child span recorded after the fact, finished into a ``ReadableSpan`` by :meth:`end`.
 
