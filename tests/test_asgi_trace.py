@@ -768,3 +768,49 @@ def test_the_current_span_inside_a_layer_is_that_layer(hooks: bool) -> None:
     assert all(s.context.trace_id == layer.context.trace_id for s in tree.spans)
     assert tracker.open == {}
     assert errors.counts == {}
+
+
+@pytest.mark.parametrize("hooks", [True, False], ids=["server-hooks", "middleware-alone"])
+def test_a_failing_endpoint_marks_the_layers_it_went_through(hooks: bool) -> None:
+    provider, exporter, tracker = make_provider()
+    errors.reset()
+    app = FastAPI(telemetry={"tracing": False})
+
+    @app.websocket("/boom")
+    async def boom(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        raise RuntimeError("handler bug")
+
+    if hooks:
+        tracer.instrument(tracer_provider=provider)
+    try:
+        with run_server(tracer.TracingMiddleware(app, tracer_provider=provider)) as server:
+
+            async def poke() -> None:
+                async with connect(server.ws_url + "/boom") as client:
+                    await client.send("x")
+                    with pytest.raises(websockets.ConnectionClosed):
+                        await asyncio.wait_for(client.recv(), 5)
+
+            asyncio.run(poke())
+            wait_until(lambda: any(s.name == "boom" for s in exporter.get_finished_spans()))
+    finally:
+        if hooks:
+            tracer.uninstrument()
+    tree = Tree(list(exporter.get_finished_spans()))
+    (endpoint,) = [s for s in tree.spans if s.name == "boom"]
+    path = [endpoint]
+    parent = tree.parent(endpoint)
+    while parent is not None and vocab.MIDDLEWARE_LAYER in parent.attributes:
+        path.append(parent)
+        parent = tree.parent(parent)
+    names = [s.name for s in path]
+    expected = ["boom", "APIWebSocketRoute", "APIRouter", "AsyncExitStackMiddleware"]
+    outer = ["FastAPI", "ProxyHeadersMiddleware"] if hooks else ["FastAPI"]  # uvicorn's, hooked
+    assert names[:4] == expected and names[-len(outer) :] == outer, names
+    assert "ServerErrorMiddleware" in names
+    for span in path:
+        assert span.attributes[vocab.ERROR_TYPE] == "RuntimeError", span.name
+        assert span.status.status_code.name == "ERROR"
+    assert tracker.open == {}

@@ -40,7 +40,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.chain import Chain
+from tracer.chain import Chain, RecordedChain
 from tracer.config import TracerConfig
 from tracer.recorder import SdkParts, capture_stack, code_attributes, current_handling
 
@@ -60,31 +60,31 @@ def _in_layer(chain: Chain, name: str, attrs: dict[str, Any], awaitable: Any) ->
 
 
 async def run_layer(chain: Chain, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
-    """Await one layer with its span innermost in ``chain``, then end the span.  If the tracer
-    fails to make one, the layer runs untraced: the app is never affected."""
+    """Await one layer as the innermost of ``chain``; its span ends when it returns.  If the
+    tracer fails to record it, the layer runs untraced: the app is never affected."""
     current = trace.get_current_span()
     context_token = None
     if current is chain:
-        span = errors.call("asgi.layer", chain.enter, name, attrs, chain.innermost)
+        layer = errors.call("asgi.layer", chain.enter, name, attrs, None)
     else:
         # Something inside the chain made its own span current (FastAPI's telemetry, the
         # app's own span): this layer nests under it, and is current inside itself again.
-        span = errors.call("asgi.layer", chain.enter, name, attrs, current)
-        if span is not None:
+        layer = errors.call("asgi.layer", chain.enter, name, attrs, current)
+        if layer is not None:
             context_token = otel_context.attach(trace.set_span_in_context(chain))
-    if span is None:
+    if layer is None:
         return await awaitable
+    error: str | None = None
     try:
         return await awaitable
     except BaseException as exc:
         if not _is_disconnect(exc):
-            errors.call("asgi.span", _mark_error, span, exc)
+            error = type(exc).__name__
         raise
     finally:
         if context_token is not None:
             otel_context.detach(context_token)
-        errors.call("asgi.span", chain.leave, span)
-        errors.call("asgi.span", span.end)
+        errors.call("asgi.span", chain.leave, layer, name, attrs, error)
 
 
 async def run_in_span(span: Any, awaitable: Any) -> Any:
@@ -321,8 +321,16 @@ def enter_server_chain(
     """
     if not instrument_chain(app):
         return None
-    chain = Chain(base, recorder.start_layer, tracer)
+    chain = server_chain(base, tracer, recorder)
     return chain, _current_chain.set(chain)
+
+
+def server_chain(base: Any, tracer: Any, recorder: Any) -> Chain:
+    """The chain of a connection the server hooks record, under ``base``."""
+    sdk = recorder.sdk
+    if sdk is not None and base.is_recording():
+        return RecordedChain(base, sdk, tracer)
+    return Chain(base, recorder.start_layer, tracer)
 
 
 def leave_server_chain(token: contextvars.Token[Any]) -> None:
@@ -379,9 +387,7 @@ class TracingMiddleware:
                 return
             # The hooks own this connection but did not see this middleware in the app they
             # started: the chain starts here, under whatever span is current.
-            chain = Chain(
-                trace.get_current_span(), handling.record.recorder.start_layer, self.tracer
-            )
+            chain = server_chain(trace.get_current_span(), self.tracer, handling.record.recorder)
             token = _current_chain.set(chain)
             context_token = otel_context.attach(trace.set_span_in_context(chain))
             try:

@@ -11,6 +11,14 @@ starts a span while a layer runs (FastAPI's native telemetry, another instrument
 span is made current in turn, the next layer nests under it and makes the chain current again
 (one context for that layer only).
 
+Two kinds:
+
+- :class:`Chain` — each layer is a span object made by the tracer it is given (the
+  middleware alone, with any tracer);
+- :class:`RecordedChain` — under the server hooks with the OpenTelemetry SDK, an open layer is
+  only its span id and start time; the finished span is built when the layer returns.  An
+  idle connection holds a dozen layers open, so that is what they weigh.
+
 Layers are entered and left in order by the chain's own task; a layer left out of order (an
 app running inner apps concurrently) is removed where it is, so the innermost stays right.
 """
@@ -18,12 +26,17 @@ app running inner apps concurrently) is removed where it is, so the innermost st
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import time_ns
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tracer import vocab
 
 OpenLayer = Callable[[str, dict[str, Any], trace.Span], trace.Span]
-"""``(name, attributes, parent) -> span``: how a chain starts its layers' spans."""
+"""``(name, attributes, parent) -> span``: how a :class:`Chain` starts its layers' spans."""
 
 
 class Chain(trace.Span):
@@ -32,33 +45,45 @@ class Chain(trace.Span):
 
     __slots__ = ("_base", "_layers", "_open", "tracer")
 
-    def __init__(self, base: trace.Span, open_layer: OpenLayer, tracer: Any) -> None:
+    def __init__(self, base: trace.Span, open_layer: OpenLayer | None, tracer: Any) -> None:
         self._base = base
-        self._layers: list[trace.Span] = []
+        self._layers: list[Any] = []
         self._open = open_layer
         self.tracer = tracer
         """The SDK tracer of the connection (for spans made while the chain runs)."""
 
     @property
     def innermost(self) -> trace.Span:
-        """The span of the innermost layer running now: what a child started now nests under."""
+        """The span of the innermost layer running now: what a child started now nests under
+        (a span that stays put: keep it as a parent for later)."""
         layers = self._layers
         return layers[-1] if layers else self._base
 
-    def enter(self, name: str, attributes: dict[str, Any], parent: trace.Span) -> trace.Span:
-        """A layer starts: its span, child of ``parent`` (the innermost, unless something
-        made its own span current since), becomes the innermost."""
-        span = self._open(name, attributes, parent)
+    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> Any:
+        """A layer starts and becomes the innermost.  Its parent is the innermost layer, or
+        ``outer`` when something inside the chain made its own span current since.  Returns
+        the handle :meth:`leave` takes."""
+        assert self._open is not None
+        span = self._open(name, attributes, outer if outer is not None else self.innermost)
         self._layers.append(span)
         return span
 
-    def leave(self, span: trace.Span) -> None:
-        """A layer returned (or raised): it is no longer the innermost."""
+    def leave(self, layer: Any, name: str, attributes: dict[str, Any], error: str | None) -> None:
+        """A layer returned (or raised ``error``): its span ends; it is no longer innermost."""
+        self._remove(layer)
+        if error is not None:
+            layer.set_attribute(vocab.ERROR_TYPE, error)
+            layer.set_status(Status(StatusCode.ERROR, error))
+        layer.end()
+
+    def _remove(self, layer: Any) -> int:
         layers = self._layers
-        if layers and layers[-1] is span:
+        if layers and layers[-1] is layer:
             layers.pop()
-        elif span in layers:
-            layers.remove(span)
+            return len(layers)
+        index = layers.index(layer)
+        del layers[index]
+        return index
 
     # --- trace.Span: the innermost layer answers ----------------------------------------------
 
@@ -88,6 +113,165 @@ class Chain(trace.Span):
 
     def end(self, end_time: int | None = None) -> None:
         """Nothing to end: each layer's span ends when its layer returns."""
+
+
+class LayerRef(trace.NonRecordingSpan):
+    """A layer of a :class:`RecordedChain` as a parent: its context, and recording (so that
+    children are recorded)."""
+
+    def is_recording(self) -> bool:
+        return True
+
+
+class _Written:
+    """What code running in a layer did to it as the current span (rare: made on demand)."""
+
+    __slots__ = ("attributes", "events", "name", "status")
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, Any] = {}
+        self.events: list[sdk_trace.Event] = []
+        self.name: str | None = None
+        self.status: Status | None = None
+
+
+class RecordedChain(Chain):
+    """A chain whose open layers are span ids and start times, finished into
+    ``ReadableSpan``\\s for the SDK's processors when they return.
+
+    ``sdk`` is the recorder's :class:`~tracer.recorder.spans.SdkParts`; ``base`` must be
+    recording (the connection's ``asgi.app``).
+    """
+
+    __slots__ = ("_context", "_parents", "_sdk", "_starts", "_top", "_written")
+
+    def __init__(self, base: trace.Span, sdk: Any, tracer: Any) -> None:
+        super().__init__(base, None, tracer)
+        self._sdk = sdk
+        self._context = base.get_span_context()
+        self._parents: list[Any] = []  # a layer's parent: the span id below it, or a context
+        self._starts: list[int] = []
+        self._top: tuple[int, trace.SpanContext] | None = None  # the last context built
+        self._written: dict[int, _Written] | None = None
+
+    def _layer_context(self, span_id: int) -> trace.SpanContext:
+        top = self._top
+        if top is not None and top[0] == span_id:
+            return top[1]
+        base = self._context
+        context = trace.SpanContext(
+            base.trace_id, span_id, False, base.trace_flags, base.trace_state
+        )
+        self._top = (span_id, context)
+        return context
+
+    @property
+    def innermost(self) -> trace.Span:
+        layers = self._layers
+        if not layers:
+            return self._base
+        return LayerRef(self._layer_context(layers[-1]))
+
+    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> Any:
+        span_id = self._sdk.new_span_id()
+        layers = self._layers
+        if outer is not None:
+            parent: Any = outer.get_span_context()
+        else:
+            parent = layers[-1] if layers else self._context
+        layers.append(span_id)
+        self._parents.append(parent)
+        self._starts.append(time_ns())
+        return span_id
+
+    def leave(self, layer: Any, name: str, attributes: dict[str, Any], error: str | None) -> None:
+        end = time_ns()
+        index = self._remove(layer)
+        parent = self._parents.pop(index)
+        start = self._starts.pop(index)
+        if isinstance(parent, int):  # the span id of the layer below it
+            parent = self._layer_context(parent)
+        written = self._written.pop(layer, None) if self._written else None
+        status = _UNSET
+        events: Any = ()
+        if written is not None:
+            attributes = {**attributes, **written.attributes}
+            events = written.events
+            name = written.name or name
+            status = written.status or status
+        if error is not None:
+            attributes = {**attributes, vocab.ERROR_TYPE: error}
+            status = Status(StatusCode.ERROR, error)
+        sdk = self._sdk
+        sdk.processor.on_end(
+            sdk_trace.ReadableSpan(
+                name=name,
+                context=self._layer_context(layer),
+                parent=parent,
+                resource=sdk.resource,
+                attributes=attributes,
+                events=events,
+                links=(),
+                kind=SpanKind.INTERNAL,
+                status=status,
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=sdk.scope,
+            )
+        )
+
+    # --- trace.Span: written to the innermost layer -------------------------------------------
+
+    def _innermost_written(self) -> _Written | None:
+        if not self._layers:
+            return None
+        if self._written is None:
+            self._written = {}
+        written = self._written.get(self._layers[-1])
+        if written is None:
+            written = self._written[self._layers[-1]] = _Written()
+        return written
+
+    def is_recording(self) -> bool:
+        return bool(self._layers) or self._base.is_recording()
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        written = self._innermost_written()
+        if written is None:
+            self._base.set_attribute(key, value)
+        else:
+            written.attributes[key] = value
+
+    def set_attributes(self, attributes: Any) -> None:
+        for key, value in dict(attributes).items():
+            self.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        written = self._innermost_written()
+        if written is None:
+            self._base.add_event(name, attributes, timestamp)
+        else:
+            written.events.append(sdk_trace.Event(name, attributes, timestamp or time_ns()))
+
+    def update_name(self, name: str) -> None:
+        written = self._innermost_written()
+        if written is None:
+            self._base.update_name(name)
+        else:
+            written.name = name
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        written = self._innermost_written()
+        if written is None:
+            self._base.set_status(status, description)
+        else:
+            written.status = status if isinstance(status, Status) else Status(status, description)
+
+    def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        self.add_event("exception", {"exception.type": type(exception).__name__})
+
+
+_UNSET = Status(StatusCode.UNSET)
 
 
 def innermost_span(span: trace.Span) -> trace.Span:

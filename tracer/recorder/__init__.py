@@ -83,6 +83,11 @@ class Recorder:
         self.open_records: weakref.WeakSet[ConnectionRecord] = weakref.WeakSet()
         self.stats = {"connections": 0, "frames_dropped": 0, "messages_dropped": 0}
 
+    @property
+    def sdk(self) -> SdkParts | None:
+        """The SDK's parts, when the tracer is the OpenTelemetry SDK's (spans made directly)."""
+        return self._sdk
+
     def next_connection_id(self) -> int:
         with self._lock:
             return next(self._ids)
