@@ -445,3 +445,29 @@ def test_random_bytes_never_raise(
         assert after == stream[outcome.length :]
     if isinstance(outcome, ProtocolError):
         assert 0 <= outcome.offset < len(stream)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(
+        st.lists(
+            st.sampled_from(
+                [b"Host", b"x-Y", b":", b" ", b"\t", b"a", b"\xe9", b"\r", b"\x00", b"\x7f", b"v"]
+            ),
+            max_size=8,
+        ).map(b"".join),
+        max_size=6,
+    ),
+    crlf=st.booleans(),
+    response=st.booleans(),
+)
+def test_whole_head_check_agrees_with_line_by_line(
+    lines: list[bytes], crlf: bool, response: bool
+) -> None:
+    """The fast path (one check over every field line) decides exactly as the line-by-line
+    parser, for heads well-formed or not."""
+    eol = b"\r\n" if crlf else b"\n"
+    start = b"HTTP/1.1 101 Switching Protocols" if response else b"GET /chat HTTP/1.1"
+    head = start + eol + b"".join(line + eol for line in lines)
+    make = ResponseHeadDecoder if response else RequestHeadDecoder
+    assert make()._parse(head, len(head)) == make()._parse_lines(head, len(head))

@@ -57,6 +57,14 @@ The SP after the code is accepted missing (``HTTP/1.1 101``), as most clients do
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*")
 """RFC 9112 §5: ``field-name ":" OWS field-value OWS``; values are VCHAR, obs-text, SP, HTAB."""
 
+_FIELD_BLOCK = re.compile(
+    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*"
+)
+"""Every field line of a head at once (on its Latin-1 text): one check for a well-formed head."""
+
+_FIELDS = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r?\n")
+"""One field line of a well-formed head: name and value without the optional whitespace."""
+
 _HEAD_END = re.compile(rb"\n\r?\n")
 _HTTP_SLASH = b"HTTP/"
 
@@ -285,7 +293,21 @@ class HeadDecoder:
         raise NotImplementedError
 
     def _parse(self, head: bytes, length: int) -> RequestHead | ResponseHead | ProtocolError:
-        """Parse a whole head (start line to the LF that ends the last field line)."""
+        """Parse a whole head (start line to the LF that ends the last field line).
+
+        A well-formed head (nearly every one) is checked and split by two regular expressions
+        over its whole field block; anything else goes line by line, to say which line is
+        wrong and where.
+        """
+        first = head.find(b"\n") + 1
+        match = self._start_pattern().fullmatch(head[: first - 1].removesuffix(b"\r"))
+        block = head[first:].decode("latin-1")
+        if match is not None and _FIELD_BLOCK.fullmatch(block) is not None:
+            headers = [(name.lower(), value) for name, value in _FIELDS.findall(block)]
+            return self._make_head(match, headers, length)
+        return self._parse_lines(head, length)
+
+    def _parse_lines(self, head: bytes, length: int) -> RequestHead | ResponseHead | ProtocolError:
         lines = head.split(b"\n")
         lines.pop()  # empty: the head ends with the LF of its last line
         offset = self._skipped
