@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 import pytest
 import websockets
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -49,6 +50,12 @@ def synthetic_spans() -> list[ReadableSpan]:
         span.set_attributes({"a": 1, "b": 2, "c": 3})
         span.add_event("first")
         span.add_event("second")
+    # A remote parent from another trace system, and a link, both with a trace state.
+    state = trace.TraceState([("vendor", "v=1"), ("other", "x")])
+    remote = trace.SpanContext(0xABC, 0xDEF, True, trace.TraceFlags(1), state)
+    link = trace.Link(trace.SpanContext(0x123, 0x456, True, trace.TraceFlags(0), state), {"k": 1})
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(remote))
+    provider.get_tracer("remote").start_span("child", context=parent, links=[link]).end()
     return list(memory.get_finished_spans())
 
 
