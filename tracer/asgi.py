@@ -42,7 +42,13 @@ from tracer import vocab
 from tracer._contain import errors
 from tracer.chain import Chain, RecordedChain
 from tracer.config import TracerConfig
-from tracer.recorder import SdkParts, capture_stack, code_attributes, current_handling
+from tracer.recorder import (
+    SdkParts,
+    capture_stack,
+    code_attributes,
+    current_handling,
+    stack_event_attributes,
+)
 
 Scope = dict[str, Any]
 
@@ -646,15 +652,7 @@ class _AsgiConnection:
         span = self.tracer.start_span(vocab.WS_ACCEPT, attributes={vocab.SOURCE: vocab.SOURCE_ASGI})
         if self.middleware.config.handshake_stack:
             stack = capture_stack(app=self.middleware.app)
-            functions, files, lines = zip(*stack, strict=True)
-            span.add_event(
-                vocab.EVENT_HANDSHAKE_STACK,
-                {
-                    vocab.STACK_FUNCTIONS: list(functions),
-                    vocab.STACK_FILES: list(files),
-                    vocab.STACK_LINES: list(lines),
-                },
-            )
+            span.add_event(vocab.EVENT_HANDSHAKE_STACK, stack_event_attributes(stack))
         return span
 
 

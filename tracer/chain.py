@@ -189,8 +189,9 @@ class RecordedChain(Chain):
         index = self._remove(layer)
         parent = self._parents.pop(index)
         start = self._starts.pop(index)
-        if isinstance(parent, int):  # the span id of the layer below it
-            parent = self._layer_context(parent)
+        context = self._layer_context(layer)
+        if isinstance(parent, int):  # the span id of the layer below it, which leaves next:
+            parent = self._layer_context(parent)  # built now, kept for then
         written = self._written.pop(layer, None) if self._written else None
         status = _UNSET
         events: Any = ()
@@ -206,7 +207,7 @@ class RecordedChain(Chain):
         sdk.processor.on_end(
             sdk_trace.ReadableSpan(
                 name=name,
-                context=self._layer_context(layer),
+                context=context,
                 parent=parent,
                 resource=sdk.resource,
                 attributes=attributes,

@@ -46,6 +46,7 @@ from tracer.recorder.spans import (
     capture_stack,
     code_attributes,
     stack_entry,
+    stack_event_attributes,
 )
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "current_handling",
     "server_broadcast",
     "stack_entry",
+    "stack_event_attributes",
 ]
 
 

@@ -33,6 +33,7 @@ from tracer.recorder.spans import (
     capture_stack,
     error_event,
     frame_attributes,
+    stack_event_attributes,
 )
 from tracer.wire import (
     FrameDecoder,
@@ -544,14 +545,9 @@ class ConnectionRecord:
             attrs[vocab.HTTP_RESPONSE_STATUS_CODE] = self.status
         span = self.recorder.start(vocab.WS_ACCEPT, parent, self.accept_start, attrs)
         if self.accept_stack:
-            functions, files, lines = zip(*self.accept_stack, strict=True)
             span.add_event(
                 vocab.EVENT_HANDSHAKE_STACK,
-                {
-                    vocab.STACK_FUNCTIONS: list(functions),
-                    vocab.STACK_FILES: list(files),
-                    vocab.STACK_LINES: list(lines),
-                },
+                stack_event_attributes(self.accept_stack),
                 timestamp=self.accept_start,
             )
         span.end(end_time=max(self.response_end, self.accept_start))

@@ -315,6 +315,12 @@ _SKIP = ("", "", 0)
 _stack_rows: dict[tuple[Any, int], tuple[str, str, int]] = {}
 
 
+def stack_event_attributes(stack: Sequence[tuple[str, str, int]]) -> Attributes:
+    """A captured stack as the attributes of a ``wstrace.handshake.stack`` event."""
+    functions, files, lines = zip(*stack, strict=True)
+    return {vocab.STACK_FUNCTIONS: functions, vocab.STACK_FILES: files, vocab.STACK_LINES: lines}
+
+
 _PROBE_DEPTH = 8
 _stacks: weakref.WeakKeyDictionary[Any, dict[Any, tuple[tuple[str, str, int], ...]]] = (
     weakref.WeakKeyDictionary()
