@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import profile, report
+from bench import floor, profile, report
 from bench.runner import QUICK, Options, Sizes, run
 from bench.variants import VARIANTS, resolve
 
@@ -116,7 +116,7 @@ def options_from(args: argparse.Namespace) -> Options:
     )
 
 
-def bench(options: Options, *, progress: bool = True) -> dict[str, Any]:
+def bench(options: Options, *, progress: bool = True, quick: bool = False) -> dict[str, Any]:
     """Run the benchmark; the raw rounds plus ``summary`` and ``bar`` (what ``--json`` holds)."""
     def say(message: str) -> None:
         if progress:
@@ -125,14 +125,17 @@ def bench(options: Options, *, progress: bool = True) -> dict[str, Any]:
     raw = run(options, progress=say)
     raw["summary"] = report.summarize(raw)
     raw["bar"] = report.check_bar(raw["summary"])
+    say("timing the span work of one message in this process (bench/floor.py)")
+    raw["floor"] = floor.measure(count=500 if quick else 5000)
     return raw
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = options_from(args)
-    result = bench(options, progress=not args.quiet)
+    result = bench(options, progress=not args.quiet, quick=args.quick)
     report.render(result, result["summary"], result["bar"])
+    report.render_floor(result)
     if result["profiles"]:
         result["hotspots"] = profile.report_run(result)
     if args.json:

@@ -220,3 +220,23 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
             f" ({note.get('native_telemetry', '?')})"
         console.print(f"  [bold]{variant}[/]: {label}; {native}; "
                       + "; ".join(extra) + (f"; {details}" if details else ""))
+
+
+def render_floor(raw: dict[str, Any], console: Any = None) -> None:
+    """The span work of one message timed alone (``bench/floor.py``), against the bar's budget:
+    a quarter of the untraced server's CPU per message."""
+    figures = raw.get("floor")
+    if not figures:
+        return
+    from rich.console import Console
+
+    if console is None:
+        console = Console()
+    base = raw.get("summary", {}).get(BASELINE, {}).get("cpu_per_msg_us", {}).get("value")
+    budget = f"; the 1.25× budget is {0.25 * base:.0f} µs" if base and math.isfinite(base) else ""
+    console.print(
+        "span work alone, per message of 5 spans (bench/floor.py, best of 5): build "
+        f"{figures['build_us']:.1f} µs + pickle for the export process "
+        f"{figures['pickle_us']:.1f} µs = {figures['build_us'] + figures['pickle_us']:.1f} µs "
+        f"(encoding OTLP/JSON in the server instead: {figures['encode_us']:.1f} µs){budget}"
+    )

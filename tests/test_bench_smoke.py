@@ -54,6 +54,17 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(out.read_text())
 
 
+def test_the_span_work_floor_was_timed(quick_run: dict) -> None:
+    floor = quick_run["floor"]
+    assert all(_positive(floor[key]) for key in ("build_us", "pickle_us", "encode_us")), floor
+    # Spans exported by a child process: its CPU is measured, and counted in the total.
+    conn = quick_run["summary"]["conn-spans"]
+    assert _positive(conn["export_cpu_per_msg_us"]["value"])
+    total, server = conn["total_cpu_per_msg_us"]["value"], conn["cpu_per_msg_us"]["value"]
+    assert total > server
+    assert quick_run["summary"]["conn-inproc"]["export_cpu_per_msg_us"]["value"] == 0
+
+
 @pytest.mark.timeout(120)
 def test_every_variant_ran_and_every_figure_is_finite(quick_run: dict) -> None:
     summary = quick_run["summary"]

@@ -1,0 +1,146 @@
+"""What a traced message costs at the least: the span work alone, timed in this process.
+
+    python -m bench.floor
+
+In ``connection`` shape one echoed message of the benchmark makes five spans: the message,
+its frame, the broadcast, the send and the send's frame.  Whatever the hooks do, the server
+has to build those five spans for the SDK's processors and get them out of the process.
+This times, best of several runs of thousands of iterations, with the real SDK and
+wstrace's own code:
+
+- **build** — the recorder making the five spans and the SDK's ``BatchSpanProcessor``
+  queueing them (``Recorder.start`` / ``Recorder.span`` / ``end``, as the recorder does after
+  each message);
+- **pickle** — :class:`~tracer.export.offload.SubprocessExporter`'s per-span cost of handing
+  them to its export process;
+- **encode** — OTLP/JSON encoding in Python (what an exporter in the server process costs
+  instead of pickling).
+
+Compare their sum with a quarter of the untraced server's CPU per message (the 1.25× bar).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+SPANS_PER_MESSAGE = 5
+
+
+class _Discard(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _message_emitter(provider: TracerProvider) -> Callable[[], None]:
+    """The five spans of one echoed message, made the way the recorder makes them."""
+    from tracer import vocab
+    from tracer.recorder import Recorder
+
+    recorder = Recorder(provider)
+    root = recorder.start(vocab.CONNECTION, None, time.time_ns(), {vocab.CONNECTION_ID: 1})
+    code = {
+        vocab.CODE_FUNCTION_NAME: "uvicorn.protocols.websockets.websockets_sansio_impl.send",
+        vocab.CODE_FILE_PATH: "/site-packages/uvicorn/protocols/websockets/sansio_impl.py",
+        vocab.CODE_LINE_NUMBER: 432,
+    }
+    frame = {
+        vocab.WS_FIN: True, vocab.WS_RSV: 0, vocab.WS_OPCODE: 1, vocab.WS_OPCODE_NAME: "text",
+        vocab.WS_MASK: True, vocab.WS_PAYLOAD_LENGTH: 46, vocab.WS_HEADER_LENGTH: 6,
+        vocab.FRAME_OFFSET: 1024,
+    }
+
+    def one() -> None:
+        t = time.time_ns()
+        message = recorder.start(
+            vocab.WS_MESSAGE_RECEIVE, root, t,
+            {**code, vocab.WS_MESSAGE_TYPE: "text", vocab.WS_MESSAGE_SIZE: 46,
+             vocab.MESSAGE_INDEX: 7, vocab.CONNECTION_ID: 1, vocab.WS_MESSAGE_FRAMES: 1,
+             vocab.QUEUE_WAIT_NS: 0, vocab.HANDLER_NS: 180_000, vocab.DELIVERED_NS: 20_000},
+            None, SpanKind.SERVER,
+        )
+        recorder.span(vocab.WS_FRAME_RECEIVE, message, t, t + 9_000, {**code, **frame})
+        broadcast = recorder.start(
+            vocab.WS_BROADCAST, message, t + 100_000,
+            {vocab.BROADCAST_RECIPIENTS: 1, vocab.CONNECTION_ID: 1,
+             "wstrace.broadcast.detected": "explicit"},
+        )
+        send = recorder.start(
+            vocab.WS_MESSAGE_SEND, broadcast, t + 110_000,
+            {**code, vocab.WS_MESSAGE_TYPE: "text", vocab.WS_MESSAGE_SIZE: 60,
+             vocab.WS_MESSAGE_FRAMES: 1, vocab.CONNECTION_ID: 1},
+        )
+        recorder.span(vocab.WS_FRAME_SEND, send, t + 111_000, t + 130_000, {**code, **frame})
+        send.end(end_time=t + 140_000)
+        broadcast.end(end_time=t + 150_000)
+        message.end(end_time=t + 200_000)
+
+    return one
+
+
+def _best(run: Callable[[], None], count: int, repeats: int = 5) -> float:
+    """Best per-call CPU time of ``run`` in µs over ``repeats`` runs of ``count`` calls."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        for _ in range(count):
+            run()
+        best = min(best, (time.process_time() - started) / count * 1e6)
+    return best
+
+
+def measure(count: int = 5000) -> dict[str, float]:
+    """µs per message for building, pickling and encoding its five spans."""
+    from tracer.export.offload import SPANS_PER_MESSAGE as CHUNK
+    from tracer.export.offload import _dumps
+    from tracer.export.otlp_json import spans_to_otlp_line
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_Discard()))  # as in the benchmark
+    build = _best(_message_emitter(provider), count)
+    provider.shutdown()
+
+    memory = InMemorySpanExporter()
+    kept = TracerProvider()
+    kept.add_span_processor(SimpleSpanProcessor(memory))
+    emit = _message_emitter(kept)
+    for _ in range(103):
+        emit()
+    spans: list[ReadableSpan] = list(memory.get_finished_spans())[-512:]
+
+    def pickle_batch() -> None:
+        for first in range(0, len(spans), CHUNK):
+            _dumps(("spans", spans[first : first + CHUNK], False))
+
+    def encode_batch() -> None:
+        for first in range(0, len(spans), 64):
+            spans_to_otlp_line(spans[first : first + 64])
+
+    per_span = len(spans)
+    pickle = _best(pickle_batch, max(1, count // 500)) / per_span * SPANS_PER_MESSAGE
+    encode = _best(encode_batch, max(1, count // 2000), 3) / per_span * SPANS_PER_MESSAGE
+    return {"build_us": build, "pickle_us": pickle, "encode_us": encode}
+
+
+def main() -> None:
+    figures = measure()
+    print(
+        f"per message of {SPANS_PER_MESSAGE} spans: build {figures['build_us']:.1f} µs, "
+        f"pickle for the export process {figures['pickle_us']:.1f} µs "
+        f"(or encode OTLP/JSON in-process {figures['encode_us']:.1f} µs)"
+    )
+
+
+if __name__ == "__main__":
+    main()
