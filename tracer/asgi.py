@@ -656,6 +656,11 @@ class _AsgiConnection:
         return span
 
 
+def in_asgi_chain() -> bool:
+    """Whether this task runs inside a traced connection's ASGI chain."""
+    return _current_chain.get() is not None
+
+
 @contextlib.contextmanager
 def asgi_broadcast() -> Iterator[bool]:
     """The ASGI-only half of :func:`tracer.broadcast`: a live ``ws.broadcast`` span.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracer.asgi import asgi_broadcast
+from tracer.asgi import asgi_broadcast, in_asgi_chain
 from tracer.recorder import current_handling, server_broadcast
 
 
@@ -29,7 +29,7 @@ class broadcast:  # lower case: the API reads as a function, ``with tracer.broad
 
     def __enter__(self) -> None:
         inner: Any
-        if current_handling() is None:  # not a server-traced connection: maybe the middleware's
+        if current_handling() is None and in_asgi_chain():  # traced by the middleware alone
             inner = asgi_broadcast()
             if inner.__enter__():
                 self._inner = inner
