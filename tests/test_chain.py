@@ -1,0 +1,109 @@
+"""The ASGI chain as one current span: both kinds give the same spans, in any leaving order.
+
+Real OpenTelemetry SDK, in-memory exporter; the chain is driven the way ``run_layer`` drives
+it (the server-level behaviour is covered end to end in ``test_asgi_trace.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tracer import vocab
+from tracer.chain import Chain, LayerRef, RecordedChain, innermost_span
+from tracer.recorder import Recorder
+
+
+def make_chain(kind: str) -> tuple[Chain, Any, InMemorySpanExporter]:
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    recorder = Recorder(provider)
+    base = recorder.start("asgi.app", recorder.start("ws.connection", None, 1), 2)
+    if kind == "recorded":
+        return RecordedChain(base, recorder.sdk, recorder.tracer), base, memory
+    return Chain(base, recorder.start_layer, recorder.tracer), base, memory
+
+
+KINDS = pytest.mark.parametrize("kind", ["recorded", "span-objects"])
+
+
+def by_name(memory: InMemorySpanExporter) -> dict[str, Any]:
+    return {span.name: span for span in memory.get_finished_spans()}
+
+
+@KINDS
+def test_layers_nest_and_the_chain_answers_for_the_innermost(kind: str) -> None:
+    chain, base, memory = make_chain(kind)
+    assert chain.get_span_context() == base.get_span_context()
+    outer = chain.enter("Outer", {"a": 1}, None)
+    inner = chain.enter("Inner", {"b": 2}, None)
+    innermost = innermost_span(chain)
+    assert innermost.is_recording()
+    assert chain.get_span_context() == innermost.get_span_context()
+    chain.set_attribute("seen", "inner")
+    chain.add_event("hello", {"k": "v"})
+    chain.leave(inner, "Inner", {"b": 2}, None)
+    chain.set_attribute("seen", "outer")
+    chain.leave(outer, "Outer", {"a": 1}, "RuntimeError")
+    assert chain.get_span_context() == base.get_span_context()
+    spans = by_name(memory)
+    assert spans["Inner"].parent == spans["Outer"].context
+    assert spans["Outer"].parent == base.get_span_context()
+    assert spans["Inner"].context == innermost.get_span_context()
+    assert dict(spans["Inner"].attributes) == {"b": 2, "seen": "inner"}
+    assert [e.name for e in spans["Inner"].events] == ["hello"]
+    assert spans["Outer"].attributes["seen"] == "outer"
+    assert spans["Outer"].attributes[vocab.ERROR_TYPE] == "RuntimeError"
+    assert spans["Outer"].status.status_code.name == "ERROR"
+    assert spans["Inner"].status.status_code.name == "UNSET"
+    assert spans["Outer"].start_time <= spans["Inner"].start_time
+    assert spans["Inner"].end_time <= spans["Outer"].end_time
+
+
+@KINDS
+def test_a_layer_leaving_out_of_order_keeps_the_innermost_right(kind: str) -> None:
+    chain, base, memory = make_chain(kind)
+    first = chain.enter("First", {}, None)
+    second = chain.enter("Second", {}, None)
+    third = chain.enter("Third", {}, None)
+    third_context = chain.get_span_context()
+    chain.leave(second, "Second", {}, None)  # an app running inner apps side by side
+    assert chain.get_span_context() == third_context
+    chain.leave(third, "Third", {}, None)
+    assert chain.get_span_context() != third_context
+    chain.leave(first, "First", {}, None)
+    spans = by_name(memory)
+    assert spans["Third"].parent == spans["Second"].context
+    assert spans["Second"].parent == spans["First"].context
+    assert chain.get_span_context() == base.get_span_context()
+
+
+@KINDS
+def test_a_foreign_span_in_between_becomes_the_parent(kind: str) -> None:
+    chain, _, memory = make_chain(kind)
+    outer = chain.enter("Outer", {}, None)
+    # FastAPI's telemetry starts its span inside a layer and makes it current.
+    foreign = chain.tracer.start_span("WS /x", context=trace.set_span_in_context(chain))
+    inner = chain.enter("Inner", {}, foreign)
+    chain.leave(inner, "Inner", {}, None)
+    foreign.end()
+    chain.leave(outer, "Outer", {}, None)
+    spans = by_name(memory)
+    assert spans["WS /x"].parent == spans["Outer"].context
+    assert spans["Inner"].parent == spans["WS /x"].context
+
+
+def test_a_recorded_layer_kept_as_a_parent_stays_put() -> None:
+    chain, _, _ = make_chain("recorded")
+    layer = chain.enter("Layer", {}, None)
+    kept = innermost_span(chain)
+    assert isinstance(kept, LayerRef) and kept.is_recording()
+    chain.enter("Deeper", {}, None)
+    assert kept.get_span_context().span_id == layer
+    assert chain.get_span_context().span_id != layer
