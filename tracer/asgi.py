@@ -59,15 +59,12 @@ _current_chain: contextvars.ContextVar[Chain | None] = contextvars.ContextVar(
 """The chain of the traced WebSocket connection running in this task, if it is one."""
 
 
-def _in_layer(chain: Chain, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
-    """``awaitable`` as a layer of ``chain``.  Not a coroutine itself: one coroutine per layer
-    (each lives as long as the connection) rather than two."""
-    return run_layer(chain, name, attrs, awaitable)
-
-
 async def run_layer(chain: Chain, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
     """Await one layer as the innermost of ``chain``; its span ends when it returns.  If the
-    tracer fails to record it, the layer runs untraced: the app is never affected."""
+    tracer fails to record it, the layer runs untraced: the app is never affected.
+
+    The layer's coroutine is created by the (synchronous) wrapper and awaited here: one
+    coroutine per layer, which lives as long as the connection, rather than two."""
     current = trace.get_current_span()
     context_token = None
     if current is chain:
@@ -170,7 +167,7 @@ def _make_layer_wrapper(owner: type, attribute: str) -> Any:
         if chain is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
             return wrapped(*args, **kwargs)
         name, span_attrs = describe(instance)
-        return _in_layer(chain, name, span_attrs, wrapped(*args, **kwargs))
+        return run_layer(chain, name, span_attrs, wrapped(*args, **kwargs))
 
     return layer
 
@@ -199,7 +196,7 @@ def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
             chain = _current_chain.get()
             if chain is None:
                 return wrapped(*args, **kwargs)
-            return _in_layer(chain, span_name, attrs, wrapped(*args, **kwargs))
+            return run_layer(chain, span_name, attrs, wrapped(*args, **kwargs))
 
         wrapt.wrap_function_wrapper(module, attribute, timed)
         _wrapped[key] = (module, attribute, original)
@@ -308,7 +305,7 @@ def _wrap_endpoint(route: Any) -> None:
         chain = _current_chain.get()
         if chain is None:
             return wrapped(*args, **kwargs)
-        return _in_layer(chain, name, attrs, wrapped(*args, **kwargs))
+        return run_layer(chain, name, attrs, wrapped(*args, **kwargs))
 
     with _wrapped_lock:
         _wrapped[(id(dependant), "call")] = (dependant, "call", call)

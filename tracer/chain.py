@@ -31,7 +31,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk import trace as sdk_trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 
@@ -193,33 +193,17 @@ class RecordedChain(Chain):
         if isinstance(parent, int):  # the span id of the layer below it, which leaves next:
             parent = self._layer_context(parent)  # built now, kept for then
         written = self._written.pop(layer, None) if self._written else None
-        status = _UNSET
+        status: Status | None = None
         events: Any = ()
         if written is not None:
             attributes = {**attributes, **written.attributes}
             events = written.events
             name = written.name or name
-            status = written.status or status
+            status = written.status
         if error is not None:
             attributes = {**attributes, vocab.ERROR_TYPE: error}
             status = Status(StatusCode.ERROR, error)
-        sdk = self._sdk
-        sdk.processor.on_end(
-            sdk_trace.ReadableSpan(
-                name=name,
-                context=context,
-                parent=parent,
-                resource=sdk.resource,
-                attributes=attributes,
-                events=events,
-                links=(),
-                kind=SpanKind.INTERNAL,
-                status=status,
-                start_time=start,
-                end_time=end,
-                instrumentation_scope=sdk.scope,
-            )
-        )
+        self._sdk.emit(name, context, parent, start, end, attributes, events=events, status=status)
 
     # --- trace.Span: written to the innermost layer -------------------------------------------
 
@@ -271,8 +255,6 @@ class RecordedChain(Chain):
     def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
         self.add_event("exception", {"exception.type": type(exception).__name__})
 
-
-_UNSET = Status(StatusCode.UNSET)
 
 
 def innermost_span(span: trace.Span) -> trace.Span:

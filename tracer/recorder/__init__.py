@@ -122,9 +122,11 @@ class Recorder:
     ) -> Any:
         """Start a span at a past time ``start``; the caller ends it with an explicit time.
 
-        Roots go through the SDK's tracer (its sampler decides).  Children of a recording span
-        are :class:`PendingSpan`: the same finished span reaches the same processors, without
-        the SDK's per-span machinery (context objects, sampler call, locks) on this path.
+        With the OpenTelemetry SDK every span is a :class:`PendingSpan`: the same finished span
+        reaches the same processors, without the SDK's per-span machinery (context objects,
+        locks, bounded containers).  A root asks the provider's sampler, and processors see it
+        start; a child follows its parent's sampling, as the SDK's default ``ParentBased``
+        does.  With another tracer, its own spans.
         """
         sdk = self._sdk
         if sdk is not None:

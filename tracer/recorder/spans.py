@@ -114,6 +114,38 @@ class SdkParts:
         self.processor.on_start(span, parent_context=None)
         return span
 
+    def emit(
+        self,
+        name: str,
+        context: trace.SpanContext,
+        parent: trace.SpanContext | None,
+        start: int,
+        end: int,
+        attributes: Attributes,
+        *,
+        events: Sequence[sdk_trace.Event] = (),
+        links: Sequence[Link] = (),
+        kind: SpanKind = SpanKind.INTERNAL,
+        status: Status | None = None,
+    ) -> None:
+        """Hand a finished span to the provider's processors: the one place spans are built
+        without the SDK's tracer."""
+        self.processor.on_end(
+            sdk_trace.ReadableSpan(
+                name=name,
+                context=context,
+                parent=parent,
+                resource=self.resource,
+                attributes=attributes,
+                events=events,
+                links=links,
+                kind=kind,
+                status=status or _UNSET,
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=self.scope,
+            )
+        )
 
     def finished(
         self,
@@ -133,22 +165,7 @@ class SdkParts:
         context = trace.SpanContext(
             parent.trace_id, self.new_span_id(), False, parent.trace_flags, parent.trace_state
         )
-        self.processor.on_end(
-            sdk_trace.ReadableSpan(
-                name=name,
-                context=context,
-                parent=parent,
-                resource=self.resource,
-                attributes=attributes if attributes is not None else {},
-                events=(),
-                links=(),
-                kind=SpanKind.INTERNAL,
-                status=status,
-                start_time=start,
-                end_time=end,
-                instrumentation_scope=self.scope,
-            )
-        )
+        self.emit(name, context, parent, start, end, attributes or {}, status=status)
 
 
 class PendingSpan(trace.Span):
@@ -256,21 +273,17 @@ class PendingSpan(trace.Span):
         if sdk is None:
             return  # ended already
         self._sdk = None
-        sdk.processor.on_end(
-            sdk_trace.ReadableSpan(
-                name=self._name,
-                context=self._context,
-                parent=self._parent,
-                resource=sdk.resource,
-                attributes=self._attributes,
-                events=self._events or (),
-                links=self._links,
-                kind=self._kind,
-                status=self._status,
-                start_time=self._start,
-                end_time=end_time if end_time is not None else time_ns(),
-                instrumentation_scope=sdk.scope,
-            )
+        sdk.emit(
+            self._name,
+            self._context,
+            self._parent,
+            self._start,
+            end_time if end_time is not None else time_ns(),
+            self._attributes,
+            events=self._events or (),
+            links=self._links,
+            kind=self._kind,
+            status=self._status,
         )
 
 
