@@ -87,6 +87,7 @@ class SubprocessExporter(SpanExporter):
         self._flushes = 0
         self._failed = False
         self._shutdown = False
+        self._named: tuple[Path, str] | None = None  # (directory, prefix) of a default name
 
     @classmethod
     def otlp_file(
@@ -105,6 +106,8 @@ class SubprocessExporter(SpanExporter):
         target = Path(path) if path is not None else Path(directory) / default_file_name(prefix)
         exporter = cls(OTLP_FILE_FACTORY, path=str(target))
         exporter.path = target
+        if path is None:
+            exporter._named = (Path(directory), prefix)
         return exporter
 
     @property
@@ -176,6 +179,13 @@ class SubprocessExporter(SpanExporter):
     def _ensure_child(self) -> None:
         if self._child is not None and self._pid == os.getpid():
             return
+        if self._pid and self._named is not None:
+            # A fork: this process writes a file of its own, as the file exporter would.
+            from tracer.export.otlp_file import default_file_name
+
+            directory, prefix = self._named
+            self.path = directory / default_file_name(prefix)
+            self._kwargs["path"] = str(self.path)
         # First export, or a fork: the parent's child is not ours.
         self._pid = os.getpid()
         self._child = subprocess.Popen(
