@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.support.server import free_port
@@ -43,7 +44,10 @@ def test_demo_traces_a_scripted_auction(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_serve_traces_any_app_until_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "export", [[], ["--export-in-process"]], ids=["export-process", "export-in-process"]
+)
+def test_serve_traces_any_app_until_interrupted(tmp_path: Path, export: list[str]) -> None:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -55,6 +59,7 @@ def test_serve_traces_any_app_until_interrupted(tmp_path: Path) -> None:
             str(port),
             "--out",
             str(tmp_path),
+            *export,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
