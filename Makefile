@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench samples serve clean
+.PHONY: demo test test-fast test-stress lint bench samples serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The fast layer alone: wire decoders, readers, views (seconds).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m fast
+
+# The suite RUNS times (default 5) with BUSY cores (default 1) kept busy by other processes:
+# a test that races the server's threads shows up here.  Prints how many runs passed.
+RUNS ?= 5
+BUSY ?= 1
+test-stress: $(STAMP)
+	$(BIN)/python tests/stress.py --runs $(RUNS) --busy $(BUSY)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

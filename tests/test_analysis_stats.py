@@ -17,6 +17,8 @@ from tracer.export.otlp_file import OTLPJsonFileExporter
 from tracer.export.reader import load
 from tracer.export.traceset import TraceSet
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 PARSE_US = [120, 35, 35, 900, 47, 51, 2, 60, 75, 33, 41, 48, 52, 39, 44, 58, 61, 70, 3000, 45]
 # sorted: 2 33 35 35 39 41 44 45 47 48 | 51 52 58 60 61 70 75 120 900 3000
 # nearest rank, n=20: p50 → rank 10 = 48; p90 → rank 18 = 120; p99 → rank 20 = 3000

@@ -25,6 +25,8 @@ from tracer.export.otlp_file import OTLPJsonFileExporter
 from tracer.export.reader import load
 from tracer.export.traceset import TraceSet
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 NASTY = "\x1b[31mred[bold]x\x07\r\u202eevil\x9b2J[/]"
 
 

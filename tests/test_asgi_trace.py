@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 import websockets
@@ -16,8 +15,15 @@ from websockets.asyncio.client import connect
 import tracer
 from tests.support.apps import echo_app
 from tests.support.server import IMPL_PAIRS, WS_IMPLS, run_server
-from tests.support.tracing import Tree, make_provider, traced
-from tests.test_server_trace import assert_all_ended, assert_nested, closed_connections, wait_until
+from tests.support.tracing import (
+    Tree,
+    assert_all_ended,
+    assert_nested,
+    closed_connections,
+    make_provider,
+    traced,
+    wait_until,
+)
 from tracer import vocab
 from tracer._contain import errors
 from tracer.asgi import chain_layers, unwrap_chain
@@ -576,7 +582,9 @@ def test_client_trace_context_is_linked_and_native_telemetry_joins_ours(server_h
                     await asyncio.wait_for(client.recv(), 5)
 
             asyncio.run(talk())
-            time.sleep(0.3)
+            wait_until(
+                lambda: any(s.name == vocab.CONNECTION for s in exporter.get_finished_spans())
+            )
     finally:
         tracer.uninstrument()
     spans = exporter.get_finished_spans()

@@ -57,12 +57,18 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_the_span_work_floor_was_timed(quick_run: dict) -> None:
     floor = quick_run["floor"]
     assert all(_positive(floor[key]) for key in ("build_us", "pickle_us", "encode_us")), floor
-    # Spans exported by a child process: its CPU is measured, and counted in the total.
-    conn = quick_run["summary"]["conn-spans"]
-    assert _positive(conn["export_cpu_per_msg_us"]["value"])
+    # Spans exported by a child process: its CPU is read and counted in the total.  The
+    # child's CPU comes in clock ticks, which a run this short can round to zero, so what is
+    # asserted is that the child did the writing and that the total adds its share.
+    summary, rounds = quick_run["summary"], quick_run["rounds"]
+    assert "SubprocessExporter" in quick_run["notes"]["conn-spans"]["exporter"]
+    assert rounds["conn-spans"][0]["trace_bytes"] > 0
+    conn = summary["conn-spans"]
+    export = conn["export_cpu_per_msg_us"]["value"]
+    assert math.isfinite(export) and export >= 0
     total, server = conn["total_cpu_per_msg_us"]["value"], conn["cpu_per_msg_us"]["value"]
-    assert total > server
-    assert quick_run["summary"]["conn-inproc"]["export_cpu_per_msg_us"]["value"] == 0
+    assert total == pytest.approx(server + export)
+    assert summary["conn-inproc"]["export_cpu_per_msg_us"]["value"] == 0
 
 
 @pytest.mark.timeout(120)

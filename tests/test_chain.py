@@ -18,6 +18,8 @@ from tracer import vocab
 from tracer.chain import Chain, LayerRef, RecordedChain, innermost_span
 from tracer.recorder import Recorder
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 
 def make_chain(kind: str) -> tuple[Chain, Any, InMemorySpanExporter]:
     provider = TracerProvider()

@@ -26,6 +26,8 @@ from tests.golden import synthetic
 from tracer.export.otlp_file import OTLPJsonFileExporter
 from tracer.export.otlp_json import spans_to_otlp_line
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 GOLDEN = Path(__file__).parent / "golden" / "small.otlp.jsonl"
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 

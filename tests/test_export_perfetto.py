@@ -20,6 +20,8 @@ from tracer.export.perfetto import _us, to_chrome_trace, write_chrome_trace
 from tracer.export.reader import load
 from tracer.export.traceset import TraceSet
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 SAMPLES = sorted((Path(__file__).parent.parent / "traces" / "samples").glob("*.otlp.jsonl"))
 Event = dict[str, Any]
 

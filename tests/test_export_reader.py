@@ -17,6 +17,8 @@ from tracer.export.reader import TraceFileError, load, read_file, read_spans
 from tracer.export.records import SpanRecord
 from tracer.export.traceset import TraceSet
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 GOLDEN = Path(__file__).parent / "golden" / "small.otlp.jsonl"
 
 

@@ -22,6 +22,8 @@ from tracer.wire.frames import (
     unmask,
 )
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 Item = Frame | ProtocolError
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from websockets.utils import accept_key as websockets_accept_key
 
 from tracer.wire.handshake import GUID, accept_key, check_accept, validate_client_key
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 

@@ -26,6 +26,8 @@ from tracer.wire.http import (
     is_websocket_upgrade,
 )
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess
+
 Decoder = RequestHeadDecoder | ResponseHeadDecoder
 Outcome = RequestHead | ResponseHead | ProtocolError | None
 

@@ -137,3 +137,26 @@ def read_frames_until_close(sock: socket.socket, rest: bytes, timeout: float = 1
             break
         data += chunk
     return frames
+
+
+def finish_sending(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Half-close (FIN) and read until the server closes; returns what it sent meanwhile.
+
+    Closing a socket that still has unread bytes makes the kernel send RST, and a server
+    reading after an RST may lose data it had not read yet: the test would then depend on how
+    fast the server read.  A half-close delivers every byte first, then the end of stream.
+    """
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(timeout)
+    received = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    sock.close()
+    return received

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tracer
+from tracer import vocab
 from tracer._contain import errors
 
 
@@ -106,3 +108,38 @@ class Tree:
         return sorted(
             (s for s in self.spans if s.name == "ws.connection"), key=lambda s: s.start_time
         )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Poll ``condition`` until it holds: the server's threads finish on their own schedule.
+
+    A client that has seen the bytes knows nothing about when the server's span ends, so a
+    test waits for the fact it needs, with a bound, instead of sleeping and hoping.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def closed_connections(t: Traced, count: int) -> Callable[[], bool]:
+    """A condition: at least ``count`` ``ws.connection`` spans have ended."""
+    return lambda: len(t.named(vocab.CONNECTION)) >= count
+
+
+def assert_all_ended(t: Traced) -> None:
+    """Every span started was ended, and the tracer contained no error of its own."""
+    assert t.tracker.open == {}, f"spans left open: {t.tracker.open}"
+    assert errors.counts == {}, f"tracer errors: {errors.counts}"
+
+
+def assert_nested(tree: Tree) -> None:
+    """Children start and end inside their parent, in the parent's trace."""
+    for span in tree.spans:
+        parent = tree.parent(span)
+        if parent is None:
+            continue
+        assert parent.start_time <= span.start_time, (span.name, parent.name)
+        assert span.end_time <= parent.end_time, (span.name, parent.name)
+        assert span.context.trace_id == parent.context.trace_id
