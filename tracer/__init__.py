@@ -3,17 +3,37 @@
 >>> import tracer
 >>> tracer.instrument()          # hooks into uvicorn's HTTP and WebSocket protocols
 >>> app = tracer.TracingMiddleware(app)   # the ASGI chain, accept, messages, broadcasts
+
+The writing side (hooks, recorder, middleware) is imported on first use of these names, so
+that ``import tracer.wire`` or reading a trace file never loads the OpenTelemetry SDK or
+uvicorn.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from tracer._version import __version__
 
-from tracer.asgi import TracingMiddleware
-from tracer.broadcast import broadcast
-from tracer.instrumentor import WebSocketInstrumentor
+if TYPE_CHECKING:
+    from tracer.asgi import TracingMiddleware
+    from tracer.broadcast import broadcast
+    from tracer.instrumentor import WebSocketInstrumentor
+
+_LAZY = {
+    "TracingMiddleware": "tracer.asgi",
+    "broadcast": "tracer.broadcast",
+    "WebSocketInstrumentor": "tracer.instrumentor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'tracer' has no attribute {name!r}")
 
 
 def instrument(*, tracer_provider: Any = None, **options: Any) -> WebSocketInstrumentor:
@@ -22,6 +42,8 @@ def instrument(*, tracer_provider: Any = None, **options: Any) -> WebSocketInstr
     ``options`` are those of :class:`tracer.config.TracerConfig`: ``shape="connection"``,
     ``frames="spans"``, ``capture_payload=0``, ``max_messages_per_trace``, ``capture_headers``…
     """
+    from tracer.instrumentor import WebSocketInstrumentor
+
     instrumentor = WebSocketInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=tracer_provider, skip_dep_check=True, **options)
@@ -30,6 +52,8 @@ def instrument(*, tracer_provider: Any = None, **options: Any) -> WebSocketInstr
 
 def uninstrument() -> None:
     """Remove every hook and restore the originals; open connections' spans are ended."""
+    from tracer.instrumentor import WebSocketInstrumentor
+
     instrumentor = WebSocketInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()

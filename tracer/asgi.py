@@ -49,6 +49,11 @@ from tracer.recorder import (
     current_handling,
     stack_event_attributes,
 )
+from tracer.wire import CloseCode
+
+NORMAL_CLOSURE = int(CloseCode.NORMAL_CLOSURE)
+NO_STATUS_RCVD = int(CloseCode.NO_STATUS_RCVD)
+ABNORMAL_CLOSURE = int(CloseCode.ABNORMAL_CLOSURE)
 
 Scope = dict[str, Any]
 
@@ -351,7 +356,7 @@ class TracingMiddleware:
     """
 
     def __init__(self, app: Any, *, tracer_provider: Any = None, **options: Any) -> None:
-        from tracer import __version__
+        from tracer._version import __version__
 
         self.app = app
         self.config = TracerConfig.build(**options)
@@ -519,7 +524,7 @@ class _AsgiConnection:
             span.end()
 
     def _record_close(self, connection: Any) -> None:
-        code = self.close_code if self.close_code is not None else 1006
+        code = self.close_code if self.close_code is not None else ABNORMAL_CLOSURE
         connection.set_attribute(vocab.WS_CLOSE_CODE, code)
         now = time_ns()
         self.tracer.start_span(
@@ -570,7 +575,7 @@ class _AsgiConnection:
             self.message_span = self._open_message(attributes)
             self.handling_message = True
         elif kind == "websocket.disconnect" and self.close_code is None:
-            self.close_code = message.get("code", 1005)
+            self.close_code = message.get("code", NO_STATUS_RCVD)
             self.close_initiator = vocab.INITIATOR_CLIENT
 
     def _open_message(self, attributes: dict[str, Any]) -> Any:
@@ -615,7 +620,7 @@ class _AsgiConnection:
                 span = errors.call("asgi.send", self._open_send, message)
             else:
                 if kind == "websocket.close" and self.close_code is None:
-                    self.close_code = message.get("code", 1000)
+                    self.close_code = message.get("code", NORMAL_CLOSURE)
                     self.close_initiator = vocab.INITIATOR_SERVER
                 span = None
             await run_in_span(span, send(message))

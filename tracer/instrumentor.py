@@ -12,11 +12,11 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from tracer.asgi import unwrap_chain
+from tracer.asgi import enter_server_chain, leave_server_chain, unwrap_chain
 from tracer.config import TracerConfig
 from tracer.hooks import http as http_hooks
 from tracer.hooks import ws as ws_hooks
-from tracer.hooks.context import Active
+from tracer.hooks.context import Active, ChainEntry
 from tracer.hooks.patching import Applied, apply, import_quietly, restore
 from tracer.recorder import Recorder
 
@@ -43,6 +43,7 @@ class WebSocketInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         kwargs.pop("skip_dep_check", None)
         config = TracerConfig.build(**kwargs)
         Active.recorder = Recorder(provider, config)
+        Active.chain = ChainEntry(enter_server_chain, leave_server_chain)
         self._applied = []
         self.missing = []
         for impl, (module, _cls) in http_hooks.IMPLEMENTATIONS.items():
@@ -67,6 +68,7 @@ class WebSocketInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         restore(self._applied)
         unwrap_chain()  # the ASGI chain wrappers TracingMiddleware installed, too
         recorder, Active.recorder = Active.recorder, None
+        Active.chain = None
         if recorder is not None:
             recorder.flush_open()
 

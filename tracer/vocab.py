@@ -149,15 +149,6 @@ FRAME_OFFSET = "wstrace.frame.offset"
 
 # --- Values -------------------------------------------------------------------------------------
 
-OPCODE_NAMES: dict[int, str] = {
-    0x0: "continuation",
-    0x1: "text",
-    0x2: "binary",
-    0x8: "close",
-    0x9: "ping",
-    0xA: "pong",
-}
-
 INITIATOR_CLIENT = "client"
 INITIATOR_SERVER = "server"
 INITIATOR_NONE = "none"

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracer import vocab
+from tracer.wire import opcode_name
 
 T0 = 1_700_000_000_000_000_000
 """Base time (ns since the epoch) of every synthetic trace."""
@@ -73,7 +74,7 @@ def frame_attrs(opcode: int, length: int, *, masked: bool, fin: bool = True) -> 
         vocab.WS_FIN: fin,
         vocab.WS_RSV: 0,
         vocab.WS_OPCODE: opcode,
-        vocab.WS_OPCODE_NAME: vocab.OPCODE_NAMES[opcode],
+        vocab.WS_OPCODE_NAME: opcode_name(opcode),
         vocab.WS_MASK: masked,
         vocab.WS_PAYLOAD_LENGTH: length,
         vocab.WS_HEADER_LENGTH: (6 if masked else 2) + (2 if length > 125 else 0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -10,10 +11,26 @@ if TYPE_CHECKING:
     from tracer.recorder import Attributes, ConnectionRecord, HttpStages, Recorder
 
 
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    """How the server hooks hand a connection's ASGI app to the ASGI layer.
+
+    The hooks sit beside the ASGI layer, not above it: the instrumentor, which knows both,
+    plugs the ASGI layer's entry and exit in here.  ``enter(app, base_span, tracer, recorder)``
+    returns ``(current_span, token)`` when the app's chain is traced, else ``None``;
+    ``leave(token)`` undoes it when the app returns.
+    """
+
+    enter: Callable[[Any, Any, Any, Any], tuple[Any, Any] | None]
+    leave: Callable[[Any], None]
+
+
 class Active:
     """The recorder the wrappers report to; ``None`` once uninstrumented (wrappers pass through)."""
 
     recorder: Recorder | None = None
+    chain: ChainEntry | None = None
+    """Set by the instrumentor: the ASGI chain's entry, when the app is traced there too."""
 
 
 @dataclass(slots=True)

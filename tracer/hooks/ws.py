@@ -32,8 +32,14 @@ from opentelemetry import trace
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.asgi import enter_server_chain, leave_server_chain
-from tracer.hooks.context import RECORD_ATTRIBUTE, Active, current_record, record_of, upgrading
+from tracer.hooks.context import (
+    RECORD_ATTRIBUTE,
+    Active,
+    ChainEntry,
+    current_record,
+    record_of,
+    upgrading,
+)
 from tracer.hooks.patching import Patch, original_function
 from tracer.hooks.transport import TapTransport
 from tracer.recorder import Attributes, ConnectionRecord, code_attributes, stack_entry
@@ -217,13 +223,15 @@ async def _traced_run_asgi(
     record: ConnectionRecord, instance: Any, wrapped: Any, args: Any, kwargs: Any
 ) -> Any:
     context_token = chain_token = None
+    entry: ChainEntry | None = None
     try:
         record.on_app_start(time_ns(), getattr(instance, "app", None))
         if record.app_span is not None:
             # Spans made inside the app (the ASGI chain, FastAPI's own telemetry, other
             # instrumentations) join this connection's trace under asgi.app.
             current: Any = record.app_span
-            chain = enter_server_chain(
+            entry = Active.chain
+            chain = entry and entry.enter(
                 instance.app, record.app_span, record.recorder.tracer, record.recorder
             )
             if chain is not None:
@@ -238,8 +246,8 @@ async def _traced_run_asgi(
         failure = exc
         raise
     finally:
-        if chain_token is not None:
-            leave_server_chain(chain_token)
+        if chain_token is not None and entry is not None:
+            entry.leave(chain_token)
         if context_token is not None:
             otel_context.detach(context_token)
         errors.call("ws.run_asgi", record.on_app_end, time_ns(), _error_name(failure))

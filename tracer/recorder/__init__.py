@@ -73,7 +73,7 @@ class Recorder:
     """Process-wide: owns the OpenTelemetry tracer and every open connection record."""
 
     def __init__(self, tracer_provider: Any = None, config: TracerConfig | None = None) -> None:
-        from tracer import __version__
+        from tracer._version import __version__
 
         self.config = config or TracerConfig()
         self.tracer = trace.get_tracer(

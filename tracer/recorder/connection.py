@@ -36,17 +36,28 @@ from tracer.recorder.spans import (
     stack_event_attributes,
 )
 from tracer.wire import (
+    CloseCode,
     FrameDecoder,
+    Opcode,
     ProtocolError,
     RequestHead,
     RequestHeadDecoder,
     ResponseHead,
     ResponseHeadDecoder,
     check_accept,
+    opcode_name,
 )
 
 if TYPE_CHECKING:
     from tracer.recorder import Recorder
+
+_PING_PONG = (Opcode.PING, Opcode.PONG)
+_MESSAGE_START = (Opcode.TEXT, Opcode.BINARY)
+_DATA_OPCODES = (Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY)
+ABNORMAL_CLOSURE = int(CloseCode.ABNORMAL_CLOSURE)
+"""Recorded when the connection was lost without a close frame (RFC 6455 §7.1.5)."""
+NO_STATUS_RCVD = int(CloseCode.NO_STATUS_RCVD)
+"""Recorded for a close frame that carried no status code (§7.1.5)."""
 
 
 class ConnectionRecord:
@@ -255,7 +266,7 @@ class ConnectionRecord:
     def on_bytes_in_done(self, records: list[FrameRecord], end: int) -> None:
         for record in records:
             record.end = end
-            if record.frame.opcode in (9, 10):
+            if record.frame.opcode in _PING_PONG:
                 self._emit_control_frame(vocab.WS_FRAME_RECEIVE, record)
 
     def on_bytes_out(self, start: int, end: int, data: bytes) -> None:
@@ -319,9 +330,11 @@ class ConnectionRecord:
     def _on_client_frame(self, record: FrameRecord) -> None:
         frame = record.frame
         opcode = frame.opcode
-        if opcode in (1, 2) or (opcode == 0 and self.assembling is not None):
+        if opcode in _MESSAGE_START or (
+            opcode == Opcode.CONTINUATION and self.assembling is not None
+        ):
             message = self.assembling
-            if opcode != 0 or message is None:
+            if opcode != Opcode.CONTINUATION or message is None:
                 message = self.assembling = InMessage(record.start, [], opcode)
             if (
                 len(message.frames) < self.config.max_frames_per_message
@@ -338,7 +351,7 @@ class ConnectionRecord:
                     self._release(self.completed.pop(0))
                     self.recorder.stats["messages_dropped"] += 1
                 self.completed.append(message)
-        elif opcode == 8:
+        elif opcode == Opcode.CLOSE:
             self._on_close_frame(vocab.INITIATOR_CLIENT, record)
 
     def _release(self, message: InMessage) -> InMessage:
@@ -347,11 +360,11 @@ class ConnectionRecord:
         return message
 
     def _on_server_frame(self, record: FrameRecord) -> None:
-        if record.frame.opcode == 8:
+        if record.frame.opcode == Opcode.CLOSE:
             self._on_close_frame(vocab.INITIATOR_SERVER, record)
             return
         send = self.current_send
-        if send is not None and record.frame.opcode in (0, 1, 2):
+        if send is not None and record.frame.opcode in _DATA_OPCODES:
             send.frames.append(record)
         else:
             self._emit_control_frame(vocab.WS_FRAME_SEND, record)
@@ -868,8 +881,8 @@ class ConnectionRecord:
 
     def _effective_close_code(self) -> int:
         if self.close_initiator is None:
-            return 1006
-        return self.close_code if self.close_code is not None else 1005
+            return ABNORMAL_CLOSURE
+        return self.close_code if self.close_code is not None else NO_STATUS_RCVD
 
     def _emit_undelivered(self, at: int) -> None:
         pending = list(self.completed)
@@ -879,7 +892,7 @@ class ConnectionRecord:
             attrs: Attributes = {
                 **self.ws_code.get(vocab.WS_MESSAGE_RECEIVE, {}),
                 vocab.WS_MESSAGE_FRAMES: len(message.frames) + message.frames_dropped,
-                vocab.WS_MESSAGE_TYPE: vocab.OPCODE_NAMES.get(message.opcode, "unknown"),
+                vocab.WS_MESSAGE_TYPE: opcode_name(message.opcode),
                 vocab.CONNECTION_ID: self.id,
             }
             if message.frames_dropped:
@@ -911,7 +924,7 @@ class ConnectionRecord:
         for side, record in self.close_frames:
             name = vocab.WS_FRAME_RECEIVE if side == vocab.INITIATOR_CLIENT else vocab.WS_FRAME_SEND
             self._emit_frames(span, name, [record])
-        if code == 1006:
+        if code == ABNORMAL_CLOSURE:
             span.set_attribute(vocab.ERROR_TYPE, "abnormal-closure")
         span.end(end_time=max(self.lost_at, start))
 

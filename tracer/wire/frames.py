@@ -47,7 +47,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from tracer.vocab import OPCODE_NAMES
+from tracer.wire.codes import CONTROL_OPCODES_START, Opcode, opcode_name
 
 __all__ = [
     "CLOSE_CODES_VALID",
@@ -60,12 +60,12 @@ __all__ = [
     "unmask",
 ]
 
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+OP_CONTINUATION = Opcode.CONTINUATION
+OP_TEXT = Opcode.TEXT
+OP_BINARY = Opcode.BINARY
+OP_CLOSE = Opcode.CLOSE
+OP_PING = Opcode.PING
+OP_PONG = Opcode.PONG
 
 MAX_CONTROL_PAYLOAD = 125
 """RFC 6455 §5.5: all control frames MUST have a payload length of 125 bytes or less."""
@@ -131,13 +131,12 @@ class Frame:
     def opcode_name(self) -> str:
         """Wireshark's name: ``text``, ``binary``, ``continuation``, ``close``, ``ping``, ``pong``,
         or ``reserved-0xN`` for the reserved opcodes 0x3-0x7 and 0xB-0xF."""
-        name = OPCODE_NAMES.get(self.opcode)
-        return name if name is not None else f"reserved-0x{self.opcode:x}"
+        return opcode_name(self.opcode)
 
     @property
     def is_control(self) -> bool:
         """Control frames (§5.5) have the opcode's most significant bit set: 0x8-0xF."""
-        return self.opcode >= 0x8
+        return self.opcode >= CONTROL_OPCODES_START
 
     @property
     def end_offset(self) -> int:
@@ -328,7 +327,7 @@ class FrameDecoder:
                     or (b0 & 0xF0 == 0x80 and opcode in _PING_PONG and length <= 125)
                 )
             ):
-                if opcode < 0x8:
+                if opcode < CONTROL_OPCODES_START:
                     self._fragmented = b0 < 0x80
                 if not inspect:
                     out.append(frame)
@@ -565,7 +564,7 @@ class FrameDecoder:
                         "non-minimal-length", offset, f"{length} bytes sent with a 64-bit length"
                     )
                 )
-        if opcode >= 0x8:
+        if opcode >= CONTROL_OPCODES_START:
             self._check_control(frame, errors)
         elif opcode == OP_CONTINUATION:
             if not self._fragmented:
@@ -605,7 +604,7 @@ class FrameDecoder:
                 )
             )
         if frame.rsv & self._rsv_allowed & RSV1:
-            if frame.opcode >= 0x8:
+            if frame.opcode >= CONTROL_OPCODES_START:
                 errors.append(
                     ProtocolError(
                         "compressed-control-frame",
