@@ -13,6 +13,9 @@ from bench import floor, profile, report
 from bench.runner import QUICK, Options, Sizes, run
 from bench.variants import VARIANTS, resolve
 
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+"""Where a full run's figures go: the README points here instead of quoting them."""
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = Sizes()
@@ -48,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, one round, servers started together (smoke test)")
     parser.add_argument("--json", metavar="OUT", help="write every figure and round as JSON")
+    parser.add_argument(
+        "--results", metavar="FILE",
+        help=f"write the printed tables as Markdown to FILE (default for a full run: "
+        f"{RESULTS.relative_to(RESULTS.parent.parent)}; --quick writes none unless asked)",
+    )
     parser.add_argument("--http", default="httptools", choices=["httptools", "h11"])
     parser.add_argument("--ws", default="websockets-sansio",
                         choices=["websockets-sansio", "websockets", "wsproto"])
@@ -140,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         result["hotspots"] = profile.report_run(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    results = args.results or (None if args.quick or args.profile else RESULTS)
+    if results:
+        report.write_results(results, result)
+        print(f"results written to {results}", file=sys.stderr)
     if args.check and any(line["verdict"] == "FAIL" for line in result["bar"]):
         return 1
     return 0

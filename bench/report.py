@@ -37,8 +37,8 @@ POOLED = ("handshake_ms_p50", "handshake_ms_p99", "idle_kib_per_conn")
 """Figures computed over all rounds' samples at once: the bar asks for percentiles over at
 least 500 handshakes and memory over at least 500 connections, which the rounds share."""
 
-BAR_FIGURE = {"cpu_per_msg": "cpu_per_msg_us", "handshake_p50": "handshake_ms_p50",
-              "idle_kib": "idle_kib_per_conn"}
+BAR_FIGURE = {"cpu_per_msg": "cpu_per_msg_us", "total_cpu_per_msg": "total_cpu_per_msg_us",
+              "handshake_p50": "handshake_ms_p50", "idle_kib": "idle_kib_per_conn"}
 
 
 def _median(values: list[float]) -> float:
@@ -191,7 +191,7 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
         )
     console.print(table)
 
-    bar_table = Table(title="performance bar (DESIGN §7)", header_style="bold")
+    bar_table = Table(title="performance bar (bench/variants.py BAR)", header_style="bold")
     bar_table.add_column("criterion")
     bar_table.add_column("measured", justify="right")
     bar_table.add_column("limit", justify="right")
@@ -239,4 +239,46 @@ def render_floor(raw: dict[str, Any], console: Any = None) -> None:
         f"{figures['build_us']:.1f} µs + pickle for the export process "
         f"{figures['pickle_us']:.1f} µs = {figures['build_us'] + figures['pickle_us']:.1f} µs "
         f"(encoding OTLP/JSON in the server instead: {figures['encode_us']:.1f} µs){budget}"
+    )
+
+
+RESULTS_HEADER = """\
+# Benchmark results
+
+Written by `make bench` (`python -m bench`); every run overwrites it, so these are the figures
+of the last full run and nothing here is edited by hand.  How each figure is measured, and what
+bounds the connection shape: [README.md](README.md).
+
+"""
+
+
+def write_results(path: Any, raw: dict[str, Any]) -> None:
+    """Write what :func:`render` and :func:`render_floor` print, as Markdown, to ``path``.
+
+    The printed tables are the one source of the figures: the file holds them verbatim, with
+    the commit they measured, so the README can point here instead of repeating numbers.
+    """
+    import datetime
+    import io
+    import subprocess
+    from pathlib import Path
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), record=True, width=200, color_system=None)
+    render(raw, raw["summary"], raw["bar"], console=console)
+    render_floor(raw, console=console)
+    text = console.export_text(styles=False)
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    Path(path).write_text(
+        RESULTS_HEADER + f"Run of {when}, commit `{commit}`.\n\n```text\n{text.rstrip()}\n```\n",
+        encoding="utf-8",
     )

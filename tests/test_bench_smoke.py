@@ -40,9 +40,11 @@ def _positive(value: object) -> bool:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    where = tmp_path_factory.mktemp("bench")
+    out, results = where / "bench.json", where / "RESULTS.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--quiet", "--json", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--quiet", "--json", str(out),
+         "--results", str(results)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -51,7 +53,18 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "performance bar" in proc.stdout
-    return json.loads(out.read_text())
+    raw = json.loads(out.read_text())
+    raw["results_md"] = results.read_text(encoding="utf-8")
+    return raw
+
+
+def test_the_results_file_holds_what_was_printed(quick_run: dict) -> None:
+    text = quick_run["results_md"]
+    assert text.startswith("# Benchmark results")
+    assert "performance bar" in text and "span work alone" in text
+    for variant in DEFAULT_VARIANTS:
+        assert f"\n│ {variant} " in text, variant  # a row of the figures table
+    assert "\x1b[" not in text  # no terminal colour codes in a Markdown file
 
 
 def test_the_span_work_floor_was_timed(quick_run: dict) -> None:
