@@ -117,7 +117,9 @@ def ws_trace(request: pytest.FixtureRequest) -> Iterator[WsTrace]:
 
 
 @pytest.fixture
-def ws_server(ws_trace: WsTrace, request: pytest.FixtureRequest) -> Iterator[Callable[..., ServerURL]]:
+def ws_server(
+    ws_trace: WsTrace, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerURL]]:
     """``ws_server(app, http=..., ws=..., **uvicorn_options)``: serve ``app`` (traced) under a
     real uvicorn on a free loopback port until the test ends; returns its ``ws://`` URL.
 

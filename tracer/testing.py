@@ -285,7 +285,7 @@ class WsTrace:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            collector.wait(lambda: collector.generation != generation, remaining)
+            collector.wait(lambda seen=generation: collector.generation != seen, remaining)
         on = f" on {path!r}" if path is not None else ""
         raise TraceAssertionError(
             f"expected {count} finished connection(s){on} within {timeout:g} s, got "
