@@ -250,15 +250,18 @@ class WsTrace:
     @property
     def connections(self) -> ConnectionList:
         """Every recorded connection, once all that started have ended (bounded wait)."""
+        __tracebackhide__ = True
         self.settle()
         return self.snapshot()[1]
 
     def connection(self, path: str | None = None) -> ConnectionView:
         """The only connection (on ``path``, a glob); an assertion error otherwise."""
+        __tracebackhide__ = True
         return self.connections.one(path)
 
     def settle(self, timeout: float | None = None) -> None:
         """Wait until every connection that started has ended."""
+        __tracebackhide__ = True
         timeout = self.timeout if timeout is None else timeout
         collector = self._collector
         if not collector.wait(lambda: not collector.open, timeout):
@@ -274,6 +277,7 @@ class WsTrace:
     ) -> ConnectionList:
         """Wait until ``count`` connections (on ``path``) have ended and none is open;
         returns them.  For connections the test does not see close itself."""
+        __tracebackhide__ = True
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         collector = self._collector
@@ -296,6 +300,7 @@ class WsTrace:
         self, limit: int, *, direction: str | None = None
     ) -> ConnectionList:
         """No frame on any recorded connection has a payload over ``limit`` bytes."""
+        __tracebackhide__ = True
         return self.connections.assert_no_frame_larger_than(limit, direction=direction)
 
     def clear(self) -> None:

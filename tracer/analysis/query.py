@@ -15,6 +15,8 @@ Two things the span tree does not say directly are resolved here:
   only the ASGI layer is traced: messages, sends, accept, close — no frames, no handshake
   stages.  Frame assertions on such a connection fail with that explanation instead of
   passing vacuously.
+
+The helpers set ``__tracebackhide__``: pytest then points a failure at the test's own line.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tracer.analysis.tree import TreeOptions, connection_tree
 from tracer.export.records import EventRecord, SpanRecord
 from tracer.export.traceset import Connection, TraceSet
 
-TREE_WIDTH = 200
+TREE_WIDTH = 240
 """Columns the failure-message tree is laid out for: wide enough that no line is cut."""
 TREE_MAX_LINES = 400
 """A connection with thousands of frames would bury the failure: longer trees are cut."""
@@ -199,12 +201,14 @@ class ConnectionView:
     # --- assertion helpers ---------------------------------------------------------------
 
     def assert_accepted(self) -> ConnectionView:
+        __tracebackhide__ = True
         if not self.handshake.accepted:
             raise self.fail(f"handshake not accepted (status {self.handshake.status})")
         return self
 
     def assert_handshake_refused(self, status: int | None = None) -> ConnectionView:
         """The upgrade was refused during the handshake (with ``status``, when given)."""
+        __tracebackhide__ = True
         got = self.handshake.status
         if got == 101:
             raise self.fail("handshake accepted (101), expected it to be refused")
@@ -218,6 +222,7 @@ class ConnectionView:
         self, code: int | None = None, *, initiator: str | None = None, reason: str | None = None
     ) -> ConnectionView:
         """The connection closed (with that ``code`` / ``initiator`` / ``reason``, if given)."""
+        __tracebackhide__ = True
         close = self.close
         if close is None:
             status = self.handshake.status
@@ -237,6 +242,7 @@ class ConnectionView:
         self, limit: int, *, direction: str | None = None
     ) -> ConnectionView:
         """No frame's payload is over ``limit`` bytes (in ``direction``, if given)."""
+        __tracebackhide__ = True
         self._require_wire("frame sizes")
         big = [
             f
@@ -251,6 +257,7 @@ class ConnectionView:
 
     def assert_ping_answered(self) -> ConnectionView:
         """Every ping was answered by a pong in the other direction, with the same length."""
+        __tracebackhide__ = True
         self._require_wire("pings and pongs")
         pings = [f for f in self.frames if f.opcode == 0x9]
         if not pings:
@@ -275,6 +282,7 @@ class ConnectionView:
 
     def assert_broadcast_reached(self, recipients: int) -> ConnectionView:
         """A message handled on this connection was fanned out to exactly ``recipients``."""
+        __tracebackhide__ = True
         if any(b.recipients == recipients for b in self.broadcasts):
             return self
         if not self.broadcasts:
@@ -283,6 +291,7 @@ class ConnectionView:
         raise self.fail(f"broadcasts reached {counts} connection(s), expected {recipients}")
 
     def _require_wire(self, what: str) -> None:
+        __tracebackhide__ = True
         if not self.wire_visible:
             raise self.fail(
                 f"{what} cannot be checked: only the ASGI middleware traced this connection "
@@ -307,6 +316,7 @@ class ConnectionList(tuple):  # type: ignore[type-arg]
 
     def one(self, path: str | None = None) -> ConnectionView:
         """The only connection (on ``path``); an assertion error if there are none or several."""
+        __tracebackhide__ = True
         found = self.where(path) if path is not None else self
         if len(found) != 1:
             on = f" on {path!r}" if path is not None else ""
@@ -319,6 +329,7 @@ class ConnectionList(tuple):  # type: ignore[type-arg]
     def assert_no_frame_larger_than(
         self, limit: int, *, direction: str | None = None
     ) -> ConnectionList:
+        __tracebackhide__ = True
         if not self:
             raise TraceAssertionError("no connection recorded: no frame to check")
         for conn in self:
