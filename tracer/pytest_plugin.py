@@ -172,7 +172,7 @@ def _summary(recording: WsTrace) -> str:
         end = f"closed {close.code} by {close.initiator}" if close else "no close"
         lines.append(
             f"{conn.label}  handshake {conn.handshake.status}  {end}  "
-            f"{len(conn.frames)} frames  {len(conn.messages)} messages"
+            f"{len(conn.frames)} frame(s)  {len(conn.messages)} message(s)"
         )
     still_open = recording.open_connections
     if still_open:

@@ -371,10 +371,12 @@ def _number(conn: Connection) -> int:
 
 
 def _wire_owners(traces: TraceSet) -> dict[tuple[str, str], Connection]:
-    """For every frame and message span: the connection on whose wire it travelled."""
+    """For every frame and message span (and span carrying frame events, with
+    ``frames="events"``): the connection on whose wire it travelled."""
     owners: dict[tuple[str, str], Connection] = {}
     for span in traces.spans:
-        if not (fmt.is_frame(span.name) or span.name in _MESSAGE_NAMES):
+        carries_frames = any(fmt.is_frame(event.name) for event in span.events)
+        if not (carries_frames or fmt.is_frame(span.name) or span.name in _MESSAGE_NAMES):
             continue
         owner = traces.connection_of(span)
         node: SpanRecord | None = span
@@ -495,12 +497,12 @@ def _frame_attributes(frame: Frame) -> dict[str, Any]:
 
 
 def _frames(spans: Iterable[SpanRecord]) -> list[Frame]:
-    """Frames as spans (the default) and as events on message spans (``frames="events"``)."""
+    """Frames as spans (the default) and as events on their parents (``frames="events"``)."""
     found: list[Frame] = []
     for span in spans:
         if fmt.is_frame(span.name):
             found.append(_frame(span.name, span.attributes, span.start_ns))
-        elif span.name in _MESSAGE_NAMES:
+        else:
             found.extend(
                 _frame(event.name, event.attributes, event.time_ns)
                 for event in span.events
