@@ -69,8 +69,8 @@ def test_frame_too_big(url, ws_trace):
 
 
 def test_wrong_refusal_status(url, ws_trace):
-    with pytest.raises(InvalidStatus):
-        connect(url + "?token=bad")
+    with pytest.raises(InvalidStatus), connect(url + "?token=bad"):
+        pass
     ws_trace.connection().assert_handshake_refused(status=404)
 
 
