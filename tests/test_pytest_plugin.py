@@ -219,7 +219,7 @@ def test_markers_choose_pairs_and_tracer_options(pytester: pytest.Pytester) -> N
             from app import app
 
 
-            @pytest.mark.ws_impls(("h11", "websockets"), ("httptools", "wsproto"))
+            @pytest.mark.ws_impls(("h11", "websockets"), ("httptools", "wsproto"), ("no", "such"))
             @pytest.mark.wstrace(frames="events")
             def test_marked(ws_server, ws_impl, ws_trace):
                 url = ws_server(app)
@@ -232,13 +232,23 @@ def test_markers_choose_pairs_and_tracer_options(pytester: pytest.Pytester) -> N
                 assert not [s for s in conn.spans if s.name.startswith("ws.frame")]
                 names = [f.opcode_name for f in conn.frames]
                 assert names == ["binary", "binary", "close", "close"]
+
+
+            @pytest.mark.parametrize("ws_impl", [("h11", "wsproto")])
+            def test_parametrized_by_hand(ws_impl):
+                assert ws_impl == ("h11", "wsproto")
             """
         )
     )
-    result = run(pytester, "-v")
-    result.assert_outcomes(passed=2)
+    result = run(pytester, "-v", "-rs")
+    result.assert_outcomes(passed=3, skipped=1)
     result.stdout.fnmatch_lines_random(
-        ["*test_marked?h11-websockets? PASSED*", "*test_marked?httptools-wsproto? PASSED*"]
+        [
+            "*test_marked?h11-websockets? PASSED*",
+            "*test_marked?httptools-wsproto? PASSED*",
+            "*test_marked?no-such? SKIPPED*",
+            "SKIPPED * no-such: not installed",
+        ]
     )
 
 

@@ -80,16 +80,32 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "ws_impl" not in metafunc.fixturenames:
+    if "ws_impl" not in metafunc.fixturenames or _parametrized_by_hand(metafunc, "ws_impl"):
         return
     from tracer.testing import Impl, available_impls
 
+    installed = available_impls()
     marker = metafunc.definition.get_closest_marker("ws_impls")
-    pairs = available_impls()
-    if marker is not None:
-        wanted = [Impl(*pair) for pair in marker.args]
-        pairs = [pair for pair in wanted if pair in pairs] or wanted
-    metafunc.parametrize("ws_impl", pairs, ids=[pair.id for pair in pairs], indirect=True)
+    wanted = [Impl(*pair) for pair in marker.args] if marker is not None else installed
+    params = [
+        pytest.param(
+            pair,
+            id=pair.id,
+            marks=() if pair in installed else pytest.mark.skip(reason=f"{pair.id}: not installed"),
+        )
+        for pair in wanted
+    ]
+    metafunc.parametrize("ws_impl", params, indirect=True)
+
+
+def _parametrized_by_hand(metafunc: pytest.Metafunc, name: str) -> bool:
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", "")
+        if isinstance(names, str):
+            names = [part.strip() for part in names.split(",")]
+        if name in names:
+            return True
+    return False
 
 
 @pytest.fixture
