@@ -32,6 +32,15 @@ def test_a_closed_connection_reads_complete(ws_server, ws_trace) -> None:
         ("send", "text", 5),
     ]
     assert "ws.close" in conn.tree() and "\x1b[" not in conn.tree()
+    with pytest.raises(TraceAssertionError, match="no ping frame recorded") as failed:
+        conn.assert_ping_answered()
+    assert "└── ws.close" in str(failed.value)  # the tree explains the failure
+    with pytest.raises(TraceAssertionError, match=r"handshake accepted \(101\)"):
+        conn.assert_handshake_refused()
+    with pytest.raises(TraceAssertionError, match="reason None, expected 'bye'"):
+        conn.assert_closed(code=1000, reason="bye")
+    with pytest.raises(TraceAssertionError, match=r"one connection on '/nowhere', found 0"):
+        ws_trace.connection("/nowhere")
 
 
 def test_reading_while_a_connection_is_open_fails_within_the_bound(ws_server, ws_trace) -> None:
