@@ -130,6 +130,7 @@ def ws_trace(request: pytest.FixtureRequest) -> Iterator[WsTrace]:
             _keep(request.node, recording)
         finally:
             recording.stop()
+            del request.node.stash[_recording]  # items live all session: let the spans go
 
 
 @pytest.fixture

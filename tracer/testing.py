@@ -30,6 +30,7 @@ import tracer
 from tracer import vocab
 from tracer.analysis.query import ConnectionList, ConnectionView, TraceAssertionError, connections
 from tracer.asgi import TracingMiddleware
+from tracer.config import TracerConfig
 from tracer.demo import free_port, serving
 from tracer.export.otlp_file import OTLPJsonFileExporter
 from tracer.export.otlp_json import spans_to_otlp_dict
@@ -158,7 +159,7 @@ class WsTrace:
         (the user's own) is set aside and put back by :meth:`stop`."""
         if WebSocketInstrumentor().is_instrumented_by_opentelemetry:
             self._prior = Active.recorder
-            Active.recorder = Recorder(self.provider, _config(self.options))
+            Active.recorder = Recorder(self.provider, TracerConfig.build(**self.options))
             self._swapped = True
         else:
             tracer.instrument(tracer_provider=self.provider, **self.options)
@@ -323,12 +324,6 @@ class WsTrace:
         finally:
             exporter.shutdown()
         return path
-
-
-def _config(options: dict[str, Any]) -> Any:
-    from tracer.config import TracerConfig
-
-    return TracerConfig.build(**options)
 
 
 __all__ = ["DEFAULT_TIMEOUT", "Impl", "ServerURL", "WsTrace", "available_impls"]
