@@ -70,11 +70,15 @@ def test_wait_for_connections_counts_finished_ones(ws_server, ws_trace) -> None:
 def test_a_fan_out_is_seen_from_the_sender_and_on_each_recipient_wire(ws_server, ws_trace) -> None:
     url = ws_server(joined_room_app(), http="h11", ws="wsproto") + "/room"
     with contextlib.ExitStack() as stack:
-        clients = [stack.enter_context(connect(url, compression=None)) for _ in range(3)]
+        clients = [
+            stack.enter_context(connect(url, compression=None, subprotocols=[f"bids.v{n}"]))
+            for n in range(3)
+        ]
         assert [client.recv(timeout=5) for client in clients] == ["joined"] * 3
         clients[0].send("bid")
         assert [client.recv(timeout=5) for client in clients] == ["bid"] * 3
     conns = ws_trace.connections.where("/room")
+    assert sorted(conn.handshake.subprotocol for conn in conns) == ["bids.v0", "bids.v1", "bids.v2"]
     [sender] = conns.where(predicate=lambda conn: bool(conn.broadcasts))
     sender.assert_broadcast_reached(3)
     [broadcast] = sender.broadcasts
@@ -108,3 +112,22 @@ def test_an_instrumentation_in_place_is_set_aside_and_restored() -> None:
     with WsTrace():
         assert WebSocketInstrumentor().is_instrumented_by_opentelemetry
     assert not WebSocketInstrumentor().is_instrumented_by_opentelemetry
+
+
+def test_testclient_connections_are_seen_by_the_middleware_alone(ws_trace) -> None:
+    client = ws_trace.test_client(joined_room_app())
+    with client.websocket_connect("/room", subprotocols=["bids.v1"]) as ws:
+        assert ws.receive_text() == "joined"
+        ws.send_text("bid")
+        assert ws.receive_text() == "bid"
+    conn = ws_trace.connection("/room")
+    assert (conn.source, conn.wire_visible) == ("asgi", False)
+    assert (conn.handshake.status, conn.handshake.subprotocol) == (101, "bids.v1")
+    assert [(m.direction, m.size) for m in conn.messages] == [
+        ("send", 6),
+        ("receive", 3),
+        ("send", 3),
+    ]
+    conn.assert_closed(code=1000, initiator="client")
+    with pytest.raises(TraceAssertionError, match="sees messages, not frames"):
+        conn.assert_ping_answered()
