@@ -283,3 +283,38 @@ def test_the_plugin_is_inactive_until_a_fixture_is_used(pytester: pytest.Pyteste
     result = run(pytester, "--wstrace-keep=all")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--wstrace-keep=all needs --wstrace-dir DIR*"])
+
+
+def test_tracer_errors_during_a_test_are_reported(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(app=APP)
+    pytester.makepyfile(
+        test_broken=textwrap.dedent(
+            """
+            from websockets.sync.client import connect
+
+            from app import app
+            from tracer.recorder import ConnectionRecord
+
+
+            def broken(self, *args, **kwargs):
+                raise RuntimeError("recorder bug")
+
+
+            def test_broken_recorder(ws_server, ws_trace, monkeypatch):
+                monkeypatch.setattr(ConnectionRecord, "on_send_enter", broken)
+                with connect(ws_server(app, http="h11", ws="wsproto") + "/echo") as ws:
+                    ws.send(b"x")
+                    assert ws.recv() == b"x"
+                assert ws_trace.tracer_errors.get("ws.send", 0) >= 1
+
+
+            def test_clean(ws_trace):
+                assert ws_trace.tracer_errors == {}
+            """
+        )
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        ["*PytestWarning: wstrace: * internal tracer error(s) during this test*ws.send ×*"]
+    )

@@ -131,6 +131,7 @@ def ws_trace(request: pytest.FixtureRequest) -> Iterator[WsTrace]:
         finally:
             recording.stop()
             del request.node.stash[_recording]  # items live all session: let the spans go
+            _warn_tracer_errors(request.node, recording)
 
 
 @pytest.fixture
@@ -195,6 +196,20 @@ def _summary(recording: WsTrace) -> str:
     if still_open:
         lines.append(f"{still_open} connection(s) still open when the test failed")
     return "\n".join(lines) or "no WebSocket connection recorded"
+
+
+def _warn_tracer_errors(item: pytest.Item, recording: WsTrace) -> None:
+    """Nothing hidden: a trace the tracer failed to complete must not pass for a full one."""
+    found = recording.tracer_errors
+    if found:
+        where = ", ".join(f"{name} ×{count}" for name, count in sorted(found.items()))
+        item.warn(
+            pytest.PytestWarning(
+                f"wstrace: {sum(found.values())} internal tracer error(s) during this test, "
+                f"contained, so the app ran on but the trace may miss what they would have "
+                f"recorded ({where})"
+            )
+        )
 
 
 def _keep(item: pytest.Item, recording: WsTrace) -> None:

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 import tracer
 from tracer import vocab
+from tracer._contain import errors
 from tracer.analysis.query import ConnectionList, ConnectionView, TraceAssertionError, connections
 from tracer.asgi import TracingMiddleware
 from tracer.config import TracerConfig
@@ -151,12 +152,14 @@ class WsTrace:
         self._swapped = False
         self._active = False
         self._cache: tuple[int, TraceSet, ConnectionList] | None = None
+        self._errors_before: dict[str, int] = {}
 
     # --- recording on and off -------------------------------------------------------------
 
     def start(self) -> WsTrace:
         """Install the server hooks for this recording; an instrumentation already in place
         (the user's own) is set aside and put back by :meth:`stop`."""
+        self._errors_before = dict(errors.counts)
         if WebSocketInstrumentor().is_instrumented_by_opentelemetry:
             self._prior = Active.recorder
             Active.recorder = Recorder(self.provider, TracerConfig.build(**self.options))
@@ -184,6 +187,16 @@ class WsTrace:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    @property
+    def tracer_errors(self) -> dict[str, int]:
+        """The tracer's own errors since :meth:`start`, by where they happened: contained
+        (the app ran on), but what they would have recorded is missing from the trace."""
+        return {
+            where: count - self._errors_before.get(where, 0)
+            for where, count in dict(errors.counts).items()
+            if count > self._errors_before.get(where, 0)
+        }
 
     # --- running apps ---------------------------------------------------------------------
 
