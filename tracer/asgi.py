@@ -518,6 +518,8 @@ class _AsgiConnection:
     def _finish(self, span: Any) -> None:
         try:
             self._end_message(time_ns())
+            if self.status is not None:
+                span.set_attribute(vocab.HTTP_RESPONSE_STATUS_CODE, self.status)
             self._record_close(span)
         finally:
             span.end()
@@ -525,20 +527,16 @@ class _AsgiConnection:
     def _record_close(self, connection: Any) -> None:
         code = self.close_code if self.close_code is not None else 1006
         connection.set_attribute(vocab.WS_CLOSE_CODE, code)
-        if self.status is not None:
-            connection.set_attribute(vocab.HTTP_RESPONSE_STATUS_CODE, self.status)
-        attributes: dict[str, Any] = {
-            vocab.WS_CLOSE_CODE: code,
-            vocab.WS_CLOSE_INITIATOR: self.close_initiator or vocab.INITIATOR_NONE,
-            vocab.SOURCE: vocab.SOURCE_ASGI,
-        }
-        if self.close_reason:
-            attributes[vocab.WS_CLOSE_REASON] = self.close_reason
         now = time_ns()
         self.tracer.start_span(
             vocab.WS_CLOSE,
             context=trace.set_span_in_context(connection),
-            attributes=attributes,
+            attributes={
+                vocab.WS_CLOSE_CODE: code,
+                vocab.WS_CLOSE_INITIATOR: self.close_initiator or vocab.INITIATOR_NONE,
+                vocab.SOURCE: vocab.SOURCE_ASGI,
+                **({vocab.WS_CLOSE_REASON: self.close_reason} if self.close_reason else {}),
+            },
             start_time=now,
         ).end(end_time=now)
 
@@ -623,7 +621,10 @@ class _AsgiConnection:
             elif kind == "websocket.send":
                 span = errors.call("asgi.send", self._open_send, message)
             else:
-                errors.call("asgi.send", self._on_other_send, kind, message)
+                errors.call("asgi.send", self._note_answer, kind, message)  # before close_code
+                if kind == "websocket.close" and self.close_code is None:
+                    self.close_code = message.get("code", 1000)
+                    self.close_initiator = vocab.INITIATOR_SERVER
                 span = None
             await run_in_span(span, send(message))
 
@@ -652,10 +653,9 @@ class _AsgiConnection:
             },
         )
 
-    def _on_other_send(self, kind: str | None, message: dict[str, Any]) -> None:
+    def _note_answer(self, kind: str | None, message: dict[str, Any]) -> None:
+        """The first close's reason; the status a close before accept or a denial implies."""
         if kind == "websocket.close" and self.close_code is None:
-            self.close_code = message.get("code", 1000)
-            self.close_initiator = vocab.INITIATOR_SERVER
             self.close_reason = message.get("reason") or None
             if self.status is None:
                 self.status = 403
