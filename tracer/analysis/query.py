@@ -474,7 +474,7 @@ def _frame(name: str, attrs: dict[str, Any], at: int) -> Frame:
     return Frame(
         direction=RECEIVE if name == vocab.WS_FRAME_RECEIVE else SEND,
         opcode=opcode,
-        opcode_name=str(attrs.get(vocab.WS_OPCODE_NAME, vocab.OPCODE_NAMES.get(opcode, "?"))),
+        opcode_name=str(attrs.get(vocab.WS_OPCODE_NAME, "?")),
         fin=bool(attrs.get(vocab.WS_FIN, False)),
         rsv=_int(attrs.get(vocab.WS_RSV)) or 0,
         mask=bool(attrs.get(vocab.WS_MASK, False)),
