@@ -4,6 +4,9 @@ Starlette's TestClient."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -318,3 +321,22 @@ def test_tracer_errors_during_a_test_are_reported(pytester: pytest.Pytester) -> 
     result.stdout.fnmatch_lines(
         ["*PytestWarning: wstrace: * internal tracer error(s) during this test*ws.send ×*"]
     )
+
+
+def test_loading_the_plugin_imports_nothing_beyond_the_package() -> None:
+    """pytest loads the plugin in every session of an environment with wstrace installed:
+    it must not pull in the SDK, uvicorn or the tracer's writing side on its own."""
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        import pytest, tracer
+        before = set(sys.modules)
+        import tracer.pytest_plugin
+        print(json.dumps(sorted(set(sys.modules) - before)))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    added = json.loads(result.stdout.strip().splitlines()[-1])
+    assert added == ["tracer.pytest_plugin"]
