@@ -131,3 +131,36 @@ def test_testclient_connections_are_seen_by_the_middleware_alone(ws_trace) -> No
     conn.assert_closed(code=1000, initiator="client")
     with pytest.raises(TraceAssertionError, match="sees messages, not frames"):
         conn.assert_ping_answered()
+
+
+@pytest.mark.wstrace(shape="message")
+def test_message_shape_traces_fold_into_their_connection(ws_server, ws_trace) -> None:
+    url = ws_server(echo_app(), http="httptools", ws="websockets-sansio")
+    with connect(url + "/echo", compression=None) as ws:
+        for text in ("one", "two"):
+            ws.send(text)
+            assert ws.recv() == text
+    conn = ws_trace.connection()
+    assert len({span.trace_id for span in conn.spans}) == 3  # the connection's, one per message
+    assert [(m.direction, m.size) for m in conn.messages] == [
+        ("receive", 3),
+        ("send", 3),
+        ("receive", 3),
+        ("send", 3),
+    ]
+    assert [f.opcode_name for f in conn.frames if f.direction == "receive"] == [
+        "text",
+        "text",
+        "close",
+    ]
+
+
+@pytest.mark.wstrace(frames="off")
+def test_frame_assertions_refuse_a_recording_without_frames(ws_server, ws_trace) -> None:
+    with connect(ws_server(echo_app(), http="h11", ws="wsproto") + "/echo") as ws:
+        ws.send("x")
+        ws.recv()
+    conn = ws_trace.connection()
+    assert conn.frames == [] and len(conn.messages) == 2
+    with pytest.raises(TraceAssertionError, match=r"frames were not recorded \(frames='off'\)"):
+        ws_trace.assert_no_frame_larger_than(65536)

@@ -252,7 +252,7 @@ class WsTrace:
         if cached is not None and cached[0] == len(spans):
             return cached[1], cached[2]
         traces = TraceSet(self.records())
-        views = connections(traces)
+        views = connections(traces, frames_recorded=self.options.get("frames") != vocab.FRAMES_OFF)
         self._cache = (len(spans), traces, views)
         return traces, views
 

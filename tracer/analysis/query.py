@@ -24,7 +24,7 @@ from __future__ import annotations
 import fnmatch
 import io
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.console import Console
@@ -180,6 +180,8 @@ class ConnectionView:
     spans: list[SpanRecord] = field(repr=False)
     _traces: TraceSet = field(repr=False)
     _conn: Connection = field(repr=False)
+    frames_recorded: bool = True
+    """``False`` when the recording was made with ``frames="off"``: there are none to check."""
 
     @property
     def label(self) -> str:
@@ -292,6 +294,8 @@ class ConnectionView:
 
     def _require_wire(self, what: str) -> None:
         __tracebackhide__ = True
+        if not self.frames_recorded:
+            raise self.fail(f"{what} cannot be checked: frames were not recorded (frames='off')")
         if not self.wire_visible:
             raise self.fail(
                 f"{what} cannot be checked: only the ASGI middleware traced this connection "
@@ -354,16 +358,18 @@ def render_tree(traces: TraceSet, conn: Connection, *, frames: bool = True) -> s
 # --- building the views ----------------------------------------------------------------------
 
 
-def connections(traces: TraceSet) -> ConnectionList:
-    """One view per connection in ``traces``, in start order."""
+def connections(traces: TraceSet, *, frames_recorded: bool = True) -> ConnectionList:
+    """One view per connection in ``traces``, in start order.  ``frames_recorded=False`` (a
+    trace made with ``frames="off"``) makes frame assertions fail rather than pass on none."""
     on_wire: dict[int, list[SpanRecord]] = {}
     for key, owner in _wire_owners(traces).items():
         span = traces.get(*key)
         if span is not None:
             on_wire.setdefault(id(owner), []).append(span)
-    return ConnectionList(
-        _view(traces, conn, on_wire.get(id(conn), [])) for conn in traces.connections
-    )
+    views = (_view(traces, conn, on_wire.get(id(conn), [])) for conn in traces.connections)
+    if frames_recorded:
+        return ConnectionList(views)
+    return ConnectionList(replace(view, frames_recorded=False) for view in views)
 
 
 def _number(conn: Connection) -> int:
