@@ -1,4 +1,4 @@
-"""The pytest plugin, run the way its users run it: real pytest sessions (pytester, in a
+"""The pytest plugin, run the way its users run it: real pytest runs (pytester, in a
 subprocess) on example test files, passing and failing, against real uvicorn servers and
 Starlette's TestClient."""
 
@@ -324,7 +324,7 @@ def test_tracer_errors_during_a_test_are_reported(pytester: pytest.Pytester) -> 
 
 
 def test_loading_the_plugin_imports_nothing_beyond_the_package() -> None:
-    """pytest loads the plugin in every session of an environment with wstrace installed:
+    """pytest loads the plugin in every run in an environment with wstrace installed:
     it must not pull in the SDK, uvicorn or the tracer's writing side on its own."""
     probe = textwrap.dedent(
         """

@@ -4,7 +4,7 @@ Registered through the ``pytest11`` entry point, it does nothing until a test as
 its fixtures (the module imports only pytest; the tracer is loaded by the fixtures):
 
 - ``ws_trace`` records the WebSocket connections the test makes (a :class:`tracer.testing.WsTrace`):
-  ``ws_trace.connections``, ``ws_trace.connection(path)``, the assertion helpers, and
+  ``ws_trace.connections``, ``ws_trace.connection(path)``, the assertion methods, and
   ``ws_trace.test_client(app)`` for Starlette's / FastAPI's ``TestClient``.
 - ``ws_server(app, http=..., ws=...)`` runs ``app`` under a real uvicorn on a free loopback
   port and returns its ``ws://`` URL; the server stops when the test ends.
@@ -130,7 +130,7 @@ def ws_trace(request: pytest.FixtureRequest) -> Iterator[WsTrace]:
             _keep(request.node, recording)
         finally:
             recording.stop()
-            del request.node.stash[_recording]  # items live all session: let the spans go
+            del request.node.stash[_recording]  # items outlive their test: let the spans go
             _warn_tracer_errors(request.node, recording)
 
 

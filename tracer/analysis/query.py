@@ -2,7 +2,7 @@
 
 A :class:`TraceSet` holds spans; a test wants facts: the handshake's status, the frames on the
 wire, the close code.  :func:`connections` turns a trace set into one :class:`ConnectionView`
-per ``ws.connection`` with those facts as small frozen dataclasses, and assertion helpers whose
+per ``ws.connection`` with those facts as small frozen dataclasses, and assertion methods whose
 failure message carries the connection's tree as ``wstrace show`` prints it, so a failing test
 explains itself.  Reading side only: works on spans read back from any OTLP JSON file.
 
@@ -16,7 +16,7 @@ Two things the span tree does not say directly are resolved here:
   stages.  Frame assertions on such a connection fail with that explanation instead of
   passing vacuously.
 
-The helpers set ``__tracebackhide__``: pytest then points a failure at the test's own line.
+The assertion methods set ``__tracebackhide__``: pytest points a failure at the test's line.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class ProtocolError:
 
 @dataclass(eq=False)
 class ConnectionView:
-    """Everything recorded about one WebSocket connection, with assertion helpers."""
+    """Everything recorded about one WebSocket connection, with assertion methods."""
 
     number: int
     """The connection id the server layer gave it, else its position (1-based)."""
@@ -200,7 +200,7 @@ class ConnectionView:
         """An assertion error about this connection, its tree appended."""
         return TraceAssertionError(f"{self.label}: {message}\n\n{self.tree()}")
 
-    # --- assertion helpers ---------------------------------------------------------------
+    # --- assertions --------------------------------------------------------------------
 
     def assert_accepted(self) -> ConnectionView:
         __tracebackhide__ = True
