@@ -454,6 +454,10 @@ class _AsgiConnection:
         self.message_token: Any = None
         self.close_code: int | None = None
         self.close_initiator: str | None = None
+        self.close_reason: str | None = None
+        self.status: int | None = None
+        """The handshake's answer as ASGI implies it: 101 on accept, 403 for a close before
+        accept (the ASGI spec), a denial response's own status."""
         self.messages = 0
         self.handling_message = False
         """Between a data message's delivery and the next receive (its span may be unsampled)."""
@@ -519,6 +523,8 @@ class _AsgiConnection:
     def _finish(self, span: Any) -> None:
         try:
             self._end_message(time_ns())
+            if self.status is not None:
+                span.set_attribute(vocab.HTTP_RESPONSE_STATUS_CODE, self.status)
             self._record_close(span)
         finally:
             span.end()
@@ -534,6 +540,7 @@ class _AsgiConnection:
                 vocab.WS_CLOSE_CODE: code,
                 vocab.WS_CLOSE_INITIATOR: self.close_initiator or vocab.INITIATOR_NONE,
                 vocab.SOURCE: vocab.SOURCE_ASGI,
+                **({vocab.WS_CLOSE_REASON: self.close_reason} if self.close_reason else {}),
             },
             start_time=now,
         ).end(end_time=now)
@@ -615,10 +622,11 @@ class _AsgiConnection:
         async def traced_send(message: Any) -> None:
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == "websocket.accept":
-                span = errors.call("asgi.accept", self._open_accept)
+                span = errors.call("asgi.accept", self._open_accept, message)
             elif kind == "websocket.send":
                 span = errors.call("asgi.send", self._open_send, message)
             else:
+                errors.call("asgi.send", self._note_answer, kind, message)  # before close_code
                 if kind == "websocket.close" and self.close_code is None:
                     self.close_code = message.get("code", NORMAL_CLOSURE)
                     self.close_initiator = vocab.INITIATOR_SERVER
@@ -650,8 +658,25 @@ class _AsgiConnection:
             },
         )
 
-    def _open_accept(self) -> Any:
-        span = self.tracer.start_span(vocab.WS_ACCEPT, attributes={vocab.SOURCE: vocab.SOURCE_ASGI})
+    def _note_answer(self, kind: str | None, message: dict[str, Any]) -> None:
+        """The first close's reason; the status a close before accept or a denial implies."""
+        if kind == "websocket.close" and self.close_code is None:
+            self.close_reason = message.get("reason") or None
+            if self.status is None:
+                self.status = 403
+        elif kind == "websocket.http.response.start" and self.status is None:
+            self.status = message.get("status")
+
+    def _open_accept(self, message: dict[str, Any]) -> Any:
+        self.status = 101
+        attributes: dict[str, Any] = {
+            vocab.SOURCE: vocab.SOURCE_ASGI,
+            vocab.HTTP_RESPONSE_STATUS_CODE: 101,
+        }
+        subprotocol = message.get("subprotocol")
+        if subprotocol:
+            attributes[vocab.WS_SUBPROTOCOL] = self.middleware.config.subprotocol(subprotocol)
+        span = self.tracer.start_span(vocab.WS_ACCEPT, attributes=attributes)
         if self.middleware.config.handshake_stack:
             stack = capture_stack(app=self.middleware.app)
             span.add_event(vocab.EVENT_HANDSHAKE_STACK, stack_event_attributes(stack))

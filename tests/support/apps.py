@@ -64,3 +64,29 @@ def echo_app() -> FastAPI:
             room.remove(websocket)
 
     return app
+
+
+def joined_room_app() -> FastAPI:
+    """``/room`` fans every message out to the room; a client's ``"joined"`` greeting comes
+    after it is in the room, so a client that has read it will get every later broadcast.
+    The first subprotocol a client offers is accepted."""
+    app = FastAPI()
+    room: list[WebSocket] = []
+
+    @app.websocket("/room")
+    async def fan_out(websocket: WebSocket) -> None:
+        offered = websocket.scope.get("subprotocols") or [None]
+        await websocket.accept(subprotocol=offered[0])
+        room.append(websocket)
+        try:
+            await websocket.send_text("joined")
+            while True:
+                text = await websocket.receive_text()
+                for peer in list(room):
+                    await peer.send_text(text)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            room.remove(websocket)
+
+    return app
