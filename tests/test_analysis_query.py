@@ -12,6 +12,8 @@ from tracer.analysis.query import TraceAssertionError, connections
 from tracer.demo import SAMPLE_SCRIPT, SAMPLE_WS, sample_path
 from tracer.export.reader import load
 
+pytestmark = pytest.mark.fast  # reads committed trace files: no server, no subprocess
+
 SAMPLES = Path(__file__).resolve().parents[1] / "traces" / "samples"
 
 

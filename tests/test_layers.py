@@ -1,10 +1,11 @@
 """The package's layers hold: data flows one way, and the reading side stays light.
 
-- ``import tracer``, ``import tracer.wire``, ``import tracer.export.reader`` and the reading
-  commands (``wstrace show`` / ``stats`` / ``export``) load neither the OpenTelemetry SDK nor
-  uvicorn: checked in a fresh interpreter, from ``sys.modules``.
+- ``import tracer``, ``tracer.wire``, ``tracer.export.reader``, the pytest plugin (which every
+  pytest run loads once wstrace is installed) and the reading commands (``wstrace show`` /
+  ``stats`` / ``export``) load neither the OpenTelemetry SDK nor uvicorn: checked in a fresh
+  interpreter, from ``sys.modules``.
 - The import contracts in ``pyproject.toml`` ([tool.importlinter]) are kept: the writing side
-  is layered wire → recorder → hooks | asgi → instrumentor → cli, the reading side never
+  is layered wire → recorder → hooks | asgi → instrumentor → entry points, the reading side never
   imports the writing side, the wire decoders import nothing of wstrace's.
 - No two modules import each other, directly or through others (imports for type checkers
   only do not count: they never run).
@@ -41,7 +42,9 @@ def run_probe(probe: str) -> list[str]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module", ["tracer", "tracer.wire", "tracer.export.reader"])
+@pytest.mark.parametrize(
+    "module", ["tracer", "tracer.wire", "tracer.export.reader", "tracer.pytest_plugin"]
+)
 def test_importing_the_light_modules_loads_no_sdk_and_no_server(module: str) -> None:
     assert modules_loaded_by(f"import {module}") == []
 
