@@ -100,6 +100,13 @@ def headers_of(span: SpanRecord | None) -> list[tuple[str, str]]:
     return found
 
 
+def field_name(name: str) -> str:
+    """``sec-websocket-key`` → ``Sec-WebSocket-Key``: the spelling of RFC 6455's examples."""
+    return "-".join(
+        "WebSocket" if part == "websocket" else part.title() for part in name.split("-")
+    )
+
+
 def header(span: SpanRecord | None, name: str) -> str | None:
     return next((v for n, v in headers_of(span) if n == name), None)
 
@@ -127,10 +134,10 @@ def step_connection(s: Spans) -> Step:
     query = attr(request_source, vocab.URL_QUERY)
     version = attr(parse, vocab.NETWORK_PROTOCOL_VERSION, "1.1")
     lines = [f"{method} {target}{'?' + str(query) if query else ''} HTTP/{version}"]
-    lines += [f"{name.title()}: {value}" for name, value in headers_of(request_source)]
+    lines += [f"{field_name(name)}: {value}" for name, value in headers_of(request_source)]
     key = attr(handshake, vocab.WS_KEY)
     if key is not None:
-        lines.append(f"Sec-Websocket-Key: {key}")
+        lines.append(f"Sec-WebSocket-Key: {key}")
     shown = len(lines) - 1
     total = integer(attr(parse, "wstrace.http.header_count"))
     step = Step(
@@ -382,6 +389,7 @@ def step_middleware(s: Spans) -> Step:
                 Val(ref.package if ref and ref.package else "?"),
             ]
         )
+    step.show_source = False
     step.blocks = [
         Table(["#", "layer", "what it does for a WebSocket scope", "file:line", "package"], rows)
     ]

@@ -93,6 +93,8 @@ class Step:
     duration_ns: int | None = None
     duration_label: str = "took"
     blocks: list[Block] = field(default_factory=list)
+    show_source: bool = True
+    """False where a table already lists many functions (the middleware chain)."""
     missing: str | None = None
     """Why the trace holds nothing for this step (the step stays in the outline)."""
 

@@ -40,9 +40,9 @@ CONNECTION: list[Inline] = [
 
 
 def request_note(shown: int, total: int | None) -> list[Inline]:
-    counted = f" of the {total} the client sent" if total is not None else ""
+    counted = f", of the {total} the client sent" if total is not None else ""
     return [
-        f"{shown} header fields are shown{counted}. wstrace records only an allowlist of "
+        f"{shown} header fields shown{counted}. wstrace records only an allowlist of "
         "request headers; `Authorization`, `Cookie` and credentials hidden in "
         "`Sec-WebSocket-Protocol` are recorded as `[redacted]`. Header names are shown "
         "capitalised; HTTP field names are case-insensitive (RFC 9110 §5.1)."

@@ -34,6 +34,10 @@ class Def:
     qualname: str
     line: int
     end_line: int
+    body_line: int = 0
+    """First line of the body after the docstring (0: the body is only a docstring)."""
+    doc_line: int = 0
+    """Where the docstring starts (0: none)."""
 
 
 @dataclass
@@ -169,13 +173,52 @@ def defs_in(path: str) -> dict[str, list[Def]]:
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 qualname = prefix + child.name
                 end = child.end_lineno or child.lineno
-                found.setdefault(qualname, []).append(Def(qualname, child.lineno, end))
+                found.setdefault(qualname, []).append(_def(qualname, child, end))
                 visit(child, f"{qualname}.<locals>.")
             else:
                 visit(child, prefix)
 
     visit(tree, "")
     return found
+
+
+def _def(qualname: str, node: ast.FunctionDef | ast.AsyncFunctionDef, end: int) -> Def:
+    body = node.body
+    first = body[0]
+    docstring = (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    )
+    rest = body[1:] if docstring else body
+    return Def(
+        qualname,
+        node.lineno,
+        end,
+        body_line=rest[0].lineno if rest else 0,
+        doc_line=first.lineno if docstring else 0,
+    )
+
+
+def def_snippet(file: str, found: Def, context: int = CONTEXT_AFTER) -> list[tuple[int, str]]:
+    """The signature (long ones cut) and the first lines of the body, docstring left out.
+
+    A line number of 0 stands for lines left out (shown as ``…``).
+    """
+    body_start = found.body_line or found.end_line + 1
+    signature_end = body_start - 1
+    if found.doc_line:
+        signature_end = found.doc_line - 1
+    signature = source_lines(file, found.line, max(found.line, signature_end))
+    if len(signature) > 6:
+        signature = [*signature[:3], (0, "…"), *signature[-1:]]
+    if found.doc_line:
+        signature.append((0, "…  (docstring)"))
+    if found.body_line:
+        signature += source_lines(
+            file, found.body_line, min(found.end_line, found.body_line + context - 1)
+        )
+    return signature
 
 
 def find_def(path: str, qualname: str, near: int | None = None) -> Def | None:
@@ -279,7 +322,7 @@ def resolve(
         )
     else:
         ref.line = found.line
-        ref.source = source_lines(str(file), found.line, min(found.end_line, found.line + context))
+        ref.source = def_snippet(str(file), found, context)
     return ref
 
 
