@@ -101,6 +101,30 @@ def _server_frames(spans: Spans, innermost: bool) -> list[Val | str]:
     return cell
 
 
+_ORDERED_STAGES = (
+    vocab.WS_HANDSHAKE,
+    vocab.WS_HANDSHAKE_VALIDATE,
+    vocab.ASGI_APP,
+    vocab.WS_ACCEPT,
+    vocab.WS_HANDSHAKE_RESPONSE,
+)
+
+
+def _stage_order(spans: Spans) -> list[Val | str]:
+    """The handshake stages in the order they started: where the implementations differ."""
+    firsts = [spans.first(name) for name in _ORDERED_STAGES]
+    started = sorted((s.start_ns, s.name) for s in firsts if s is not None)
+    cell: list[Val | str] = []
+    for i, (_, name) in enumerate(started):
+        cell += [" → " if i else "", Val(name)]
+    return cell
+
+
+def _owner(spans: Spans, name: str) -> list[Val | str]:
+    ref = code_ref(spans.first(name))
+    return ["(not recorded)"] if ref is None or not ref.package else [Val(ref.package)]
+
+
 def _stack_depth(spans: Spans) -> list[Val | str]:
     event = stack_event(spans.first(vocab.WS_ACCEPT))
     return ["?"] if event is None else [Val(len(event.attributes.get(vocab.STACK_FUNCTIONS) or []))]
@@ -109,6 +133,15 @@ def _stack_depth(spans: Spans) -> list[Val | str]:
 def _chain_table(runs: list[Run]) -> Table:
     all_spans = [run.spans() for run in runs]
     rows = [
+        ["handshake stages, in the order they start", *map(_stage_order, all_spans)],
+        [
+            "the handshake is driven by code of",
+            *(_owner(s, vocab.WS_HANDSHAKE) for s in all_spans),
+        ],
+        [
+            "the 101 is built by code of",
+            *(_owner(s, vocab.WS_HANDSHAKE_RESPONSE) for s in all_spans),
+        ],
         ["does the app run inside the handshake span?", *map(_app_inside_handshake, all_spans)],
         [
             "the 101 (`ws.handshake.response`) is written under",
@@ -155,7 +188,11 @@ def compare(ws_runs: list[Run], http_runs: list[Run]) -> Document:
             [
                 "The application code is the same in every column, so the stack at "
                 "`accept()` differs only at its two ends: the server code that called the "
-                "app, and the server code that receives `websocket.accept`."
+                "app, and the server code that receives `websocket.accept`. The real "
+                "difference is who drives the handshake: the legacy `websockets` protocol "
+                "reads the request and writes the 101 itself, while with `websockets-sansio` "
+                "and `wsproto` uvicorn drives and the library only checks the request and "
+                "builds the response bytes, which uvicorn writes."
             ],
             blocks=[_chain_table(ws_runs)],
         ),
