@@ -64,3 +64,46 @@ def echo_app() -> FastAPI:
             room.remove(websocket)
 
     return app
+
+
+# --- A minimal room app written like the classic FastAPI walkthroughs ---------------------------
+
+
+class ConnectionManager:
+    """The room of the classic FastAPI chat/auction examples: connect, disconnect, broadcast."""
+
+    def __init__(self) -> None:
+        self.active_connections: list[WebSocket] = []
+
+    async def connect(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        self.active_connections.append(websocket)
+        await websocket.send_text("joined")  # tells the client it is in the room
+
+    def disconnect(self, websocket: WebSocket) -> None:
+        self.active_connections.remove(websocket)
+
+    async def broadcast(self, data: dict, auction_id: str) -> None:
+        for connection in list(self.active_connections):
+            await connection.send_json({"auction": auction_id, **data})
+
+
+def seed_app() -> FastAPI:
+    """``/ws/auction/{auctionID}``: every JSON message is broadcast to the whole room."""
+    import json
+
+    app = FastAPI()
+    manager = ConnectionManager()
+
+    @app.websocket("/ws/auction/{auctionID}")
+    async def websocket_endpoint(websocket: WebSocket, auctionID: str) -> None:
+        await manager.connect(websocket)
+        try:
+            while True:
+                data = await websocket.receive_text()
+                data = json.loads(data)
+                await manager.broadcast(data, auctionID)
+        except WebSocketDisconnect:
+            manager.disconnect(websocket)
+
+    return app
