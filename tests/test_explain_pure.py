@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
+from tests.support.explain import assert_points_into_def
 from tracer import vocab
 from tracer.analysis.explain import explain, markdown_outline, to_html_fragment, to_markdown
 from tracer.analysis.explain.build import accept_rows, frame_header_bytes
@@ -21,8 +22,6 @@ from tracer.analysis.explain.render_md import code_span, fenced, table
 from tracer.analysis.explain.source import module_of_path, resolve
 from tracer.export.reader import load
 from tracer.wire.codes import CloseCode, Opcode, close_code_meaning
-
-from .support.explain import assert_points_into_def
 
 SAMPLE = Path(__file__).resolve().parent.parent / "traces" / "samples"
 SAMPLE_WEBSOCKETS = SAMPLE / "demo-httptools-websockets.otlp.jsonl"

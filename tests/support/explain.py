@@ -10,9 +10,20 @@ import importlib
 import inspect
 import os
 import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+import tracer
+from tests.support import raw
+from tests.support.apps import seed_app
+from tests.support.server import run_server
 from tracer.analysis.explain.source import CodeRef
+from tracer.export.otlp_file import OTLPJsonFileExporter
 
 
 def _resolve(module: Any, qualname: str) -> Any:
@@ -61,3 +72,56 @@ def assert_points_into_def(ref: CodeRef) -> None:
     name = ref.qualname.split(".")[-1]
     assert re.match(rf"^\s*(async\s+)?def\s+{re.escape(name)}\b", def_text), def_text
     assert ref.path is not None and file.replace(os.sep, "/").endswith(ref.path), ref.path
+
+
+# --- A traced session of the minimal room app, driven by raw sockets -----------------------------
+
+ROOM_PATH = "/ws/auction/7"
+MASK = bytes.fromhex("37fa213d")
+"""The masking key of the client's first frame: fixed, so the walkthrough can be checked."""
+BID = b'{"type": "bid", "bidder": "alice", "amount": 12}'
+
+
+@dataclass
+class RoomSession:
+    """What the raw clients saw: the 101 head of the first client and the frame it sent."""
+
+    response_head: bytes
+    first_frame: bytes
+    trace_file: Path
+
+
+def _close(sock: socket.socket, rest: bytes) -> None:
+    sock.sendall(raw.client_frame(8, (1000).to_bytes(2, "big"), key=MASK))
+    frames = raw.read_frames_until_close(sock, rest)
+    assert any(f["opcode"] == 8 for f in frames), frames
+    sock.close()
+
+
+def room_session(http: str, ws: str, directory: Path) -> RoomSession:
+    """Serve :func:`seed_app` traced (payload capture on); two raw clients join, the first bids
+    (the bid is broadcast to both), then both close with 1000."""
+    provider = TracerProvider()
+    exporter = OTLPJsonFileExporter(directory=directory)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer.instrument(tracer_provider=provider, capture_payload=64)
+    try:
+        app = tracer.TracingMiddleware(seed_app(), tracer_provider=provider)
+        with run_server(app, http=http, ws=ws) as server:
+            first = raw.open_socket(server.port)
+            first.sendall(raw.upgrade_request(ROOM_PATH, key=raw.KEY_EXAMPLE))
+            status, head, rest_a = raw.read_head(first)
+            assert status == 101, head
+            _, rest_a = raw.read_frames(first, rest_a, 1)  # "joined"
+            second, rest_b = raw.handshake(server.port, ROOM_PATH)
+            _, rest_b = raw.read_frames(second, rest_b, 1)  # "joined": both are in the room
+            frame = raw.client_frame(1, BID, key=MASK)
+            first.sendall(frame)
+            _, rest_a = raw.read_frames(first, rest_a, 1)
+            _, rest_b = raw.read_frames(second, rest_b, 1)
+            _close(first, rest_a)
+            _close(second, rest_b)
+    finally:
+        tracer.uninstrument()
+        provider.shutdown()
+    return RoomSession(head, frame, exporter.path)
