@@ -35,3 +35,13 @@ samples: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# --- Course material: generated walkthroughs of a real connection (wstrace explain) ----------
+COURSE := docs/course
+.PHONY: course
+course: $(STAMP)
+	mkdir -p $(COURSE)
+	$(BIN)/wstrace explain --http httptools --ws websockets -o $(COURSE)/websockets.md
+	$(BIN)/wstrace explain --http httptools --ws websockets-sansio -o $(COURSE)/websockets-sansio.md
+	$(BIN)/wstrace explain --http httptools --ws wsproto -o $(COURSE)/wsproto.md
+	$(BIN)/wstrace explain --compare -o $(COURSE)/compare.md
