@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from tests.support.explain import assert_points_into_def
+from tests.support.explain import HOSTILE, assert_points_into_def, hostile_sample
 from tracer import vocab
 from tracer.analysis.explain import explain, markdown_outline, to_html_fragment, to_markdown
 from tracer.analysis.explain.build import accept_rows, frame_header_bytes
@@ -153,8 +153,6 @@ def test_unknown_functions_say_so() -> None:
 
 # --- Escaping untrusted values -------------------------------------------------------------------
 
-HOSTILE = "a|b`c``<script>alert(1)</script>\n| x | y |\x1b[31m\u202e"
-
 
 def test_markdown_code_span_is_inert() -> None:
     span = code_span(HOSTILE, in_table=True)
@@ -170,20 +168,8 @@ def test_markdown_fence_outgrows_the_content() -> None:
     assert lines[0] == "`````" and lines[-1] == "`````"
 
 
-def _hostile_sample():  # type: ignore[no-untyped-def]
-    traces = load(SAMPLE_WEBSOCKETS)
-    conn = traces.connection(2)
-    for span in conn.spans:
-        if span.name == vocab.HTTP_HEADERS_PARSE:
-            span.attributes[vocab.HTTP_REQUEST_HEADER_PREFIX + "user-agent"] = [HOSTILE]
-            span.attributes[vocab.URL_PATH] = HOSTILE
-        if span.name == vocab.WS_CLOSE:
-            span.attributes[vocab.WS_CLOSE_REASON] = HOSTILE
-    return traces
-
-
 def test_hostile_values_stay_text_in_markdown_and_html() -> None:
-    doc = explain(_hostile_sample(), 2)
+    doc = explain(hostile_sample(SAMPLE_WEBSOCKETS), 2)
     md = to_markdown(doc)
     # Rendered by a CommonMark renderer (the one Rich uses), with tables as on GitHub: the
     # value is text in code, never an element, and no table row is split by its pipes.

@@ -22,8 +22,11 @@ import tracer
 from tests.support import raw
 from tests.support.apps import seed_app
 from tests.support.server import run_server
+from tracer import vocab
 from tracer.analysis.explain.source import CodeRef
 from tracer.export.otlp_file import OTLPJsonFileExporter
+from tracer.export.reader import load
+from tracer.export.traceset import TraceSet
 
 
 def _resolve(module: Any, qualname: str) -> Any:
@@ -125,3 +128,25 @@ def room_session(http: str, ws: str, directory: Path) -> RoomSession:
         tracer.uninstrument()
         provider.shutdown()
     return RoomSession(head, frame, exporter.path)
+
+
+# --- Hostile values ------------------------------------------------------------------------------
+
+HOSTILE = (
+    "a|b`c``<script>alert(1)</script>\n| x | y |\x1b[31m\u202e"
+    "<img src=x onerror=\"document.body.setAttribute('data-pwned', '1')\">"
+)
+"""Markdown and HTML syntax, a terminal escape, a bidi override and an event handler."""
+
+
+def hostile_sample(path: Path) -> TraceSet:
+    """A real trace whose connection 2 carries :data:`HOSTILE` in a header, the path and the
+    close reason, as a malicious client could make it."""
+    traces = load(path)
+    for span in traces.connection(2).spans:
+        if span.name == vocab.HTTP_HEADERS_PARSE:
+            span.attributes[vocab.HTTP_REQUEST_HEADER_PREFIX + "user-agent"] = [HOSTILE]
+            span.attributes[vocab.URL_PATH] = HOSTILE
+        if span.name == vocab.WS_CLOSE:
+            span.attributes[vocab.WS_CLOSE_REASON] = HOSTILE
+    return traces
