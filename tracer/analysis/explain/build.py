@@ -309,6 +309,11 @@ def step_handshake(s: Spans) -> Step:
             ("extensions negotiated", attr(response, vocab.WS_EXTENSIONS)),
             ("subprotocol", attr(response, vocab.WS_SUBPROTOCOL)),
         ),
+        Para(
+            prose.handshake_flow(
+                attr(s.conn.root, vocab.IMPL_WS), _handshake_waits_for_app(s, handshake)
+            )
+        ),
         Para([prose.ACCEPT_INTRO]),
         Table(["#", "computation", "value"], accept_rows(str(key), recorded)),
     ]
@@ -320,7 +325,6 @@ def step_handshake(s: Spans) -> Step:
         if extensions:
             head.append(f"Sec-WebSocket-Extensions: {extensions}")
         blocks.append(Pre("The response head (the fields wstrace records)", head))
-        blocks.append(Para(prose.handshake_timing(_handshake_waits_for_app(s, handshake))))
     step.blocks = blocks
     return step
 

@@ -108,17 +108,37 @@ ACCEPT_INTRO = (
 )
 
 
-def handshake_timing(waits_for_app: bool) -> list[Inline]:
-    if waits_for_app:
-        return [
-            "In this implementation the handshake is one piece of code that validates the "
-            "request, runs the application, and writes the 101 only when the app's "
-            "`accept()` arrives (step 9): the handshake's time includes steps 6 to 9."
-        ]
-    return [
-        "In this implementation the request is validated first; the response is built and "
-        "written when the app's `accept()` arrives (step 9)."
-    ]
+_HANDSHAKE_FLOWS = {
+    "websockets": "With the legacy `websockets` protocol the library drives: its `handshake()` "
+    "coroutine reads the request (`read_http_request`) and calls the `process_request` hook, "
+    "which uvicorn overrides to check the headers (`check_request`), start the ASGI app and "
+    "wait for its `accept` or `close`. When the app accepts, `handshake()` checks the request "
+    "again, computes `Sec-WebSocket-Accept` and writes the 101 itself "
+    "(`write_http_response`).",
+    "websockets-sansio": "With `websockets-sansio` uvicorn drives and the library does no "
+    "I/O: uvicorn's `handle_connect` gets the parsed request and calls "
+    "`ServerProtocol.accept(request)`, which validates the headers and builds the response "
+    "(a 101 with `Sec-WebSocket-Accept`, or a 4xx) without sending it. A 4xx goes out at "
+    "once; a 101 is held while the ASGI app runs, and sent (`send_response`, then "
+    "`transport.write`) when the app accepts.",
+    "wsproto": "With `wsproto` uvicorn drives and the library does no I/O: wsproto's "
+    "`H11Handshake` parses the request with h11 and validates it "
+    "(`_process_connection_request`), then hands uvicorn a `Request` event; `handle_connect` "
+    "starts the ASGI app. When the app accepts, uvicorn sends wsproto an `AcceptConnection` "
+    "event, `_accept` computes `Sec-WebSocket-Accept` and builds the 101, and uvicorn writes "
+    "the bytes.",
+}
+
+
+def handshake_flow(ws: str | None, waits_for_app: bool) -> list[Inline]:
+    flow = _HANDSHAKE_FLOWS.get(ws or "", "")
+    timing = (
+        " The `ws.handshake` span runs from the request to the 101; since the 101 waits for "
+        "the app's `accept()`, its time includes steps 6 to 9."
+        if waits_for_app
+        else ""
+    )
+    return [(flow + timing).strip() or "The response is written when the app accepts (step 9)."]
 
 
 ASGI: list[Inline] = [
