@@ -15,12 +15,15 @@ import hashlib
 import re
 import sys
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from tracer import vocab
 from tracer.analysis import fmt
 from tracer.analysis.explain import prose
 from tracer.analysis.explain.framebits import (
+    LENGTH_16,
+    HeaderBits,
     bits,
     masked_payload,
     read_header,
@@ -240,7 +243,7 @@ def step_switch(s: Spans) -> Step:
     return step
 
 
-def accept_rows(key: str, recorded: str | None) -> list[list[Any]]:
+def accept_rows(key: str, recorded: str | None, status: int | None = 101) -> list[list[Any]]:
     """The §4.2.2 computation with every intermediate value."""
     concatenated = key.strip(" \t") + GUID
     digest = hashlib.sha1(concatenated.encode("latin-1", "replace")).digest()
@@ -265,15 +268,46 @@ def accept_rows(key: str, recorded: str | None) -> list[list[Any]]:
         [
             "5",
             "`Sec-WebSocket-Accept` the server sent",
-            Val(recorded if recorded else "(not recorded)"),
+            Val(_sent(recorded, status)),
         ],
         [
             "6",
             "do they match? (the client checks this, §4.1)",
-            Val("yes" if recorded is not None and recorded == computed else "NO"),
+            Val(_verdict(recorded, computed, status)),
         ],
     ]
     return rows
+
+
+def _sent(recorded: str | None, status: int | None) -> str:
+    if recorded:
+        return recorded
+    if status is not None and status != 101:
+        return f"none: the server answered {status}, refusing the upgrade"
+    return "(not recorded)"
+
+
+def _verdict(recorded: str | None, computed: str, status: int | None) -> str:
+    if recorded is not None:
+        return "yes" if recorded == computed else "NO: the client must fail the connection"
+    if status is not None and status != 101:
+        return "no 101, nothing to check: the client fails the WebSocket connection (§4.1)"
+    return "NO"
+
+
+def response_head(status: int, recorded: str | None, extensions: Any) -> list[str]:
+    """The response's status line and the WebSocket fields wstrace records."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    head = [f"HTTP/1.1 {status} {phrase}".rstrip()]
+    if status != 101:
+        return head
+    head += ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Accept: {recorded}"]
+    if extensions:
+        head.append(f"Sec-WebSocket-Extensions: {extensions}")
+    return head
 
 
 def step_handshake(s: Spans) -> Step:
@@ -298,12 +332,13 @@ def step_handshake(s: Spans) -> Step:
         step.missing = prose.MISSING_SERVER_STAGE
         return step
     recorded = attr(response, vocab.WS_ACCEPT_KEY)
+    status = integer(attr(response, vocab.HTTP_RESPONSE_STATUS_CODE))
     blocks: list[Block] = [
         facts(
             ("Sec-WebSocket-Version", attr(handshake, vocab.WS_VERSION)),
             ("validated by", attr(validate, vocab.CODE_FUNCTION_NAME)),
             ("validation took", ms(None if validate is None else validate.duration_ns)),
-            ("101 written by", attr(response, vocab.CODE_FUNCTION_NAME)),
+            ("response written by", attr(response, vocab.CODE_FUNCTION_NAME)),
             ("response status", attr(response, vocab.HTTP_RESPONSE_STATUS_CODE)),
             ("bytes in the response head", attr(response, "wstrace.http.head_bytes")),
             ("extensions negotiated", attr(response, vocab.WS_EXTENSIONS)),
@@ -315,15 +350,10 @@ def step_handshake(s: Spans) -> Step:
             )
         ),
         Para([prose.ACCEPT_INTRO]),
-        Table(["#", "computation", "value"], accept_rows(str(key), recorded)),
+        Table(["#", "computation", "value"], accept_rows(str(key), recorded, status)),
     ]
-    if response is not None:
-        status = attr(response, vocab.HTTP_RESPONSE_STATUS_CODE, 101)
-        head = [f"HTTP/1.1 {status} Switching Protocols", "Upgrade: websocket"]
-        head += ["Connection: Upgrade", f"Sec-WebSocket-Accept: {recorded}"]
-        extensions = attr(response, vocab.WS_EXTENSIONS)
-        if extensions:
-            head.append(f"Sec-WebSocket-Extensions: {extensions}")
+    if response is not None and status is not None:
+        head = response_head(status, recorded, attr(response, vocab.WS_EXTENSIONS))
         blocks.append(Pre("The response head (the fields wstrace records)", head))
     step.blocks = blocks
     return step
@@ -556,12 +586,16 @@ def preview_bytes(a: dict[str, Any]) -> bytes | None:
     return bytes(out)
 
 
-def frame_tables(header: bytes, a: dict[str, Any]) -> list[Block]:
-    h = read_header(header)
+def _opcode_name(opcode: int) -> str:
     try:
-        opcode_name = Opcode(h.opcode).name.lower()
+        return Opcode(opcode).name.lower()
     except ValueError:
-        opcode_name = "reserved"
+        return "reserved"
+
+
+def first_two_bytes(h: HeaderBits) -> list[Table]:
+    """Byte 0 (FIN, RSV1-3, opcode) and byte 1 (MASK, 7-bit length), bit by bit."""
+    opcode = f"{bits(h.opcode, 4)} = 0x{h.opcode:x}"
     byte0 = Table(
         ["bits of byte 0", "field", "value", "meaning"],
         [
@@ -569,79 +603,63 @@ def frame_tables(header: bytes, a: dict[str, Any]) -> list[Block]:
             ["6", "RSV1", Val(h.rsv1), prose.rsv1(h.rsv1)],
             ["5", "RSV2", Val(h.rsv2), "reserved: 0 unless an extension defines it"],
             ["4", "RSV3", Val(h.rsv3), "reserved: 0 unless an extension defines it"],
-            [
-                "3-0",
-                "opcode",
-                Val(f"{bits(h.opcode, 4)} = 0x{h.opcode:x}"),
-                prose.opcode(opcode_name),
-            ],
+            ["3-0", "opcode", Val(opcode), prose.opcode(_opcode_name(h.opcode))],
         ],
     )
     length_meaning = (
         "the payload length itself (0-125)"
-        if h.length7 < 126
+        if h.length7 < LENGTH_16
         else f"{h.length7}: the length follows in {len(h.extended)} bytes"
     )
+    length = Val(f"{bits(h.length7, 7)} = {h.length7}")
     byte1 = Table(
         ["bits of byte 1", "field", "value", "meaning"],
         [
             ["7", "MASK", Val(h.mask), prose.mask(h.mask)],
-            [
-                "6-0",
-                "payload length (7 bits)",
-                Val(f"{bits(h.length7, 7)} = {h.length7}"),
-                length_meaning,
-            ],
+            ["6-0", "payload length (7 bits)", length, length_meaning],
         ],
     )
-    rest_rows: list[list[Any]] = []
+    return [byte0, byte1]
+
+
+def remaining_header(h: HeaderBits) -> Table:
+    """The extended payload length and the masking key, with their byte positions."""
+    rows: list[list[Any]] = []
     position = 2
     if h.extended:
         end = position + len(h.extended) - 1
-        rest_rows.append(
-            [
-                f"{position}-{end}",
-                "extended payload length",
-                Val(f"{h.extended.hex(' ')} = {h.payload_length}"),
-                "network byte order (big-endian), §5.2",
-            ]
-        )
+        value = Val(f"{h.extended.hex(' ')} = {h.payload_length}")
+        rows.append([f"{position}-{end}", "extended payload length", value, "big-endian (§5.2)"])
         position = end + 1
     else:
-        rest_rows.append(
-            ["-", "extended payload length", Val("none"), "the 7-bit length was enough"]
-        )
+        rows.append(["-", "extended payload length", Val("none"), "the 7-bit length was enough"])
     if h.mask:
-        rest_rows.append(
-            [
-                f"{position}-{position + 3}",
-                "masking key",
-                Val(h.masking_key.hex(" ")),
-                prose.MASKING_KEY,
-            ]
-        )
+        key = Val(h.masking_key.hex(" "))
+        rows.append([f"{position}-{position + 3}", "masking key", key, prose.MASKING_KEY])
     else:
-        rest_rows.append(
-            ["-", "masking key", Val("none"), "MASK is 0: server frames are not masked"]
-        )
-    blocks: list[Block] = [
-        Para(
-            [
-                "The header on the wire, rebuilt from the recorded fields: ",
-                Val(header.hex(" ")),
-                f" ({len(header)} bytes; byte 0 = ",
-                Val(bits(header[0], 8)),
-                ", byte 1 = ",
-                Val(bits(header[1], 8)),
-                ").",
-            ]
-        ),
-        byte0,
-        byte1,
-        Table(["bytes", "field", "value", "meaning"], rest_rows),
+        rows.append(["-", "masking key", Val("none"), "MASK is 0: server frames are not masked"])
+    return Table(["bytes", "field", "value", "meaning"], rows)
+
+
+def frame_tables(header: bytes, a: dict[str, Any]) -> list[Block]:
+    h = read_header(header)
+    shown = Para(
+        [
+            "The header on the wire, rebuilt from the recorded fields: ",
+            Val(header.hex(" ")),
+            f" ({len(header)} bytes; byte 0 = ",
+            Val(bits(header[0], 8)),
+            ", byte 1 = ",
+            Val(bits(header[1], 8)),
+            ").",
+        ]
+    )
+    return [
+        shown,
+        *first_two_bytes(h),
+        remaining_header(h),
+        *payload_blocks(h.masking_key, a, h.rsv1),
     ]
-    blocks.extend(payload_blocks(h.masking_key, a, h.rsv1))
-    return blocks
 
 
 def payload_blocks(key: bytes, a: dict[str, Any], compressed: int) -> list[Block]:
