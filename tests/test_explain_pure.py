@@ -43,7 +43,10 @@ def test_accept_rows_work_through_the_rfc_example() -> None:
 
 def test_accept_rows_say_no_for_a_wrong_accept() -> None:
     rows = accept_rows("dGhlIHNhbXBsZSBub25jZQ==", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
-    assert rows[-1][2].text == "NO"
+    assert rows[-1][2].text.startswith("NO")
+    refused = accept_rows("dGhlIHNhbXBsZSBub25jZQ==", None, 403)
+    assert refused[6][2].text.startswith("none: the server answered 403")
+    assert refused[7][2].text.startswith("no 101")
     assert rows[1][1].endswith("(§4.1)")
 
 
