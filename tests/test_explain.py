@@ -74,6 +74,27 @@ def check_every_step(doc: Document) -> None:
             assert_points_into_def(ref)
 
 
+SEED_STACK = [  # the classic walkthrough's table, innermost first, as today's names
+    "WebSocket.send",
+    "WebSocket.accept",
+    "ConnectionManager.connect",
+    "<endpoint>",
+    "WebSocketRoute.handle",
+    "Router.__call__",
+    "AsyncExitStackMiddleware.__call__",
+    "ExceptionMiddleware.__call__",
+    "ServerErrorMiddleware.__call__",
+    "Starlette.__call__",
+    "FastAPI.__call__",
+    "ProxyHeadersMiddleware.__call__",
+]
+
+
+def is_subsequence(wanted: list[str], names: list[str]) -> bool:
+    found = iter(names)
+    return all(any(name == want for name in found) for want in wanted)
+
+
 def check_stack(doc: Document, traces, endpoint: str) -> list[str]:  # type: ignore[no-untyped-def]
     spans = Spans(traces, traces.connection(1))
     refs = stack_refs(stack_event(spans.first(vocab.WS_ACCEPT)))
@@ -85,6 +106,8 @@ def check_stack(doc: Document, traces, endpoint: str) -> list[str]:  # type: ign
     assert names[inner + 2] == endpoint
     assert names.index("Router.__call__") > inner + 2
     assert any(n.endswith(".run_asgi") for n in names[inner + 2 :])
+    seed = [endpoint if n == "<endpoint>" else n for n in SEED_STACK]
+    assert is_subsequence(seed, names), names
     rows = next(b for b in doc.step("accept").blocks if isinstance(b, Table)).rows
     assert [row[1].text for row in rows] == names
     return names

@@ -13,9 +13,10 @@ from tracer.analysis.explain.compare import Run, compare
 from tracer.analysis.explain.model import Document, Step
 from tracer.analysis.explain.render_html import to_html_fragment, to_html_page
 from tracer.analysis.explain.render_md import markdown_outline, to_markdown
+from tracer.export.traceset import TraceSet
 
 
-def explain_html_fragment(traces, connection: int = 1) -> str:  # type: ignore[no-untyped-def]
+def explain_html_fragment(traces: TraceSet, connection: int = 1) -> str:
     """The walkthrough of one connection as an HTML fragment: a tab of the viewer."""
     return to_html_fragment(explain(traces, connection))
 
