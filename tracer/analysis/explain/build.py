@@ -142,7 +142,7 @@ def step_connection(s: Spans) -> Step:
     if key is not None:
         lines.append(f"Sec-WebSocket-Key: {key}")
     shown = len(lines) - 1
-    total = integer(attr(parse, "wstrace.http.header_count"))
+    total = integer(attr(parse, vocab.HTTP_HEADER_COUNT))
     step = Step(
         1,
         "connection",
@@ -190,8 +190,8 @@ def step_parse(s: Spans) -> Step:
             ("method", attr(parse, vocab.HTTP_REQUEST_METHOD)),
             ("request target", attr(parse, vocab.URL_PATH)),
             ("HTTP version", attr(parse, vocab.NETWORK_PROTOCOL_VERSION)),
-            ("header fields", attr(parse, "wstrace.http.header_count")),
-            ("bytes in the head", attr(parse, "wstrace.http.head_bytes")),
+            ("header fields", attr(parse, vocab.HTTP_HEADER_COUNT)),
+            ("bytes in the head", attr(parse, vocab.HTTP_HEAD_BYTES)),
         )
     ]
     return step
@@ -216,7 +216,7 @@ def step_upgrade(s: Spans) -> Step:
         facts(
             ("Connection", header(parse, "connection")),
             ("Upgrade", header(parse, "upgrade")),
-            ("decision", attr(detect, "wstrace.upgrade")),
+            ("decision", attr(detect, vocab.UPGRADE)),
         )
     ]
     return step
@@ -340,7 +340,7 @@ def step_handshake(s: Spans) -> Step:
             ("validation took", ms(None if validate is None else validate.duration_ns)),
             ("response written by", attr(response, vocab.CODE_FUNCTION_NAME)),
             ("response status", attr(response, vocab.HTTP_RESPONSE_STATUS_CODE)),
-            ("bytes in the response head", attr(response, "wstrace.http.head_bytes")),
+            ("bytes in the response head", attr(response, vocab.HTTP_HEAD_BYTES)),
             ("extensions negotiated", attr(response, vocab.WS_EXTENSIONS)),
             ("subprotocol", attr(response, vocab.WS_SUBPROTOCOL)),
         ),
@@ -756,7 +756,7 @@ def step_message(s: Spans) -> Step:
         prose.MESSAGE,
         code_refs(message),
         None if message is None else message.duration_ns,
-        "held by the server for",
+        "first frame in → the app ready for the next message:",
     )
     if message is None:
         step.missing = "the client sent no data message on this connection"
@@ -818,7 +818,7 @@ def step_broadcast(s: Spans) -> Step:
     step.blocks = [
         facts(
             ("recipients", attr(broadcast, vocab.BROADCAST_RECIPIENTS)),
-            ("detected", attr(broadcast, "wstrace.broadcast.detected")),
+            ("detected", attr(broadcast, vocab.BROADCAST_DETECTED)),
         ),
         Table(["#", "recipient", "bytes", "frames", "send took"], rows),
     ]
