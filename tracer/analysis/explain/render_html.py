@@ -77,8 +77,8 @@ def where(ref: CodeRef, with_source: bool) -> str:
         f"<li><strong>Where:</strong> {name} at {value(Val(ref.location))} "
         f"({html.escape(ref.package or '?')})"
     )
-    if ref.recorded_line is not None and ref.recorded_line != ref.line:
-        text += f" — the trace recorded line {ref.recorded_line}"
+    if ref.recorded_note:
+        text += f" — {html.escape(ref.recorded_note)}"
     if with_source and ref.source:
         width = max(len(str(n)) for n, _ in ref.source)
         lines = "\n".join(

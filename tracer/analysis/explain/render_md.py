@@ -80,8 +80,8 @@ def where(ref: CodeRef, with_source: bool = True) -> list[str]:
     if not ref.found:
         return [f"- **Where:** {code_span(ref.function)} — {plain(ref.problem or '')}"]
     line = f"- **Where:** {code_span(ref.function)} at {code_span(ref.location)} ({ref.package})"
-    if ref.recorded_line is not None and ref.recorded_line != ref.line:
-        line += f" — the trace recorded line {ref.recorded_line} (another version or a decorator)"
+    if ref.recorded_note:
+        line += f" — {ref.recorded_note}"
     if not with_source or not ref.source:
         return [line]
     width = max(len(str(n)) for n, _ in ref.source)

@@ -38,6 +38,8 @@ class Def:
     """First line of the body after the docstring (0: the body is only a docstring)."""
     doc_line: int = 0
     """Where the docstring starts (0: none)."""
+    decorator_line: int = 0
+    """Where the first decorator is (0: none)."""
 
 
 @dataclass
@@ -56,6 +58,7 @@ class CodeRef:
     """The line shown: the ``def`` line, or for a stack frame the line running in it."""
     def_line: int | None = None
     end_line: int | None = None
+    decorator_line: int = 0
     recorded_line: int | None = None
     source: list[tuple[int, str]] = field(default_factory=list)
     file: str | None = None
@@ -66,6 +69,20 @@ class CodeRef:
     @property
     def found(self) -> bool:
         return self.problem is None
+
+    @property
+    def recorded_note(self) -> str | None:
+        """Why the trace's line differs from the one shown, when it does."""
+        recorded = self.recorded_line
+        if recorded is None or self.line is None or recorded == self.line:
+            return None
+        if (
+            self.def_line
+            and self.decorator_line
+            and self.decorator_line <= recorded < self.def_line
+        ):
+            return f"the trace recorded line {recorded}, the decorator above the def"
+        return f"the trace recorded line {recorded}: the file has changed since it was recorded"
 
     @property
     def location(self) -> str:
@@ -197,6 +214,7 @@ def _def(qualname: str, node: ast.FunctionDef | ast.AsyncFunctionDef, end: int) 
         end,
         body_line=rest[0].lineno if rest else 0,
         doc_line=first.lineno if docstring else 0,
+        decorator_line=node.decorator_list[0].lineno if node.decorator_list else 0,
     )
 
 
@@ -315,6 +333,7 @@ def resolve(
         ref.problem = f"no def of {qualname} in the installed {ref.path}"
         return ref
     ref.def_line, ref.end_line = found.line, found.end_line
+    ref.decorator_line = found.decorator_line
     if in_body and recorded_line is not None and found.line <= recorded_line <= found.end_line:
         ref.line = recorded_line
         ref.source = source_lines(
