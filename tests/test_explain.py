@@ -25,8 +25,8 @@ from tracer.analysis.explain import (
     to_html_page,
     to_markdown,
 )
-from tracer.analysis.explain.build import Spans, first_data_frame, stack_event, stack_refs
 from tracer.analysis.explain.model import Para, Table
+from tracer.analysis.explain.reading import Spans, first_data_frame, stack_event, stack_refs
 from tracer.export.reader import load
 from tracer.walkthrough import record
 

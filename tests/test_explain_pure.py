@@ -15,11 +15,12 @@ from markdown_it import MarkdownIt
 from tests.support.explain import HOSTILE, assert_points_into_def, hostile_sample
 from tracer import vocab
 from tracer.analysis.explain import explain, markdown_outline, to_html_fragment, to_markdown
-from tracer.analysis.explain.build import accept_rows, frame_header_bytes
 from tracer.analysis.explain.framebits import masked_payload, read_header, rebuild_header
 from tracer.analysis.explain.model import Pre, Table, Val
+from tracer.analysis.explain.reading import frame_header_bytes
 from tracer.analysis.explain.render_md import code_span, fenced, table
 from tracer.analysis.explain.source import module_of_path, resolve
+from tracer.analysis.explain.steps_request import accept_rows
 from tracer.export.reader import load
 from tracer.wire.codes import CloseCode, Opcode, close_code_meaning
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracer import vocab
-from tracer.analysis.explain.build import Spans, code_ref, stack_event, stack_refs
 from tracer.analysis.explain.model import Document, Para, RfcRef, Step, Table, Val
+from tracer.analysis.explain.reading import Spans, code_ref, stack_event, stack_refs
 from tracer.export.traceset import TraceSet
 
 SERVER_PACKAGES = ("uvicorn", "websockets", "wsproto", "h11", "httptools", "zttp")
