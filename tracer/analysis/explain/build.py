@@ -18,8 +18,6 @@ from tracer.analysis.explain.model import Block, Document, Para, Step, Table, Va
 from tracer.analysis.explain.reading import (
     Spans,
     attr,
-    frame_header_bytes,
-    stack_refs,
 )
 from tracer.analysis.explain.source import package_label
 from tracer.analysis.explain.steps_app import step_accept, step_asgi, step_middleware, step_route
@@ -89,9 +87,6 @@ def explain_connection(traces: TraceSet, conn: Connection) -> Document:
 def explain(traces: TraceSet, connection: int = 1) -> Document:
     """The walkthrough of the ``connection``-th connection (1-based) of a trace set."""
     return explain_connection(traces, traces.connection(connection))
-
-
-__all__ = ["STEPS", "Spans", "explain", "explain_connection", "frame_header_bytes", "stack_refs"]
 
 
 __all__ = ["STEPS", "explain", "explain_connection"]
