@@ -7,12 +7,12 @@ returned as a :class:`ProtocolError` record, and decoding goes on where it can.
 - :mod:`tracer.wire.http`: the HTTP/1.1 request and response heads of the opening handshake.
 - :mod:`tracer.wire.handshake`: ``Sec-WebSocket-Key`` / ``Sec-WebSocket-Accept`` (RFC 6455 §4).
 - :mod:`tracer.wire.frames`: RFC 6455 §5 frames, in both directions.
-- :mod:`tracer.wire.codes`: the opcodes and close codes as enums, with their meanings.
+- :mod:`tracer.wire.codes`: the ``Opcode`` and ``CloseCode`` enums (§5.2, §7.4).
 """
 
 from __future__ import annotations
 
-from tracer.wire.codes import CloseCode, Opcode, close_code_meaning
+from tracer.wire.codes import CloseCode, Opcode, close_code_meaning, opcode_name
 from tracer.wire.frames import (
     MAX_CONTROL_PAYLOAD,
     Frame,
@@ -49,6 +49,7 @@ __all__ = [
     "encode_frame",
     "is_valid_close_code",
     "is_websocket_upgrade",
+    "opcode_name",
     "unmask",
     "validate_client_key",
 ]

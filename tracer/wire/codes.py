@@ -1,47 +1,61 @@
-"""The numbers of RFC 6455 as enums: frame opcodes (§5.2, §11.8) and close codes (§7.4).
+"""The numbers RFC 6455 gives names to: frame opcodes and close status codes.
 
-Named after wsproto's ``Opcode`` and ``CloseReason``: code that talks about a frame or a close
-says ``Opcode.TEXT`` or ``CloseCode.GOING_AWAY`` rather than ``1`` or ``1001``, and a reader of
-a trace can ask what a number means (:func:`close_code_meaning`).
+In the style of wsproto's ``Opcode`` and ``CloseReason``: an ``IntEnum`` compares equal to
+the integer on the wire, so decoders keep working with plain ints while the code that reads
+them says what they mean.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["CloseCode", "Opcode", "close_code_meaning"]
+__all__ = ["CloseCode", "Opcode", "close_code_meaning", "opcode_name"]
 
 
 class Opcode(IntEnum):
-    """The 4-bit opcode of a frame (RFC 6455 §5.2).  0x3-0x7 and 0xB-0xF are reserved."""
+    """RFC 6455 §5.2 and §11.8.  0x3-0x7 are reserved data opcodes, 0xB-0xF reserved control
+    opcodes: a frame carrying one is a protocol error (§5.2 "MUST _Fail the WebSocket
+    Connection_")."""
 
     CONTINUATION = 0x0
-    """A later fragment of a fragmented message (§5.4)."""
+    """Continues a fragmented message (§5.4)."""
     TEXT = 0x1
-    """A text message: the payload is UTF-8 (§5.6)."""
+    """A data frame whose message is UTF-8 text."""
     BINARY = 0x2
-    """A binary message: the payload is opaque to the protocol (§5.6)."""
+    """A data frame whose message is arbitrary bytes."""
     CLOSE = 0x8
-    """A control frame starting or answering the closing handshake (§5.5.1)."""
+    """Starts or answers the closing handshake (§5.5.1)."""
     PING = 0x9
-    """A control frame asking the peer for a pong (§5.5.2)."""
+    """A keep-alive or liveness probe; the peer must answer with a pong (§5.5.2)."""
     PONG = 0xA
-    """A control frame answering a ping, or a one-way heartbeat (§5.5.3)."""
+    """The answer to a ping, carrying the ping's payload (§5.5.3)."""
+
+    @property
+    def wire_name(self) -> str:
+        """Wireshark's name for it: ``text``, ``binary``, ``continuation``, ``close``…"""
+        return self.name.lower()
 
     @property
     def is_control(self) -> bool:
-        """Control frames have the opcode's most significant bit set (§5.5)."""
-        return self >= 0x8
+        """Control frames (§5.5) have the opcode's most significant bit set."""
+        return self >= CONTROL_OPCODES_START
+
+
+CONTROL_OPCODES_START = 0x8
+"""Opcodes 0x8-0xF are control frames (§5.5): never fragmented, at most 125 payload bytes."""
 
 
 class CloseCode(IntEnum):
-    """Status codes of a close frame (RFC 6455 §7.4.1, with IANA's later 1012-1014)."""
+    """Status codes of a close frame (RFC 6455 §7.4.1, and IANA's registry for 1012-1015).
+
+    1005, 1006 and 1015 are never sent on the wire: they are what an endpoint *reports* when a
+    close frame had no code, when the connection dropped without one, or when TLS failed.
+    """
 
     NORMAL_CLOSURE = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
-    RESERVED = 1004
     NO_STATUS_RCVD = 1005
     ABNORMAL_CLOSURE = 1006
     INVALID_FRAME_PAYLOAD_DATA = 1007
@@ -54,49 +68,42 @@ class CloseCode(IntEnum):
     BAD_GATEWAY = 1014
     TLS_HANDSHAKE = 1015
 
-    @property
-    def meaning(self) -> str:
-        return _MEANINGS[self]
 
-
-_MEANINGS: dict[CloseCode, str] = {
-    CloseCode.NORMAL_CLOSURE: "normal closure: the purpose of the connection has been fulfilled",
-    CloseCode.GOING_AWAY: "going away: a server going down, or a browser leaving the page",
-    CloseCode.PROTOCOL_ERROR: "the endpoint is terminating the connection due to a protocol error",
-    CloseCode.UNSUPPORTED_DATA: "the endpoint received a type of data it cannot accept "
-    "(e.g. binary data when it only understands text)",
-    CloseCode.RESERVED: "reserved; its meaning might be defined in the future",
-    CloseCode.NO_STATUS_RCVD: "no status code was present in the close frame "
-    "(reported by an endpoint, never sent on the wire)",
-    CloseCode.ABNORMAL_CLOSURE: "the connection was closed abnormally, without a close frame "
-    "(reported by an endpoint, never sent on the wire)",
-    CloseCode.INVALID_FRAME_PAYLOAD_DATA: "the endpoint received data inconsistent with the "
-    "message type (e.g. non-UTF-8 data in a text message)",
-    CloseCode.POLICY_VIOLATION: "the endpoint received a message that violates its policy",
-    CloseCode.MESSAGE_TOO_BIG: "the endpoint received a message too big for it to process",
-    CloseCode.MANDATORY_EXTENSION: "the client expected the server to negotiate an extension, "
-    "and the server did not",
-    CloseCode.INTERNAL_ERROR: "the server met an unexpected condition that prevented it from "
-    "fulfilling the request",
-    CloseCode.SERVICE_RESTART: "the service is restarting (IANA registry)",
-    CloseCode.TRY_AGAIN_LATER: "the service is overloaded: try again later (IANA registry)",
-    CloseCode.BAD_GATEWAY: "a gateway or proxy received an invalid response upstream "
-    "(IANA registry)",
-    CloseCode.TLS_HANDSHAKE: "the TLS handshake failed "
-    "(reported by an endpoint, never sent on the wire)",
+_MEANINGS = {
+    CloseCode.NORMAL_CLOSURE: "normal closure: the purpose of the connection was fulfilled",
+    CloseCode.GOING_AWAY: "going away: a server going down or a browser leaving the page",
+    CloseCode.PROTOCOL_ERROR: "protocol error",
+    CloseCode.UNSUPPORTED_DATA: "unsupported data: a type of message the endpoint cannot accept",
+    CloseCode.NO_STATUS_RCVD: "no status code was present (reported, never sent)",
+    CloseCode.ABNORMAL_CLOSURE: "abnormal closure: no close frame at all (reported, never sent)",
+    CloseCode.INVALID_FRAME_PAYLOAD_DATA: "data inconsistent with its type, e.g. bad UTF-8",
+    CloseCode.POLICY_VIOLATION: "policy violation",
+    CloseCode.MESSAGE_TOO_BIG: "message too big to process",
+    CloseCode.MANDATORY_EXTENSION: "the client needed an extension the server did not offer",
+    CloseCode.INTERNAL_ERROR: "internal error: an unexpected condition on the server",
+    CloseCode.SERVICE_RESTART: "service restart",
+    CloseCode.TRY_AGAIN_LATER: "try again later",
+    CloseCode.BAD_GATEWAY: "bad gateway",
+    CloseCode.TLS_HANDSHAKE: "TLS handshake failure (reported, never sent)",
 }
 
 
-def close_code_meaning(code: int) -> str:
-    """What a close code means, including the ranges RFC 6455 §7.4.2 sets aside."""
+def opcode_name(opcode: int) -> str:
+    """Wireshark's name for any 4-bit opcode, ``reserved-0xN`` for the reserved ones."""
     try:
-        return CloseCode(code).meaning
+        return Opcode(opcode).wire_name
+    except ValueError:
+        return f"reserved-0x{opcode:x}"
+
+
+def close_code_meaning(code: int) -> str:
+    """What a close code means (§7.4), including the ranges kept for libraries and apps."""
+    try:
+        return _MEANINGS[CloseCode(code)]
     except ValueError:
         pass
     if 3000 <= code <= 3999:
-        return "registered with IANA for libraries, frameworks and applications (§7.4.2)"
+        return "registered for libraries, frameworks and applications (§7.4.2)"
     if 4000 <= code <= 4999:
-        return "private use: its meaning is agreed between the application's endpoints (§7.4.2)"
-    if 1016 <= code <= 2999:
-        return "reserved for future extensions of the protocol (§7.4.2); invalid today"
-    return "not a valid close code (§7.4.2: codes below 1000 are not used)"
+        return "private use by the application (§7.4.2)"
+    return "not a defined close code"

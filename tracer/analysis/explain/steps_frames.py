@@ -31,17 +31,10 @@ from tracer.analysis.explain.reading import (
     preview_bytes,
 )
 from tracer.export.records import SpanRecord
-from tracer.wire.codes import Opcode, close_code_meaning
+from tracer.wire.codes import Opcode, close_code_meaning, opcode_name
 
 PAYLOAD_BYTES_SHOWN = 16
 """Masked/unmasked payload bytes shown in the frame step (the XOR is worked for the first 4)."""
-
-
-def _opcode_name(opcode: int) -> str:
-    try:
-        return Opcode(opcode).name.lower()
-    except ValueError:
-        return "reserved"
 
 
 def first_two_bytes(h: HeaderBits) -> list[Table]:
@@ -54,7 +47,7 @@ def first_two_bytes(h: HeaderBits) -> list[Table]:
             ["6", "RSV1", Val(h.rsv1), prose.rsv1(h.rsv1)],
             ["5", "RSV2", Val(h.rsv2), "reserved: 0 unless an extension defines it"],
             ["4", "RSV3", Val(h.rsv3), "reserved: 0 unless an extension defines it"],
-            ["3-0", "opcode", Val(opcode), prose.opcode(_opcode_name(h.opcode))],
+            ["3-0", "opcode", Val(opcode), prose.opcode(opcode_name(h.opcode))],
         ],
     )
     length_meaning = (
