@@ -74,7 +74,7 @@ def check_every_step(doc: Document) -> None:
             assert_points_into_def(ref)
 
 
-SEED_STACK = [  # the classic walkthrough's table, innermost first, as today's names
+CLASSIC_STACK = [  # the classic walkthrough's table, innermost first, as today's names
     "WebSocket.send",
     "WebSocket.accept",
     "ConnectionManager.connect",
@@ -106,8 +106,8 @@ def check_stack(doc: Document, traces, endpoint: str) -> list[str]:  # type: ign
     assert names[inner + 2] == endpoint
     assert names.index("Router.__call__") > inner + 2
     assert any(n.endswith(".run_asgi") for n in names[inner + 2 :])
-    seed = [endpoint if n == "<endpoint>" else n for n in SEED_STACK]
-    assert is_subsequence(seed, names), names
+    classic = [endpoint if n == "<endpoint>" else n for n in CLASSIC_STACK]
+    assert is_subsequence(classic, names), names
     rows = next(b for b in doc.step("accept").blocks if isinstance(b, Table)).rows
     assert [row[1].text for row in rows] == names
     return names
@@ -196,8 +196,8 @@ def test_room_app_walkthrough(http: str, ws: str, tmp_path: Path) -> None:
     traces = load(session.trace_file)
     doc = explain(traces, 1)
     check_every_step(doc)
-    assert doc.step("route").code[-1].qualname == "seed_app.<locals>.websocket_endpoint"
-    check_stack(doc, traces, "seed_app.<locals>.websocket_endpoint")
+    assert doc.step("route").code[-1].qualname == "room_app.<locals>.websocket_endpoint"
+    check_stack(doc, traces, "room_app.<locals>.websocket_endpoint")
     # The key the raw client sent is RFC 6455's example: its accept is the RFC's.
     assert check_accept(doc, traces) == KEY_EXAMPLE
     accept = table_values(doc.step("handshake"), "#")["`Sec-WebSocket-Accept` the server sent"]

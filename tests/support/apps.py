@@ -88,7 +88,7 @@ class ConnectionManager:
             await connection.send_json({"auction": auction_id, **data})
 
 
-def seed_app() -> FastAPI:
+def room_app() -> FastAPI:
     """``/ws/auction/{auctionID}``: every JSON message is broadcast to the whole room."""
     import json
 

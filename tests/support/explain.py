@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import tracer
 from tests.support import raw
-from tests.support.apps import seed_app
+from tests.support.apps import room_app
 from tests.support.server import run_server
 from tracer import vocab
 from tracer.analysis.explain.source import CodeRef
@@ -102,14 +102,14 @@ def _close(sock: socket.socket, rest: bytes) -> None:
 
 
 def room_session(http: str, ws: str, directory: Path) -> RoomSession:
-    """Serve :func:`seed_app` traced (payload capture on); two raw clients join, the first bids
+    """Serve :func:`room_app` traced (payload capture on); two raw clients join, the first bids
     (the bid is broadcast to both), then both close with 1000."""
     provider = TracerProvider()
     exporter = OTLPJsonFileExporter(directory=directory)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer.instrument(tracer_provider=provider, capture_payload=64)
     try:
-        app = tracer.TracingMiddleware(seed_app(), tracer_provider=provider)
+        app = tracer.TracingMiddleware(room_app(), tracer_provider=provider)
         with run_server(app, http=http, ws=ws) as server:
             first = raw.open_socket(server.port)
             first.sendall(raw.upgrade_request(ROOM_PATH, key=raw.KEY_EXAMPLE))
