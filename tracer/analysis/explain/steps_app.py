@@ -4,6 +4,7 @@ and ``accept()`` with the Python stack recorded at that moment."""
 from __future__ import annotations
 
 from tracer import vocab
+from tracer.analysis import fmt
 from tracer.analysis.explain import prose
 from tracer.analysis.explain.model import Para, RfcRef, Step, Table, Val
 from tracer.analysis.explain.reading import (
@@ -68,20 +69,11 @@ def step_middleware(s: Spans) -> Step:
     rows = []
     for i, span in enumerate(layers, start=1):
         name = str(attr(span, vocab.MIDDLEWARE_LAYER, span.name))
-        ref = code_ref(span)
         rows.append(
-            [
-                str(i),
-                Val(name),
-                prose.layer_role(name),
-                Val(ref.location if ref else "?"),
-                Val(ref.package if ref and ref.package else "?"),
-            ]
+            [str(i), Val(name), prose.layer_role(name), Val(fmt.duration(span.duration_ns))]
         )
-    step.show_source = False
-    step.blocks = [
-        Table(["#", "layer", "what it does for a WebSocket scope", "file:line", "package"], rows)
-    ]
+    step.show_source = False  # the "Where" lines give each layer's file:line, in the same order
+    step.blocks = [Table(["#", "layer", "what it does for a WebSocket scope", "ran for"], rows)]
     return step
 
 
