@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import tracer
 from tests.support import raw
-from tests.support.apps import room_app
+from tests.support.room_app import room_app
 from tests.support.server import run_server
 from tracer import vocab
 from tracer.analysis.explain.source import CodeRef
