@@ -46,3 +46,20 @@ samples: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# --- Course material: generated walkthroughs of a real connection (wstrace explain) ----------
+COURSE := docs/course
+.PHONY: course
+course: $(STAMP)
+	mkdir -p $(COURSE)
+	$(BIN)/wstrace explain --http httptools --ws websockets -o $(COURSE)/websockets.md
+	$(BIN)/wstrace explain --http httptools --ws websockets-sansio -o $(COURSE)/websockets-sansio.md
+	$(BIN)/wstrace explain --http httptools --ws wsproto -o $(COURSE)/wsproto.md
+	$(BIN)/wstrace explain --compare -o $(COURSE)/compare.md
+
+# --- Headless Chromium for the tests of pages shown in a browser ------------------------------
+# Installed when missing on Debian as root (CI); elsewhere those tests skip, saying why.
+.PHONY: browser-deps
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update && apt-get install -y chromium chromium-driver; } || echo "chromium not installed: browser tests will skip"
+test: browser-deps

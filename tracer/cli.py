@@ -461,6 +461,101 @@ def samples(
         typer.echo(f"wrote {path}")
 
 
+# --- wstrace explain: the walkthrough of one connection ---------------------------------------
+
+
+class ExplainFormat(str, Enum):
+    md = "md"
+    html = "html"
+
+
+@app.command()
+def explain(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[FILE]",
+            help="A trace file (*.otlp.jsonl) or a directory of them. Default: run the demo "
+            "scenario now, with payload capture on.",
+            show_default=False,
+        ),
+    ] = None,
+    connection: Annotated[
+        int, typer.Option("--connection", "-c", min=1, help="Which connection (1 = first).")
+    ] = 1,
+    fmt: Annotated[
+        ExplainFormat,
+        typer.Option(
+            "--format", "-f", help="md: GitHub Markdown; html: a page.", case_sensitive=False
+        ),
+    ] = ExplainFormat.md,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write here instead of stdout.", show_default=False),
+    ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Run the scenario on every WebSocket implementation and HTTP parser and put "
+            "them side by side.",
+        ),
+    ] = False,
+    http: Annotated[
+        HttpImpl, typer.Option("--http", help="Parser for the scenario run (no FILE).")
+    ] = HttpImpl.httptools,
+    ws: Annotated[
+        WsImpl,
+        typer.Option("--ws", help="WebSocket implementation for the scenario run (no FILE)."),
+    ] = WsImpl.websockets_sansio,
+) -> None:
+    """Explain one WebSocket connection step by step: course material on WebSocket internals.
+
+    For each stage — the request, the header parse, the upgrade, the protocol switch, the
+    opening handshake (Sec-WebSocket-Accept recomputed from the key), the ASGI app and each
+    middleware, the route, accept() and the stack at that moment, the first frame decoded bit
+    by bit, the message, the broadcast, the close — it says what RFC 6455 / RFC 9110 say,
+    where the code is in the installed packages (file:line, version, source lines) and how
+    long the step took.
+
+    Examples:
+
+    - `wstrace explain -o walkthrough.md` — run the demo scenario and explain connection 1
+    - `wstrace explain traces/run.otlp.jsonl -c 3 -f html -o conn3.html`
+    - `wstrace explain --compare -o compare.md` — every implementation side by side
+    """
+    from tracer.analysis.explain import explain as build
+    from tracer.analysis.explain import to_html_page, to_markdown
+
+    if compare and file is not None:
+        raise typer.BadParameter("--compare runs the scenario itself: give no FILE")
+    if compare:
+        from tracer.walkthrough import compare_document
+
+        doc = compare_document()
+    elif file is None:
+        from tracer.walkthrough import scenario_document
+
+        if http is HttpImpl.auto or ws is WsImpl.auto:
+            raise typer.BadParameter("choose a named --http and --ws for the scenario run")
+        doc = scenario_document(http.value, ws.value, connection)
+    else:
+        traces = _load([file])
+        try:
+            doc = build(traces, connection)
+        except LookupError as exc:
+            _fail(str(exc.args[0]) if exc.args else str(exc))
+    text = to_html_page(doc) if fmt is ExplainFormat.html else to_markdown(doc)
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"{output}: cannot write ({exc.strerror}); choose another path with -o")
+    typer.echo(f"wrote {output}", err=True)
+
+
 def main() -> None:
     app()
 

@@ -144,6 +144,8 @@ def serving(
 class Script:
     clients: int = 5
     bids: int = 20
+    compression: str | None = "deflate"
+    """The bidders' permessage-deflate offer; ``None`` sends frames whose payload is readable."""
 
 
 async def drive_auction(
@@ -164,7 +166,10 @@ async def drive_auction(
     step("auction created")
     url = f"{base.ws_url}/ws/auction/{auction}"
     async with contextlib.AsyncExitStack() as stack:
-        bidders = [await stack.enter_async_context(connect(url)) for _ in range(script.clients)]
+        bidders = [
+            await stack.enter_async_context(connect(url, compression=script.compression))
+            for _ in range(script.clients)
+        ]
         for bidder in bidders:
             await asyncio.wait_for(bidder.recv(), 10)  # the room's state
         step(f"{script.clients} bidders joined")
@@ -213,11 +218,14 @@ def run_demo(
     step: Callable[[str], None],
     keep_serving: Callable[[Running], None] | None = None,
     db_path: str | None = None,
+    capture_payload: int = 0,
 ) -> tuple[Path, dict[str, Any]]:
     """Run the traced auction; returns the trace file written and what the script saw."""
     out_dir.mkdir(parents=True, exist_ok=True)
     provider, exporter = make_provider(out_dir)
-    tracer.instrument(tracer_provider=provider, shape=shape, frames=frames)
+    tracer.instrument(
+        tracer_provider=provider, shape=shape, frames=frames, capture_payload=capture_payload
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp:
             app = build_app(db_path or str(Path(tmp) / "auction.db"), provider)

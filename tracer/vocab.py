@@ -167,3 +167,14 @@ FRAMES_OFF = "off"
 FRAME_MODES = (FRAMES_SPANS, FRAMES_EVENTS, FRAMES_OFF)
 
 INSTRUMENTATION_NAME = "wstrace"
+
+# --- Keys the recorder writes and the walkthrough reads -----------------------------------------
+
+HTTP_HEADER_COUNT = "wstrace.http.header_count"
+"""On ``http.headers.parse``: how many header fields the request head had (recorded or not)."""
+HTTP_HEAD_BYTES = "wstrace.http.head_bytes"
+"""Bytes in the request head (on the parse) or the response head (on the response)."""
+UPGRADE = "wstrace.upgrade"
+"""On ``http.upgrade.detect``: the protocol the request was upgraded to."""
+BROADCAST_DETECTED = "wstrace.broadcast.detected"
+"""On ``ws.broadcast``: ``explicit`` (``tracer.broadcast()``) or ``automatic`` (fan-out seen)."""
