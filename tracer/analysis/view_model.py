@@ -303,9 +303,7 @@ class _Builder:
                     continue
                 target = self.traces.recipient(send)
                 to = self.conn_pos[id(target)] if target is not None else -1
-                sends.append(
-                    [positions[send.key], to, _last_frame_out(self.traces, send) - base]
-                )
+                sends.append([positions[send.key], to, _last_frame_out(self.traces, send) - base])
             result.append(
                 [
                     positions[span.key],
