@@ -793,7 +793,7 @@
   function closeText(a) {
     if (a["websocket.close.code"] === undefined && a["websocket.close.reason"] === undefined) return "";
     let text = String(a["websocket.close.code"] === undefined ? "" : a["websocket.close.code"]);
-    if (a["websocket.close.reason"]) text += " " + JSON.stringify(String(a["websocket.close.reason"])).slice(1, -1);
+    if (a["websocket.close.reason"]) text += ' "' + String(a["websocket.close.reason"]) + '"';
     return text;
   }
   function messageText(f, c) {
