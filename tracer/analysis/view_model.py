@@ -207,13 +207,15 @@ def incomplete_reasons(traces: TraceSet, conn: Connection) -> list[str]:
     return reasons
 
 
-def _wire_connection(traces: TraceSet, conn: Connection, frame_holder: SpanRecord) -> Connection:
+def _wire_connection(
+    traces: TraceSet, conn: Connection, frame_holder: SpanRecord, recipient: Any
+) -> Connection:
     """The connection whose socket a frame went over: a send's recipient, else the owner."""
     if frame_holder.name == vocab.WS_MESSAGE_SEND:
-        return traces.recipient(frame_holder) or conn
+        return recipient(frame_holder) or conn
     for ancestor in traces.ancestors(frame_holder):
         if ancestor.name == vocab.WS_MESSAGE_SEND:
-            return traces.recipient(ancestor) or conn
+            return recipient(ancestor) or conn
         if ancestor.name == vocab.CONNECTION:
             break
     return conn
@@ -244,6 +246,19 @@ class _Builder:
                 self.local[span.key] = (ci, si)
         self.conn_pos = {id(conn): ci for ci, conn in enumerate(traces.connections)}
         self.wire_frames: dict[int, list[list[int]]] = defaultdict(list)
+        self.by_id: dict[Any, list[Connection]] = defaultdict(list)
+        for conn in traces.connections:
+            self.by_id[conn.connection_id].append(conn)
+
+    def recipient(self, send: SpanRecord) -> Connection | None:
+        """:meth:`TraceSet.recipient` (by link, else by unique connection id), indexed."""
+        for link in send.links:
+            where = self.local.get((link.trace_id, link.span_id))
+            if where is not None:
+                return self.traces.connections[where[0]]
+        wanted = send.attributes.get(vocab.CONNECTION_ID)
+        matches = self.by_id.get(wanted, []) if wanted is not None else []
+        return matches[0] if len(matches) == 1 else None
 
     def span_row(self, conn: Connection, span: SpanRecord, base: int, traces_idx: dict) -> list:
         s = self.intern.s
@@ -280,7 +295,11 @@ class _Builder:
         self, conn: Connection, ci: int, si: int, ei: int, span: SpanRecord, name: str, t: int
     ) -> None:
         direction = DIR_RECEIVE if name == vocab.WS_FRAME_RECEIVE else DIR_SEND
-        wire = _wire_connection(self.traces, conn, span) if direction == DIR_SEND else conn
+        wire = (
+            _wire_connection(self.traces, conn, span, self.recipient)
+            if direction == DIR_SEND
+            else conn
+        )
         message = _message_of(self.traces, span)
         mci, msi = self.local.get(message.key, (-1, -1)) if message is not None else (-1, -1)
         self.wire_frames[self.conn_pos[id(wire)]].append([t, ci, si, ei, direction, mci, msi])
@@ -301,7 +320,7 @@ class _Builder:
             for send in self.traces.children(span):
                 if send.name != vocab.WS_MESSAGE_SEND:
                     continue
-                target = self.traces.recipient(send)
+                target = self.recipient(send)
                 to = self.conn_pos[id(target)] if target is not None else -1
                 sends.append([positions[send.key], to, _last_frame_out(self.traces, send) - base])
             result.append(
@@ -443,7 +462,7 @@ def build_model(traces: TraceSet, *, sources: list[str] | None = None) -> dict[s
     for conn in traces.connections:
         for span in conn.spans:
             if span.name == vocab.WS_MESSAGE_SEND:
-                target = traces.recipient(span) or conn
+                target = builder.recipient(span) or conn
                 conns[builder.conn_pos[id(target)]]["out"] += 1
     return {
         "v": MODEL_VERSION,
