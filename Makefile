@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/wstrace demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -35,3 +35,19 @@ samples: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# --- The HTML viewer: a headless browser for its tests, its benchmark, the README screenshot ---
+.PHONY: browser bench-view screenshots
+
+# Debian's chromium + chromedriver, installed only when missing and only as root (CI); elsewhere
+# nothing is installed and the browser tests skip, saying why.
+browser:
+	@if [ ! -x /usr/bin/chromedriver ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	fi
+
+bench-view: $(STAMP) browser
+	$(BIN)/python -m bench.viewer
+
+screenshots: $(STAMP) browser
+	$(BIN)/python -m bench.screenshot docs/view.png

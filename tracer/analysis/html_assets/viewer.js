@@ -181,7 +181,7 @@
       chips.appendChild(el("span", "chip warn", DATA.unattached + " traces outside connections"));
     }
     head.appendChild(chips);
-    const src = el("div", "sources", DATA.sources.join(", "));
+    const src = el("div", "sources", DATA.sources.map((p) => p.split(/[\\/]/).pop()).join(", "));
     src.title = DATA.sources.join("\n");
     head.appendChild(src);
     app.appendChild(head);
@@ -324,12 +324,13 @@
       }
       count.textContent = visibleConns.length + " of " + CONNS.length + " connections";
       spacer.style.height = visibleConns.length * ROW_H + "px";
+      scroller.style.height = Math.max(2, Math.min(visibleConns.length, 9)) * ROW_H + 2 + "px";
       drawRows();
     }
     function drawRows() {
       clear(spacer);
       const first = Math.max(0, Math.floor(scroller.scrollTop / ROW_H) - 5);
-      const last = Math.min(visibleConns.length, first + Math.ceil(216 / ROW_H) + 10);
+      const last = Math.min(visibleConns.length, first + 9 + 10);
       for (let i = first; i < last; i++) spacer.appendChild(connRow(visibleConns[i], i));
     }
     search.addEventListener("input", () => { state.filter.text = search.value; refreshTable(); });
@@ -346,6 +347,7 @@
       selectConnection(Number(row.dataset.conn));
       drawRows();
     });
+    state.redrawTable = drawRows;
     refreshTable();
     renderConnection(detail);
   }
@@ -389,6 +391,7 @@
     state.chainOpen = new Map();
     const detail = document.getElementById("conn-detail");
     if (detail) renderConnection(detail);
+    if (state.redrawTable) state.redrawTable();
   }
 
   // --- One connection --------------------------------------------------------------------
@@ -475,7 +478,8 @@
       else span(i, depth);
     }
     function span(i, depth) {
-      rows.push({ kind: "span", s: i, depth, kids: t.kids[i].length });
+      const shown = t.kids[i].filter((k) => state.frameRows || !isFrameName(S[spans[k][NAME]]));
+      rows.push({ kind: "span", s: i, depth, kids: shown.length });
       if (!state.collapsed.has(i)) for (const k of t.kids[i]) child(k, depth + 1);
     }
     function chain(head, depth) {
@@ -508,6 +512,12 @@
     if (sp[STATUS] === 2) cls += " err";
     return cls;
   }
+  function tickLabel(t, step) {
+    const units = [[1e9, "s"], [1e6, "ms"], [1e3, "µs"], [1, "ns"]];
+    const [size, unit] = units.find(([u]) => step >= u || u === 1);
+    const digits = Math.max(0, Math.ceil(-Math.log10(step / size) - 1e-9));
+    return (t / size).toFixed(digits) + " " + unit;
+  }
   function niceStep(span) {
     const raw = span / 8;
     const pow = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -529,7 +539,7 @@
     const expand = el("button", null, "expand chain");
     expand.id = "expand-chain";
     for (const b of [zin, zout, reset, frames, expand]) bar.appendChild(b);
-    bar.appendChild(el("span", "muted", "wheel: zoom · drag: pan · click: details"));
+    bar.appendChild(el("span", "muted", "wheel: zoom · drag: pan · double-click: zoom to span"));
     bar.appendChild(el("span", "grow"));
     const legend = el("div", "legend");
     for (const [cls, text] of [["read", "frames in"], ["queue", "queue wait"],
@@ -559,7 +569,7 @@
       for (let t = Math.ceil(v0 / step) * step; t <= v1; t += step) {
         const tick = el("div", "wf-tick");
         tick.style.left = pct(t);
-        tick.appendChild(el("span", null, dur(t)));
+        tick.appendChild(el("span", null, tickLabel(t, step)));
         axisTrack.appendChild(tick);
       }
       axis.appendChild(axisTrack);
@@ -620,6 +630,14 @@
       CONNS[c].spans.forEach((sp, i) => {
         if (t.layer[i]) state.chainOpen.set(i, 1000);
       });
+      draw();
+    });
+    wf.addEventListener("dblclick", (ev) => {
+      const row = ev.target.closest(".wf-row");
+      if (!row || row.classList.contains("lane")) return;
+      const sp = CONNS[c].spans[Number(row.dataset.span)];
+      const pad = Math.max(sp[DUR] * 0.1, 500);
+      state.view = [sp[START] - pad, sp[START] + sp[DUR] + pad];
       draw();
     });
     wf.addEventListener("wheel", (ev) => {
