@@ -47,7 +47,7 @@ browser:
 	fi
 
 bench-view: $(STAMP) browser
-	$(BIN)/python -m bench.viewer
+	$(BIN)/python -m bench.viewer --json traces/viewer-bench.json
 
 screenshots: $(STAMP) browser
 	$(BIN)/python -m bench.screenshot docs/view.png
