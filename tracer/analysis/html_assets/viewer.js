@@ -713,6 +713,11 @@
     } else {
       lab.appendChild(el("span", "nm", name));
       lab.title = name;
+      if (sp[PARENT] < 0 && sp[TRACE] !== 0) {
+        const linked = el("span", "linked", " ↪ linked trace");
+        linked.title = "a trace of its own (message shape), linked to this connection: " + CONNS[c].traces[sp[TRACE]];
+        lab.appendChild(linked);
+      }
     }
     lab.appendChild(el("span", "dur", dur(sp[DUR])));
     row.appendChild(lab);
@@ -975,6 +980,9 @@
       return;
     }
     const spans = CONNS[c].spans;
+    box.appendChild(el("div", "stack-note", "Each broadcast this connection's messages caused: one bar per recipient, " +
+      "from the send's start to its last frame written, on an axis that starts when the message's first frame arrived. " +
+      "Click a recipient to open its connection."));
     for (const [b, trigger, firstIn, sends] of fan) {
       const item = el("div", "fan-item");
       const h = el("h4");
@@ -985,10 +993,11 @@
       item.appendChild(h);
       const span = Math.max(end - firstIn, 1);
       for (const [send, to, lastOut] of sends) {
-        const row = el("div", "fan-row");
+        const row = el("div", "fan-row" + (to === c ? " self" : ""));
         row.dataset.conn = String(to);
         row.appendChild(el("span", "mono", to >= 0 ? connLabel(to) : "unknown recipient"));
         const track = el("div", "fan-track");
+        track.appendChild(el("div", "zero"));
         const bar = el("div", "bar send");
         bar.style.top = "0";
         const s0 = spans[send][START] - firstIn;
@@ -1015,7 +1024,18 @@
     const table = el("table", "grid");
     table.id = "latency";
     const head = el("tr");
-    for (const t of ["stage", "count", "p50", "p90", "p99", "max", "distribution (log scale, 100 ns … 100 s)"]) head.appendChild(el("th", null, t));
+    for (const t of ["stage", "count", "p50", "p90", "p99", "max"]) head.appendChild(el("th", null, t));
+    const axisHead = el("th", null, "distribution (log scale)");
+    const axis = el("div", "axis");
+    const per = lat.hist.per_decade, binW = 340 / lat.hist.bins;
+    ["100 ns", "1 µs", "10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s", "10 s"].forEach((label, d) => {
+      if (d === 0) return;
+      const mark = el("span", null, label);
+      mark.style.left = d * per * binW + "px";
+      axis.appendChild(mark);
+    });
+    axisHead.appendChild(axis);
+    head.appendChild(axisHead);
     table.appendChild(el("thead")).appendChild(head);
     const tb = el("tbody");
     for (const row of lat.stages) tb.appendChild(latencyRow(row, ""));
