@@ -79,9 +79,7 @@ def synthesise(target: Path, connections: int, sample: Path = SAMPLE) -> dict[st
         for copy in range(copies):
             for request in requests:
                 for rs in request["resourceSpans"]:
-                    batch = [
-                        _copy_span(s, copy) for ss in rs["scopeSpans"] for s in ss["spans"]
-                    ]
+                    batch = [_copy_span(s, copy) for ss in rs["scopeSpans"] for s in ss["spans"]]
                     spans += len(batch)
                     line = {
                         "resourceSpans": [

@@ -159,9 +159,7 @@ def test_demo_view(browser: Any, tmp_path: Path, ws: str) -> None:
     # Selecting a frame row selects its span.
     _click(browser, '.crow[data-conn="0"]')
     _click(browser, "#frames tbody tr")
-    selected = browser.execute_script(
-        "return document.querySelector('#details dd').textContent"
-    )
+    selected = browser.execute_script("return document.querySelector('#details dd').textContent")
     assert selected in (vocab.WS_FRAME_RECEIVE, vocab.WS_FRAME_SEND)
     assert _texts(browser, "#frames tbody tr.sel")
     assert _texts(browser, "#waterfall .tick.sel")
@@ -233,3 +231,78 @@ def test_hostile_strings_stay_text(browser: Any, tmp_path: Path) -> None:
     functions = _texts(browser, "#stack tr.frame-row td:nth-child(3)")
     assert neutralise(PAYLOADS["function"]) in functions
     safe()
+
+
+def test_table_sorts_filters_and_zooms(browser: Any, tmp_path: Path) -> None:
+    trace, page = _demo_page(tmp_path, "websockets-sansio")
+    traces = load(trace)
+    open_page(browser, page)
+    refused = [
+        c.index
+        for c in traces.connections
+        if c.root.attributes.get(vocab.HTTP_RESPONSE_STATUS_CODE) != 101
+    ]
+    _click(browser, "#filter-errors")
+    shown = _texts(browser, ".crow[data-conn] > div:first-child")
+    assert [int(n) for n in shown] == refused == [3]
+    _click(browser, "#filter-errors")
+    _click(browser, '.crow.head div[data-key="hs"]')
+    order = _texts(browser, ".crow[data-conn] > div:first-child")
+    slowest = sorted(
+        traces.connections,
+        key=lambda c: -next(s.duration_ns for s in c.spans if s.name == vocab.WS_HANDSHAKE),
+    )
+    assert [int(n) for n in order] == [c.index for c in slowest]
+    browser.execute_script(
+        "const box = document.getElementById('filter-text'); box.value = '999999';"
+        "box.dispatchEvent(new Event('input'))"
+    )
+    assert _texts(browser, ".crow[data-conn] .path") == ["/ws/auction/999999"]
+
+    _click(browser, '.crow[data-conn="2"]')
+    before = _texts(browser, "#waterfall .wf-axis .wf-tick span")
+    _click(browser, '#conn-view .toolbar button[title="zoom in"]')
+    after = _texts(browser, "#waterfall .wf-axis .wf-tick span")
+    assert before != after
+    assert console_problems(browser) == []
+
+
+def test_many_connections_are_virtualised_and_marked(browser: Any, tmp_path: Path) -> None:
+    from bench.viewer import synthesise
+    from tracer.cli import write_view
+
+    trace = tmp_path / "many.otlp.jsonl"
+    held = synthesise(trace, 120)
+    # Drop the close of every connection: each is then marked incomplete.
+    lines = []
+    for line in trace.read_text().splitlines():
+        data = json.loads(line)
+        for rs in data["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                ss["spans"] = [s for s in ss["spans"] if s["name"] != vocab.WS_CLOSE]
+        lines.append(json.dumps(data))
+    trace.write_text("\n".join(lines) + "\n")
+    open_page(browser, write_view([trace]))
+    total = held["connections"]
+    assert browser.execute_script("return document.getElementById('conn-count').textContent") == (
+        f"{total} of {total} connections"
+    )
+    drawn = len(_texts(browser, ".crow[data-conn]"))
+    assert 0 < drawn < 40 < total
+    browser.execute_script(
+        "const s = document.getElementById('conn-scroll'); s.scrollTop = s.scrollHeight;"
+        "s.dispatchEvent(new Event('scroll'))"
+    )
+    assert str(total - 1) in browser.execute_script(
+        "return [...document.querySelectorAll('.crow[data-conn]')].map(r => r.dataset.conn)"
+    )
+    accepted = total - total // 6
+    assert len(_texts(browser, ".crow[data-conn] .badge.inc")) > 0
+    _click(browser, "#filter-incomplete")
+    assert (
+        browser.execute_script("return document.getElementById('conn-count').textContent")
+        == f"{accepted} of {total} connections"
+    )
+    banner = _texts(browser, "#conn-view .banner.inc")
+    assert banner == ["Incomplete record: no ws.close recorded"]
+    assert console_problems(browser) == []
