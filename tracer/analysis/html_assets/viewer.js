@@ -726,6 +726,10 @@
     b.style.left = pct(sp[START]);
     b.style.width = width(sp[DUR]);
     if (name === "ws.message.receive") shadeMessage(b, c, r.s);
+    if (r.kind === "chain") {
+      const names = r.layers.slice(r.open).map((i) => S[CONNS[c].spans[i][NAME]]);
+      b.appendChild(el("span", "txt", names.join(" → ")));
+    }
     track.appendChild(b);
     for (const ev of sp[EVENTS]) {
       if (isFrameName(S[ev[0]])) continue;
@@ -894,7 +898,9 @@
     dl.id = "detail-attrs";
     for (const i of sp[PAIRS]) {
       dl.appendChild(el("dt", null, pairKey(i)));
-      dl.appendChild(el("dd", null, showValue(i)));
+      const dd = el("dd", null, showValue(i));
+      if (/_ns$/.test(pairKey(i)) && P[i][1] === K_NUM) dd.appendChild(el("span", "muted", "  (" + dur(P[i][2]) + ")"));
+      dl.appendChild(dd);
     }
     box.appendChild(dl);
     if (sp[EVENTS].length) {
