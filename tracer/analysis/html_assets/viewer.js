@@ -526,19 +526,45 @@
   }
 
   function renderWaterfall(body, c) {
-    const conn = CONNS[c];
-    const total = Math.max(conn.d, 1);
+    const total = Math.max(CONNS[c].d, 1);
     if (!state.view) state.view = [-total * 0.01, total * 1.01];
-    const wrap = el("div");
+    const wf = el("div", "wf");
+    wf.id = "waterfall";
+    const draw = () => drawWaterfall(wf, c);
+    body.appendChild(waterfallToolbar(c, draw, total));
+    body.appendChild(wf);
+    state.redraw = draw;
+    draw();
+    bindWaterfall(wf, c, draw);
+  }
+
+  function zoomView(factor, at) {
+    const [v0, v1] = state.view;
+    const center = at === undefined ? (v0 + v1) / 2 : at;
+    const next = Math.max((v1 - v0) * factor, 50);
+    const ratio = (center - v0) / (v1 - v0);
+    state.view = [center - ratio * next, center + (1 - ratio) * next];
+  }
+
+  function waterfallToolbar(c, draw, total) {
     const bar = el("div", "toolbar");
-    const zin = el("button", null, "+"); zin.title = "zoom in";
-    const zout = el("button", null, "−"); zout.title = "zoom out";
-    const reset = el("button", null, "fit"); reset.title = "show the whole connection";
-    const frames = el("button", state.frameRows ? "on" : "", "frame rows");
-    frames.title = "frames as rows of the tree as well as ticks on the lanes";
-    const expand = el("button", null, "expand chain");
-    expand.id = "expand-chain";
-    for (const b of [zin, zout, reset, frames, expand]) bar.appendChild(b);
+    const button = (text, title, action) => {
+      const b = el("button", null, text);
+      b.title = title;
+      b.addEventListener("click", () => { action(b); draw(); });
+      bar.appendChild(b);
+      return b;
+    };
+    button("+", "zoom in", () => zoomView(0.5));
+    button("−", "zoom out", () => zoomView(2));
+    button("fit", "show the whole connection", () => { state.view = [-total * 0.01, total * 1.01]; });
+    const frames = button("frame rows", "frames as rows of the tree as well as ticks on the lanes",
+      (b) => { state.frameRows = !state.frameRows; b.classList.toggle("on", state.frameRows); });
+    frames.classList.toggle("on", state.frameRows);
+    button("expand chain", "open every layer of the ASGI chain", () => {
+      const t = treeOf(c);
+      CONNS[c].spans.forEach((sp, i) => { if (t.layer[i]) state.chainOpen.set(i, 1000); });
+    }).id = "expand-chain";
     bar.appendChild(el("span", "muted", "wheel: zoom · drag: pan · double-click: zoom to span"));
     bar.appendChild(el("span", "grow"));
     const legend = el("div", "legend");
@@ -550,88 +576,81 @@
       legend.appendChild(item);
     }
     bar.appendChild(legend);
-    wrap.appendChild(bar);
-    const wf = el("div", "wf");
-    wf.id = "waterfall";
-    wrap.appendChild(wf);
-    body.appendChild(wrap);
+    return bar;
+  }
 
-    function draw() {
-      clear(wf);
-      const [v0, v1] = state.view;
-      const span = v1 - v0;
-      const pct = (t) => ((t - v0) / span) * 100 + "%";
-      const width = (d) => (d / span) * 100 + "%";
-      const axis = el("div", "wf-axis");
-      axis.appendChild(el("div", "lab", "stage"));
-      const axisTrack = el("div", "wf-track");
-      const step = niceStep(span);
-      for (let t = Math.ceil(v0 / step) * step; t <= v1; t += step) {
-        const tick = el("div", "wf-tick");
-        tick.style.left = pct(t);
-        tick.appendChild(el("span", null, tickLabel(t, step)));
-        axisTrack.appendChild(tick);
-      }
-      axis.appendChild(axisTrack);
-      wf.appendChild(axis);
-      const scroller = el("div", "wf-body");
-      wf.appendChild(scroller);
-      // Frame lanes: every frame that went over this connection's socket.
-      for (const [dir, title] of [[0, "← receive frames"], [1, "→ send frames"]]) {
-        const row = el("div", "wf-row lane");
-        const lab = el("div", "lab");
-        lab.appendChild(el("span", "tw"));
-        lab.appendChild(el("span", "nm", title));
-        row.appendChild(lab);
-        const track = el("div", "wf-track");
-        conn.frames.forEach((f, k) => {
-          if (f[F_DIR] !== dir) return;
-          const a = frameAttrs(f);
-          const op = a["websocket.opcode"];
-          const tick = el("div", "tick " + (op >= 8 ? "ctrl" : dir ? "send" : "recv"));
-          if (state.sel && state.sel.frame === k) tick.classList.add("sel");
-          tick.style.left = pct(f[F_T]);
-          tick.title = frameSummary(a);
-          tick.dataset.frame = String(k);
-          track.appendChild(tick);
-        });
-        row.appendChild(track);
-        scroller.appendChild(row);
-      }
-      for (const r of buildRows(c)) scroller.appendChild(waterfallRow(c, r, pct, width));
+  function drawWaterfall(wf, c) {
+    const old = wf.querySelector(".wf-body");
+    const scrollTop = old ? old.scrollTop : 0;
+    clear(wf);
+    const [v0, v1] = state.view;
+    const span = v1 - v0;
+    const pct = (t) => ((t - v0) / span) * 100 + "%";
+    const width = (d) => (d / span) * 100 + "%";
+    const axis = el("div", "wf-axis");
+    axis.appendChild(el("div", "lab", "stage"));
+    const axisTrack = el("div", "wf-track");
+    const step = niceStep(span);
+    for (let t = Math.ceil(v0 / step) * step; t <= v1; t += step) {
+      const tick = el("div", "wf-tick");
+      tick.style.left = pct(t);
+      tick.appendChild(el("span", null, tickLabel(t, step)));
+      axisTrack.appendChild(tick);
     }
-    state.redraw = draw;
-    draw();
+    axis.appendChild(axisTrack);
+    wf.appendChild(axis);
+    const scroller = el("div", "wf-body");
+    wf.appendChild(scroller);
+    for (const [dir, title] of [[0, "← receive frames"], [1, "→ send frames"]]) {
+      scroller.appendChild(frameLane(c, dir, title, pct));
+    }
+    for (const r of buildRows(c)) scroller.appendChild(waterfallRow(c, r, pct, width));
+    scroller.scrollTop = scrollTop;
+  }
 
-    function zoom(factor, at) {
-      const [v0, v1] = state.view;
-      const center = at === undefined ? (v0 + v1) / 2 : at;
-      const next = Math.max((v1 - v0) * factor, 50);
-      const ratio = (center - v0) / (v1 - v0);
-      state.view = [center - ratio * next, center + (1 - ratio) * next];
-      draw();
-    }
-    function timeAt(ev) {
-      const track = wf.querySelector(".wf-axis .wf-track");
-      const box = track.getBoundingClientRect();
+  /** Every frame that went over this connection's socket in one direction, as ticks. */
+  function frameLane(c, dir, title, pct) {
+    const row = el("div", "wf-row lane");
+    const lab = el("div", "lab");
+    lab.appendChild(el("span", "tw"));
+    lab.appendChild(el("span", "nm", title));
+    row.appendChild(lab);
+    const track = el("div", "wf-track");
+    CONNS[c].frames.forEach((f, k) => {
+      if (f[F_DIR] !== dir) return;
+      const a = frameAttrs(f);
+      const op = a["websocket.opcode"];
+      const tick = el("div", "tick " + (op >= 8 ? "ctrl" : dir ? "send" : "recv"));
+      if (state.sel && state.sel.frame === k) tick.classList.add("sel");
+      tick.style.left = pct(f[F_T]);
+      tick.title = frameSummary(a);
+      tick.dataset.frame = String(k);
+      track.appendChild(tick);
+    });
+    row.appendChild(track);
+    return row;
+  }
+
+  // Dragging pans the waterfall on screen; one pair of window listeners serves every redraw.
+  let drag = null;
+  window.addEventListener("mousemove", (ev) => {
+    if (!drag) return;
+    const dx = ev.clientX - drag.x;
+    if (Math.abs(dx) > 3) drag.moved = true;
+    if (!drag.moved || !drag.track.isConnected) return;
+    const perPx = (drag.view[1] - drag.view[0]) / drag.track.getBoundingClientRect().width;
+    state.view = [drag.view[0] - dx * perPx, drag.view[1] - dx * perPx];
+    drag.draw();
+    drag.track = document.querySelector("#waterfall .wf-axis .wf-track") || drag.track;
+  });
+  window.addEventListener("mouseup", () => { setTimeout(() => { drag = null; }, 0); });
+
+  function bindWaterfall(wf, c, draw) {
+    const timeAt = (ev) => {
+      const box = wf.querySelector(".wf-axis .wf-track").getBoundingClientRect();
       const [v0, v1] = state.view;
       return v0 + ((ev.clientX - box.left) / box.width) * (v1 - v0);
-    }
-    zin.addEventListener("click", () => zoom(0.5));
-    zout.addEventListener("click", () => zoom(2));
-    reset.addEventListener("click", () => { state.view = null; state.view = [-total * 0.01, total * 1.01]; draw(); });
-    frames.addEventListener("click", () => {
-      state.frameRows = !state.frameRows;
-      frames.classList.toggle("on", state.frameRows);
-      draw();
-    });
-    expand.addEventListener("click", () => {
-      const t = treeOf(c);
-      CONNS[c].spans.forEach((sp, i) => {
-        if (t.layer[i]) state.chainOpen.set(i, 1000);
-      });
-      draw();
-    });
+    };
     wf.addEventListener("dblclick", (ev) => {
       const row = ev.target.closest(".wf-row");
       if (!row || row.classList.contains("lane")) return;
@@ -643,50 +662,37 @@
     wf.addEventListener("wheel", (ev) => {
       if (!ev.target.closest(".wf-track")) return;
       ev.preventDefault();
-      zoom(ev.deltaY > 0 ? 1.25 : 0.8, timeAt(ev));
+      zoomView(ev.deltaY > 0 ? 1.25 : 0.8, timeAt(ev));
+      draw();
     }, { passive: false });
-    let drag = null;
     wf.addEventListener("mousedown", (ev) => {
       if (!ev.target.closest(".wf-track")) return;
-      drag = { x: ev.clientX, view: state.view.slice(), moved: false };
-    });
-    window.addEventListener("mousemove", (ev) => {
-      if (!drag) return;
       const track = wf.querySelector(".wf-axis .wf-track");
-      if (!track) return;
-      const dx = ev.clientX - drag.x;
-      if (Math.abs(dx) > 3) drag.moved = true;
-      if (!drag.moved) return;
-      const perPx = (drag.view[1] - drag.view[0]) / track.getBoundingClientRect().width;
-      state.view = [drag.view[0] - dx * perPx, drag.view[1] - dx * perPx];
-      draw();
+      drag = { x: ev.clientX, view: state.view.slice(), moved: false, track, draw };
     });
-    window.addEventListener("mouseup", () => { setTimeout(() => { drag = null; }, 0); });
     wf.addEventListener("click", (ev) => {
       if (drag && drag.moved) return;
       const tick = ev.target.closest(".tick");
       if (tick) { selectFrame(c, Number(tick.dataset.frame)); return; }
-      const tw = ev.target.closest(".tw");
       const row = ev.target.closest(".wf-row");
       if (!row || row.classList.contains("lane")) return;
-      const s = Number(row.dataset.span);
-      if (tw && row.dataset.chain) {
-        const open = state.chainOpen.get(s) || 0;
-        const layers = chainOf(c, s).length;
-        state.chainOpen.set(s, open >= layers ? 0 : open + 1);
-        draw();
-        return;
-      }
-      if (tw && tw.textContent) {
-        if (state.collapsed.has(s)) state.collapsed.delete(s); else state.collapsed.add(s);
-        draw();
-        return;
-      }
+      onRowClick(c, row, ev.target.closest(".tw"), draw);
+    });
+  }
+
+  function onRowClick(c, row, tw, draw) {
+    const s = Number(row.dataset.span);
+    if (tw && row.dataset.chain) {
+      const open = state.chainOpen.get(s) || 0;
+      state.chainOpen.set(s, open >= chainOf(c, s).length ? 0 : open + 1);
+    } else if (tw && tw.textContent) {
+      if (state.collapsed.has(s)) state.collapsed.delete(s); else state.collapsed.add(s);
+    } else {
       state.sel = { c, s, frame: -1 };
-      draw();
       renderDetails();
       markFrameRows();
-    });
+    }
+    draw();
   }
 
   function waterfallRow(c, r, pct, width) {
