@@ -144,6 +144,9 @@ def test_demo_view(browser: Any, tmp_path: Path, ws: str) -> None:
         ".map(r => r.dataset.name)"
     )
     assert _is_subsequence(list(CHAIN), names, lambda w, n: w == n), names
+    _click(browser, '#waterfall .wf-row[data-name="ws.accept"]')
+    code = browser.execute_script("return document.querySelector('#details .code').textContent")
+    assert "uvicorn/protocols/websockets/" in code and "in uvicorn " in code
     assert len(_texts(browser, "#waterfall .tick")) > 0
 
     # The frames table of every connection, together, holds every frame of the trace.
@@ -260,6 +263,19 @@ def test_table_sorts_filters_and_zooms(browser: Any, tmp_path: Path) -> None:
     assert _texts(browser, ".crow[data-conn] .path") == ["/ws/auction/999999"]
 
     _click(browser, '.crow[data-conn="2"]')
+    browser.execute_script("document.getElementById('filter-text').blur()")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    ActionChains(browser).send_keys(Keys.ARROW_UP).perform()  # only one row is shown
+    assert _texts(browser, ".crow.sel .path") == ["/ws/auction/999999"]
+    browser.execute_script(
+        "const box = document.getElementById('filter-text'); box.value = '';"
+        "box.dispatchEvent(new Event('input')); box.blur()"
+    )
+    ActionChains(browser).send_keys(Keys.ARROW_UP).perform()
+    above = order[max(0, order.index("3") - 1)]  # the row above the refused connection
+    assert _texts(browser, ".crow.sel > div:first-child") == [above]
     before = _texts(browser, "#waterfall .wf-axis .wf-tick span")
     _click(browser, '#conn-view .toolbar button[title="zoom in"]')
     after = _texts(browser, "#waterfall .wf-axis .wf-tick span")

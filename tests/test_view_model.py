@@ -233,3 +233,20 @@ def test_cli_view_fails_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["view", str(tmp_path / "missing.otlp.jsonl")])
     assert result.exit_code == 1
     assert result.stderr.startswith("wstrace: error: ") and "no such file" in result.stderr
+
+
+def test_installed_versions_name_only_files_that_exist_here() -> None:
+    from importlib.metadata import version
+
+    import uvicorn.config
+
+    from tracer.export.records import SpanRecord
+    from tracer.export.traceset import TraceSet
+
+    here = uvicorn.config.__file__
+    gone = "/nowhere/lib/python3.11/site-packages/uvicorn/config.py"
+    spans = [
+        SpanRecord("1" * 32, f"{i:016x}", None, "x", 0, 1, {vocab.CODE_FILE_PATH: path})
+        for i, path in enumerate([here, gone, "/srv/app/main.py"], start=1)
+    ]
+    assert vm.installed_versions(TraceSet(spans)) == {here: f"uvicorn {version('uvicorn')}"}

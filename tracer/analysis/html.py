@@ -75,7 +75,7 @@ def content_security_policy(script: str, style: str) -> str:
             "default-src 'none'",
             f"script-src {_csp_hash(script)}",
             f"style-src {_csp_hash(style)}",
-            "img-src data:",
+            "img-src 'none'",
             "connect-src 'none'",
             "font-src 'none'",
             "frame-src 'none'",

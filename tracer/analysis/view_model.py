@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -354,7 +355,7 @@ class _Builder:
             rows.append([s(str(function)), s(fmt.short_path(file)), line, s(package_of(file))])
         return rows
 
-    def connection(self, ci: int, conn: Connection, t0: int) -> dict[str, Any]:
+    def connection(self, conn: Connection, t0: int) -> dict[str, Any]:
         s = self.intern.s
         base = conn.start_ns
         trace_ids = [conn.root.trace_id]
@@ -398,6 +399,33 @@ class _Builder:
             "fan": self.fanout(conn, base),
             "stack": self.stack(conn),
         }
+
+
+def installed_versions(traces: TraceSet) -> dict[str, str]:
+    """``{code file path: "uvicorn 0.54.0"}`` for the recorded files that exist here, under a
+    ``site-packages`` folder: the distribution that owns the file, at its installed version.
+
+    Only files present on this machine are named, so the version is the one of the very file
+    the trace points at (when the view is made where the trace was recorded)."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    owners = packages_distributions()
+    files = {
+        span.attributes.get(vocab.CODE_FILE_PATH)
+        for span in traces.spans
+        if isinstance(span.attributes.get(vocab.CODE_FILE_PATH), str)
+    }
+    result: dict[str, str] = {}
+    for file in sorted(files):
+        top = package_of(file)
+        dists = owners.get(top, [])
+        if top in ("app", "asyncio", "python") or not dists or not os.path.exists(file):
+            continue
+        try:
+            result[file] = f"{dists[0]} {version(dists[0])}"
+        except PackageNotFoundError:
+            continue
+    return result
 
 
 def _histogram(values: list[int]) -> list[int]:
@@ -452,7 +480,7 @@ def build_model(traces: TraceSet, *, sources: list[str] | None = None) -> dict[s
     """Everything the viewer shows, as one JSON-ready dict (see the module docstring)."""
     builder = _Builder(traces)
     t0 = min((c.start_ns for c in traces.connections), default=0)
-    conns = [builder.connection(ci, conn, t0) for ci, conn in enumerate(traces.connections)]
+    conns = [builder.connection(conn, t0) for conn in traces.connections]
     for ci, conn in enumerate(traces.connections):
         builder.collect_frames(ci, conn)
     for ci, conn in enumerate(traces.connections):
@@ -474,6 +502,7 @@ def build_model(traces: TraceSet, *, sources: list[str] | None = None) -> dict[s
         "p": builder.intern.pairs.items,
         "conns": conns,
         "latency": _latency(traces),
+        "versions": installed_versions(traces),
     }
 
 

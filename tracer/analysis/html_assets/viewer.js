@@ -896,6 +896,8 @@
         const where = el("div", "mono", shortPath(String(file)) + (a["code.line.number"] !== undefined ? ":" + a["code.line.number"] : ""));
         code.appendChild(where);
         code.appendChild(el("div", "mono muted", String(file)));
+        const installed = (DATA.versions || {})[String(file)];
+        if (installed) code.appendChild(el("div", "muted", "in " + installed + " (installed where this page was made)"));
       }
     } else code.appendChild(el("span", "muted", "no code.* attributes on this span"));
     box.appendChild(code);
@@ -1092,6 +1094,22 @@
     tr.appendChild(cell);
     return tr;
   }
+
+  // Arrow keys move through the connection list (outside text fields).
+  document.addEventListener("keydown", (ev) => {
+    if (state.tab !== "conns" || ev.target.closest("input, select, textarea")) return;
+    if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
+    const at = visibleConns.indexOf(state.conn);
+    const next = visibleConns[Math.max(0, Math.min(visibleConns.length - 1, at + (ev.key === "ArrowDown" ? 1 : -1)))];
+    if (next === undefined) return;
+    ev.preventDefault();
+    selectConnection(next);
+    const scroller = document.getElementById("conn-scroll");
+    const top = visibleConns.indexOf(next) * ROW_H;
+    if (top < scroller.scrollTop) scroller.scrollTop = top;
+    if (top + ROW_H > scroller.scrollTop + scroller.clientHeight) scroller.scrollTop = top + ROW_H - scroller.clientHeight;
+    if (state.redrawTable) state.redrawTable();
+  });
 
   // --- Start -----------------------------------------------------------------------------
   renderShell();
