@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, WebSocket
 
 from tests.support.browser import chromium, console_problems, missing_reason, open_page
 from tests.support.hostile import PAYLOADS, write_hostile_trace
@@ -210,7 +211,7 @@ def test_hostile_strings_stay_text(browser: Any, tmp_path: Path) -> None:
         assert browser.execute_script("return document.title").startswith("wstrace view")
 
     safe()
-    assert _texts(browser, ".crow[data-conn] .path") == [PAYLOADS["path"]]
+    assert _texts(browser, ".crow[data-conn] .path") == [neutralise(PAYLOADS["path"])]
     _click(browser, '.crow[data-conn="0"]')
     _click(browser, "#expand-chain")
     names = browser.execute_script(
@@ -221,7 +222,7 @@ def test_hostile_strings_stay_text(browser: Any, tmp_path: Path) -> None:
     _click(browser, '#waterfall .wf-row[data-name="ws.handshake"]')
     values = _texts(browser, "#detail-attrs dd")
     assert json.dumps([PAYLOADS["header"]]) in values  # a list attribute is shown as JSON
-    assert PAYLOADS["subprotocol"] in values
+    assert neutralise(PAYLOADS["subprotocol"]) in values
     _click(browser, '#waterfall .wf-row[data-name="ws.close"]')
     values = _texts(browser, "#detail-attrs dd")
     assert neutralise(PAYLOADS["reason"]) in values
@@ -321,4 +322,71 @@ def test_many_connections_are_virtualised_and_marked(browser: Any, tmp_path: Pat
     )
     banner = _texts(browser, "#conn-view .banner.inc")
     assert banner == ["Incomplete record: no ws.close recorded"]
+    assert console_problems(browser) == []
+
+
+def _closing_app() -> Any:
+    """Accepts any path with the client's first subprotocol, then closes with the reason the
+    client sent: path, headers, subprotocol and close reason all come from the client."""
+    app = FastAPI()
+
+    @app.websocket("/ws/{rest:path}")
+    async def close_as_told(websocket: WebSocket, rest: str) -> None:
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=offered[0] if offered else None)
+        reason = await websocket.receive_text()
+        await websocket.close(code=4000, reason=reason)
+
+    return app
+
+
+def test_hostile_strings_from_a_real_server_stay_text(browser: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    import tracer
+    from tests.support.server import run_server
+    from tracer.cli import write_view
+    from tracer.demo import make_provider
+
+    path = "/ws/<script>window.__pwned=1</script>"
+    agent = '<img src=x onerror="window.__pwned=1">'
+    reason = "</script><!--\x07\x1b[2J"
+    provider, exporter = make_provider(tmp_path, offload=False)
+    tracer.instrument(tracer_provider=provider)
+    try:
+        app = tracer.TracingMiddleware(_closing_app(), tracer_provider=provider)
+        with run_server(app, http="h11", ws="wsproto") as server:
+
+            async def client() -> None:
+                async with connect(
+                    server.ws_url + path, subprotocols=["javascript"], user_agent_header=agent
+                ) as ws:
+                    await ws.send(reason)
+                    with pytest.raises(ConnectionClosed):
+                        await asyncio.wait_for(ws.recv(), 10)
+
+            asyncio.run(client())
+    finally:
+        tracer.uninstrument()
+        provider.shutdown()
+    open_page(browser, write_view([exporter.path]))
+    recorded = _texts(browser, ".crow[data-conn] .path")
+    assert len(recorded) == 1 and "<script>" in recorded[0]
+    assert recorded == [load(exporter.path).connections[0].root.attributes[vocab.URL_PATH]]
+    _click(browser, '.crow[data-conn="0"]')
+    _click(browser, '#waterfall .wf-row[data-name="ws.close"]')
+    assert neutralise(reason) in _texts(browser, "#detail-attrs dd")
+    with_agent = [
+        span.name
+        for span in load(exporter.path).spans
+        if agent in str(span.attributes.get(vocab.HTTP_REQUEST_HEADER_PREFIX + "user-agent"))
+    ]
+    assert with_agent
+    _click(browser, f'#waterfall .wf-row[data-name="{with_agent[0]}"]')
+    assert json.dumps([agent]) in _texts(browser, "#detail-attrs dd")
+    assert browser.execute_script("return window.__pwned === undefined")
+    assert browser.execute_script("return document.images.length") == 0
     assert console_problems(browser) == []

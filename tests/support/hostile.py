@@ -16,9 +16,9 @@ from tracer import vocab
 
 PWNED = "window.__pwned=1"
 PAYLOADS = {
-    "path": f"/ws/<script>{PWNED}</script>",
-    "header": f'<img src=x onerror="{PWNED}">',
-    "subprotocol": f"javascript:{PWNED}//</script><!--",
+    "path": f"/ws/<script>{PWNED}</script>\x1b[31m",
+    "header": f'<img src=x onerror="{PWNED}">\x00\x08',
+    "subprotocol": f"javascript:{PWNED}//</script><!--\x7f",
     "reason": "bye\x07\x1b[2J\u202e</script>\r\n",
     "function": f"<svg onload={PWNED}>\u2028",
     "span": f"</script><script>{PWNED}</script>",
