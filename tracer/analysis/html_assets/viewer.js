@@ -12,11 +12,31 @@
   const P = DATA.p;
   const CONNS = DATA.conns;
   // Span array positions (view_model.SPAN_*).
-  const NAME = 0, PARENT = 1, START = 2, DUR = 3, PAIRS = 4, SID = 5, STATUS = 6, SMSG = 7,
-    EVENTS = 8, KIND = 9, TRACE = 10;
+  const NAME = 0,
+    PARENT = 1,
+    START = 2,
+    DUR = 3,
+    PAIRS = 4,
+    SID = 5,
+    STATUS = 6,
+    SMSG = 7,
+    EVENTS = 8,
+    KIND = 9,
+    TRACE = 10;
   // Frame array positions: [time, conn, span, event, direction, message conn, message span].
-  const F_T = 0, F_C = 1, F_S = 2, F_E = 3, F_DIR = 4, F_MC = 5, F_MS = 6;
-  const K_STR = 0, K_NUM = 1, K_BOOL = 2, K_JSON = 3, K_BYTES = 4, K_TEXT = 5;
+  const F_T = 0,
+    F_C = 1,
+    F_S = 2,
+    F_E = 3,
+    F_DIR = 4,
+    F_MC = 5,
+    F_MS = 6;
+  const K_STR = 0,
+    K_NUM = 1,
+    K_BOOL = 2,
+    K_JSON = 3,
+    K_BYTES = 4,
+    K_TEXT = 5;
   const ROW_H = 24;
   const KINDS = ["unspecified", "internal", "server", "client", "producer", "consumer"];
   const STATUS_NAMES = ["unset", "ok", "error"];
@@ -24,7 +44,8 @@
   // --- Safe text -------------------------------------------------------------------------
   // Control characters (C0, DEL, C1), lone surrogates, line/paragraph separators and bidi
   // overrides are replaced by a visible escape such as \x1b, as the terminal views do.
-  const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/;
+  const UNSAFE =
+    /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/;
   function escapeChar(ch) {
     const code = ch.charCodeAt(0);
     const hex = code.toString(16);
@@ -96,16 +117,27 @@
     if (a < 1e9) return (ns / 1e6).toFixed(3) + " ms";
     return (ns / 1e9).toFixed(3) + " s";
   }
-  function ms(ns) { return ns === null || ns === undefined ? "–" : (ns / 1e6).toFixed(3); }
-  function pairKey(i) { return S[P[i][0]]; }
+  function ms(ns) {
+    return ns === null || ns === undefined ? "–" : (ns / 1e6).toFixed(3);
+  }
+  function pairKey(i) {
+    return S[P[i][0]];
+  }
   function pairValue(i) {
     const p = P[i];
     switch (p[1]) {
-      case K_STR: case K_BYTES: case K_TEXT: return S[p[2]];
-      case K_NUM: return p[2];
-      case K_BOOL: return p[2] === 1;
-      case K_JSON: return p[2];
-      default: return null;
+      case K_STR:
+      case K_BYTES:
+      case K_TEXT:
+        return S[p[2]];
+      case K_NUM:
+        return p[2];
+      case K_BOOL:
+        return p[2] === 1;
+      case K_JSON:
+        return p[2];
+      default:
+        return null;
     }
   }
   function showValue(i) {
@@ -124,10 +156,15 @@
   function spanAttrs(c, s) {
     const key = c * 1e7 + s;
     let a = attrCache.get(key);
-    if (!a) { a = attrs(CONNS[c].spans[s][PAIRS]); attrCache.set(key, a); }
+    if (!a) {
+      a = attrs(CONNS[c].spans[s][PAIRS]);
+      attrCache.set(key, a);
+    }
     return a;
   }
-  function spanName(c, s) { return S[CONNS[c].spans[s][NAME]]; }
+  function spanName(c, s) {
+    return S[CONNS[c].spans[s][NAME]];
+  }
   function connLabel(c) {
     const conn = CONNS[c];
     return "conn " + conn.n + " " + S[conn.peer] + " " + S[conn.path];
@@ -139,7 +176,9 @@
     }
     return path;
   }
-  function isFrameName(n) { return n === "ws.frame.receive" || n === "ws.frame.send"; }
+  function isFrameName(n) {
+    return n === "ws.frame.receive" || n === "ws.frame.send";
+  }
   function frameAttrs(f) {
     const span = CONNS[f[F_C]].spans[f[F_S]];
     return f[F_E] >= 0 ? attrs(span[EVENTS][f[F_E]][2]) : spanAttrs(f[F_C], f[F_S]);
@@ -186,12 +225,18 @@
     head.appendChild(src);
     app.appendChild(head);
     const nav = el("nav", "tabs");
-    const tabs = [["conns", "Connections"], ["latency", "Latency"]];
+    const tabs = [
+      ["conns", "Connections"],
+      ["latency", "Latency"],
+    ];
     for (const t of DATA.tabs || []) tabs.push(["x:" + t.id, t.title]);
     for (const [id, title] of tabs) {
       const b = el("button", state.tab === id ? "on" : "", title);
       b.dataset.tab = id;
-      b.addEventListener("click", () => { state.tab = id; renderShell(); });
+      b.addEventListener("click", () => {
+        state.tab = id;
+        renderShell();
+      });
       nav.appendChild(b);
     }
     app.appendChild(nav);
@@ -210,20 +255,34 @@
 
   // --- Connections table -----------------------------------------------------------------
   const COLUMNS = [
-    ["n", "#", "num"], ["peer", "client", ""], ["path", "path", ""], ["impl", "HTTP × WS", ""],
-    ["d", "duration", "num"], ["hs", "handshake", "num"], ["in", "in", "num"],
-    ["out", "out", "num"], ["cc", "close", ""], ["marks", "marks", ""],
+    ["n", "#", "num"],
+    ["peer", "client", ""],
+    ["path", "path", ""],
+    ["impl", "HTTP × WS", ""],
+    ["d", "duration", "num"],
+    ["hs", "handshake", "num"],
+    ["in", "in", "num"],
+    ["out", "out", "num"],
+    ["cc", "close", ""],
+    ["marks", "marks", ""],
   ];
   function sortValue(c, key) {
     const conn = CONNS[c];
     switch (key) {
-      case "peer": return S[conn.peer];
-      case "path": return S[conn.path];
-      case "impl": return S[conn.http] + " " + S[conn.ws];
-      case "hs": return conn.hs === null ? -1 : conn.hs;
-      case "cc": return conn.cc === null ? -1 : conn.cc;
-      case "marks": return conn.err * 1000 + conn.inc.length + (conn.st === 101 ? 0 : 1);
-      default: return conn[key];
+      case "peer":
+        return S[conn.peer];
+      case "path":
+        return S[conn.path];
+      case "impl":
+        return S[conn.http] + " " + S[conn.ws];
+      case "hs":
+        return conn.hs === null ? -1 : conn.hs;
+      case "cc":
+        return conn.cc === null ? -1 : conn.cc;
+      case "marks":
+        return conn.err * 1000 + conn.inc.length + (conn.st === 101 ? 0 : 1);
+      default:
+        return conn[key];
     }
   }
   function applyFilter() {
@@ -235,14 +294,18 @@
       if (f.errors && conn.err === 0 && (conn.st === 101 || conn.st === null)) continue;
       if (f.incomplete && conn.inc.length === 0) continue;
       if (f.code !== "" && String(conn.cc) !== f.code) continue;
-      if (text && !(S[conn.path] + " " + S[conn.peer] + " " + conn.n).toLowerCase().includes(text)) {
+      if (
+        text &&
+        !(S[conn.path] + " " + S[conn.peer] + " " + conn.n).toLowerCase().includes(text)
+      ) {
         continue;
       }
       out.push(c);
     }
     const { key, dir } = state.sort;
     out.sort((a, b) => {
-      const x = sortValue(a, key), y = sortValue(b, key);
+      const x = sortValue(a, key),
+        y = sortValue(b, key);
       return (x < y ? -1 : x > y ? 1 : a - b) * dir;
     });
     visibleConns = out;
@@ -278,7 +341,8 @@
     codeSel.id = "filter-code";
     codeSel.appendChild(new Option("any", ""));
     const codes = [...new Set(CONNS.map((c) => String(c.cc)))].sort();
-    for (const code of codes) codeSel.appendChild(new Option(code === "null" ? "none" : code, code));
+    for (const code of codes)
+      codeSel.appendChild(new Option(code === "null" ? "none" : code, code));
     codeSel.value = state.filter.code;
     codeLabel.appendChild(codeSel);
     bar.appendChild(codeLabel);
@@ -333,13 +397,22 @@
       const last = Math.min(visibleConns.length, first + 9 + 10);
       for (let i = first; i < last; i++) spacer.appendChild(connRow(visibleConns[i], i));
     }
-    search.addEventListener("input", () => { state.filter.text = search.value; refreshTable(); });
-    errBox.addEventListener("change", () => { state.filter.errors = errBox.checked; refreshTable(); });
+    search.addEventListener("input", () => {
+      state.filter.text = search.value;
+      refreshTable();
+    });
+    errBox.addEventListener("change", () => {
+      state.filter.errors = errBox.checked;
+      refreshTable();
+    });
     incBox.addEventListener("change", () => {
       state.filter.incomplete = incBox.checked;
       refreshTable();
     });
-    codeSel.addEventListener("change", () => { state.filter.code = codeSel.value; refreshTable(); });
+    codeSel.addEventListener("change", () => {
+      state.filter.code = codeSel.value;
+      refreshTable();
+    });
     scroller.addEventListener("scroll", drawRows, { passive: true });
     spacer.addEventListener("click", (ev) => {
       const row = ev.target.closest(".crow");
@@ -376,8 +449,10 @@
   }
   function marks(conn) {
     const cell = el("div", "marks");
-    if (conn.st !== null && conn.st !== 101) cell.appendChild(el("span", "badge err", "HTTP " + conn.st));
-    if (conn.err) cell.appendChild(el("span", "badge err", conn.err + " error" + (conn.err > 1 ? "s" : "")));
+    if (conn.st !== null && conn.st !== 101)
+      cell.appendChild(el("span", "badge err", "HTTP " + conn.st));
+    if (conn.err)
+      cell.appendChild(el("span", "badge err", conn.err + " error" + (conn.err > 1 ? "s" : "")));
     if (conn.inc.length) cell.appendChild(el("span", "badge inc", "incomplete"));
     if (!cell.firstChild) cell.appendChild(el("span", "badge ok", "✓"));
     return cell;
@@ -411,26 +486,48 @@
     const conn = CONNS[c];
     const head = el("div", "conn-head");
     head.appendChild(el("span", "title mono", connLabel(c)));
-    head.appendChild(el("span", "muted", S[conn.http] + " × " + S[conn.ws] + " · " + dur(conn.d)
-      + " · " + conn.spans.length + " spans · trace " + conn.traces[0]));
+    head.appendChild(
+      el(
+        "span",
+        "muted",
+        S[conn.http] +
+          " × " +
+          S[conn.ws] +
+          " · " +
+          dur(conn.d) +
+          " · " +
+          conn.spans.length +
+          " spans · trace " +
+          conn.traces[0],
+      ),
+    );
     left.appendChild(head);
     if (conn.st !== null && conn.st !== 101) {
       left.appendChild(el("div", "banner err", "Upgrade refused: HTTP " + conn.st));
     }
     if (conn.err) {
       const names = conn.errs.map((i) => S[i]).join(", ");
-      left.appendChild(el("div", "banner err", conn.err + " span(s) marked with an error: " + names));
+      left.appendChild(
+        el("div", "banner err", conn.err + " span(s) marked with an error: " + names),
+      );
     }
     if (conn.inc.length) {
-      left.appendChild(el("div", "banner inc",
-        "Incomplete record: " + conn.inc.map((i) => S[i]).join("; ")));
+      left.appendChild(
+        el("div", "banner inc", "Incomplete record: " + conn.inc.map((i) => S[i]).join("; ")),
+      );
     }
     const sub = el("nav", "sub");
-    for (const [id, title] of [["waterfall", "Waterfall & frames"], ["stack", "Handshake stack"],
-      ["fanout", "Fan-out"]]) {
+    for (const [id, title] of [
+      ["waterfall", "Waterfall & frames"],
+      ["stack", "Handshake stack"],
+      ["fanout", "Fan-out"],
+    ]) {
       const b = el("button", state.sub === id ? "on" : "", title);
       b.dataset.sub = id;
-      b.addEventListener("click", () => { state.sub = id; renderConnection(detail); });
+      b.addEventListener("click", () => {
+        state.sub = id;
+        renderConnection(detail);
+      });
       sub.appendChild(b);
     }
     left.appendChild(sub);
@@ -492,7 +589,8 @@
         for (const kid of t.kids[layers[k]]) if (kid !== layers[k + 1]) child(kid, depth + 2 + k);
       }
       for (let k = open; k < layers.length; k++) {
-        for (const kid of t.kids[layers[k]]) if (kid !== layers[k + 1]) child(kid, depth + 1 + open);
+        for (const kid of t.kids[layers[k]])
+          if (kid !== layers[k + 1]) child(kid, depth + 1 + open);
       }
     }
     for (const r of t.roots) child(r, 0);
@@ -507,13 +605,19 @@
     else if (name === "ws.broadcast") cls += "bcast";
     else if (isFrameName(name)) cls += "frame";
     else if (name === "ws.close") cls += "close";
-    else if (name.startsWith("ws.") || name.startsWith("http.") || name === "asgi.app") cls += "stage";
+    else if (name.startsWith("ws.") || name.startsWith("http.") || name === "asgi.app")
+      cls += "stage";
     else cls += "asgi";
     if (sp[STATUS] === 2) cls += " err";
     return cls;
   }
   function tickLabel(t, step) {
-    const units = [[1e9, "s"], [1e6, "ms"], [1e3, "µs"], [1, "ns"]];
+    const units = [
+      [1e9, "s"],
+      [1e6, "ms"],
+      [1e3, "µs"],
+      [1, "ns"],
+    ];
     const [size, unit] = units.find(([u]) => step >= u || u === 1);
     const digits = Math.max(0, Math.ceil(-Math.log10(step / size) - 1e-9));
     return (t / size).toFixed(digits) + " " + unit;
@@ -551,25 +655,44 @@
     const button = (text, title, action) => {
       const b = el("button", null, text);
       b.title = title;
-      b.addEventListener("click", () => { action(b); draw(); });
+      b.addEventListener("click", () => {
+        action(b);
+        draw();
+      });
       bar.appendChild(b);
       return b;
     };
     button("+", "zoom in", () => zoomView(0.5));
     button("−", "zoom out", () => zoomView(2));
-    button("fit", "show the whole connection", () => { state.view = [-total * 0.01, total * 1.01]; });
-    const frames = button("frame rows", "frames as rows of the tree as well as ticks on the lanes",
-      (b) => { state.frameRows = !state.frameRows; b.classList.toggle("on", state.frameRows); });
+    button("fit", "show the whole connection", () => {
+      state.view = [-total * 0.01, total * 1.01];
+    });
+    const frames = button(
+      "frame rows",
+      "frames as rows of the tree as well as ticks on the lanes",
+      (b) => {
+        state.frameRows = !state.frameRows;
+        b.classList.toggle("on", state.frameRows);
+      },
+    );
     frames.classList.toggle("on", state.frameRows);
     button("expand chain", "open every layer of the ASGI chain", () => {
       const t = treeOf(c);
-      CONNS[c].spans.forEach((sp, i) => { if (t.layer[i]) state.chainOpen.set(i, 1000); });
+      CONNS[c].spans.forEach((sp, i) => {
+        if (t.layer[i]) state.chainOpen.set(i, 1000);
+      });
     }).id = "expand-chain";
     bar.appendChild(el("span", "muted", "wheel: zoom · drag: pan · double-click: zoom to span"));
     bar.appendChild(el("span", "grow"));
     const legend = el("div", "legend");
-    for (const [cls, text] of [["read", "frames in"], ["queue", "queue wait"],
-      ["handler", "handler"], ["asgi", "ASGI layer"], ["recv", "receive"], ["send", "send"]]) {
+    for (const [cls, text] of [
+      ["read", "frames in"],
+      ["queue", "queue wait"],
+      ["handler", "handler"],
+      ["asgi", "ASGI layer"],
+      ["recv", "receive"],
+      ["send", "send"],
+    ]) {
       const item = el("span");
       item.appendChild(el("i", cls));
       put(item, text);
@@ -601,7 +724,10 @@
     wf.appendChild(axis);
     const scroller = el("div", "wf-body");
     wf.appendChild(scroller);
-    for (const [dir, title] of [[0, "← receive frames"], [1, "→ send frames"]]) {
+    for (const [dir, title] of [
+      [0, "← receive frames"],
+      [1, "→ send frames"],
+    ]) {
       scroller.appendChild(frameLane(c, dir, title, pct));
     }
     for (const r of buildRows(c)) scroller.appendChild(waterfallRow(c, r, pct, width));
@@ -643,7 +769,11 @@
     drag.draw();
     drag.track = document.querySelector("#waterfall .wf-axis .wf-track") || drag.track;
   });
-  window.addEventListener("mouseup", () => { setTimeout(() => { drag = null; }, 0); });
+  window.addEventListener("mouseup", () => {
+    setTimeout(() => {
+      drag = null;
+    }, 0);
+  });
 
   function bindWaterfall(wf, c, draw) {
     const timeAt = (ev) => {
@@ -659,12 +789,16 @@
       state.view = [sp[START] - pad, sp[START] + sp[DUR] + pad];
       draw();
     });
-    wf.addEventListener("wheel", (ev) => {
-      if (!ev.target.closest(".wf-track")) return;
-      ev.preventDefault();
-      zoomView(ev.deltaY > 0 ? 1.25 : 0.8, timeAt(ev));
-      draw();
-    }, { passive: false });
+    wf.addEventListener(
+      "wheel",
+      (ev) => {
+        if (!ev.target.closest(".wf-track")) return;
+        ev.preventDefault();
+        zoomView(ev.deltaY > 0 ? 1.25 : 0.8, timeAt(ev));
+        draw();
+      },
+      { passive: false },
+    );
     wf.addEventListener("mousedown", (ev) => {
       if (!ev.target.closest(".wf-track")) return;
       const track = wf.querySelector(".wf-axis .wf-track");
@@ -673,7 +807,10 @@
     wf.addEventListener("click", (ev) => {
       if (drag && drag.moved) return;
       const tick = ev.target.closest(".tick");
-      if (tick) { selectFrame(c, Number(tick.dataset.frame)); return; }
+      if (tick) {
+        selectFrame(c, Number(tick.dataset.frame));
+        return;
+      }
       const row = ev.target.closest(".wf-row");
       if (!row || row.classList.contains("lane")) return;
       onRowClick(c, row, ev.target.closest(".tw"), draw);
@@ -686,7 +823,8 @@
       const open = state.chainOpen.get(s) || 0;
       state.chainOpen.set(s, open >= chainOf(c, s).length ? 0 : open + 1);
     } else if (tw && tw.textContent) {
-      if (state.collapsed.has(s)) state.collapsed.delete(s); else state.collapsed.add(s);
+      if (state.collapsed.has(s)) state.collapsed.delete(s);
+      else state.collapsed.add(s);
     } else {
       state.sel = { c, s, frame: -1 };
       renderDetails();
@@ -702,7 +840,8 @@
     row.dataset.span = String(r.s);
     row.dataset.name = name;
     if (r.kind === "chain") row.dataset.chain = "1";
-    if (state.sel && state.sel.c === c && state.sel.s === r.s && r.kind === "span") row.classList.add("sel");
+    if (state.sel && state.sel.c === c && state.sel.s === r.s && r.kind === "span")
+      row.classList.add("sel");
     const lab = el("div", "lab");
     lab.style.paddingLeft = 4 + r.depth * 12 + "px";
     let twisty = "";
@@ -713,15 +852,24 @@
     lab.appendChild(tw);
     if (r.kind === "chain") {
       const names = r.layers.map((i) => S[CONNS[c].spans[i][NAME]]);
-      const text = "ASGI chain · " + r.layers.length + " layers: " + names.slice(r.open).join(" → ");
-      lab.appendChild(el("span", "nm", r.open >= r.layers.length ? "ASGI chain · " + r.layers.length + " layers" : text));
+      const text =
+        "ASGI chain · " + r.layers.length + " layers: " + names.slice(r.open).join(" → ");
+      lab.appendChild(
+        el(
+          "span",
+          "nm",
+          r.open >= r.layers.length ? "ASGI chain · " + r.layers.length + " layers" : text,
+        ),
+      );
       lab.title = names.join(" → ");
     } else {
       lab.appendChild(el("span", "nm", name));
       lab.title = name;
       if (sp[PARENT] < 0 && sp[TRACE] !== 0) {
         const linked = el("span", "linked", " ↪ linked trace");
-        linked.title = "a trace of its own (message shape), linked to this connection: " + CONNS[c].traces[sp[TRACE]];
+        linked.title =
+          "a trace of its own (message shape), linked to this connection: " +
+          CONNS[c].traces[sp[TRACE]];
         lab.appendChild(linked);
       }
     }
@@ -758,7 +906,11 @@
     if (typeof delivered !== "number" || total <= 0) return;
     const q = typeof queue === "number" ? queue : 0;
     const h = typeof handler === "number" ? handler : total - delivered;
-    const parts = [["read", 0, delivered - q], ["queue", delivered - q, q], ["handler", delivered, h]];
+    const parts = [
+      ["read", 0, delivered - q],
+      ["queue", delivered - q, q],
+      ["handler", delivered, h],
+    ];
     bar.style.background = "none";
     for (const [cls, from, len] of parts) {
       if (len <= 0) continue;
@@ -767,7 +919,8 @@
       seg.style.width = Math.min(len / total, 1) * 100 + "%";
       bar.appendChild(seg);
     }
-    bar.title = "frames in " + dur(delivered - q) + " · queue wait " + dur(q) + " · handler " + dur(h);
+    bar.title =
+      "frames in " + dur(delivered - q) + " · queue wait " + dur(q) + " · handler " + dur(h);
   }
 
   // --- Frames ----------------------------------------------------------------------------
@@ -783,15 +936,29 @@
     const panel = el("div");
     const h = el("div", "toolbar");
     h.appendChild(el("strong", null, "Frames on this connection's socket"));
-    h.appendChild(el("span", "muted", conn.frames.length + " frames · select a row to select its span"));
+    h.appendChild(
+      el("span", "muted", conn.frames.length + " frames · select a row to select its span"),
+    );
     panel.appendChild(h);
     const scroll = el("div", "tscroll");
     scroll.style.maxHeight = "300px";
     const table = el("table", "grid");
     table.id = "frames";
     const head = el("tr");
-    for (const title of ["#", "time", "dir", "FIN", "RSV", "opcode", "MASK", "length", "masking key",
-      "close", "message"]) head.appendChild(el("th", null, title));
+    for (const title of [
+      "#",
+      "time",
+      "dir",
+      "FIN",
+      "RSV",
+      "opcode",
+      "MASK",
+      "length",
+      "masking key",
+      "close",
+      "message",
+    ])
+      head.appendChild(el("th", null, title));
     table.appendChild(el("thead")).appendChild(head);
     const tb = el("tbody");
     conn.frames.forEach((f, k) => {
@@ -800,10 +967,14 @@
       tr.dataset.frame = String(k);
       const rsv = a["websocket.rsv"];
       const cells = [
-        k + 1, "+" + dur(f[F_T]), f[F_DIR] ? "→ send" : "← recv",
+        k + 1,
+        "+" + dur(f[F_T]),
+        f[F_DIR] ? "→ send" : "← recv",
         "websocket.fin" in a ? (a["websocket.fin"] ? "1" : "0") : "",
-        rsv === undefined ? "" : (rsv >> 2 & 1) + "" + (rsv >> 1 & 1) + (rsv & 1),
-        a["websocket.opcode"] === undefined ? "" : a["websocket.opcode"] + " " + (a["websocket.opcode.name"] || ""),
+        rsv === undefined ? "" : ((rsv >> 2) & 1) + "" + ((rsv >> 1) & 1) + (rsv & 1),
+        a["websocket.opcode"] === undefined
+          ? ""
+          : a["websocket.opcode"] + " " + (a["websocket.opcode.name"] || ""),
         "websocket.mask" in a ? (a["websocket.mask"] ? "1" : "0") : "",
         a["websocket.payload_length"] === undefined ? "" : a["websocket.payload_length"],
         a["websocket.masking_key"] === undefined ? "" : a["websocket.masking_key"],
@@ -824,7 +995,8 @@
     markFrameRows();
   }
   function closeText(a) {
-    if (a["websocket.close.code"] === undefined && a["websocket.close.reason"] === undefined) return "";
+    if (a["websocket.close.code"] === undefined && a["websocket.close.reason"] === undefined)
+      return "";
     let text = String(a["websocket.close.code"] === undefined ? "" : a["websocket.close.code"]);
     if (a["websocket.close.reason"]) text += ' "' + String(a["websocket.close.reason"]) + '"';
     return text;
@@ -835,7 +1007,8 @@
     const a = spanAttrs(f[F_MC], f[F_MS]);
     let text = name.replace("ws.message.", "") + " " + (a["websocket.message.type"] || "");
     if (a["wstrace.message.index"] !== undefined) text += " #" + a["wstrace.message.index"];
-    if (f[F_MC] !== c) text += " (from " + connLabel(f[F_MC]).split(" ").slice(0, 2).join(" ") + ")";
+    if (f[F_MC] !== c)
+      text += " (from " + connLabel(f[F_MC]).split(" ").slice(0, 2).join(" ") + ")";
     return text;
   }
   function selectFrame(c, k) {
@@ -845,7 +1018,7 @@
     if (state.redraw) state.redraw();
     renderDetails();
     markFrameRows();
-    const row = document.querySelector('#waterfall .wf-row.sel');
+    const row = document.querySelector("#waterfall .wf-row.sel");
     if (row) row.scrollIntoView({ block: "nearest" });
   }
   /** Expand what hides a span so that its row (or its nearest visible ancestor) shows. */
@@ -867,7 +1040,9 @@
     clear(box);
     box.appendChild(el("h2", null, "Span details"));
     if (!state.sel) {
-      box.appendChild(el("div", "empty", "Select a span in the waterfall or a frame in the table."));
+      box.appendChild(
+        el("div", "empty", "Select a span in the waterfall or a frame in the table."),
+      );
       return;
     }
     const { c, s } = state.sel;
@@ -875,16 +1050,22 @@
     const a = spanAttrs(c, s);
     const top = el("dl");
     const rows = [
-      ["span", S[sp[NAME]]], ["connection", connLabel(c)], ["duration", dur(sp[DUR])],
+      ["span", S[sp[NAME]]],
+      ["connection", connLabel(c)],
+      ["duration", dur(sp[DUR])],
       ["start", "+" + dur(sp[START]) + " from the connection's start"],
       ["status", STATUS_NAMES[sp[STATUS]] + (S[sp[SMSG]] ? ": " + S[sp[SMSG]] : "")],
-      ["kind", KINDS[sp[KIND]] || String(sp[KIND])], ["span id", sp[SID]],
+      ["kind", KINDS[sp[KIND]] || String(sp[KIND])],
+      ["span id", sp[SID]],
       ["trace id", CONNS[c].traces[sp[TRACE]]],
     ];
     if (state.sel.frame >= 0 && state.sel.wire !== undefined && state.sel.wire !== c) {
       rows.push(["on the wire of", connLabel(state.sel.wire)]);
     }
-    for (const [k, v] of rows) { top.appendChild(el("dt", null, k)); top.appendChild(el("dd", null, v)); }
+    for (const [k, v] of rows) {
+      top.appendChild(el("dt", null, k));
+      top.appendChild(el("dd", null, v));
+    }
     box.appendChild(top);
     const fn = a["code.function.name"];
     const file = a["code.file.path"];
@@ -893,11 +1074,19 @@
     if (fn || file) {
       if (fn) code.appendChild(el("div", "fn", fn));
       if (file) {
-        const where = el("div", "mono", shortPath(String(file)) + (a["code.line.number"] !== undefined ? ":" + a["code.line.number"] : ""));
+        const where = el(
+          "div",
+          "mono",
+          shortPath(String(file)) +
+            (a["code.line.number"] !== undefined ? ":" + a["code.line.number"] : ""),
+        );
         code.appendChild(where);
         code.appendChild(el("div", "mono muted", String(file)));
         const installed = (DATA.versions || {})[String(file)];
-        if (installed) code.appendChild(el("div", "muted", "in " + installed + " (installed where this page was made)"));
+        if (installed)
+          code.appendChild(
+            el("div", "muted", "in " + installed + " (installed where this page was made)"),
+          );
       }
     } else code.appendChild(el("span", "muted", "no code.* attributes on this span"));
     box.appendChild(code);
@@ -907,7 +1096,8 @@
     for (const i of sp[PAIRS]) {
       dl.appendChild(el("dt", null, pairKey(i)));
       const dd = el("dd", null, showValue(i));
-      if (/_ns$/.test(pairKey(i)) && P[i][1] === K_NUM) dd.appendChild(el("span", "muted", "  (" + dur(P[i][2]) + ")"));
+      if (/_ns$/.test(pairKey(i)) && P[i][1] === K_NUM)
+        dd.appendChild(el("span", "muted", "  (" + dur(P[i][2]) + ")"));
       dl.appendChild(dd);
     }
     box.appendChild(dl);
@@ -930,17 +1120,30 @@
   function renderStack(body, c) {
     const stack = CONNS[c].stack;
     if (!stack) {
-      body.appendChild(el("div", "stack-note",
-        "No handshake stack on this connection (no wstrace.handshake.stack event on ws.accept: " +
-        "the app never accepted, or the stack was not recorded)."));
+      body.appendChild(
+        el(
+          "div",
+          "stack-note",
+          "No handshake stack on this connection (no wstrace.handshake.stack event on ws.accept: " +
+            "the app never accepted, or the stack was not recorded).",
+        ),
+      );
       return;
     }
     const bar = el("div", "toolbar");
     const inner = el("button", state.stackOrder === "inner" ? "on" : "", "innermost first");
     const outer = el("button", state.stackOrder === "outer" ? "on" : "", "outermost first");
-    inner.addEventListener("click", () => { state.stackOrder = "inner"; renderConnection(document.getElementById("conn-detail")); });
-    outer.addEventListener("click", () => { state.stackOrder = "outer"; renderConnection(document.getElementById("conn-detail")); });
-    bar.appendChild(el("strong", null, "The live call chain when the app's accept() reached the server"));
+    inner.addEventListener("click", () => {
+      state.stackOrder = "inner";
+      renderConnection(document.getElementById("conn-detail"));
+    });
+    outer.addEventListener("click", () => {
+      state.stackOrder = "outer";
+      renderConnection(document.getElementById("conn-detail"));
+    });
+    bar.appendChild(
+      el("strong", null, "The live call chain when the app's accept() reached the server"),
+    );
     bar.appendChild(el("span", "grow"));
     bar.appendChild(inner);
     bar.appendChild(outer);
@@ -950,13 +1153,20 @@
     const table = el("table", "grid");
     table.id = "stack";
     const head = el("tr");
-    for (const title of ["", "#", "function", "file:line", "package"]) head.appendChild(el("th", null, title));
+    for (const title of ["", "#", "function", "file:line", "package"])
+      head.appendChild(el("th", null, title));
     table.appendChild(el("thead")).appendChild(head);
     const tb = el("tbody");
     let group = null;
     for (const [i, r] of rows) {
       const pkg = S[r[3]];
-      const cls = "pkg-" + (/^(asyncio|python|uvicorn|websockets|wsproto|starlette|fastapi|app|wstrace|h11|httptools)$/.test(pkg) ? pkg : "other");
+      const cls =
+        "pkg-" +
+        (/^(asyncio|python|uvicorn|websockets|wsproto|starlette|fastapi|app|wstrace|h11|httptools)$/.test(
+          pkg,
+        )
+          ? pkg
+          : "other");
       if (pkg !== group) {
         group = pkg;
         const g = el("tr", "grp " + cls);
@@ -979,8 +1189,15 @@
     const scroll = el("div", "tscroll");
     scroll.appendChild(table);
     body.appendChild(scroll);
-    body.appendChild(el("div", "stack-note", stack.rows.length + " Python frames, recorded on " +
-      "ws.accept; # counts from the outermost frame."));
+    body.appendChild(
+      el(
+        "div",
+        "stack-note",
+        stack.rows.length +
+          " Python frames, recorded on " +
+          "ws.accept; # counts from the outermost frame.",
+      ),
+    );
   }
 
   // --- Fan-out ---------------------------------------------------------------------------
@@ -994,16 +1211,27 @@
       return;
     }
     const spans = CONNS[c].spans;
-    box.appendChild(el("div", "stack-note", "Each broadcast this connection's messages caused: one bar per recipient, " +
-      "from the send's start to its last frame written, on an axis that starts when the message's first frame arrived. " +
-      "Click a recipient to open its connection."));
+    box.appendChild(
+      el(
+        "div",
+        "stack-note",
+        "Each broadcast this connection's messages caused: one bar per recipient, " +
+          "from the send's start to its last frame written, on an axis that starts when the message's first frame arrived. " +
+          "Click a recipient to open its connection.",
+      ),
+    );
     for (const [b, trigger, firstIn, sends] of fan) {
       const item = el("div", "fan-item");
       const h = el("h4");
       const end = sends.reduce((m, s) => Math.max(m, s[2]), firstIn);
-      const what = trigger >= 0 ? "message #" + (spanAttrs(c, trigger)["wstrace.message.index"] ?? "?") : "broadcast (no received message)";
+      const what =
+        trigger >= 0
+          ? "message #" + (spanAttrs(c, trigger)["wstrace.message.index"] ?? "?")
+          : "broadcast (no received message)";
       h.appendChild(el("span", null, what + " → " + sends.length + " recipients"));
-      h.appendChild(el("span", "muted", "fan-out " + dur(end - firstIn) + " (first frame in → last frame out)"));
+      h.appendChild(
+        el("span", "muted", "fan-out " + dur(end - firstIn) + " (first frame in → last frame out)"),
+      );
       item.appendChild(h);
       const span = Math.max(end - firstIn, 1);
       for (const [send, to, lastOut] of sends) {
@@ -1021,7 +1249,10 @@
         row.appendChild(track);
         row.appendChild(el("span", "num", dur(lastOut - firstIn)));
         row.addEventListener("click", () => {
-          if (to >= 0) { state.sel = null; selectConnection(to); }
+          if (to >= 0) {
+            state.sel = null;
+            selectConnection(to);
+          }
         });
         item.appendChild(row);
       }
@@ -1034,20 +1265,34 @@
   function renderLatency(main) {
     const lat = DATA.latency;
     const panel = el("div", "panel lat");
-    panel.appendChild(el("h2", null, "Latency per stage across " + CONNS.length + " connections (" + lat.method + " percentiles, ms)"));
+    panel.appendChild(
+      el(
+        "h2",
+        null,
+        "Latency per stage across " +
+          CONNS.length +
+          " connections (" +
+          lat.method +
+          " percentiles, ms)",
+      ),
+    );
     const table = el("table", "grid");
     table.id = "latency";
     const head = el("tr");
-    for (const t of ["stage", "count", "p50", "p90", "p99", "max"]) head.appendChild(el("th", null, t));
+    for (const t of ["stage", "count", "p50", "p90", "p99", "max"])
+      head.appendChild(el("th", null, t));
     const axisHead = el("th", null, "distribution (log scale)");
     const axis = el("div", "axis");
-    const per = lat.hist.per_decade, binW = 340 / lat.hist.bins;
-    ["100 ns", "1 µs", "10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s", "10 s"].forEach((label, d) => {
-      if (d === 0) return;
-      const mark = el("span", null, label);
-      mark.style.left = d * per * binW + "px";
-      axis.appendChild(mark);
-    });
+    const per = lat.hist.per_decade,
+      binW = 340 / lat.hist.bins;
+    ["100 ns", "1 µs", "10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s", "10 s"].forEach(
+      (label, d) => {
+        if (d === 0) return;
+        const mark = el("span", null, label);
+        mark.style.left = d * per * binW + "px";
+        axis.appendChild(mark);
+      },
+    );
     axisHead.appendChild(axis);
     head.appendChild(axisHead);
     table.appendChild(el("thead")).appendChild(head);
@@ -1056,7 +1301,18 @@
     for (const row of lat.derived) tb.appendChild(latencyRow(row, "derived"));
     table.appendChild(tb);
     panel.appendChild(table);
-    panel.appendChild(el("div", "stack-note", "fan-out: the triggering message's first frame in → the last recipient's frame out. queue wait / handler: of each received message. Lines on the plots: p50 (solid), p99 (dashed)." + (lat.untriggered ? " " + lat.untriggered + " broadcasts not triggered by a received message are left out of fan-out." : "")));
+    panel.appendChild(
+      el(
+        "div",
+        "stack-note",
+        "fan-out: the triggering message's first frame in → the last recipient's frame out. queue wait / handler: of each received message. Lines on the plots: p50 (solid), p99 (dashed)." +
+          (lat.untriggered
+            ? " " +
+              lat.untriggered +
+              " broadcasts not triggered by a received message are left out of fan-out."
+            : ""),
+      ),
+    );
     main.appendChild(panel);
   }
   function binOf(ns) {
@@ -1068,9 +1324,13 @@
     const tr = el("tr", cls);
     tr.appendChild(el("td", "mono", row.name));
     tr.appendChild(el("td", "num", row.count));
-    for (const k of ["p50_ns", "p90_ns", "p99_ns", "max_ns"]) tr.appendChild(el("td", "num", ms(row[k])));
+    for (const k of ["p50_ns", "p90_ns", "p99_ns", "max_ns"])
+      tr.appendChild(el("td", "num", ms(row[k])));
     const cell = el("td", "hist");
-    const W = 340, H = 26, n = row.hist.length, bw = W / n;
+    const W = 340,
+      H = 26,
+      n = row.hist.length,
+      bw = W / n;
     const max = Math.max(1, ...row.hist);
     const plot = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H });
     plot.appendChild(svg("line", { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, stroke: "#dfe3ea" }));
@@ -1085,10 +1345,15 @@
       rect.appendChild(svg("title", {})).textContent = count + " values";
       plot.appendChild(rect);
     });
-    for (const [k, dash] of [["p50_ns", ""], ["p99_ns", "3,2"]]) {
+    for (const [k, dash] of [
+      ["p50_ns", ""],
+      ["p99_ns", "3,2"],
+    ]) {
       if (row[k] === null) continue;
       const x = binOf(row[k]) * bw;
-      plot.appendChild(svg("line", { x1: x, y1: 0, x2: x, y2: H, stroke: "#c9303e", "stroke-dasharray": dash }));
+      plot.appendChild(
+        svg("line", { x1: x, y1: 0, x2: x, y2: H, stroke: "#c9303e", "stroke-dasharray": dash }),
+      );
     }
     cell.appendChild(plot);
     tr.appendChild(cell);
@@ -1100,14 +1365,18 @@
     if (state.tab !== "conns" || ev.target.closest("input, select, textarea")) return;
     if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
     const at = visibleConns.indexOf(state.conn);
-    const next = visibleConns[Math.max(0, Math.min(visibleConns.length - 1, at + (ev.key === "ArrowDown" ? 1 : -1)))];
+    const next =
+      visibleConns[
+        Math.max(0, Math.min(visibleConns.length - 1, at + (ev.key === "ArrowDown" ? 1 : -1)))
+      ];
     if (next === undefined) return;
     ev.preventDefault();
     selectConnection(next);
     const scroller = document.getElementById("conn-scroll");
     const top = visibleConns.indexOf(next) * ROW_H;
     if (top < scroller.scrollTop) scroller.scrollTop = top;
-    if (top + ROW_H > scroller.scrollTop + scroller.clientHeight) scroller.scrollTop = top + ROW_H - scroller.clientHeight;
+    if (top + ROW_H > scroller.scrollTop + scroller.clientHeight)
+      scroller.scrollTop = top + ROW_H - scroller.clientHeight;
     if (state.redrawTable) state.redrawTable();
   });
 
