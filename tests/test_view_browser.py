@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI, WebSocket
 
 from tests.support.browser import chromium, console_problems, missing_reason, open_page
-from tests.support.hostile import PAYLOADS, write_hostile_trace
+from tests.support.hostile import PAYLOADS, drop_spans, write_hostile_trace
 from tests.support.server import WS_IMPLS
 from tracer import vocab
 from tracer.analysis.escape import neutralise
@@ -291,14 +291,7 @@ def test_many_connections_are_virtualised_and_marked(browser: Any, tmp_path: Pat
     trace = tmp_path / "many.otlp.jsonl"
     held = synthesise(trace, 120)
     # Drop the close of every connection: each is then marked incomplete.
-    lines = []
-    for line in trace.read_text().splitlines():
-        data = json.loads(line)
-        for rs in data["resourceSpans"]:
-            for ss in rs["scopeSpans"]:
-                ss["spans"] = [s for s in ss["spans"] if s["name"] != vocab.WS_CLOSE]
-        lines.append(json.dumps(data))
-    trace.write_text("\n".join(lines) + "\n")
+    drop_spans(trace, trace, vocab.WS_CLOSE)
     open_page(browser, write_view([trace]))
     total = held["connections"]
     assert browser.execute_script("return document.getElementById('conn-count').textContent") == (

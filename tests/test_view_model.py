@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.support.hostile import PAYLOADS, write_hostile_trace
+from tests.support.hostile import PAYLOADS, drop_spans, write_hostile_trace
 from tracer import vocab
 from tracer.analysis import view_model as vm
 from tracer.analysis.html import ExtraTab, embed_json, render_view
@@ -163,16 +163,7 @@ def test_package_of(path: str, package: str) -> None:
 
 
 def test_incomplete_connection_says_why(tmp_path: Path) -> None:
-    sample = SAMPLES[0]
-    lines = []
-    for line in sample.read_text().splitlines():
-        data = json.loads(line)
-        for rs in data["resourceSpans"]:
-            for ss in rs["scopeSpans"]:
-                ss["spans"] = [s for s in ss["spans"] if s["name"] != vocab.WS_CLOSE]
-        lines.append(json.dumps(data))
-    cut = tmp_path / "cut.otlp.jsonl"
-    cut.write_text("\n".join(lines) + "\n")
+    cut = drop_spans(SAMPLES[0], tmp_path / "cut.otlp.jsonl", vocab.WS_CLOSE)
     model = vm.build_model(load(cut))
     for conn in model["conns"]:
         reasons = [model["s"][i] for i in conn["inc"]]

@@ -1,4 +1,4 @@
-"""A trace file whose every recorded string is an attack on an HTML page.
+"""Trace files that attack the viewer: hostile strings, and records with spans missing.
 
 A trace file is untrusted input: whoever can reach the server writes its paths, headers,
 subprotocols and close reasons, and anyone can hand over a crafted file.  This builds one OTLP
@@ -140,3 +140,16 @@ def write_hostile_trace(path: Path) -> Path:
     request = {"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {}, "spans": spans}]}]}
     path.write_text(json.dumps(request) + "\n", encoding="utf-8")
     return path
+
+
+def drop_spans(source: Path, target: Path, name: str) -> Path:
+    """Copy an OTLP JSON Lines file without the spans called ``name`` (a lossy record)."""
+    lines = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        data = json.loads(line)
+        for rs in data["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                ss["spans"] = [s for s in ss["spans"] if s["name"] != name]
+        lines.append(json.dumps(data))
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
