@@ -204,6 +204,10 @@ def test_hostile_strings_stay_text(browser: Any, tmp_path: Path) -> None:
     open_page(browser, page)
 
     def safe() -> None:
+        from selenium.common.exceptions import NoAlertPresentException
+
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert.text  # noqa: B018 - reading it is the check
         assert browser.execute_script("return window.__pwned === undefined")
         assert browser.execute_script("return document.images.length") == 0
         assert browser.execute_script("return document.scripts.length") == 2

@@ -14,7 +14,7 @@ from typing import Any
 
 from tracer import vocab
 
-PWNED = "window.__pwned=1"
+PWNED = "window.__pwned=1,alert(1)"
 PAYLOADS = {
     "path": f"/ws/<script>{PWNED}</script>\x1b[31m",
     "header": f'<img src=x onerror="{PWNED}">\x00\x08',

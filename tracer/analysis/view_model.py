@@ -20,6 +20,14 @@ uses the same positions)::
 ``events`` is ``[[name, time, pairs], ...]`` and ``trace`` indexes the connection's
 ``traces`` list (its own trace first, then linked message traces).
 
+A connection's ``frames`` are the frames that crossed *its* socket — the ones it received,
+and the ones sent to it, wherever the send was recorded (a broadcast's sends live under the
+sender's message) — as ``[time, conn, span, event, direction, message conn, message span]``:
+where the frame is recorded (``event`` -1 for a frame span), and the message it belongs to.
+``fan`` lists its broadcasts as ``[broadcast, trigger message, first frame in, sends]`` with
+each send ``[span, recipient conn, last frame out]``.  ``stack`` holds the handshake stack's
+rows ``[function, short file, line, package]``, outermost first.
+
 Values are kept as recorded: nothing is escaped or trimmed here.  The page renders every
 string as text, never as markup, and shows control characters visibly.
 """
