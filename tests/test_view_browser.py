@@ -387,3 +387,30 @@ def test_hostile_strings_from_a_real_server_stay_text(browser: Any, tmp_path: Pa
     assert browser.execute_script("return window.__pwned === undefined")
     assert browser.execute_script("return document.images.length") == 0
     assert console_problems(browser) == []
+
+
+def test_a_long_connection_opens_with_its_messages_folded(browser: Any, tmp_path: Path) -> None:
+    from tracer.cli import write_view
+    from tracer.demo import Script, run_demo
+
+    trace, _ = run_demo(
+        http="h11",
+        ws="websockets-sansio",
+        script=Script(clients=2, bids=120),
+        shape="connection",
+        frames="spans",
+        out_dir=tmp_path,
+        step=lambda _: None,
+    )
+    traces = load(trace)
+    conn = traces.connections[0]
+    assert len(conn.spans) > 300
+    open_page(browser, write_view([trace]))
+    _click(browser, '.crow[data-conn="0"]')
+    messages = [s for s in conn.spans if s.name == vocab.WS_MESSAGE_RECEIVE]
+    rows = _texts(browser, "#waterfall .wf-row:not(.lane)")
+    assert len(messages) < len(rows) < 2 * len(messages)
+    _click(browser, '#waterfall .wf-row[data-name="ws.message.receive"] .tw')
+    assert len(_texts(browser, "#waterfall .wf-row:not(.lane)")) > len(rows)
+    assert len(_texts(browser, "#waterfall .tick")) == _frames_on_wire(traces, conn)
+    assert console_problems(browser) == []

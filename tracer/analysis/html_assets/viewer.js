@@ -193,7 +193,7 @@
     sort: { key: "n", dir: 1 },
     filter: { text: "", errors: false, incomplete: false, code: "" },
     view: null, // [from, to] ns within the connection
-    collapsed: new Set(),
+    collapsed: null, // span indexes folded in the waterfall (set per connection)
     chainOpen: new Map(),
     frameRows: false,
     stackOrder: "inner",
@@ -462,11 +462,24 @@
     state.conn = c;
     state.sel = null;
     state.view = null;
-    state.collapsed = new Set();
+    state.collapsed = defaultCollapsed(c);
     state.chainOpen = new Map();
     const detail = document.getElementById("conn-detail");
     if (detail) renderConnection(detail);
     if (state.redrawTable) state.redrawTable();
+  }
+
+  // A long connection opens with its messages folded, so its waterfall stays a few hundred rows.
+  const FOLD_ABOVE = 300;
+  function defaultCollapsed(c) {
+    const folded = new Set();
+    const spans = CONNS[c].spans;
+    if (spans.length <= FOLD_ABOVE) return folded;
+    spans.forEach((sp, i) => {
+      const name = S[sp[NAME]];
+      if (name === "ws.message.receive" || name === "ws.broadcast") folded.add(i);
+    });
+    return folded;
   }
 
   // --- One connection --------------------------------------------------------------------
@@ -483,6 +496,7 @@
       return;
     }
     const c = state.conn;
+    if (!state.collapsed) state.collapsed = defaultCollapsed(c);
     const conn = CONNS[c];
     const head = el("div", "conn-head");
     head.appendChild(el("span", "title mono", connLabel(c)));
