@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/wstrace demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -57,9 +57,18 @@ course: $(STAMP)
 	$(BIN)/wstrace explain --http httptools --ws wsproto -o $(COURSE)/wsproto.md
 	$(BIN)/wstrace explain --compare -o $(COURSE)/compare.md
 
-# --- Headless Chromium for the tests of pages shown in a browser ------------------------------
-# Installed when missing on Debian as root (CI); elsewhere those tests skip, saying why.
-.PHONY: browser-deps
-browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update && apt-get install -y chromium chromium-driver; } || echo "chromium not installed: browser tests will skip"
-test: browser-deps
+# --- The HTML viewer: a headless browser for its tests, its benchmark, the README screenshot ---
+.PHONY: browser bench-view screenshots
+
+# Debian's chromium + chromedriver, installed only when missing and only as root (CI); elsewhere
+# nothing is installed and the browser tests skip, saying why.
+browser:
+	@if [ ! -x /usr/bin/chromedriver ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	fi
+
+bench-view: $(STAMP) browser
+	$(BIN)/python -m bench.viewer --json traces/viewer-bench.json
+
+screenshots: $(STAMP) browser
+	$(BIN)/python -m bench.screenshot docs/view.png

@@ -232,6 +232,70 @@ def export(
     )
 
 
+# --- The HTML viewer ---------------------------------------------------------------------------
+
+
+def _view_target(files: list[Path] | None) -> Path:
+    """``run.otlp.jsonl`` → ``run.html`` beside it; a directory or several files: wstrace.html."""
+    if files and len(files) == 1 and files[0].is_file():
+        name = files[0].name
+        stem = name[: -len(".otlp.jsonl")] if name.endswith(".otlp.jsonl") else files[0].stem
+        return files[0].with_name(stem + ".html")
+    return Path("wstrace.html")
+
+
+def write_view(files: list[Path] | None, output: Path | None = None) -> Path:
+    """Render the viewer page for ``files`` into ``output`` (default: beside the trace file)."""
+    from tracer.analysis.html import render_view
+
+    traces = _load(files)
+    sources = [str(f) for f in files or [DEFAULT_TRACES]]
+    target = output or _view_target(files)
+    page = render_view(traces, sources=sources, title=f"wstrace view — {', '.join(sources)}")
+    try:
+        target.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"{target}: cannot write ({exc.strerror}); choose another path with -o")
+    return target
+
+
+@app.command()
+def view(
+    files: FilesArg = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The HTML file to write. Default: beside the trace file, .otlp.jsonl → .html "
+            "(wstrace.html for a directory or several files).",
+            show_default=False,
+        ),
+    ] = None,
+    open_it: Annotated[
+        bool, typer.Option("--open", help="Open the page in the default browser.")
+    ] = False,
+) -> None:
+    """Write one self-contained HTML page to explore the traces in a browser.
+
+    Offline and safe to share: no network access (a Content-Security-Policy forbids it), works
+    from file://.  Shows the connections (sort and filter by handshake time, errors, close code,
+    path), one connection's waterfall with zoom and pan (the ASGI middleware chain as one row
+    that opens layer by layer, frames as ticks on receive/send lanes, each message's queue wait
+    and handler time shaded apart), span details with the code location, the handshake stack
+    grouped by package, a Wireshark-like frames table, the fan-out of each broadcast across
+    connections, and latency percentiles with distributions.
+
+    Examples: `wstrace view traces/run.otlp.jsonl` · `wstrace view traces/ -o all.html --open`
+    """
+    target = write_view(files, output)
+    typer.echo(f"wrote {target} ({target.stat().st_size // 1024} KiB)", err=True)
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(target.resolve().as_uri())
+
+
 # --- Commands that run a traced server ---------------------------------------------------------
 
 
@@ -380,6 +444,8 @@ def demo(
     if errors.total:
         console.print(f"[yellow]wstrace contained {errors.total} internal errors: {errors.counts}")
     console.print(_where_to_look(path), highlight=False, markup=False)
+    page = write_view([path])
+    console.print(f"  Browser:   {page} (offline HTML, no network)", highlight=False, markup=False)
 
 
 @app.command()
