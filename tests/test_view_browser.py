@@ -194,6 +194,19 @@ def test_demo_view(browser: Any, tmp_path: Path, ws: str) -> None:
     _click(browser, 'nav.tabs button[data-tab="latency"]')
     stages = _texts(browser, "#latency tbody tr td:first-child")
     assert vocab.WS_HANDSHAKE in stages and "fan-out per broadcast" in stages
+
+    # The walkthrough of connection 1 (wstrace explain) is a tab of the page, styled and shown.
+    _click(browser, 'nav.tabs button[data-tab="x:walkthrough"]')
+    steps = browser.execute_script(
+        "const s = document.getElementById('tab-walkthrough');"
+        "return s.hidden ? null : [...s.querySelectorAll('h2')].map(h => h.textContent)"
+    )
+    assert steps is not None and len(steps) == 13, steps
+    assert "bit by bit" in steps[9] and "closing handshake" in steps[12]
+    width = browser.execute_script(
+        "return getComputedStyle(document.querySelector('.wstrace-explain')).maxWidth"
+    )
+    assert width != "none"  # the walkthrough's own stylesheet was allowed by the CSP
     assert console_problems(browser) == []
 
 

@@ -220,6 +220,28 @@ def test_cli_view_writes_beside_the_trace(tmp_path: Path) -> None:
     assert result.exit_code == 0 and out.read_text() == page.read_text()
 
 
+def test_cli_view_carries_one_connections_walkthrough(tmp_path: Path) -> None:
+    import html
+
+    from tracer.analysis.explain import STYLE
+    from tracer.analysis.html import _asset, content_security_policy
+
+    trace = tmp_path / "run.otlp.jsonl"
+    trace.write_bytes(SAMPLES[0].read_bytes())
+    assert CliRunner().invoke(app, ["view", str(trace), "--walkthrough", "2"]).exit_code == 0
+    page = (tmp_path / "run.html").read_text()
+    assert '"tabs":[{"id":"walkthrough","title":"Walkthrough (connection 2)"}]' in page
+    assert page.count("<h2>") == 13  # the thirteen steps of `wstrace explain`
+    # The walkthrough's stylesheet joins the page's, and the CSP's hash is of the two together.
+    style = _asset("viewer.css") + STYLE
+    assert f"<style>{style}</style>" in page
+    assert html.escape(content_security_policy(_asset("viewer.js"), style)) in page
+    assert CliRunner().invoke(app, ["view", str(trace), "--walkthrough", "0"]).exit_code == 0
+    assert '"tabs":[]' in (tmp_path / "run.html").read_text()
+    result = CliRunner().invoke(app, ["view", str(trace), "--walkthrough", "99"])
+    assert result.exit_code == 1 and "--walkthrough 99" in result.stderr
+
+
 def test_cli_view_fails_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["view", str(tmp_path / "missing.otlp.jsonl")])
     assert result.exit_code == 1

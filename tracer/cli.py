@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from tracer.analysis.html import ExtraTab
     from tracer.export.traceset import TraceSet
 
 app = typer.Typer(
@@ -244,19 +245,42 @@ def _view_target(files: list[Path] | None) -> Path:
     return Path("wstrace.html")
 
 
-def write_view(files: list[Path] | None, output: Path | None = None) -> Path:
-    """Render the viewer page for ``files`` into ``output`` (default: beside the trace file)."""
+def write_view(
+    files: list[Path] | None, output: Path | None = None, *, walkthrough: int = 1
+) -> Path:
+    """Render the viewer page for ``files`` into ``output`` (default: beside the trace file),
+    with connection ``walkthrough`` explained step by step in a tab of its own (0: no tab)."""
     from tracer.analysis.html import render_view
 
     traces = _load(files)
     sources = [str(f) for f in files or [DEFAULT_TRACES]]
     target = output or _view_target(files)
-    page = render_view(traces, sources=sources, title=f"wstrace view — {', '.join(sources)}")
+    tabs = [tab] if (tab := _walkthrough_tab(traces, walkthrough)) is not None else []
+    page = render_view(
+        traces, sources=sources, title=f"wstrace view — {', '.join(sources)}", tabs=tabs
+    )
     try:
         target.write_text(page, encoding="utf-8")
     except OSError as exc:
         _fail(f"{target}: cannot write ({exc.strerror}); choose another path with -o")
     return target
+
+
+def _walkthrough_tab(traces: TraceSet, number: int) -> ExtraTab | None:
+    """The ``wstrace explain`` walkthrough of one connection, as a tab of the viewer."""
+    from tracer.analysis.explain import STYLE, explain_html_fragment
+    from tracer.analysis.html import ExtraTab
+
+    if number <= 0 or not traces.connections:
+        return None
+    if number > len(traces.connections):
+        _fail(f"--walkthrough {number}: the trace has {len(traces.connections)} connection(s)")
+    return ExtraTab(
+        "walkthrough",
+        f"Walkthrough (connection {number})",
+        explain_html_fragment(traces, number),
+        style=STYLE,
+    )
 
 
 @app.command()
@@ -275,6 +299,14 @@ def view(
     open_it: Annotated[
         bool, typer.Option("--open", help="Open the page in the default browser.")
     ] = False,
+    walkthrough: Annotated[
+        int,
+        typer.Option(
+            "--walkthrough",
+            help="Explain this connection (1-based) step by step in a Walkthrough tab, as "
+            "`wstrace explain` does; 0 for no tab.",
+        ),
+    ] = 1,
 ) -> None:
     """Write one self-contained HTML page to explore the traces in a browser.
 
@@ -288,7 +320,7 @@ def view(
 
     Examples: `wstrace view traces/run.otlp.jsonl` · `wstrace view traces/ -o all.html --open`
     """
-    target = write_view(files, output)
+    target = write_view(files, output, walkthrough=walkthrough)
     typer.echo(f"wrote {target} ({target.stat().st_size // 1024} KiB)", err=True)
     if open_it:
         import webbrowser

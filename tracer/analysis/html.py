@@ -37,11 +37,15 @@ _TAB_ID = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
 @dataclass(frozen=True)
 class ExtraTab:
-    """A named tab of pre-rendered, already escaped HTML (no scripts: the CSP blocks them)."""
+    """A named tab of pre-rendered, already escaped HTML (no scripts: the CSP blocks them).
+
+    ``style`` is the tab's own stylesheet, added to the page's (and to the hash the CSP allows).
+    """
 
     id: str
     title: str
     html: str
+    style: str = ""
 
     def __post_init__(self) -> None:
         if not _TAB_ID.match(self.id):
@@ -96,8 +100,8 @@ def _inline_safe(text: str, tag: str) -> str:
 def render_page(model: dict[str, Any], *, title: str, tabs: list[ExtraTab] | None = None) -> str:
     """The HTML document for a model from :func:`~tracer.analysis.view_model.build_model`."""
     script = _inline_safe(_asset("viewer.js"), "script")
-    style = _inline_safe(_asset("viewer.css"), "style")
     tabs = tabs or []
+    style = _inline_safe(_asset("viewer.css") + "".join(tab.style for tab in tabs), "style")
     model = {**model, "tabs": [{"id": tab.id, "title": tab.title} for tab in tabs]}
     sections = "\n".join(
         f'<section class="extra-tab" id="tab-{tab.id}" hidden>{tab.html}</section>' for tab in tabs
