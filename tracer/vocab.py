@@ -176,3 +176,13 @@ FRAMES_OFF = "off"
 FRAME_MODES = (FRAMES_SPANS, FRAMES_EVENTS, FRAMES_OFF)
 
 INSTRUMENTATION_NAME = "wstrace"
+
+# --- Loss accounting ----------------------------------------------------------------------------
+
+LOSS_MARKER = "wstrace.loss"
+"""A span written in place of spans of its trace that were dropped on the way to the file: the
+trace is incomplete.  Readers leave it out of the tree and add up its counts."""
+LOSS_SPANS = "wstrace.loss.spans"
+"""How many spans of the trace this marker stands for."""
+LOSS_REASON = "wstrace.loss.reason"
+"""Why they were dropped (``buffer_full``, ``evicted``, ``drain_timeout``…)."""
