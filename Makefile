@@ -35,3 +35,9 @@ samples: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Two waves of 1,000 concurrent connections on `wstrace serve`, collector down:
+# connections whole in the file, spans written / dropped, RSS per wave.
+.PHONY: load
+load: $(STAMP)
+	$(BIN)/python -m bench.burst

@@ -220,6 +220,7 @@ class ExportPipeline(SpanProcessor):
         self._flushes_asked = 0
         self._flushes_done = 0
         self._last_log = 0.0
+        self._markers_passed = 0
         self._logged_loss = 0
         self._worker = threading.Thread(
             target=self._run, name=f"wstrace-export-{name}", daemon=True
@@ -439,6 +440,7 @@ class ExportPipeline(SpanProcessor):
         """One :data:`~tracer.vocab.LOSS_MARKER` span per trace that lost spans since the last
         ones: readers add these up and show the trace as incomplete."""
         spans = [loss_marker(trace_id, dropping, lost) for trace_id, dropping, lost in markers]
+        self._markers_passed += len(spans)
         for first in range(0, len(spans), self.batch_spans):
             try:
                 self.exporter.export(spans[first : first + self.batch_spans])
@@ -453,9 +455,10 @@ class ExportPipeline(SpanProcessor):
         exported, failed, sent = outcome()
         with self._lock:
             counts = self._counts
+            passed = counts.written + counts.failed + self._markers_passed  # given to export()
             unconfirmed = max(0, sent - exported - failed)
-            counts.failed += failed
-            counts.written -= failed + unconfirmed
+            counts.written = max(0, exported - self._markers_passed)
+            counts.failed = failed + max(0, passed - sent)  # never reached the process
             if unconfirmed:
                 self._count_drop(DropReason.UNCONFIRMED, unconfirmed)
 
