@@ -169,8 +169,11 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -
 
 
 @contextlib.contextmanager
-def wstrace_serve(out: Path, port: int, extra_env: dict[str, str]) -> Iterator[Any]:
-    """``wstrace serve bench.burst:app`` in a process of its own; stopped with SIGINT."""
+def wstrace_serve(
+    out: Path, port: int, extra_env: dict[str, str], stop: int = signal.SIGINT
+) -> Iterator[Any]:
+    """``wstrace serve bench.burst:app`` in a process of its own; stopped with ``stop``
+    (SIGINT, as Ctrl-C; or SIGTERM)."""
     env = {**os.environ, **extra_env}
     command = [sys.executable, "-m", "tracer.cli", "serve", "bench.burst:app"]
     command += ["--port", str(port), "--out", str(out)]
@@ -182,7 +185,7 @@ def wstrace_serve(out: Path, port: int, extra_env: dict[str, str]) -> Iterator[A
             yield holder
         finally:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(stop)
             try:
                 process.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -195,7 +198,13 @@ def wstrace_serve(out: Path, port: int, extra_env: dict[str, str]) -> Iterator[A
 SUMMARY_LINE = re.compile(r"^(file|collector) .*spans written.*$", re.MULTILINE)
 
 
-def run(connections: int, waves: int, messages: int, timeout: float = 120.0) -> Report:
+def run(
+    connections: int,
+    waves: int,
+    messages: int,
+    timeout: float = 120.0,
+    stop: int = signal.SIGINT,
+) -> Report:
     report = Report(file_limit=raise_file_limit(2 * connections + 256))
     closed = free_port()  # nothing listens here: the collector is down
     port = free_port()
@@ -203,7 +212,7 @@ def run(connections: int, waves: int, messages: int, timeout: float = 120.0) -> 
         out = Path(tmp)
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed}"}
         boundaries = []
-        with wstrace_serve(out, port, env) as server:
+        with wstrace_serve(out, port, env, stop) as server:
             url = f"ws://127.0.0.1:{port}/echo"
             for _ in range(waves):
                 boundaries.append(time.time_ns())

@@ -4,6 +4,7 @@ one whole trace in the file, and the collector's loss is counted, not the file's
 from __future__ import annotations
 
 import re
+import signal
 
 import pytest
 
@@ -14,8 +15,9 @@ MESSAGES = 4
 
 
 @pytest.mark.timeout(300)
-def test_a_burst_of_connections_is_written_whole_while_the_collector_is_down() -> None:
-    report = burst.run(CONNECTIONS, waves=1, messages=MESSAGES, timeout=120)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_burst_of_connections_is_written_whole_while_the_collector_is_down(stop: int) -> None:
+    report = burst.run(CONNECTIONS, waves=1, messages=MESSAGES, timeout=120, stop=stop)
 
     assert report.exit_status == 0
     (wave,) = report.waves

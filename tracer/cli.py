@@ -459,6 +459,7 @@ def serve(
     pipelines_before = serial()
     provider, exporter = make_provider(out, service=target, offload=not export_in_process)
     tracer.instrument(tracer_provider=provider, shape=shape.value, frames=frames.value)
+    _terminate_as_interrupt()  # uvicorn passes SIGTERM on once it has shut down
     try:
         uvicorn.run(
             tracer.TracingMiddleware(asgi_app, tracer_provider=provider),
