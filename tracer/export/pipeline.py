@@ -230,9 +230,6 @@ class ExportPipeline(SpanProcessor):
 
     # --- SpanProcessor ------------------------------------------------------------------------
 
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        """Nothing to do: spans are only exported once they end."""
-
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
         if context is None or not context.trace_flags.sampled:
