@@ -50,7 +50,7 @@ def test_past_the_cap_whole_newest_traces_are_dropped_and_marked(tmp_path: Path)
     probe = _span(tracer, "probe")
     probe.end()
     size = estimate_bytes(probe)  # type: ignore[arg-type]
-    pipeline = ExportPipeline(exporter, max_bytes=int(size * 6.5), batch_spans=1)
+    pipeline = ExportPipeline(exporter, max_bytes=int(size * 6.5), batch_spans=1, span_bytes=size)
     provider.add_span_processor(pipeline)
 
     roots = {name: _span(tracer, name) for name in "WABCD"}

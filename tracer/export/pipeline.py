@@ -62,6 +62,10 @@ LOG_INTERVAL_S = 10.0
 """At most one log line about losses per pipeline in this time."""
 COLLECTOR_DRAIN_S = 3.0
 """At shutdown, how long the collector may take for what waits (then it is counted dropped)."""
+INITIAL_SPAN_BYTES = 1024
+"""The size a span is taken to have until some have been measured."""
+SIZE_SAMPLES = 16
+"""Spans of each exported batch whose size is measured."""
 MAX_DROPPED_TRACES = 65_536
 """Trace ids remembered as being dropped (16 bytes and a small record each)."""
 
@@ -182,6 +186,10 @@ class ExportPipeline(SpanProcessor):
     :meth:`shutdown` waits for the buffer to empty (``None``: until it is empty — the file).
     ``mark_loss`` writes a :data:`~tracer.vocab.LOSS_MARKER` span for each trace that lost
     spans.
+
+    The bytes held are the spans held times their average size (:func:`estimate_bytes`,
+    measured on a sample of the spans exported, starting from ``span_bytes``): ``on_end`` runs
+    on the event loop for every span, and must not walk each one's attributes.
     """
 
     _created = 0
@@ -196,9 +204,10 @@ class ExportPipeline(SpanProcessor):
         drain_timeout_s: float | None = None,
         mark_loss: bool = True,
         batch_spans: int = BATCH_SPANS,
+        span_bytes: int = INITIAL_SPAN_BYTES,
     ) -> None:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
+        if max_bytes <= 0 or span_bytes <= 0:
+            raise ValueError("max_bytes and span_bytes must be positive")
         self.exporter = exporter
         self.name = name
         self.target = target or str(getattr(exporter, "path", "") or type(exporter).__name__)
@@ -208,11 +217,16 @@ class ExportPipeline(SpanProcessor):
         self.batch_spans = batch_spans
         ExportPipeline._created += 1
         self.serial = ExportPipeline._created
-        self._lock = threading.Condition(threading.Lock())
-        self._pending: dict[int, list[tuple[ReadableSpan, int]]] = {}
-        """Trace id -> its waiting spans and their sizes; in the order traces arrived."""
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._pending: dict[int, list[ReadableSpan]] = {}
+        """Trace id -> its waiting spans; in the order traces arrived."""
         self._pending_spans = 0
-        self._bytes = 0  # waiting and being exported
+        self._held = 0  # spans waiting or being exported
+        self._peak = 0
+        self._span_bytes = span_bytes
+        self._budget = max(1, max_bytes // span_bytes)
+        """Spans that fit under ``max_bytes`` at the average size measured so far."""
         self._in_flight = 0
         self._dropping: dict[int, _Dropped] = {}
         self._counts = ExportCounts(name, self.target, max_bytes=max_bytes)
@@ -234,64 +248,63 @@ class ExportPipeline(SpanProcessor):
         context = span.context
         if context is None or not context.trace_flags.sampled:
             return
-        size = estimate_bytes(span)
         trace_id = context.trace_id
-        with self._lock:
-            counts = self._counts
+        with self._mutex:
             if self._stopping:
                 self._count_drop(DropReason.AFTER_SHUTDOWN, 1)
                 return
-            dropping = self._dropping.get(trace_id)
-            if dropping is not None:
-                dropping.count += 1
-                dropping.last_ns = time.time_ns()
-                self._count_drop(DropReason.TRACE_DROPPED, 1)
-                return
-            if self._bytes + size > self.max_bytes and not self._make_room(trace_id, size):
+            if self._dropping:
+                dropping = self._dropping.get(trace_id)
+                if dropping is not None:
+                    dropping.count += 1
+                    dropping.last_ns = time.time_ns()
+                    self._count_drop(DropReason.TRACE_DROPPED, 1)
+                    return
+            if self._held >= self._budget and not self._make_room(trace_id):
                 self._drop_trace(trace_id, span, DropReason.BUFFER_FULL, 1)
                 return
             waiting = self._pending.get(trace_id)
             if waiting is None:
-                self._pending[trace_id] = [(span, size)]
+                self._pending[trace_id] = [span]
             else:
-                waiting.append((span, size))
+                waiting.append(span)
             self._pending_spans += 1
-            self._bytes += size
-            if self._bytes > counts.peak_bytes:
-                counts.peak_bytes = self._bytes
+            self._held += 1
+            if self._held > self._peak:
+                self._peak = self._held
             if self._pending_spans == self.batch_spans:
-                self._lock.notify()
+                self._cond.notify()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until every span given so far has been handed to the exporter."""
         deadline = time.monotonic() + timeout_millis / 1000
-        with self._lock:
+        with self._cond:
             self._flushes_asked += 1
             ticket = self._flushes_asked
-            self._lock.notify_all()
+            self._cond.notify_all()
             while self._flushes_done < ticket:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._worker.is_alive():
                     return False
-                self._lock.wait(remaining)
+                self._cond.wait(remaining)
         return bool(self.exporter.force_flush(max(1, int((deadline - time.monotonic()) * 1000))))
 
     def shutdown(self) -> None:
         """Export what waits (for at most ``drain_timeout_s``), count the rest, shut the
         exporter down."""
-        with self._lock:
+        with self._cond:
             if self._stopping:
                 return
             self._stopping = True
-            self._lock.notify_all()
+            self._cond.notify_all()
         self._worker.join(self.drain_timeout_s)
-        with self._lock:
+        with self._mutex:
             left = self._pending
             self._pending = {}
             self._pending_spans = 0
             for trace_id, spans in left.items():
-                self._drop_trace(trace_id, spans[0][0], DropReason.DRAIN_TIMEOUT, len(spans))
-                self._bytes -= sum(size for _, size in spans)
+                self._held -= len(spans)
+                self._drop_trace(trace_id, spans[0], DropReason.DRAIN_TIMEOUT, len(spans))
             markers = self._take_markers() if not self._worker.is_alive() else []
         if markers:  # the worker is done: the exporter is free for the last markers
             self._export_markers(markers)
@@ -308,7 +321,7 @@ class ExportPipeline(SpanProcessor):
     # --- Reading the account ------------------------------------------------------------------
 
     def counts(self) -> ExportCounts:
-        with self._lock:
+        with self._mutex:
             c = self._counts
             snapshot = ExportCounts(
                 c.name,
@@ -318,17 +331,17 @@ class ExportPipeline(SpanProcessor):
                 dropped=dict(c.dropped),
                 pending=self._pending_spans + self._in_flight,
                 incomplete_traces=c.incomplete_traces,
-                buffered_bytes=self._bytes,
-                peak_bytes=c.peak_bytes,
+                buffered_bytes=self._held * self._span_bytes,
+                peak_bytes=self._peak * self._span_bytes,
                 max_bytes=c.max_bytes,
             )
         return snapshot
 
     # --- Dropping whole traces ----------------------------------------------------------------
 
-    def _make_room(self, trace_id: int, size: int) -> bool:
+    def _make_room(self, trace_id: int) -> bool:
         """Drop the traces that reached the buffer after ``trace_id``'s, newest first, until
-        ``size`` more bytes fit.  False: even so they would not (``trace_id`` is the newest)."""
+        one more span fits.  False: even so it would not (``trace_id`` is the newest)."""
         if trace_id not in self._pending:
             return False
         victims = []
@@ -337,16 +350,16 @@ class ExportPipeline(SpanProcessor):
             if other == trace_id:
                 break
             victims.append(other)
-            freed += sum(s for _, s in self._pending[other])
-            if self._bytes - freed + size <= self.max_bytes:
+            freed += len(self._pending[other])
+            if self._held - freed < self._budget:
                 break
-        if self._bytes - freed + size > self.max_bytes:
+        if self._held - freed >= self._budget:
             return False
         for other in victims:
             spans = self._pending.pop(other)
             self._pending_spans -= len(spans)
-            self._bytes -= sum(s for _, s in spans)
-            self._drop_trace(other, spans[0][0], DropReason.EVICTED, len(spans))
+            self._held -= len(spans)
+            self._drop_trace(other, spans[0], DropReason.EVICTED, len(spans))
         return True
 
     def _drop_trace(self, trace_id: int, span: ReadableSpan, reason: str, spans: int) -> None:
@@ -354,7 +367,7 @@ class ExportPipeline(SpanProcessor):
         waiting = self._pending.pop(trace_id, None)
         if waiting:  # the trace's spans still in the buffer go with it
             self._pending_spans -= len(waiting)
-            self._bytes -= sum(s for _, s in waiting)
+            self._held -= len(waiting)
             self._count_drop(DropReason.TRACE_DROPPED, len(waiting))
         dropping = self._dropping.get(trace_id)
         if dropping is None:
@@ -374,13 +387,10 @@ class ExportPipeline(SpanProcessor):
 
     def _run(self) -> None:
         while True:
-            with self._lock:
-                if (
-                    not self._pending
-                    and not self._stopping
-                    and self._flushes_done == self._flushes_asked
-                ):
-                    self._lock.wait(SCHEDULE_DELAY_S)
+            with self._cond:
+                idle = self._flushes_done == self._flushes_asked
+                if not self._pending and not self._stopping and idle:
+                    self._cond.wait(SCHEDULE_DELAY_S)
                 batch = self._take_batch()
                 flush_ticket = self._flushes_asked
                 stopping = self._stopping
@@ -391,16 +401,16 @@ class ExportPipeline(SpanProcessor):
                 self._export_markers(markers)
             self._log_loss()
             if not batch:
-                with self._lock:
+                with self._cond:
                     if not self._pending:
                         self._flushes_done = flush_ticket
-                        self._lock.notify_all()
+                        self._cond.notify_all()
                         if stopping:
                             return
 
-    def _take_batch(self) -> list[tuple[ReadableSpan, int]]:
+    def _take_batch(self) -> list[ReadableSpan]:
         """Up to ``batch_spans`` spans, whole traces in the order they arrived."""
-        batch: list[tuple[ReadableSpan, int]] = []
+        batch: list[ReadableSpan] = []
         while self._pending and len(batch) < self.batch_spans:
             trace_id = next(iter(self._pending))
             batch.extend(self._pending.pop(trace_id))
@@ -408,20 +418,24 @@ class ExportPipeline(SpanProcessor):
         self._in_flight = len(batch)
         return batch
 
-    def _export(self, batch: list[tuple[ReadableSpan, int]]) -> None:
-        spans = [span for span, _ in batch]
+    def _export(self, batch: list[ReadableSpan]) -> None:
         try:
-            result = self.exporter.export(spans)
+            result = self.exporter.export(batch)
         except Exception:
             logger.exception("wstrace: the %s exporter raised", self.name)
             result = SpanExportResult.FAILURE
-        with self._lock:
+        sample = batch[:: max(1, len(batch) // SIZE_SAMPLES)]
+        measured = sum(estimate_bytes(span) for span in sample) // len(sample)
+        with self._mutex:
             if result is SpanExportResult.SUCCESS:
-                self._counts.written += len(spans)
+                self._counts.written += len(batch)
             else:
-                self._counts.failed += len(spans)
+                self._counts.failed += len(batch)
             self._in_flight = 0
-            self._bytes -= sum(size for _, size in batch)
+            self._held -= len(batch)
+            # A moving average: the budget follows the spans' real weight.
+            self._span_bytes = max(1, (3 * self._span_bytes + measured) // 4)
+            self._budget = max(1, self.max_bytes // self._span_bytes)
 
     def _take_markers(self) -> list[tuple[int, _Dropped, int]]:
         if not self.mark_loss:
@@ -450,7 +464,7 @@ class ExportPipeline(SpanProcessor):
         if outcome is None:
             return
         exported, failed, sent = outcome()
-        with self._lock:
+        with self._mutex:
             counts = self._counts
             passed = counts.written + counts.failed + self._markers_passed  # given to export()
             unconfirmed = max(0, sent - exported - failed)
