@@ -3,10 +3,13 @@ span counted, and readers that show what was lost as incomplete."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -137,3 +140,31 @@ def test_a_collector_that_is_down_costs_only_its_own_copy(tmp_path: Path) -> Non
     kept = file.counts()
     assert (kept.written, kept.dropped_total, kept.failed) == (600, 0, 0)
     assert len(load([tmp_path / "f.otlp.jsonl"]).spans) == 600
+
+
+def test_losses_are_logged_while_running_at_most_once_an_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    exporter = GatedFile(tmp_path / "slow.otlp.jsonl")
+    pipeline = ExportPipeline(exporter, max_bytes=1000, span_bytes=1000, batch_spans=1)
+    provider = TracerProvider()
+    provider.add_span_processor(pipeline)
+    tracer = provider.get_tracer("test")
+    caplog.set_level(logging.WARNING, logger="wstrace")
+
+    def losses() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "spans written" in r.getMessage()]
+
+    _span(tracer, "held").end()
+    assert exporter.entered.wait(10)  # the only span the cap allows is being exported
+    _span(tracer, "dropped 1").end()
+    deadline = time.monotonic() + 10
+    while not losses():  # the writer thread reports it
+        assert time.monotonic() < deadline, "no log line about the loss"
+        time.sleep(0.01)
+    _span(tracer, "dropped 2").end()
+    pipeline._log_loss()  # within the interval: no second line
+    assert len(losses()) == 1 and "1 dropped (1 buffer_full)" in losses()[0]
+    exporter.gate.set()
+    provider.shutdown()
+    assert "2 dropped (2 buffer_full)" in losses()[-1]  # the last word, at shutdown

@@ -122,7 +122,7 @@ class ExportCounts:
             line += f"; {self.incomplete_traces} traces incomplete"
         if self.pending:
             line += f"; {self.pending} pending"
-        return line + f"; buffer peak {self.peak_bytes / MiB:.1f} of {self.max_bytes / MiB:.0f} MiB"
+        return line + f"; buffer peak {self.peak_bytes / MiB:.1f} of {self.max_bytes / MiB:g} MiB"
 
 
 _pipelines: deque[ExportPipeline] = deque(maxlen=64)
@@ -248,21 +248,26 @@ class ExportPipeline(SpanProcessor):
         context = span.context
         if context is None or not context.trace_flags.sampled:
             return
-        trace_id = context.trace_id
+        if not self._hold(span, context.trace_id):
+            # Lost: say so now (rate-limited), the writer may be stuck on a slow output.
+            self._log_loss()
+
+    def _hold(self, span: ReadableSpan, trace_id: int) -> bool:
+        """Put ``span`` in the buffer, or count it dropped (False)."""
         with self._mutex:
             if self._stopping:
                 self._count_drop(DropReason.AFTER_SHUTDOWN, 1)
-                return
+                return False
             if self._dropping:
                 dropping = self._dropping.get(trace_id)
                 if dropping is not None:
                     dropping.count += 1
                     dropping.last_ns = time.time_ns()
                     self._count_drop(DropReason.TRACE_DROPPED, 1)
-                    return
+                    return False
             if self._held >= self._budget and not self._make_room(trace_id):
                 self._drop_trace(trace_id, span, DropReason.BUFFER_FULL, 1)
-                return
+                return False
             waiting = self._pending.get(trace_id)
             if waiting is None:
                 self._pending[trace_id] = [span]
@@ -274,6 +279,7 @@ class ExportPipeline(SpanProcessor):
                 self._peak = self._held
             if self._pending_spans == self.batch_spans:
                 self._cond.notify()
+        return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until every span given so far has been handed to the exporter."""
