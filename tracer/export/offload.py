@@ -8,12 +8,12 @@ child process run the real exporter — :class:`~tracer.export.otlp_file.OTLPJso
 the OTLP/HTTP exporter, any ``SpanExporter`` the child can import::
 
     exporter = SubprocessExporter.otlp_file(directory="traces")
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(ExportPipeline(exporter))  # tracer.export.pipeline
 
 The pipe is the only buffer between the two: when the child falls behind, writes block the
-span processor's thread (never the event loop) and the processor's bounded queue drops spans,
-as it would for a slow collector.  If the child dies, exports fail and are logged once; the
-server carries on.
+span processor's thread (never the event loop), and spans wait in the processor's buffer
+(:class:`~tracer.export.pipeline.ExportPipeline`: bounded in bytes, every drop counted).  If
+the child dies, exports fail and are logged once; the server carries on.
 
 Wire format, parent → child (stdin): messages of a 4-byte big-endian length and a pickle of a
 tuple whose first item says what it is:

@@ -45,6 +45,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from tracer import vocab
+from tracer._contain import errors
 
 logger = logging.getLogger("wstrace")
 
@@ -393,26 +394,36 @@ class ExportPipeline(SpanProcessor):
 
     def _run(self) -> None:
         while True:
+            try:
+                if self._step():
+                    return
+            except Exception as exc:  # never let the writer die: spans would pile up
+                errors.record("export.pipeline", exc)
+                time.sleep(SCHEDULE_DELAY_S)
+
+    def _step(self) -> bool:
+        """One round of the writer: export a batch (and loss markers); True when done."""
+        with self._cond:
+            idle = self._flushes_done == self._flushes_asked
+            if not self._pending and not self._stopping and idle:
+                self._cond.wait(SCHEDULE_DELAY_S)
+            batch = self._take_batch()
+            flush_ticket = self._flushes_asked
+            stopping = self._stopping
+            markers = self._take_markers() if not self._pending else []
+        if batch:
+            self._export(batch)
+        if markers:
+            self._export_markers(markers)
+        self._log_loss()
+        if not batch:
             with self._cond:
-                idle = self._flushes_done == self._flushes_asked
-                if not self._pending and not self._stopping and idle:
-                    self._cond.wait(SCHEDULE_DELAY_S)
-                batch = self._take_batch()
-                flush_ticket = self._flushes_asked
-                stopping = self._stopping
-                markers = self._take_markers() if not self._pending else []
-            if batch:
-                self._export(batch)
-            if markers:
-                self._export_markers(markers)
-            self._log_loss()
-            if not batch:
-                with self._cond:
-                    if not self._pending:
-                        self._flushes_done = flush_ticket
-                        self._cond.notify_all()
-                        if stopping:
-                            return
+                if not self._pending:
+                    self._flushes_done = flush_ticket
+                    self._cond.notify_all()
+                    if stopping:
+                        return True
+        return False
 
     def _take_batch(self) -> list[ReadableSpan]:
         """Up to ``batch_spans`` spans, whole traces in the order they arrived."""
