@@ -32,7 +32,6 @@ def _documented_noop(self: Any, span: Any, parent_context: Any = None) -> None:
 
 
 _NOOP_CODE = {_noop.__code__.co_code, _documented_noop.__code__.co_code}
-_starters: dict[int, tuple[Any, bool]] = {}
 
 
 def _acts_on_start(processor: Any) -> bool:
@@ -43,18 +42,31 @@ def _acts_on_start(processor: Any) -> bool:
     return code is None or code.co_code not in _NOOP_CODE
 
 
-def has_starters(processor: Any) -> bool:
-    """Whether a processor under ``processor`` (the provider's multi-processor) does anything
-    in ``on_start``; cached until the provider's list of processors changes."""
-    members = getattr(processor, "_span_processors", None)
-    if members is None:
-        return _acts_on_start(processor)
-    cached = _starters.get(id(processor))
-    if cached is not None and cached[0] is members:
-        return cached[1]
-    acts = any(_acts_on_start(member) for member in members)
-    _starters[id(processor)] = (members, acts)
-    return acts
+class Starters:
+    """Whether a processor under the provider's multi-processor does anything in
+    ``on_start``; worked out again only when the provider's list of processors changes."""
+
+    __slots__ = ("_acts", "_members", "_processor")
+
+    def __init__(self, processor: Any) -> None:
+        self._processor = processor
+        self._members: Any = None
+        self._acts = False
+
+    def any(self) -> bool:
+        members = getattr(self._processor, "_span_processors", self._processor)
+        if members is not self._members:
+            self._members = members
+            group = members if isinstance(members, tuple) else (members,)
+            self._acts = any(_acts_on_start(member) for member in group)
+        return self._acts
+
+
+def fast_attribute_limit(limits: Any) -> int:
+    """Up to how many attributes a span needs no limit applied (0: always apply)."""
+    if limits is None or limits.max_span_attribute_length is not None:
+        return 0
+    return limits.max_span_attributes if limits.max_span_attributes is not None else 1 << 30
 
 
 def _bounded_attributes(limit: int | None, length: int | None, attributes: Any) -> Any:

@@ -17,7 +17,7 @@ from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracer import vocab
-from tracer.recorder.promises import has_starters, within_limits
+from tracer.recorder.promises import Starters, fast_attribute_limit, within_limits
 from tracer.recorder.records import Attributes
 from tracer.wire import (
     Frame,
@@ -67,6 +67,9 @@ class SdkParts:
     sampler: Any
     limits: Any = None
     """The provider's ``SpanLimits``, kept by every span built here."""
+    max_attributes: int = 0
+    """Attributes a span may have before ``limits`` need applying (0: always apply them)."""
+    starters: Starters | None = None
 
     @classmethod
     def of(cls, tracer: Any) -> SdkParts | None:
@@ -84,7 +87,9 @@ class SdkParts:
             generator.generate_span_id,
             generator.generate_trace_id,
             sampler,
-            getattr(tracer, "_span_limits", None),
+            limits := getattr(tracer, "_span_limits", None),
+            fast_attribute_limit(limits),
+            Starters(processor),
         )
 
     def root(
@@ -137,7 +142,7 @@ class SdkParts:
         """Hand a finished span to the provider's processors: the one place spans are built
         without the SDK's tracer.  Unless it was ``started`` already, processors that act in
         ``on_start`` see it start first (see :mod:`tracer.recorder.promises`)."""
-        if not started and has_starters(self.processor):
+        if not started and self.starters is not None and self.starters.any():
             span = PendingSpan(self, name, context, parent, start, attributes, links, kind)
             span._events = list(events) or None
             span._status = status or _UNSET
@@ -145,7 +150,7 @@ class SdkParts:
             span._sdk = None  # it ends here: nobody may end it again
             attributes, events, status = span._attributes, span._events or (), span._status
             name = span._name
-        if self.limits is not None:
+        if self.limits is not None and (len(attributes) > self.max_attributes or events or links):
             attributes, events, links = within_limits(self.limits, attributes, events, links)
         self.processor.on_end(
             sdk_trace.ReadableSpan(
