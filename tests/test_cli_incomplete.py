@@ -40,14 +40,14 @@ def _with_marker(out: Path, trace_id: str, lost: int) -> None:
     """A loss marker as the export pipeline writes it, through the real file exporter."""
     from opentelemetry.sdk.resources import Resource
 
+    from tracer.export.accounting import DroppedTrace, loss_marker
     from tracer.export.otlp_file import OTLPJsonFileExporter
-    from tracer.export.pipeline import _Dropped, loss_marker
 
-    class Carrier:  # what _Dropped reads from the first span it drops
+    class Carrier:  # what DroppedTrace reads from the first span it drops
         resource = Resource.create({"service.name": "demo"})
         instrumentation_scope = None
 
-    dropping = _Dropped("buffer_full", Carrier())  # type: ignore[arg-type]
+    dropping = DroppedTrace("buffer_full", Carrier())  # type: ignore[arg-type]
     exporter = OTLPJsonFileExporter(out)
     exporter.export([loss_marker(int(trace_id, 16), dropping, lost)])
     exporter.shutdown()

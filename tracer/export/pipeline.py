@@ -35,21 +35,21 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind
 
-from tracer import vocab
 from tracer._contain import errors
+from tracer.export.accounting import (
+    DropReason,
+    ExportCounts,
+    Ledger,
+    MiB,
+    estimate_bytes,
+)
 
 logger = logging.getLogger("wstrace")
 
-MiB = 1024 * 1024
 DEFAULT_MAX_BYTES = 64 * MiB
 """What may wait for the file: at ~1 KiB a span, some 60,000 spans, a burst of a few thousand
 connections."""
@@ -67,64 +67,6 @@ INITIAL_SPAN_BYTES = 1024
 """The size a span is taken to have until some have been measured."""
 SIZE_SAMPLES = 16
 """Spans of each exported batch whose size is measured."""
-MAX_DROPPED_TRACES = 65_536
-"""Trace ids remembered as being dropped (16 bytes and a small record each)."""
-
-
-class DropReason:
-    """Why a span did not reach the exporter (the keys of :attr:`ExportCounts.dropped`)."""
-
-    BUFFER_FULL = "buffer_full"
-    """The buffer was at its cap: the span's trace (the newest) was dropped."""
-    EVICTED = "evicted"
-    """Waiting in the buffer when an older trace needed the room."""
-    TRACE_DROPPED = "trace_dropped"
-    """Its trace was being dropped already: writing it would leave an orphan."""
-    DRAIN_TIMEOUT = "drain_timeout"
-    """Still waiting when the drain time at shutdown was over."""
-    UNCONFIRMED = "unconfirmed"
-    """Handed to an export process that was stopped before it exported them."""
-    AFTER_SHUTDOWN = "after_shutdown"
-    """Ended after the pipeline was shut down."""
-
-
-@dataclass
-class ExportCounts:
-    """One pipeline's account: every span it was given is in exactly one of these."""
-
-    name: str
-    target: str
-    written: int = 0
-    failed: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    pending: int = 0
-    """In the buffer or being exported right now."""
-    incomplete_traces: int = 0
-    """Traces that lost at least one span here."""
-    buffered_bytes: int = 0
-    peak_bytes: int = 0
-    max_bytes: int = 0
-
-    @property
-    def dropped_total(self) -> int:
-        return sum(self.dropped.values())
-
-    @property
-    def lost(self) -> int:
-        return self.dropped_total + self.failed
-
-    def summary(self) -> str:
-        """One line for a person: ``file traces/x.otlp.jsonl: 120 spans written, 0 dropped…``."""
-        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.dropped.items()) if n)
-        dropped = f"{self.dropped_total} dropped" + (f" ({reasons})" if reasons else "")
-        line = f"{self.name} {self.target}: {self.written} spans written, {dropped}, "
-        line += f"{self.failed} failed"
-        if self.incomplete_traces:
-            line += f"; {self.incomplete_traces} traces incomplete"
-        if self.pending:
-            line += f"; {self.pending} pending"
-        return line + f"; buffer peak {self.peak_bytes / MiB:.1f} of {self.max_bytes / MiB:g} MiB"
-
 
 _pipelines: deque[ExportPipeline] = deque(maxlen=64)
 """The pipelines made in this process, the latest 64 (kept after shutdown: their final
@@ -140,43 +82,6 @@ def stats(since: int = 0) -> list[ExportCounts]:
 def serial() -> int:
     """How many pipelines were made so far in this process (for :func:`stats`)."""
     return ExportPipeline._created
-
-
-def estimate_bytes(span: ReadableSpan) -> int:
-    """Roughly what ``span`` costs while it waits, in bytes: its fixed part, plus its
-    attributes and events.  Cheap on purpose (it runs on the event loop for every span)."""
-    size = 512 + _attributes_bytes(span._attributes)
-    for event in span._events or ():
-        size += 96 + _attributes_bytes(event.attributes)
-    return size
-
-
-def _attributes_bytes(attributes: Any) -> int:
-    if not attributes:
-        return 0
-    size = 0
-    for key, value in attributes.items():
-        size += 48 + len(key)
-        kind = type(value)
-        if kind is str or kind is bytes:
-            size += len(value)
-        elif kind is tuple or kind is list:
-            size += 16 * len(value) + sum(len(v) for v in value if type(v) is str)
-    return size
-
-
-class _Dropped:
-    """A trace being dropped: how many of its spans so far, and how many the file was told of."""
-
-    __slots__ = ("count", "first_ns", "last_ns", "marked", "reason", "resource", "scope")
-
-    def __init__(self, reason: str, span: ReadableSpan) -> None:
-        self.reason = reason
-        self.count = 0
-        self.marked = 0
-        self.first_ns = self.last_ns = time.time_ns()
-        self.resource = span.resource
-        self.scope = span.instrumentation_scope
 
 
 class ExportPipeline(SpanProcessor):
@@ -229,13 +134,11 @@ class ExportPipeline(SpanProcessor):
         self._budget = max(1, max_bytes // span_bytes)
         """Spans that fit under ``max_bytes`` at the average size measured so far."""
         self._in_flight = 0
-        self._dropping: dict[int, _Dropped] = {}
-        self._counts = ExportCounts(name, self.target, max_bytes=max_bytes)
+        self._ledger = Ledger(name, self.target, max_bytes)
         self._stopping = False
         self._flushes_asked = 0
         self._flushes_done = 0
         self._last_log = 0.0
-        self._markers_passed = 0
         self._logged_loss = 0
         self._worker = threading.Thread(
             target=self._run, name=f"wstrace-export-{name}", daemon=True
@@ -257,15 +160,10 @@ class ExportPipeline(SpanProcessor):
         """Put ``span`` in the buffer, or count it dropped (False)."""
         with self._mutex:
             if self._stopping:
-                self._count_drop(DropReason.AFTER_SHUTDOWN, 1)
+                self._ledger.drop(DropReason.AFTER_SHUTDOWN, 1)
                 return False
-            if self._dropping:
-                dropping = self._dropping.get(trace_id)
-                if dropping is not None:
-                    dropping.count += 1
-                    dropping.last_ns = time.time_ns()
-                    self._count_drop(DropReason.TRACE_DROPPED, 1)
-                    return False
+            if self._ledger.dropping and self._ledger.drop_more(trace_id):
+                return False
             if self._held >= self._budget and not self._make_room(trace_id):
                 self._drop_trace(trace_id, span, DropReason.BUFFER_FULL, 1)
                 return False
@@ -312,7 +210,8 @@ class ExportPipeline(SpanProcessor):
             for trace_id, spans in left.items():
                 self._held -= len(spans)
                 self._drop_trace(trace_id, spans[0], DropReason.DRAIN_TIMEOUT, len(spans))
-            markers = self._take_markers() if not self._worker.is_alive() else []
+            alive = self._worker.is_alive()
+            markers = self._ledger.take_markers() if self.mark_loss and not alive else []
         if markers:  # the worker is done: the exporter is free for the last markers
             self._export_markers(markers)
         drain = self.drain_timeout_s
@@ -329,7 +228,7 @@ class ExportPipeline(SpanProcessor):
 
     def counts(self) -> ExportCounts:
         with self._mutex:
-            c = self._counts
+            c = self._ledger.counts
             snapshot = ExportCounts(
                 c.name,
                 c.target,
@@ -370,25 +269,13 @@ class ExportPipeline(SpanProcessor):
         return True
 
     def _drop_trace(self, trace_id: int, span: ReadableSpan, reason: str, spans: int) -> None:
-        """Count ``spans`` of ``trace_id`` as dropped, and every later one of it too."""
-        waiting = self._pending.pop(trace_id, None)
-        if waiting:  # the trace's spans still in the buffer go with it
+        """Count ``spans`` of ``trace_id`` as dropped, with its spans still in the buffer, and
+        every later one of it too."""
+        waiting = self._pending.pop(trace_id, None) or ()
+        if waiting:
             self._pending_spans -= len(waiting)
             self._held -= len(waiting)
-            self._count_drop(DropReason.TRACE_DROPPED, len(waiting))
-        dropping = self._dropping.get(trace_id)
-        if dropping is None:
-            if len(self._dropping) >= MAX_DROPPED_TRACES:
-                self._dropping.pop(next(iter(self._dropping)))
-            dropping = self._dropping[trace_id] = _Dropped(reason, span)
-            self._counts.incomplete_traces += 1
-        dropping.count += spans + len(waiting or ())
-        dropping.last_ns = time.time_ns()
-        self._count_drop(reason, spans)
-
-    def _count_drop(self, reason: str, spans: int) -> None:
-        dropped = self._counts.dropped
-        dropped[reason] = dropped.get(reason, 0) + spans
+        self._ledger.drop_trace(trace_id, span, reason, spans, len(waiting))
 
     # --- The writer thread --------------------------------------------------------------------
 
@@ -410,7 +297,7 @@ class ExportPipeline(SpanProcessor):
             batch = self._take_batch()
             flush_ticket = self._flushes_asked
             stopping = self._stopping
-            markers = self._take_markers() if not self._pending else []
+            markers = self._ledger.take_markers() if self.mark_loss and not self._pending else []
         if batch:
             self._export(batch)
         if markers:
@@ -444,51 +331,32 @@ class ExportPipeline(SpanProcessor):
         sample = batch[:: max(1, len(batch) // SIZE_SAMPLES)]
         measured = sum(estimate_bytes(span) for span in sample) // len(sample)
         with self._mutex:
+            counts = self._ledger.counts
             if result is SpanExportResult.SUCCESS:
-                self._counts.written += len(batch)
+                counts.written += len(batch)
             else:
-                self._counts.failed += len(batch)
+                counts.failed += len(batch)
             self._in_flight = 0
             self._held -= len(batch)
             # A moving average: the budget follows the spans' real weight.
             self._span_bytes = max(1, (3 * self._span_bytes + measured) // 4)
             self._budget = max(1, self.max_bytes // self._span_bytes)
 
-    def _take_markers(self) -> list[tuple[int, _Dropped, int]]:
-        if not self.mark_loss:
-            return []
-        markers = []
-        for trace_id, dropping in self._dropping.items():
-            if dropping.count > dropping.marked:
-                markers.append((trace_id, dropping, dropping.count - dropping.marked))
-                dropping.marked = dropping.count
-        return markers
-
-    def _export_markers(self, markers: Iterable[tuple[int, _Dropped, int]]) -> None:
-        """One :data:`~tracer.vocab.LOSS_MARKER` span per trace that lost spans since the last
-        ones: readers add these up and show the trace as incomplete."""
-        spans = [loss_marker(trace_id, dropping, lost) for trace_id, dropping, lost in markers]
-        self._markers_passed += len(spans)
-        for first in range(0, len(spans), self.batch_spans):
+    def _export_markers(self, markers: list[ReadableSpan]) -> None:
+        """Loss markers to the file: readers add them up and show the trace as incomplete."""
+        for first in range(0, len(markers), self.batch_spans):
             try:
-                self.exporter.export(spans[first : first + self.batch_spans])
+                self.exporter.export(markers[first : first + self.batch_spans])
             except Exception:
                 logger.exception("wstrace: the %s exporter raised on loss markers", self.name)
 
     def _settle_with_exporter(self) -> None:
         """An export process confirms what it wrote: what it never did is dropped."""
         outcome = getattr(self.exporter, "outcome", None)
-        if outcome is None:
-            return
-        exported, failed, sent = outcome()
-        with self._mutex:
-            counts = self._counts
-            passed = counts.written + counts.failed + self._markers_passed  # given to export()
-            unconfirmed = max(0, sent - exported - failed)
-            counts.written = max(0, exported - self._markers_passed)
-            counts.failed = failed + max(0, passed - sent)  # never reached the process
-            if unconfirmed:
-                self._count_drop(DropReason.UNCONFIRMED, unconfirmed)
+        if outcome is not None:
+            exported, failed, sent = outcome()
+            with self._mutex:
+                self._ledger.settle(exported, failed, sent)
 
     def _log_loss(self, force: bool = False) -> None:
         """A warning when spans were lost since the last one, at most every LOG_INTERVAL_S."""
@@ -501,29 +369,6 @@ class ExportPipeline(SpanProcessor):
         self._last_log = now
         self._logged_loss = counts.lost
         logger.warning("wstrace export: %s", counts.summary())
-
-
-def loss_marker(trace_id: int, dropping: _Dropped, lost: int) -> ReadableSpan:
-    """A span in ``trace_id`` that stands for ``lost`` spans of it that were not written."""
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-
-    context = trace.SpanContext(
-        trace_id,
-        RandomIdGenerator().generate_span_id(),
-        False,
-        trace.TraceFlags(trace.TraceFlags.SAMPLED),
-    )
-    return ReadableSpan(
-        name=vocab.LOSS_MARKER,
-        context=context,
-        parent=None,
-        resource=dropping.resource,
-        attributes={vocab.LOSS_SPANS: lost, vocab.LOSS_REASON: dropping.reason},
-        kind=SpanKind.INTERNAL,
-        start_time=dropping.first_ns,
-        end_time=max(dropping.last_ns, dropping.first_ns),
-        instrumentation_scope=dropping.scope,
-    )
 
 
 def collector_pipeline(exporter: SpanExporter, endpoint: str | None = None) -> ExportPipeline:
