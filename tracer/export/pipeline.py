@@ -202,7 +202,9 @@ class ExportPipeline(SpanProcessor):
                 return
             self._stopping = True
             self._cond.notify_all()
-        self._worker.join(self.drain_timeout_s)
+        drain = self.drain_timeout_s
+        deadline = time.monotonic() + drain if drain is not None else None
+        self._worker.join(drain)
         with self._mutex:
             left = self._pending
             self._pending = {}
@@ -214,10 +216,10 @@ class ExportPipeline(SpanProcessor):
             markers = self._ledger.take_markers() if self.mark_loss and not alive else []
         if markers:  # the worker is done: the exporter is free for the last markers
             self._export_markers(markers)
-        drain = self.drain_timeout_s
         shutdown = self.exporter.shutdown
-        if drain is not None and "timeout_millis" in inspect.signature(shutdown).parameters:
-            shutdown(timeout_millis=int(drain * 1000))  # type: ignore[call-arg]
+        if deadline is not None and "timeout_millis" in inspect.signature(shutdown).parameters:
+            remaining = max(0.1, deadline - time.monotonic())  # the drain time is shared
+            shutdown(timeout_millis=int(remaining * 1000))  # type: ignore[call-arg]
         else:
             shutdown()
         self._worker.join(1.0)  # an export that was stuck fails at once now
