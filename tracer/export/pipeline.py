@@ -65,8 +65,8 @@ COLLECTOR_DRAIN_S = 3.0
 """At shutdown, how long the collector may take for what waits (then it is counted dropped)."""
 INITIAL_SPAN_BYTES = 1024
 """The size a span is taken to have until some have been measured."""
-SIZE_SAMPLES = 16
-"""Spans of each exported batch whose size is measured."""
+SIZE_SAMPLE_MASK = 31
+"""One span in 32 (the first included) is measured as it arrives."""
 
 _pipelines: deque[ExportPipeline] = deque(maxlen=64)
 """The pipelines made in this process, the latest 64 (kept after shutdown: their final
@@ -94,7 +94,7 @@ class ExportPipeline(SpanProcessor):
     spans.
 
     The bytes held are the spans held times their average size (:func:`estimate_bytes`,
-    measured on a sample of the spans exported, starting from ``span_bytes``): ``on_end`` runs
+    measured on one span in 32 as they arrive, starting from ``span_bytes``): ``on_end`` runs
     on the event loop for every span, and must not walk each one's attributes.
     """
 
@@ -130,6 +130,8 @@ class ExportPipeline(SpanProcessor):
         self._pending_spans = 0
         self._held = 0  # spans waiting or being exported
         self._peak = 0
+        self._peak_bytes = 0
+        self._arrived = 0
         self._span_bytes = span_bytes
         self._budget = max(1, max_bytes // span_bytes)
         """Spans that fit under ``max_bytes`` at the average size measured so far."""
@@ -152,6 +154,9 @@ class ExportPipeline(SpanProcessor):
         context = span.context
         if context is None or not context.trace_flags.sampled:
             return
+        self._arrived += 1
+        if self._arrived & SIZE_SAMPLE_MASK == 1:
+            self._measure(span)
         if not self._hold(span, context.trace_id):
             # Lost: say so now (rate-limited), the writer may be stuck on a slow output.
             self._log_loss()
@@ -176,6 +181,7 @@ class ExportPipeline(SpanProcessor):
             self._held += 1
             if self._held > self._peak:
                 self._peak = self._held
+                self._peak_bytes = max(self._peak_bytes, self._held * self._span_bytes)
             if self._pending_spans == self.batch_spans:
                 self._cond.notify()
         return True
@@ -240,7 +246,7 @@ class ExportPipeline(SpanProcessor):
                 pending=self._pending_spans + self._in_flight,
                 incomplete_traces=c.incomplete_traces,
                 buffered_bytes=self._held * self._span_bytes,
-                peak_bytes=self._peak * self._span_bytes,
+                peak_bytes=self._peak_bytes,
                 max_bytes=c.max_bytes,
             )
         return snapshot
@@ -330,8 +336,6 @@ class ExportPipeline(SpanProcessor):
         except Exception:
             logger.exception("wstrace: the %s exporter raised", self.name)
             result = SpanExportResult.FAILURE
-        sample = batch[:: max(1, len(batch) // SIZE_SAMPLES)]
-        measured = sum(estimate_bytes(span) for span in sample) // len(sample)
         with self._mutex:
             counts = self._ledger.counts
             if result is SpanExportResult.SUCCESS:
@@ -340,8 +344,15 @@ class ExportPipeline(SpanProcessor):
                 counts.failed += len(batch)
             self._in_flight = 0
             self._held -= len(batch)
-            # A moving average: the budget follows the spans' real weight.
-            self._span_bytes = max(1, (3 * self._span_bytes + measured) // 4)
+
+    def _measure(self, span: ReadableSpan) -> None:
+        """A moving average of the spans' size: the budget follows their real weight."""
+        measured = estimate_bytes(span)
+        with self._mutex:
+            if self._arrived == 1:
+                self._span_bytes = measured
+            else:
+                self._span_bytes = max(1, (7 * self._span_bytes + measured) // 8)
             self._budget = max(1, self.max_bytes // self._span_bytes)
 
     def _export_markers(self, markers: list[ReadableSpan]) -> None:
