@@ -505,7 +505,11 @@ def test_a_broadcast_push_loop_is_flushed_as_it_goes() -> None:
             async with connect(server.ws_url + "/ticker") as client:
                 for _ in range(200):
                     await asyncio.wait_for(client.recv(), 5)
-                # The connection is still open: its broadcasts must already be out.
+                # The connection is still open: its broadcasts must come out now, not at the
+                # end (the last one is built just after its frame is written: bounded wait).
+                deadline = time.monotonic() + 10
+                while len(t.named(vocab.WS_BROADCAST)) < 200 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
                 emitted = len(t.named(vocab.WS_BROADCAST))
                 await client.send("bye")
                 return emitted
