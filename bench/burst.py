@@ -6,7 +6,7 @@ Starts ``wstrace serve`` on a FastAPI echo app (:data:`app`), with
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a loopback port nothing listens on (a collector
 that is down).  Each wave opens ``--connections`` WebSocket connections at once; each sends
 ``--messages`` text messages, waits for each echo, and closes with 1000.  After each wave the
-server's memory (RSS, with its export processes) is read.  Then the server is stopped with
+server's memory (RSS; its export processes' apart) is read.  Then the server is stopped with
 SIGINT, as Ctrl-C would, and the trace file is read back.
 
 It prints, per wave: connections served, connections whole in the file (one ``ws.connection``,
@@ -128,6 +128,9 @@ class Wave:
     served: int
     whole: int = 0
     rss_mib: float = 0.0
+    """The server process."""
+    export_rss_mib: float = 0.0
+    """Its export processes (file, collector)."""
 
 
 @dataclass
@@ -143,16 +146,16 @@ class Report:
         return asdict(self)
 
 
-def server_rss(pid: int) -> int:
-    """The server's RSS plus its export processes'."""
+def server_rss(pid: int) -> tuple[int, int]:
+    """The server's RSS, and its export processes' together."""
     import psutil
 
     process = psutil.Process(pid)
-    total = process.memory_info().rss
+    children = 0
     for child in process.children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            total += child.memory_info().rss
-    return int(total)
+            children += child.memory_info().rss
+    return int(process.memory_info().rss), children
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -218,7 +221,9 @@ def run(
                 boundaries.append(time.time_ns())
                 served = asyncio.run(wave(url, connections, messages, timeout))
                 item = Wave(connections, served)
-                item.rss_mib = round(server_rss(server["process"].pid) / 2**20, 1)
+                own, children = server_rss(server["process"].pid)
+                item.rss_mib = round(own / 2**20, 1)
+                item.export_rss_mib = round(children / 2**20, 1)
                 report.waves.append(item)
         report.exit_status = server["process"].returncode
         report.exit_summary = [m.group(0) for m in SUMMARY_LINE.finditer(server["stderr"])]
@@ -239,7 +244,8 @@ def print_report(report: Report) -> None:
     for n, item in enumerate(report.waves, start=1):
         print(
             f"wave {n}: {item.served}/{item.connections} connections served, "
-            f"{item.whole} whole in the trace file, server RSS {item.rss_mib} MiB"
+            f"{item.whole} whole in the trace file, server RSS {item.rss_mib} MiB "
+            f"(export processes {item.export_rss_mib} MiB)"
         )
     for line in report.exit_summary:
         print(f"exit summary: {line}")
