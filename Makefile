@@ -72,3 +72,9 @@ bench-view: $(STAMP) browser
 
 screenshots: $(STAMP) browser
 	$(BIN)/python -m bench.screenshot docs/view.png
+
+# Two waves of 1,000 concurrent connections on `wstrace serve`, collector down:
+# connections whole in the file, spans written / dropped, RSS per wave.
+.PHONY: load
+load: $(STAMP)
+	$(BIN)/python -m bench.burst

@@ -397,6 +397,24 @@ def _where_to_look(path: Path) -> str:
     )
 
 
+def _export_summary(since: int) -> list[str]:
+    """One line per output (file, collector) made after ``since``: spans written, dropped
+    and why, failed."""
+    from tracer.export.pipeline import stats as export_stats
+
+    return [counts.summary() for counts in export_stats(since)]
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM ends the run as Ctrl-C does: the server stops, the spans are drained."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @app.command()
 def demo(
     http: HttpOpt = HttpImpl.httptools,
@@ -427,9 +445,12 @@ def demo(
     from tracer.analysis.stats import compute_stats, stats_renderable
     from tracer.analysis.tree import TreeOptions, connection_tree
     from tracer.demo import Script, run_demo
+    from tracer.export.pipeline import serial
     from tracer.export.reader import load
 
     console = _console()
+    _terminate_as_interrupt()
+    pipelines_before = serial()
     total = bids + 5
     with Progress(
         TextColumn("[bold]auction[/bold]"),
@@ -475,6 +496,8 @@ def demo(
     console.print(stats_renderable(compute_stats(traces)))
     if errors.total:
         console.print(f"[yellow]wstrace contained {errors.total} internal errors: {errors.counts}")
+    for line in _export_summary(pipelines_before):
+        console.print(line, highlight=False, markup=False)
     console.print(_where_to_look(path), highlight=False, markup=False)
     page = write_view([path])
     console.print(f"  Browser:   {page} (offline HTML, no network)", highlight=False, markup=False)
@@ -529,8 +552,12 @@ def serve(
         check_port(host, port)
     except PortInUse as exc:
         _fail(str(exc))
+    from tracer.export.pipeline import serial
+
+    pipelines_before = serial()
     provider, exporter = make_provider(out, service=target, offload=not export_in_process)
     tracer.instrument(tracer_provider=provider, shape=shape.value, frames=frames.value)
+    _terminate_as_interrupt()  # uvicorn passes SIGTERM on once it has shut down
     try:
         uvicorn.run(
             tracer.TracingMiddleware(asgi_app, tracer_provider=provider),
@@ -542,6 +569,8 @@ def serve(
     finally:
         tracer.uninstrument()
         provider.shutdown()
+        for line in _export_summary(pipelines_before):
+            typer.echo(line, err=True)
         typer.echo(f"traces written to {exporter.path}", err=True)
 
 

@@ -23,11 +23,11 @@ from typing import Any
 import uvicorn
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import tracer
 from tracer.export.offload import OTLP_HTTP_FACTORY, SubprocessExporter
 from tracer.export.otlp_file import OTLPJsonFileExporter
+from tracer.export.pipeline import ExportPipeline, collector_pipeline
 
 
 class PortInUse(Exception):
@@ -61,6 +61,10 @@ def make_provider(
     handing them over.  With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
     ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set, spans also go to that collector, configured by
     the standard ``OTEL_*`` variables.
+
+    Each output has its own :class:`~tracer.export.pipeline.ExportPipeline`: the file's buffer
+    waits for the file (nothing is dropped below its cap), the collector's drops while the
+    collector is down, and neither holds up the other or the event loop.
     """
     import os
 
@@ -70,7 +74,7 @@ def make_provider(
         exporter = SubprocessExporter.otlp_file(directory=out_dir)
     else:
         exporter = OTLPJsonFileExporter(directory=out_dir)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(ExportPipeline(exporter, name="file", target=str(exporter.path)))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
@@ -80,7 +84,7 @@ def make_provider(
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             collector = OTLPSpanExporter()
-        provider.add_span_processor(BatchSpanProcessor(collector))
+        provider.add_span_processor(collector_pipeline(collector))
     return provider, exporter
 
 

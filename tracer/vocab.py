@@ -178,3 +178,20 @@ UPGRADE = "wstrace.upgrade"
 """On ``http.upgrade.detect``: the protocol the request was upgraded to."""
 BROADCAST_DETECTED = "wstrace.broadcast.detected"
 """On ``ws.broadcast``: ``explicit`` (``tracer.broadcast()``) or ``automatic`` (fan-out seen)."""
+
+# --- Loss accounting ----------------------------------------------------------------------------
+
+LOSS_MARKER = "wstrace.loss"
+"""A span written in place of spans of its trace that were dropped on the way to the file: the
+trace is incomplete.  Readers leave it out of the tree and add up its counts."""
+LOSS_SPANS = "wstrace.loss.spans"
+"""How many spans of the trace this marker stands for."""
+LOSS_REASON = "wstrace.loss.reason"
+"""Why they were dropped (``buffer_full``, ``evicted``, ``drain_timeout``…)."""
+
+END_REASON = "wstrace.end_reason"
+"""Why wstrace ended a span the server never finished (with an error status saying so)."""
+END_COLLECTED = "protocol_collected"
+"""The connection's objects were garbage-collected without ``connection_lost``."""
+END_UNINSTRUMENTED = "uninstrumented"
+"""``uninstrument()`` was called while the connection was open."""

@@ -89,6 +89,10 @@ class Stats:
     spans: int = 0
     broadcasts_without_trigger: int = 0
     """Broadcasts not under a received message (e.g. from a timer): no fan-out latency."""
+    incomplete_connections: int = 0
+    incomplete_traces: int = 0
+    lost_spans: int = 0
+    """Spans the writer counted as dropped (its loss markers, added up)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +100,9 @@ class Stats:
             "unit": "ns",
             "connections": self.connections,
             "spans": self.spans,
+            "incomplete_connections": self.incomplete_connections,
+            "incomplete_traces": self.incomplete_traces,
+            "lost_spans": self.lost_spans,
             "stages": [{"name": name, **s.to_json()} for name, s in self.stages.items()],
             "fanout": {
                 **self.fanout.to_json(),
@@ -189,6 +196,9 @@ def compute_stats(traces: TraceSet) -> Stats:
         connections=len(traces.connections),
         spans=len(traces.spans),
         broadcasts_without_trigger=untriggered,
+        incomplete_connections=len(traces.incomplete_connections),
+        incomplete_traces=len(traces.incomplete),
+        lost_spans=sum(traces.lost_spans.values()),
     )
 
 
@@ -231,6 +241,13 @@ def stats_renderable(stats: Stats) -> RenderableType:
         f"out. queue wait / handler: {vocab.QUEUE_WAIT_NS} / {vocab.HANDLER_NS} of each "
         "received message.[/dim]"
     )
+    if stats.incomplete_traces:
+        parts.append(
+            f"[bold red]incomplete:[/bold red] {stats.incomplete_connections} of "
+            f"{stats.connections} connections and {stats.incomplete_traces} traces are not "
+            f"whole ({stats.lost_spans} spans lost before the file, or spans without their "
+            "root or parent): their stages are counted as far as they were written"
+        )
     if stats.broadcasts_without_trigger:
         parts.append(
             f"[dim]{stats.broadcasts_without_trigger} broadcasts not triggered by a received "

@@ -349,11 +349,14 @@ def _render(row: _Row, elided: _Elided, options: TreeOptions, header: str) -> Re
 
 def connection_header(conn: Connection) -> str:
     root = conn.root
-    return (
+    header = (
         f"[bold]{safe_markup(conn.label)}[/bold]  "
         f"{fmt.duration(conn.end_ns - conn.start_ns)}  "
         f"{len(conn.spans)} spans  trace {safe_markup(root.trace_id)}"
     )
+    if conn.incomplete:
+        header += f"\n[bold red]incomplete:[/bold red] {safe_markup(conn.incomplete)}"
+    return header
 
 
 def connection_tree(
@@ -382,6 +385,8 @@ def trace_tree(
     owner = traces.connection_of(roots[0]) if roots else None
     if owner is not None:
         header += f"  (part of {safe_markup(owner.label)}; --connection {owner.index})"
+    if trace_id in traces.incomplete:
+        header += f"\n[bold red]incomplete:[/bold red] {safe_markup(traces.incomplete[trace_id])}"
     rows = [builder.span_row(root, 0) for root in roots]
     if len(rows) == 1:
         return _render(rows[0], builder.elided, options, header)

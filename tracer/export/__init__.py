@@ -4,6 +4,8 @@
   ``traces/*.otlp.jsonl``.
 - :mod:`tracer.export.offload` — ``SubprocessExporter``: any exporter, run in a child process
   so the traced server does not pay for encoding.
+- :mod:`tracer.export.pipeline` — ``ExportPipeline``: the span processor for an output, bounded
+  in bytes, every span counted (``stats()``).
 - :mod:`tracer.export.reader` — ``load(paths) -> TraceSet``, ``TraceFileError``.
 - :mod:`tracer.export.traceset` — ``TraceSet`` and ``Connection``: spans grouped for reading.
 - :mod:`tracer.export.perfetto` — ``to_chrome_trace(traces)`` for ui.perfetto.dev.
@@ -19,6 +21,9 @@ from typing import Any
 _EXPORTS = {
     "OTLPJsonFileExporter": "tracer.export.otlp_file",
     "SubprocessExporter": "tracer.export.offload",
+    "ExportPipeline": "tracer.export.pipeline",
+    "collector_pipeline": "tracer.export.pipeline",
+    "stats": "tracer.export.pipeline",
     "load": "tracer.export.reader",
     "read_spans": "tracer.export.reader",
     "TraceFileError": "tracer.export.reader",

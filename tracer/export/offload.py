@@ -8,12 +8,12 @@ child process run the real exporter — :class:`~tracer.export.otlp_file.OTLPJso
 the OTLP/HTTP exporter, any ``SpanExporter`` the child can import::
 
     exporter = SubprocessExporter.otlp_file(directory="traces")
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(ExportPipeline(exporter))  # tracer.export.pipeline
 
 The pipe is the only buffer between the two: when the child falls behind, writes block the
-span processor's thread (never the event loop) and the processor's bounded queue drops spans,
-as it would for a slow collector.  If the child dies, exports fail and are logged once; the
-server carries on.
+span processor's thread (never the event loop), and spans wait in the processor's buffer
+(:class:`~tracer.export.pipeline.ExportPipeline`: bounded in bytes, every drop counted).  If
+the child dies, exports fail and are logged once; the server carries on.
 
 Wire format, parent → child (stdin): messages of a 4-byte big-endian length and a pickle of a
 tuple whose first item says what it is:
@@ -22,9 +22,12 @@ tuple whose first item says what it is:
 - ``("spans", [ReadableSpan, ...], last)`` — part of one export batch, exported with the
   parts before it when ``last`` (see :data:`_REDUCERS` for how SDK-internal objects, which
   hold locks, travel);
-- ``("flush", n)`` — export what came before, then write ``n`` as a line on stdout.
+- ``("flush", n)`` — export what came before, then write ``n exported failed`` as a line on
+  stdout (spans exported and failed so far).
 
-End of input means shut down: the child shuts its exporter down and exits.
+End of input means shut down: the child shuts its exporter down, writes ``end exported
+failed`` on stdout and exits.  So the parent knows how many of the spans it sent were really
+exported (:meth:`SubprocessExporter.outcome`), even when the child had to be stopped.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class SubprocessExporter(SpanExporter):
         self._failed = False
         self._shutdown = False
         self._named: tuple[Path, str] | None = None  # (directory, prefix) of a default name
+        self._sent = 0  # spans sent to the current child
+        self._confirmed = (0, 0)  # (exported, failed) as the child last reported
 
     @classmethod
     def otlp_file(
@@ -134,6 +139,7 @@ class SubprocessExporter(SpanExporter):
                         # Something in an attribute pickle cannot carry: send plain copies.
                         payload = _dumps(("spans", [_plain_span(s) for s in chunk], last))
                     self._send_payload(payload)
+                    self._sent += len(chunk)
                     time.sleep(0)  # let the server's event loop have the GIL between chunks
             except Exception as exc:
                 return self._fail("export", exc)
@@ -154,25 +160,60 @@ class SubprocessExporter(SpanExporter):
                 return False
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Close the pipe and wait for the child to export the rest and exit."""
-        with self._lock:
+        """Close the pipe and wait (at most ``timeout_millis``) for the child to export the
+        rest and exit; then stop it.  :meth:`outcome` says what that cost."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        if not self._lock.acquire(timeout=timeout_millis / 1000):
+            # An export is stuck writing to a child that does not read (a collector that is
+            # down): stopping the child makes that write fail at once.
+            stuck = self._child
+            if stuck is not None:
+                logger.warning("wstrace export process is not reading; stopping it")
+                stuck.kill()
+            self._lock.acquire()
+        try:
             if self._shutdown:
                 return
             self._shutdown = True
             child, self._child = self._child, None
-        if child is None or child.poll() is not None:
+        finally:
+            self._lock.release()
+        if child is None:
             return
         try:
-            if child.stdin is not None:
+            if child.poll() is None and child.stdin is not None:
                 child.stdin.close()
-            child.wait(timeout=timeout_millis / 1000)
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
         except (OSError, subprocess.TimeoutExpired) as exc:
             logger.warning("wstrace export process did not finish (%r); stopping it", exc)
             child.kill()
             child.wait()
         finally:
+            self._read_reports(child)
             if child.stdout is not None:
                 child.stdout.close()
+
+    def outcome(self) -> tuple[int, int, int]:
+        """``(exported, failed, sent)``: spans the child reported exported and failed, and
+        spans sent to it.  Final after :meth:`shutdown`; the difference was lost with it."""
+        exported, failed = self._confirmed
+        return exported, failed, self._sent
+
+    def _read_reports(self, child: subprocess.Popen[bytes]) -> None:
+        """The child's last ``exported failed`` counts, from what is left on its stdout."""
+        if child.stdout is None:
+            return
+        try:
+            rest = child.stdout.read()
+        except (OSError, ValueError):
+            return
+        for line in rest.splitlines():
+            self._note_report(line)
+
+    def _note_report(self, line: bytes) -> None:
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            self._confirmed = (int(parts[1]), int(parts[2]))
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -188,6 +229,8 @@ class SubprocessExporter(SpanExporter):
             self._kwargs["path"] = str(self.path)
         # First export, or a fork: the parent's child is not ours.
         self._pid = os.getpid()
+        self._sent = 0
+        self._confirmed = (0, 0)
         self._child = subprocess.Popen(
             [sys.executable, "-m", "tracer.export.offload"],
             stdin=subprocess.PIPE,
@@ -216,7 +259,10 @@ class SubprocessExporter(SpanExporter):
             line = out.readline()
             if not line:
                 raise EOFError("export process exited")
-            if int(line) >= ticket:
+            self._note_report(line)
+            if line.startswith(b"end"):
+                raise EOFError("export process exited")
+            if int(line.split()[0]) >= ticket:
                 return True
 
     def _fail(self, where: str, exc: BaseException) -> SpanExportResult:
@@ -458,21 +504,33 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
         return 2
     exporter = _build_exporter(first[1], first[2])
     batch: list[ReadableSpan] = []
+    counts = [0, 0]  # spans exported, failed
+
+    def export(spans: list[ReadableSpan]) -> None:
+        try:
+            ok = exporter.export(spans) is SpanExportResult.SUCCESS
+        except Exception:
+            logger.exception("the exporter raised")
+            ok = False
+        counts[0 if ok else 1] += len(spans)
+
     try:
         while (message := _read_message(stdin)) is not None:
             if message[0] == "spans":
                 batch.extend(message[1])
                 if message[2]:
-                    exporter.export(batch)
+                    export(batch)
                     batch = []
             elif message[0] == "flush":
                 exporter.force_flush()
-                stdout.write(b"%d\n" % message[1])
+                stdout.write(b"%d %d %d\n" % (message[1], *counts))
                 stdout.flush()
     finally:
         if batch:  # the parent stopped in the middle of a batch: keep what came
-            exporter.export(batch)
+            export(batch)
         exporter.shutdown()
+        stdout.write(b"end %d %d\n" % tuple(counts))
+        stdout.flush()
     return 0
 
 
@@ -480,5 +538,6 @@ if __name__ == "__main__":
     # Ctrl-C reaches the whole process group: the server shuts down and closes the pipe,
     # and only then may this process finish, with everything written.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # likewise when the group is terminated
     logging.basicConfig(level=logging.WARNING, format="wstrace export: %(message)s")
     sys.exit(child_main(sys.stdin.buffer, sys.stdout.buffer))

@@ -162,6 +162,10 @@ def decode_attributes(items: Any) -> dict[str, AttributeValue]:
     return result
 
 
+_PARENT_REMOTE = 0x300
+"""OTLP span flags: "whether the parent is remote is known" and "it is"."""
+
+
 def _span(raw: Any, resource: dict[str, AttributeValue], scope: str, source: str) -> SpanRecord:
     raw = _dict(raw, "span")
     trace_id = _id(_get(raw, "traceId"), 16, "traceId")
@@ -204,6 +208,7 @@ def _span(raw: Any, resource: dict[str, AttributeValue], scope: str, source: str
         kind=_enum(raw.get("kind"), _KIND_NAMES, "kind"),
         resource=resource,
         scope=scope,
+        parent_is_remote=_int(raw.get("flags"), "flags") & _PARENT_REMOTE == _PARENT_REMOTE,
         source=source,
     )
 

@@ -65,6 +65,8 @@ class SpanRecord:
     kind: int = 0
     resource: dict[str, AttributeValue] = field(default_factory=dict)
     scope: str = ""
+    parent_is_remote: bool = False
+    """The parent is another process's span (OTLP ``flags``): not in the file, by design."""
     source: str = ""
     """Where the span was read from, ``file:line``, for error messages."""
 

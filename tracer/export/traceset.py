@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from tracer import vocab
+from tracer.export.completeness import incomplete_traces, is_loss_marker, lost_spans
 from tracer.export.records import SpanRecord
 
 Key = tuple[str, str]
@@ -27,6 +28,8 @@ class Connection:
     root: SpanRecord
     linked_roots: list[SpanRecord] = field(default_factory=list)
     spans: list[SpanRecord] = field(default_factory=list)
+    incomplete: str = ""
+    """Why some of the connection's spans are missing from the file (empty: it is whole)."""
 
     @property
     def connection_id(self) -> int | None:
@@ -62,8 +65,12 @@ class TraceSet:
 
     def __init__(self, spans: Iterable[SpanRecord]) -> None:
         by_key: dict[Key, SpanRecord] = {}
+        markers: list[SpanRecord] = []
         for span in spans:
-            by_key.setdefault(span.key, span)
+            if is_loss_marker(span):
+                markers.append(span)
+            else:
+                by_key.setdefault(span.key, span)
         order = {key: i for i, key in enumerate(by_key)}
         self.spans: list[SpanRecord] = sorted(
             by_key.values(), key=lambda s: (s.start_ns, order[s.key])
@@ -88,6 +95,11 @@ class TraceSet:
         self._owner: dict[Key, Connection] = {}
         self.unattached: list[SpanRecord] = []
         self._group_connections()
+        self.lost_spans: dict[str, int] = lost_spans(markers)
+        """Trace id -> spans of it dropped before they reached the file."""
+        self.incomplete: dict[str, str] = incomplete_traces(self.traces, by_key, self.lost_spans)
+        """Trace id -> why the trace is not whole (spans lost, root missing, orphans)."""
+        self._mark_incomplete_connections()
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -186,6 +198,17 @@ class TraceSet:
         shown = ", ".join(t[:12] for t in ids[:5])
         more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
         return f"traces: {shown}{more}"
+
+    def _mark_incomplete_connections(self) -> None:
+        for conn in self.connections:
+            trace_ids = dict.fromkeys(s.trace_id for s in [conn.root, *conn.linked_roots])
+            conn.incomplete = "; ".join(
+                self.incomplete[t] for t in trace_ids if t in self.incomplete
+            )
+
+    @property
+    def incomplete_connections(self) -> list[Connection]:
+        return [conn for conn in self.connections if conn.incomplete]
 
     def _group_connections(self) -> None:
         roots = [s for s in self.spans if s.name == vocab.CONNECTION]

@@ -26,6 +26,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from tracer import vocab
 from tracer._contain import errors
 from tracer.config import TracerConfig
+from tracer.recorder import abandoned
 from tracer.recorder.connection import ConnectionRecord
 from tracer.recorder.records import (
     MAX_SENDS_PER_MESSAGE,
@@ -95,6 +96,8 @@ class Recorder:
             return next(self._ids)
 
     def new_connection(self, **kwargs: Any) -> ConnectionRecord:
+        if abandoned.pending():
+            errors.call("recorder.end_abandoned", abandoned.end_abandoned)
         record = ConnectionRecord(self, **kwargs)
         self.open_records.add(record)
         self.stats["connections"] += 1
@@ -103,8 +106,14 @@ class Recorder:
     def flush_open(self) -> None:
         """End every span of connections still open (used when uninstrumenting)."""
         now = time_ns()
+        errors.call("recorder.end_abandoned", abandoned.end_abandoned)
         for record in list(self.open_records):
             try:
+                if record.span.is_recording():
+                    record.span.set_attribute(vocab.END_REASON, vocab.END_UNINSTRUMENTED)
+                    record.span.set_status(
+                        Status(StatusCode.ERROR, "ended by wstrace.uninstrument() while open")
+                    )
                 record.force_finish(now)
             except Exception as exc:
                 errors.record("recorder.flush_open", exc)

@@ -12,6 +12,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from tracer import vocab
 from tracer._contain import errors
 from tracer.chain import innermost_span
+from tracer.recorder.abandoned import guard
 from tracer.recorder.records import (
     GREETING_FLUSH,
     MAX_CLOSE_FRAMES,
@@ -88,6 +89,7 @@ class ConnectionRecord:
         "current_send",
         "finished",
         "frames_held",
+        "guard",
         "handling",
         "handshake_emitted",
         "handshake_end",
@@ -103,6 +105,7 @@ class ConnectionRecord:
         "lost_at",
         "lost_error",
         "messages_seen",
+        "open_spans",
         "path",
         "pre_handshake_bytes",
         "recorder",
@@ -165,6 +168,8 @@ class ConnectionRecord:
             vocab.CONNECTION, None, started, attributes, kind=SpanKind.SERVER
         )
         self.recording = self.span.is_recording()
+        self.open_spans = [self.span]
+        self.guard = guard(self, self.open_spans)  # ends them if the server forgets us
         self.span_context = self.span.get_span_context()
         self.inert = not self.recording and (
             self.config.shape == vocab.SHAPE_CONNECTION or self.config.message_sampling == "inherit"
@@ -577,6 +582,7 @@ class ConnectionRecord:
         if self.recording:
             attrs = {**self.ws_code.get(vocab.ASGI_APP, {}), vocab.URL_PATH: self.path or ""}
             self.app_span = self.recorder.start(vocab.ASGI_APP, self.span, at, attrs)
+            self.open_spans.append(self.app_span)
         greeting = Handling(self, None, asked_at=at)
         self.handling = greeting
         return _handling.set(greeting)
@@ -873,6 +879,7 @@ class ConnectionRecord:
             errors.record("recorder.finish", exc)
         finally:
             self.finished = True
+            self.guard.detach()
             self.recorder.open_records.discard(self)
             if self.lost_error:
                 self.span.set_attribute(vocab.ERROR_TYPE, self.lost_error)

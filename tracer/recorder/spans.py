@@ -17,6 +17,7 @@ from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracer import vocab
+from tracer.recorder.promises import Starters, fast_attribute_limit, within_limits
 from tracer.recorder.records import Attributes
 from tracer.wire import (
     Frame,
@@ -64,6 +65,11 @@ class SdkParts:
     new_span_id: Any
     new_trace_id: Any
     sampler: Any
+    limits: Any = None
+    """The provider's ``SpanLimits``, kept by every span built here."""
+    max_attributes: int = 0
+    """Attributes a span may have before ``limits`` need applying (0: always apply them)."""
+    starters: Starters | None = None
 
     @classmethod
     def of(cls, tracer: Any) -> SdkParts | None:
@@ -81,6 +87,9 @@ class SdkParts:
             generator.generate_span_id,
             generator.generate_trace_id,
             sampler,
+            limits := getattr(tracer, "_span_limits", None),
+            fast_attribute_limit(limits),
+            Starters(processor),
         )
 
     def root(
@@ -110,8 +119,9 @@ class SdkParts:
             return trace.NonRecordingSpan(context)
         span = PendingSpan(self, name, context, None, start, attributes, links, kind)
         # Processors see a root start as they would from the SDK (children are made after
-        # the fact and only end).
+        # the fact: they start, for processors that act then, when they are emitted).
         self.processor.on_start(span, parent_context=None)
+        span._started = True
         return span
 
     def emit(
@@ -127,9 +137,21 @@ class SdkParts:
         links: Sequence[Link] = (),
         kind: SpanKind = SpanKind.INTERNAL,
         status: Status | None = None,
+        started: bool = False,
     ) -> None:
         """Hand a finished span to the provider's processors: the one place spans are built
-        without the SDK's tracer."""
+        without the SDK's tracer.  Unless it was ``started`` already, processors that act in
+        ``on_start`` see it start first (see :mod:`tracer.recorder.promises`)."""
+        if not started and self.starters is not None and self.starters.any():
+            span = PendingSpan(self, name, context, parent, start, attributes, links, kind)
+            span._events = list(events) or None
+            span._status = status or _UNSET
+            self.processor.on_start(span, parent_context=None)
+            span._sdk = None  # it ends here: nobody may end it again
+            attributes, events, status = span._attributes, span._events or (), span._status
+            name = span._name
+        if self.limits is not None and (len(attributes) > self.max_attributes or events or links):
+            attributes, events, links = within_limits(self.limits, attributes, events, links)
         self.processor.on_end(
             sdk_trace.ReadableSpan(
                 name=name,
@@ -187,6 +209,7 @@ class PendingSpan(trace.Span):
         "_parent",
         "_sdk",
         "_start",
+        "_started",
         "_status",
     )
 
@@ -214,6 +237,7 @@ class PendingSpan(trace.Span):
         self._events: list[sdk_trace.Event] | None = None  # made by the first add_event
         self._kind = kind
         self._status = _UNSET
+        self._started = False
 
     # What a span processor's on_start may read, as on the SDK's spans.
     name = property(lambda self: self._name)
@@ -284,6 +308,7 @@ class PendingSpan(trace.Span):
             links=self._links,
             kind=self._kind,
             status=self._status,
+            started=self._started,
         )
 
 

@@ -1,0 +1,405 @@
+"""The way finished spans travel to one exporter: a buffer bounded in bytes, one writer thread,
+and an account of every span.
+
+The SDK's ``BatchSpanProcessor`` keeps a queue of 2,048 spans, sized for a network collector: a
+burst of connections ends tens of thousands of spans within a second and the queue drops most
+of them, with one log line to show for it.  :class:`ExportPipeline` is the span processor for
+wstrace's outputs instead:
+
+- ``on_end`` (on the server's event loop) only appends the span to a buffer; it never blocks
+  and never does I/O.  One thread takes spans from the buffer, oldest traces first, and calls
+  the exporter; a slow exporter (a file behind a pipe, a collector) slows that thread only.
+- The buffer is bounded in *bytes* (an estimate of what the spans will weigh in the file,
+  :func:`estimate_bytes`), not in spans: ``max_bytes``, 64 MiB by default for the file.  While
+  the exporter keeps up with the server, nothing is dropped, however large the burst.
+- When a burst passes the cap, whole traces are dropped, newest first: spans of the traces
+  that reached the buffer last are taken out of it, and every later span of a dropped trace is
+  dropped too, so what is written holds no child whose parent was dropped where that can be
+  avoided.  Each dropped trace gets a :data:`~tracer.vocab.LOSS_MARKER` span in the file
+  saying how many of its spans were lost, and readers show that connection as incomplete.
+- Every span is counted: written, dropped (by reason), failed (the exporter said so).
+  :func:`stats` returns the counts of every pipeline in the process; a loss is logged as it
+  happens, at most once every :data:`LOG_INTERVAL_S`.
+
+Spans the exporter accepted are *written*.  For a
+:class:`~tracer.export.offload.SubprocessExporter`, that is confirmed by its export process
+(:meth:`~tracer.export.offload.SubprocessExporter.outcome`): spans it received but never
+exported (it was stopped at the end of the drain time) are dropped with reason
+``unconfirmed``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from tracer._contain import errors
+from tracer.export.accounting import (
+    DropReason,
+    ExportCounts,
+    Ledger,
+    MiB,
+    estimate_bytes,
+)
+
+logger = logging.getLogger("wstrace")
+
+DEFAULT_MAX_BYTES = 64 * MiB
+"""What may wait for the file: at ~1 KiB a span, some 60,000 spans, a burst of a few thousand
+connections."""
+DEFAULT_COLLECTOR_MAX_BYTES = 16 * MiB
+"""A collector that is down is not worth more of the server's memory than this."""
+BATCH_SPANS = 512
+"""Spans handed to the exporter per call."""
+SCHEDULE_DELAY_S = 0.2
+"""How long a span may wait for a batch to fill before it is exported anyway."""
+LOG_INTERVAL_S = 10.0
+"""At most one log line about losses per pipeline in this time."""
+COLLECTOR_DRAIN_S = 3.0
+"""At shutdown, how long the collector may take for what waits (then it is counted dropped)."""
+INITIAL_SPAN_BYTES = 1024
+"""The size a span is taken to have until some have been measured."""
+SIZE_SAMPLE_MASK = 31
+"""One span in 32 (the first included) is measured as it arrives."""
+
+_pipelines: deque[ExportPipeline] = deque(maxlen=64)
+"""The pipelines made in this process, the latest 64 (kept after shutdown: their final
+counts are what an exit summary shows)."""
+
+
+def stats(since: int = 0) -> list[ExportCounts]:
+    """The counts of the export pipelines of this process (the latest 64), in creation order;
+    ``since``: only those made after :func:`serial` returned it."""
+    return [p.counts() for p in list(_pipelines) if p.serial > since]
+
+
+def serial() -> int:
+    """How many pipelines were made so far in this process (for :func:`stats`)."""
+    return ExportPipeline._created
+
+
+class ExportPipeline(SpanProcessor):
+    """A span processor that hands spans to ``exporter`` from a buffer bounded in bytes.
+
+    ``name`` and ``target`` say which output this is in counts and logs (``"file"`` and the
+    file's path, ``"collector"`` and its endpoint).  ``drain_timeout_s`` bounds how long
+    :meth:`shutdown` waits for the buffer to empty (``None``: until it is empty — the file).
+    ``mark_loss`` writes a :data:`~tracer.vocab.LOSS_MARKER` span for each trace that lost
+    spans.
+
+    The bytes held are the spans held times their average size (:func:`estimate_bytes`,
+    measured on one span in 32 as they arrive, starting from ``span_bytes``): ``on_end`` runs
+    on the event loop for every span, and must not walk each one's attributes.
+    """
+
+    _created = 0
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        name: str = "file",
+        target: str = "",
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        drain_timeout_s: float | None = None,
+        mark_loss: bool = True,
+        batch_spans: int = BATCH_SPANS,
+        span_bytes: int = INITIAL_SPAN_BYTES,
+    ) -> None:
+        if max_bytes <= 0 or span_bytes <= 0:
+            raise ValueError("max_bytes and span_bytes must be positive")
+        self.exporter = exporter
+        self.name = name
+        self.target = target or str(getattr(exporter, "path", "") or type(exporter).__name__)
+        self.max_bytes = max_bytes
+        self.drain_timeout_s = drain_timeout_s
+        self.mark_loss = mark_loss
+        self.batch_spans = batch_spans
+        ExportPipeline._created += 1
+        self.serial = ExportPipeline._created
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._pending: dict[int, list[ReadableSpan]] = {}
+        """Trace id -> its waiting spans; in the order traces arrived."""
+        self._pending_spans = 0
+        self._held = 0  # spans waiting or being exported
+        self._peak = 0
+        self._peak_bytes = 0
+        self._arrived = 0
+        self._span_bytes = span_bytes
+        self._budget = max(1, max_bytes // span_bytes)
+        """Spans that fit under ``max_bytes`` at the average size measured so far."""
+        self._in_flight = 0
+        self._ledger = Ledger(name, self.target, max_bytes)
+        self._stopping = False
+        self._flushes_asked = 0
+        self._flushes_done = 0
+        self._last_log = 0.0
+        self._logged_loss = 0
+        self._worker = threading.Thread(
+            target=self._run, name=f"wstrace-export-{name}", daemon=True
+        )
+        self._worker.start()
+        _pipelines.append(self)
+
+    # --- SpanProcessor ------------------------------------------------------------------------
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
+        self._arrived += 1
+        if self._arrived & SIZE_SAMPLE_MASK == 1:
+            self._measure(span)
+        if not self._hold(span, context.trace_id):
+            # Lost: say so now (rate-limited), the writer may be stuck on a slow output.
+            self._log_loss()
+
+    def _hold(self, span: ReadableSpan, trace_id: int) -> bool:
+        """Put ``span`` in the buffer, or count it dropped (False)."""
+        with self._mutex:
+            if self._stopping:
+                self._ledger.drop(DropReason.AFTER_SHUTDOWN, 1)
+                return False
+            if self._ledger.dropping and self._ledger.drop_more(trace_id):
+                return False
+            if self._held >= self._budget and not self._make_room(trace_id):
+                self._drop_trace(trace_id, span, DropReason.BUFFER_FULL, 1)
+                return False
+            waiting = self._pending.get(trace_id)
+            if waiting is None:
+                self._pending[trace_id] = [span]
+            else:
+                waiting.append(span)
+            self._pending_spans += 1
+            self._held += 1
+            if self._held > self._peak:
+                self._peak = self._held
+                self._peak_bytes = max(self._peak_bytes, self._held * self._span_bytes)
+            if self._pending_spans == self.batch_spans:
+                self._cond.notify()
+        return True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until every span given so far has been handed to the exporter."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        with self._cond:
+            self._flushes_asked += 1
+            ticket = self._flushes_asked
+            self._cond.notify_all()
+            while self._flushes_done < ticket:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._worker.is_alive():
+                    return False
+                self._cond.wait(remaining)
+        return bool(self.exporter.force_flush(max(1, int((deadline - time.monotonic()) * 1000))))
+
+    def shutdown(self) -> None:
+        """Export what waits (for at most ``drain_timeout_s``), count the rest, shut the
+        exporter down."""
+        with self._cond:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._cond.notify_all()
+        drain = self.drain_timeout_s
+        deadline = time.monotonic() + drain if drain is not None else None
+        self._worker.join(drain)
+        with self._mutex:
+            left = self._pending
+            self._pending = {}
+            self._pending_spans = 0
+            for trace_id, spans in left.items():
+                self._held -= len(spans)
+                self._drop_trace(trace_id, spans[0], DropReason.DRAIN_TIMEOUT, len(spans))
+            alive = self._worker.is_alive()
+            markers = self._ledger.take_markers() if self.mark_loss and not alive else []
+        if markers:  # the worker is done: the exporter is free for the last markers
+            self._export_markers(markers)
+        shutdown = self.exporter.shutdown
+        if deadline is not None and "timeout_millis" in inspect.signature(shutdown).parameters:
+            remaining = max(0.1, deadline - time.monotonic())  # the drain time is shared
+            shutdown(timeout_millis=int(remaining * 1000))  # type: ignore[call-arg]
+        else:
+            shutdown()
+        self._worker.join(1.0)  # an export that was stuck fails at once now
+        self._settle_with_exporter()
+        self._log_loss(force=True)
+
+    # --- Reading the account ------------------------------------------------------------------
+
+    def counts(self) -> ExportCounts:
+        with self._mutex:
+            c = self._ledger.counts
+            snapshot = ExportCounts(
+                c.name,
+                c.target,
+                written=c.written,
+                failed=c.failed,
+                dropped=dict(c.dropped),
+                pending=self._pending_spans + self._in_flight,
+                incomplete_traces=c.incomplete_traces,
+                buffered_bytes=self._held * self._span_bytes,
+                peak_bytes=self._peak_bytes,
+                max_bytes=c.max_bytes,
+            )
+        return snapshot
+
+    # --- Dropping whole traces ----------------------------------------------------------------
+
+    def _make_room(self, trace_id: int) -> bool:
+        """Drop the traces that reached the buffer after ``trace_id``'s, newest first, until
+        one more span fits.  False: even so it would not (``trace_id`` is the newest)."""
+        if trace_id not in self._pending:
+            return False
+        victims = []
+        freed = 0
+        for other in reversed(self._pending):
+            if other == trace_id:
+                break
+            victims.append(other)
+            freed += len(self._pending[other])
+            if self._held - freed < self._budget:
+                break
+        if self._held - freed >= self._budget:
+            return False
+        for other in victims:
+            spans = self._pending.pop(other)
+            self._pending_spans -= len(spans)
+            self._held -= len(spans)
+            self._drop_trace(other, spans[0], DropReason.EVICTED, len(spans))
+        return True
+
+    def _drop_trace(self, trace_id: int, span: ReadableSpan, reason: str, spans: int) -> None:
+        """Count ``spans`` of ``trace_id`` as dropped, with its spans still in the buffer, and
+        every later one of it too."""
+        waiting = self._pending.pop(trace_id, None) or ()
+        if waiting:
+            self._pending_spans -= len(waiting)
+            self._held -= len(waiting)
+        self._ledger.drop_trace(trace_id, span, reason, spans, len(waiting))
+
+    # --- The writer thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                if self._step():
+                    return
+            except Exception as exc:  # never let the writer die: spans would pile up
+                errors.record("export.pipeline", exc)
+                time.sleep(SCHEDULE_DELAY_S)
+
+    def _step(self) -> bool:
+        """One round of the writer: export a batch (and loss markers); True when done."""
+        with self._cond:
+            idle = self._flushes_done == self._flushes_asked
+            if not self._pending and not self._stopping and idle:
+                self._cond.wait(SCHEDULE_DELAY_S)
+            batch = self._take_batch()
+            flush_ticket = self._flushes_asked
+            stopping = self._stopping
+            markers = self._ledger.take_markers() if self.mark_loss and not self._pending else []
+        if batch:
+            self._export(batch)
+        if markers:
+            self._export_markers(markers)
+        self._log_loss()
+        if not batch:
+            with self._cond:
+                if not self._pending:
+                    self._flushes_done = flush_ticket
+                    self._cond.notify_all()
+                    if stopping:
+                        return True
+        return False
+
+    def _take_batch(self) -> list[ReadableSpan]:
+        """Up to ``batch_spans`` spans, whole traces in the order they arrived."""
+        batch: list[ReadableSpan] = []
+        while self._pending and len(batch) < self.batch_spans:
+            trace_id = next(iter(self._pending))
+            batch.extend(self._pending.pop(trace_id))
+        self._pending_spans -= len(batch)
+        self._in_flight = len(batch)
+        return batch
+
+    def _export(self, batch: list[ReadableSpan]) -> None:
+        try:
+            result = self.exporter.export(batch)
+        except Exception:
+            logger.exception("wstrace: the %s exporter raised", self.name)
+            result = SpanExportResult.FAILURE
+        with self._mutex:
+            counts = self._ledger.counts
+            if result is SpanExportResult.SUCCESS:
+                counts.written += len(batch)
+            else:
+                counts.failed += len(batch)
+            self._in_flight = 0
+            self._held -= len(batch)
+
+    def _measure(self, span: ReadableSpan) -> None:
+        """A moving average of the spans' size: the budget follows their real weight."""
+        measured = estimate_bytes(span)
+        with self._mutex:
+            if self._arrived == 1:
+                self._span_bytes = measured
+            else:
+                self._span_bytes = max(1, (7 * self._span_bytes + measured) // 8)
+            self._budget = max(1, self.max_bytes // self._span_bytes)
+
+    def _export_markers(self, markers: list[ReadableSpan]) -> None:
+        """Loss markers to the file: readers add them up and show the trace as incomplete."""
+        for first in range(0, len(markers), self.batch_spans):
+            try:
+                self.exporter.export(markers[first : first + self.batch_spans])
+            except Exception:
+                logger.exception("wstrace: the %s exporter raised on loss markers", self.name)
+
+    def _settle_with_exporter(self) -> None:
+        """An export process confirms what it wrote: what it never did is dropped."""
+        outcome = getattr(self.exporter, "outcome", None)
+        if outcome is not None:
+            exported, failed, sent = outcome()
+            with self._mutex:
+                self._ledger.settle(exported, failed, sent)
+
+    def _log_loss(self, force: bool = False) -> None:
+        """A warning when spans were lost since the last one, at most every LOG_INTERVAL_S."""
+        now = time.monotonic()
+        if not force and now - self._last_log < LOG_INTERVAL_S:
+            return
+        counts = self.counts()
+        if counts.lost == self._logged_loss:
+            return
+        self._last_log = now
+        self._logged_loss = counts.lost
+        logger.warning("wstrace export: %s", counts.summary())
+
+
+def collector_pipeline(exporter: SpanExporter, endpoint: str | None = None) -> ExportPipeline:
+    """The pipeline for an OTLP collector: its own buffer (:data:`DEFAULT_COLLECTOR_MAX_BYTES`),
+    :data:`COLLECTOR_DRAIN_S` at shutdown, no loss markers (they could not reach a collector
+    that is down, and the file has its own)."""
+    import os
+
+    endpoint = endpoint or (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or "collector"
+    )
+    return ExportPipeline(
+        exporter,
+        name="collector",
+        target=endpoint,
+        max_bytes=DEFAULT_COLLECTOR_MAX_BYTES,
+        drain_timeout_s=COLLECTOR_DRAIN_S,
+        mark_loss=False,
+    )

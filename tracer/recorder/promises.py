@@ -1,0 +1,107 @@
+"""The SDK's promises to span processors, kept for spans built already finished.
+
+wstrace builds most spans after the fact (:meth:`SdkParts.emit`), without the SDK's tracer.
+A processor must still see them as it would see the SDK's own spans:
+
+- ``on_start`` before ``on_end``, on a span it may change (``BaggageSpanProcessor`` adds
+  the baggage's entries as attributes there) — only when some processor does something in
+  ``on_start``: the check is cached per set of processors, so the usual pipelines (batch,
+  simple, wstrace's own) pay nothing;
+- the provider's ``SpanLimits``: attribute count and length, event and link count, event
+  and link attribute count; what goes over is dropped and counted on the span, as the SDK
+  does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Event, SpanProcessor
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link
+
+
+def _noop(self: Any, span: Any, parent_context: Any = None) -> None:
+    pass
+
+
+def _documented_noop(self: Any, span: Any, parent_context: Any = None) -> None:
+    """Nothing."""
+
+
+_NOOP_CODE = {_noop.__code__.co_code, _documented_noop.__code__.co_code}
+
+
+def _acts_on_start(processor: Any) -> bool:
+    method = getattr(type(processor), "on_start", None)
+    if method is None or method is SpanProcessor.on_start:
+        return False
+    code = getattr(method, "__code__", None)
+    return code is None or code.co_code not in _NOOP_CODE
+
+
+class Starters:
+    """Whether a processor under the provider's multi-processor does anything in
+    ``on_start``; worked out again only when the provider's list of processors changes."""
+
+    __slots__ = ("_acts", "_members", "_processor")
+
+    def __init__(self, processor: Any) -> None:
+        self._processor = processor
+        self._members: Any = None
+        self._acts = False
+
+    def any(self) -> bool:
+        members = getattr(self._processor, "_span_processors", self._processor)
+        if members is not self._members:
+            self._members = members
+            group = members if isinstance(members, tuple) else (members,)
+            self._acts = any(_acts_on_start(member) for member in group)
+        return self._acts
+
+
+def fast_attribute_limit(limits: Any) -> int:
+    """Up to how many attributes a span needs no limit applied (0: always apply)."""
+    if limits is None or limits.max_span_attribute_length is not None:
+        return 0
+    return limits.max_span_attributes if limits.max_span_attributes is not None else 1 << 30
+
+
+def _bounded_attributes(limit: int | None, length: int | None, attributes: Any) -> Any:
+    if not attributes or (length is None and (limit is None or len(attributes) <= limit)):
+        return attributes
+    return BoundedAttributes(limit, attributes, immutable=False, max_value_len=length)
+
+
+def within_limits(
+    limits: Any, attributes: Any, events: Sequence[Event], links: Sequence[Link]
+) -> tuple[Any, Sequence[Event], Sequence[Link]]:
+    """``attributes``, ``events`` and ``links`` cut to ``limits`` (a ``SpanLimits``); as they
+    are, without a copy, when nothing goes over (the usual case: the defaults are generous)."""
+    length = limits.max_span_attribute_length
+    attributes = _bounded_attributes(limits.max_span_attributes, length, attributes)
+    if events:
+        over = limits.max_events is not None and len(events) > limits.max_events
+        each = limits.max_event_attributes
+        if (
+            over
+            or length is not None
+            or any(each is not None and len(e.attributes or ()) > each for e in events)
+        ):
+            bounded = BoundedList(limits.max_events)
+            for event in events:
+                attrs = _bounded_attributes(each, length, dict(event.attributes or {}))
+                bounded.append(Event(event.name, attrs, event.timestamp))
+            events = bounded
+    if links:
+        over = limits.max_links is not None and len(links) > limits.max_links
+        each = limits.max_link_attributes
+        if over or any(each is not None and len(li.attributes or ()) > each for li in links):
+            bounded_links = BoundedList(limits.max_links)
+            for link in links:
+                attrs = _bounded_attributes(each, length, dict(link.attributes or {}))
+                bounded_links.append(Link(link.context, attrs))
+            links = bounded_links
+    return attributes, events, links
