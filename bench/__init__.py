@@ -7,5 +7,7 @@ FastAPI's native telemetry — each in its own server process (:mod:`bench.serve
 load generator in another process (:mod:`bench.load`), over interleaved rounds
 (:mod:`bench.runner`), and prints medians, ratios to untraced and the performance bar
 (:mod:`bench.report`).  ``--profile DIR`` attaches py-spy and lists the hot spots of wstrace's
-own code (:mod:`bench.profile`).  Every span goes through a real ``BatchSpanProcessor``.
+own code (:mod:`bench.profile`).  wstrace's spans go through the
+:class:`~tracer.export.pipeline.ExportPipeline` that ``wstrace serve`` uses; the peers' through
+the SDK's ``BatchSpanProcessor``.
 """

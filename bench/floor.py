@@ -8,9 +8,9 @@ has to build those five spans for the SDK's processors and get them out of the p
 This times, best of several runs of thousands of iterations, with the real SDK and
 wstrace's own code:
 
-- **build** — the recorder making the five spans and the SDK's ``BatchSpanProcessor``
-  queueing them (``Recorder.start`` / ``Recorder.span`` / ``end``, as the recorder does after
-  each message);
+- **build** — the recorder making the five spans and the
+  :class:`~tracer.export.pipeline.ExportPipeline` buffering them (``Recorder.start`` /
+  ``Recorder.span`` / ``end``, as the recorder does after each message);
 - **pickle** — :class:`~tracer.export.offload.SubprocessExporter`'s per-span cost of handing
   them to its export process;
 - **encode** — OTLP/JSON encoding in Python (what an exporter in the server process costs
@@ -27,13 +27,14 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+
+from tracer.export.pipeline import ExportPipeline
 
 SPANS_PER_MESSAGE = 5
 
@@ -107,7 +108,7 @@ def measure(count: int = 5000) -> dict[str, float]:
     from tracer.export.otlp_json import spans_to_otlp_line
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_Discard()))  # as in the benchmark
+    provider.add_span_processor(ExportPipeline(_Discard(), name="file"))  # as in the benchmark
     build = _best(_message_emitter(provider), count)
     provider.shutdown()
 

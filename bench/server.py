@@ -47,8 +47,8 @@ NATIVE_OFF = {"tracing": False, "metrics": False, "logs": False, "auto_configure
 
 
 def make_provider(variant: Variant, trace_dir: str) -> tuple[Any, str, Any]:
-    """A real SDK provider exporting through a ``BatchSpanProcessor``; returns it, a label and
-    the exporter."""
+    """A real SDK provider exporting to a file as the variant's users would; returns it, a
+    label and the exporter."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -56,6 +56,7 @@ def make_provider(variant: Variant, trace_dir: str) -> tuple[Any, str, Any]:
 
     from tracer.export.offload import SubprocessExporter
     from tracer.export.otlp_file import OTLPJsonFileExporter
+    from tracer.export.pipeline import ExportPipeline
 
     resource = Resource.create({"service.name": f"bench-{variant.name}"})
     kwargs: dict[str, Any] = {"resource": resource}
@@ -65,12 +66,18 @@ def make_provider(variant: Variant, trace_dir: str) -> tuple[Any, str, Any]:
     exporter: Any
     if variant.export == "in-process":
         exporter = OTLPJsonFileExporter(directory=trace_dir, prefix=variant.name)
-        label = "BatchSpanProcessor → OTLPJsonFileExporter in the server process (temp dir)"
+        where = "OTLPJsonFileExporter in the server process (temp dir)"
     else:
         exporter = SubprocessExporter.otlp_file(directory=trace_dir, prefix=variant.name)
-        label = ("BatchSpanProcessor → SubprocessExporter → OTLPJsonFileExporter in a child "
-                 "process (temp dir)")
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+        where = "SubprocessExporter → OTLPJsonFileExporter in a child process (temp dir)"
+    # wstrace's variants export as `wstrace serve` does (a pipeline bounded in bytes that
+    # never drops below its cap); the peers as their users would, with the SDK's processor.
+    if variant.kind == "wstrace":
+        provider.add_span_processor(ExportPipeline(exporter, name="file"))
+        label = f"ExportPipeline → {where}"
+    else:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        label = f"BatchSpanProcessor → {where}"
     return provider, label, exporter
 
 

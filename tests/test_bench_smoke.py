@@ -18,7 +18,7 @@ import pytest
 from bench import profile, report
 from bench.load import percentile
 from bench.runner import round_order
-from bench.variants import BAR, BASELINE, DEFAULT_VARIANTS, resolve
+from bench.variants import BAR, BASELINE, DEFAULT_VARIANTS, VARIANTS, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,10 @@ def test_variants_are_traced_as_claimed(quick_run: dict) -> None:
         # FastAPI's native telemetry runs in its own variant only.
         assert notes[variant]["native_tracing"] is (variant == "fastapi-native"), variant
         if variant != BASELINE:
-            assert "BatchSpanProcessor" in notes[variant]["exporter"]
+            processor = "ExportPipeline" if VARIANTS[variant].kind == "wstrace" else (
+                "BatchSpanProcessor"
+            )
+            assert notes[variant]["exporter"].startswith(processor), variant
     assert notes["otel-asgi"]["middleware"] == "OpenTelemetryMiddleware"
     rounds = quick_run["rounds"]
     # Spans really reached the exporter (always-on sampling), and the untraced server wrote none.
