@@ -12,19 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from tracer.demo import Running, free_port, serving
+from tracer.testing import available_impls
 
-
-def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-# zttp is uvicorn's newest HTTP parser (a Zig core); traced whenever it is installed.
-HTTP_IMPLS = ("httptools", "h11", *(("zttp",) if _importable("zttp") else ()))
-WS_IMPLS = ("websockets", "websockets-sansio", "wsproto")
+# Every pair uvicorn can run here: zttp, uvicorn's newest HTTP parser (a Zig core), is traced
+# whenever it is installed.  One list for the project's tests and the plugin users' tests.
+_PAIRS = available_impls()
+HTTP_IMPLS = tuple(dict.fromkeys(pair.http for pair in _PAIRS))
+WS_IMPLS = tuple(dict.fromkeys(pair.ws for pair in _PAIRS))
 IMPL_PAIRS = [(http, ws) for http in HTTP_IMPLS for ws in WS_IMPLS]
 
 RunningServer = Running
