@@ -35,6 +35,10 @@ def test_demo_traces_a_scripted_auction(tmp_path: Path) -> None:
     for expected in ("ws.handshake", "ws.broadcast", "stage latency", "ui.perfetto.dev"):
         assert expected in out, expected
     (path,) = tmp_path.glob("*.otlp.jsonl")
+    # The page beside the trace carries the printed connection's walkthrough, as says the hint.
+    assert "Step by step: wstrace explain" in out and "--connection 2" in out
+    page = path.with_name(path.name.removesuffix(".otlp.jsonl") + ".html").read_text()
+    assert '"title":"Walkthrough (connection 2)"' in page
     traces = load([path])
     assert len(traces.connections) == 3  # two bidders, one refused
     impls = {c.root.attributes[vocab.IMPL_WS] for c in traces.connections}

@@ -491,7 +491,7 @@ def demo(
         f"(unknown auction refused with HTTP {outcome['refused_status']})"
     )
     if traces.connections:
-        conn = traces.connection(min(2, len(traces.connections)))
+        conn = traces.connection(min(2, len(traces.connections)))  # a bidder, not the refused
         console.print(connection_tree(traces, conn, TreeOptions()))
     console.print(stats_renderable(compute_stats(traces)))
     if errors.total:
@@ -499,8 +499,16 @@ def demo(
     for line in _export_summary(pipelines_before):
         console.print(line, highlight=False, markup=False)
     console.print(_where_to_look(path), highlight=False, markup=False)
-    page = write_view([path])
+    shown = min(2, len(traces.connections))  # the connection whose tree is printed above
+    page = write_view([path], walkthrough=shown)
     console.print(f"  Browser:   {page} (offline HTML, no network)", highlight=False, markup=False)
+    if shown:
+        console.print(
+            f"  Step by step: wstrace explain {path} --connection {shown} (what RFC 6455 says "
+            "at each step, and the code that did it)",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
