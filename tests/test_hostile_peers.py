@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from bench.burst import raise_file_limit
 from tests.support import raw
 from tests.support.apps import echo_app
 from tests.support.server import run_server
-from tests.support.tracing import Tree, traced
+from tests.support.tracing import Tree, traced, wait_until
 from tracer import vocab
 
 PARTIAL = 200
@@ -33,13 +31,6 @@ WELL_BEHAVED = 5
 TRACER_BYTES_PER_HOSTILE_CONNECTION = 16 * 1024
 """The bound the README states for what the tracer holds for a connection, whatever it sends."""
 TRACER_DIR = str(Path(tracer.__file__).parent)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def tracer_bytes() -> int:
@@ -84,7 +75,11 @@ def start_dribble(port: int) -> tuple[socket.socket, bytes]:
 def test_hostile_peers_do_not_hurt_the_tracer_or_the_other_connections() -> None:
     raise_file_limit(4 * (PARTIAL + GARBAGE + DRIBBLERS) + 256)
     held: list[socket.socket] = []
-    with traced() as t, run_server(echo_app(), http="h11", ws="websockets-sansio") as server:
+    # uvicorn's keepalive pings are off: a peer that never reads would miss its pong and be
+    # closed 40 s in, which a slow run (tracemalloc, a busy machine) reaches mid-dribble.
+    with traced() as t, run_server(
+        echo_app(), http="h11", ws="websockets-sansio", ws_ping_interval=None
+    ) as server:
         asyncio.run(well_behaved(server.ws_url))  # warm: caches filled once for all
         tracemalloc.start()
         try:
@@ -103,8 +98,9 @@ def test_hostile_peers_do_not_hurt_the_tracer_or_the_other_connections() -> None
             tracemalloc.stop()
         for sock in held:
             sock.close()
-        wait_until(lambda: len(t.named(vocab.CONNECTION)) == 1 + GARBAGE + DRIBBLERS + WELL_BEHAVED)
-        wait_until(lambda: not t.tracker.open)
+        wanted = 1 + GARBAGE + DRIBBLERS + WELL_BEHAVED
+        wait_until(lambda: len(t.named(vocab.CONNECTION)) == wanted, timeout=60)
+        wait_until(lambda: not t.tracker.open, timeout=60)
 
     hostile = PARTIAL + GARBAGE + DRIBBLERS
     per_connection = (during - before) / hostile
