@@ -5,8 +5,6 @@ start, and the provider's ``SpanLimits`` hold for them."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from opentelemetry import baggage, context
@@ -18,14 +16,8 @@ from websockets.asyncio.client import connect
 
 import tracer
 from tests.support.server import run_server
+from tests.support.tracing import wait_until
 from tracer import vocab
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def baggage_app() -> FastAPI:
