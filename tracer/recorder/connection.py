@@ -13,6 +13,16 @@ from tracer import vocab
 from tracer._contain import errors
 from tracer.chain import innermost_span
 from tracer.recorder.abandoned import guard
+from tracer.recorder.phase import (
+    INVALID,
+    AppEvent,
+    AppPhase,
+    Event,
+    InvalidTransition,
+    Phase,
+    next_app_phase,
+    next_phase,
+)
 from tracer.recorder.records import (
     GREETING_FLUSH,
     MAX_CLOSE_FRAMES,
@@ -60,6 +70,14 @@ ABNORMAL_CLOSURE = int(CloseCode.ABNORMAL_CLOSURE)
 NO_STATUS_RCVD = int(CloseCode.NO_STATUS_RCVD)
 """Recorded for a close frame that carried no status code (§7.1.5)."""
 
+# Phases as plain ints: the checks on the hot path are int comparisons.
+_HTTP = int(Phase.HTTP)
+_OPEN = int(Phase.OPEN)
+_FINISHED = int(Phase.FINISHED)
+_NOT_STARTED = int(AppPhase.NOT_STARTED)
+_ORPHANED = int(AppPhase.ORPHANED)
+_RUNNING = (int(AppPhase.RUNNING), _ORPHANED)
+
 
 class ConnectionRecord:
     """Everything recorded about one upgraded connection, and the spans made from it.
@@ -73,10 +91,9 @@ class ConnectionRecord:
         "accept_stack",
         "accept_start",
         "app",
-        "app_done",
         "app_end",
+        "app_phase",
         "app_span",
-        "app_started",
         "assembling",
         "client_frames",
         "close_code",
@@ -87,11 +104,9 @@ class ConnectionRecord:
         "completed",
         "config",
         "current_send",
-        "finished",
         "frames_held",
         "guard",
         "handling",
-        "handshake_emitted",
         "handshake_end",
         "handshake_ends_on_response",
         "handshake_error",
@@ -107,6 +122,7 @@ class ConnectionRecord:
         "messages_seen",
         "open_spans",
         "path",
+        "phase",
         "pre_handshake_bytes",
         "recorder",
         "recording",
@@ -196,7 +212,6 @@ class ConnectionRecord:
         self.validations: list[tuple[int, int, str | None]] = []
         self.response_start = 0
         self.response_end = 0
-        self.handshake_emitted = False
         self.accept_start = 0
         self.accept_stack: list[tuple[str, str, int]] | None = None
         self.accept_parent: Any = None
@@ -204,8 +219,7 @@ class ConnectionRecord:
         # App.
         self.app: Any = None
         self.app_span: Any = None
-        self.app_started = False
-        self.app_done = False
+        self.app_phase = _NOT_STARTED
         self.app_end = 0
 
         # Messages.
@@ -227,7 +241,28 @@ class ConnectionRecord:
         self.close_frames: list[tuple[str, FrameRecord]] = []
         self.lost_at = 0
         self.lost_error: str | None = None
-        self.finished = False
+        self.phase = _HTTP
+        """Where the connection is (:class:`~tracer.recorder.phase.Phase`)."""
+
+    # --- Phases: every change goes through the tables of tracer.recorder.phase ---------------
+
+    def _step(self, event: Event) -> None:
+        """Move the connection's phase on ``event``; the handshake's spans go out as it ends."""
+        before = self.phase
+        after = next_phase(before, event)
+        if after == INVALID:
+            errors.record("recorder.phase", InvalidTransition("connection", before, event))
+            return
+        self.phase = after
+        if before < _OPEN <= after < _FINISHED:  # the answer is out and the handshake over
+            self._handshake_over()
+
+    def _app_step(self, event: AppEvent) -> None:
+        after = next_app_phase(self.app_phase, event)
+        if after == INVALID:
+            errors.record("recorder.phase", InvalidTransition("app", self.app_phase, event))
+            return
+        self.app_phase = after
 
     # --- Wire: bytes in and out ------------------------------------------------------------
 
@@ -237,7 +272,7 @@ class ConnectionRecord:
         Returns the frames they completed; :meth:`on_bytes_in_done` stamps their end once the
         protocol has processed the chunk, so a frame span covers the server's work on it.
         """
-        if self.finished:
+        if self.phase == _FINISHED:
             return None
         if self.request_decoder is not None:
             result = self.request_decoder.feed(data)
@@ -275,7 +310,7 @@ class ConnectionRecord:
                 self._emit_control_frame(vocab.WS_FRAME_RECEIVE, record)
 
     def on_bytes_out(self, start: int, end: int, data: bytes) -> None:
-        if self.finished:
+        if self.phase == _FINISHED:
             return
         if self.response_decoder is not None:
             result = self.response_decoder.feed(data)
@@ -306,6 +341,7 @@ class ConnectionRecord:
             self.span.set_attribute(vocab.URL_SCHEME, "ws")
         if not self.handshake_start:
             self.handshake_start = at
+        self._step(Event.REQUEST)
 
     def _on_response(self, start: int, end: int, head: ResponseHead) -> None:
         self.response = head
@@ -313,6 +349,7 @@ class ConnectionRecord:
         if not self.response_start:
             self.response_start = start
         self.response_end = end
+        self._step(Event.SWITCH if head.status == 101 else Event.DENY)
         if head.status == 101:
             rsv = (
                 0b100
@@ -388,12 +425,14 @@ class ConnectionRecord:
             self.close_start = record.start
             self.close_code = record.frame.close_code
             self.close_reason = record.frame.close_reason
+        self._step(Event.CLOSE_FRAME)
 
     # --- Handshake -------------------------------------------------------------------------
 
     def on_handshake_start(self, at: int) -> None:
         if not self.handshake_start or at < self.handshake_start:
             self.handshake_start = at
+        self._step(Event.REQUEST)
 
     def on_validate(self, start: int, end: int, error: str | None) -> None:
         self.validations.append((start, end, error))
@@ -407,15 +446,11 @@ class ConnectionRecord:
             self.handshake_end = at
         if error and not self.handshake_error:
             self.handshake_error = error
-        self._maybe_emit_handshake()
+        self._step(Event.HANDSHAKE_END)
 
-    def _maybe_emit_handshake(self, force: bool = False) -> None:
-        """Emit the handshake spans once: when it has ended and its response is on the wire."""
-        if self.handshake_emitted:
-            return
-        if not force and (not self.handshake_end or not self.status):
-            return
-        self.handshake_emitted = True
+    def _handshake_over(self) -> None:
+        """Emit the handshake spans, once: when it has ended and its response is on the wire
+        (the phase reaches OPEN or REJECTED), or when the record finishes without them."""
         if self.recording:
             try:
                 self._emit_handshake()
@@ -577,7 +612,7 @@ class ConnectionRecord:
         _handling.set(Handling(self, None))
 
     def on_app_start(self, at: int, app: Any = None) -> Any:
-        self.app_started = True
+        self._app_step(AppEvent.START)
         self.app = app
         if self.recording:
             attrs = {**self.ws_code.get(vocab.ASGI_APP, {}), vocab.URL_PATH: self.path or ""}
@@ -588,7 +623,8 @@ class ConnectionRecord:
         return _handling.set(greeting)
 
     def on_app_end(self, at: int, error: str | None) -> None:
-        self.app_done = True
+        orphaned = self.app_phase == _ORPHANED
+        self._app_step(AppEvent.END)
         self.app_end = at
         self._close_handling(at)
         if self.app_span is not None:
@@ -596,7 +632,7 @@ class ConnectionRecord:
                 self.app_span.set_attribute(vocab.ERROR_TYPE, error)
                 self.app_span.set_status(Status(StatusCode.ERROR, error))
             self.app_span.end(end_time=at)
-        if self.lost_at:
+        if orphaned:  # the connection went first: it ends now
             self._finish(max(at, self.lost_at))
 
     def on_send_enter(self, at: int, message: Any) -> SendRecord | None:
@@ -839,32 +875,34 @@ class ConnectionRecord:
     # --- The end ---------------------------------------------------------------------------
 
     def on_lost(self, at: int, exc: BaseException | None) -> None:
-        if self.lost_at:
-            return
+        if self.phase == _FINISHED or self.app_phase == _ORPHANED:
+            return  # lost already (or finished by uninstrument())
         self.lost_at = at
         if exc is not None:
             self.lost_error = type(exc).__name__
         if self.client_frames is not None:
             for item in self.client_frames.eof():
                 self._wire_error(at, item)
-        if not self.app_started or self.app_done:
+        self._app_step(AppEvent.LOST)
+        if self.app_phase != _ORPHANED:  # no app running: nothing more to wait for
             self._finish(max(at, self.app_end))
 
     def force_finish(self, at: int) -> None:
         if not self.lost_at:
             self.lost_at = at
-        if self.app_span is not None and not self.app_done:
-            self.app_done = True
+        if self.app_span is not None and self.app_phase in _RUNNING:
+            self._app_step(AppEvent.FORCE_END)
             self._close_handling(at)
             self.app_span.end(end_time=at)
         self._finish(at)
 
     def _finish(self, at: int) -> None:
-        if self.finished:
+        if self.phase == _FINISHED:
             return
         try:
             self._close_handling(at)
-            self._maybe_emit_handshake(force=True)
+            if self.phase < _OPEN:  # finished before the handshake was over: emit what is known
+                self._handshake_over()
             if self.recording:
                 self._emit_undelivered(at)
                 self._emit_close()
@@ -878,7 +916,7 @@ class ConnectionRecord:
         except Exception as exc:
             errors.record("recorder.finish", exc)
         finally:
-            self.finished = True
+            self._step(Event.FINISH)
             self.guard.detach()
             self.recorder.open_records.discard(self)
             if self.lost_error:
