@@ -28,6 +28,7 @@ from tracer._contain import errors
 from tracer.config import TracerConfig
 from tracer.recorder import abandoned
 from tracer.recorder.connection import ConnectionRecord
+from tracer.recorder.emit.messages import emit_broadcast
 from tracer.recorder.records import (
     MAX_SENDS_PER_MESSAGE,
     Attributes,
@@ -220,7 +221,7 @@ def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> Non
             # The greeting phase may last the connection's life (a push loop): emit at once.
             if record.recording:
                 parent = record.app_span or record.span
-                record.emit_broadcast(parent, started, ended, sends, detected="explicit")
+                emit_broadcast(record, parent, started, ended, sends, detected="explicit")
             return
         if handling.held + len(sends) > MAX_SENDS_PER_MESSAGE:
             handling.sends_dropped += len(sends)
@@ -230,4 +231,4 @@ def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> Non
         return
     owner = sends[0].recipient
     if owner.recording:
-        owner.emit_broadcast(None, started, ended, sends, detected="explicit")
+        emit_broadcast(owner, None, started, ended, sends, detected="explicit")

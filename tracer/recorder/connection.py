@@ -1,18 +1,30 @@
-"""One upgraded connection: its recorded stages, and the spans made from them."""
+"""One upgraded connection: the facts the hooks report, in the order its phases allow.
+
+The record decides *when* spans are made (its phase, :mod:`tracer.recorder.phase`); what they
+are is the emitters' business (:mod:`tracer.recorder.emit`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
 from tracer.chain import innermost_span
 from tracer.recorder.abandoned import guard
+from tracer.recorder.emit.close import emit_close, emit_wire_errors, end_connection
+from tracer.recorder.emit.handshake import emit_handshake
+from tracer.recorder.emit.messages import (
+    emit_control_frame,
+    emit_message,
+    emit_send,
+    emit_undelivered,
+    flush_greeting,
+)
 from tracer.recorder.phase import (
     INVALID,
     AppEvent,
@@ -40,14 +52,8 @@ from tracer.recorder.records import (
     _explicit_broadcast,
     _handling,
 )
-from tracer.recorder.spans import (
-    capture_stack,
-    error_event,
-    frame_attributes,
-    stack_event_attributes,
-)
+from tracer.recorder.spans import capture_stack
 from tracer.wire import (
-    CloseCode,
     FrameDecoder,
     Opcode,
     ProtocolError,
@@ -55,8 +61,6 @@ from tracer.wire import (
     RequestHeadDecoder,
     ResponseHead,
     ResponseHeadDecoder,
-    check_accept,
-    opcode_name,
 )
 
 if TYPE_CHECKING:
@@ -65,10 +69,6 @@ if TYPE_CHECKING:
 _PING_PONG = (Opcode.PING, Opcode.PONG)
 _MESSAGE_START = (Opcode.TEXT, Opcode.BINARY)
 _DATA_OPCODES = (Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY)
-ABNORMAL_CLOSURE = int(CloseCode.ABNORMAL_CLOSURE)
-"""Recorded when the connection was lost without a close frame (RFC 6455 §7.1.5)."""
-NO_STATUS_RCVD = int(CloseCode.NO_STATUS_RCVD)
-"""Recorded for a close frame that carried no status code (§7.1.5)."""
 
 # Phases as plain ints: the checks on the hot path are int comparisons.
 _HTTP = int(Phase.HTTP)
@@ -307,7 +307,7 @@ class ConnectionRecord:
         for record in records:
             record.end = end
             if record.frame.opcode in _PING_PONG:
-                self._emit_control_frame(vocab.WS_FRAME_RECEIVE, record)
+                emit_control_frame(self, vocab.WS_FRAME_RECEIVE, record)
 
     def on_bytes_out(self, start: int, end: int, data: bytes) -> None:
         if self.phase == _FINISHED:
@@ -409,7 +409,7 @@ class ConnectionRecord:
         if send is not None and record.frame.opcode in _DATA_OPCODES:
             send.frames.append(record)
         else:
-            self._emit_control_frame(vocab.WS_FRAME_SEND, record)
+            emit_control_frame(self, vocab.WS_FRAME_SEND, record)
 
     def _wire_error(self, at: int, error: ProtocolError) -> None:
         if len(self.wire_errors) < MAX_WIRE_ERRORS:
@@ -453,7 +453,7 @@ class ConnectionRecord:
         (the phase reaches OPEN or REJECTED), or when the record finishes without them."""
         if self.recording:
             try:
-                self._emit_handshake()
+                emit_handshake(self)
             except Exception as exc:
                 errors.record("recorder.emit_handshake", exc)
         # What only the handshake spans needed: let it go for the rest of the connection's life.
@@ -462,148 +462,6 @@ class ConnectionRecord:
         self.response = None
         self.validations = []
         self.accept_stack = None
-
-    def _emit_handshake(self) -> None:
-        rec = self.recorder
-        http = self.http
-        conn = self.span
-        if http is not None and http.parse_start:
-            parse_attrs: Attributes = dict(self.http_code.get(vocab.HTTP_HEADERS_PARSE, {}))
-            head_error = None
-            if http.head_bytes:
-                decoder = RequestHeadDecoder()
-                result = decoder.feed(b"".join(http.head_bytes))
-                if isinstance(result, RequestHead):
-                    parse_attrs.update(
-                        {
-                            vocab.HTTP_REQUEST_METHOD: result.method,
-                            vocab.URL_PATH: result.target.partition("?")[0],
-                            vocab.NETWORK_PROTOCOL_VERSION: result.http_version,
-                            "wstrace.http.header_count": len(result.headers),
-                            "wstrace.http.head_bytes": result.length,
-                        }
-                    )
-                    parse_attrs.update(
-                        self.config.header_attributes(
-                            vocab.HTTP_REQUEST_HEADER_PREFIX, result.headers
-                        )
-                    )
-                elif isinstance(result, ProtocolError):
-                    head_error = result.kind
-            rec.span(
-                vocab.HTTP_HEADERS_PARSE,
-                conn,
-                http.parse_start,
-                http.parse_end or http.parse_start,
-                parse_attrs,
-                error=head_error,
-            )
-            if http.detect_start:
-                rec.span(
-                    vocab.HTTP_UPGRADE_DETECT,
-                    conn,
-                    http.detect_start,
-                    http.switch_start or http.detect_end,
-                    {
-                        **self.http_code.get(vocab.HTTP_UPGRADE_DETECT, {}),
-                        "wstrace.upgrade": "websocket",
-                    },
-                )
-            if http.switch_start:
-                rec.span(
-                    vocab.WS_PROTOCOL_SWITCH,
-                    conn,
-                    http.switch_start,
-                    http.switch_end,
-                    {
-                        **self.http_code.get(vocab.WS_PROTOCOL_SWITCH, {}),
-                        vocab.IMPL_WS: self.impl_ws,
-                    },
-                )
-        start = self.handshake_start or self.started
-        end = max(self.handshake_end, self.response_end, start)
-        request = self.request
-        attrs: Attributes = dict(self.ws_code.get(vocab.WS_HANDSHAKE, {}))
-        key = request.header("sec-websocket-key") if request else None
-        if request is not None:
-            attrs[vocab.HTTP_REQUEST_METHOD] = request.method
-            attrs[vocab.URL_PATH] = self.path or ""
-            version = request.header("sec-websocket-version")
-            if version is not None:
-                attrs[vocab.WS_VERSION] = version
-            if key is not None:
-                attrs[vocab.WS_KEY] = key
-            attrs.update(
-                self.config.header_attributes(vocab.HTTP_REQUEST_HEADER_PREFIX, request.headers)
-            )
-        status = self.response.status if self.response else None
-        if status is not None:
-            attrs[vocab.HTTP_RESPONSE_STATUS_CODE] = status
-        error = self.handshake_error
-        if status is not None and status != 101:
-            error = error or str(status)
-        elif status is None:
-            error = error or "no-response"
-        hs = rec.start(vocab.WS_HANDSHAKE, conn, start, attrs)
-        for v_start, v_end, v_error in self.validations:
-            v_attrs: Attributes = dict(self.ws_code.get(vocab.WS_HANDSHAKE_VALIDATE, {}))
-            if key is not None:
-                v_attrs[vocab.WS_KEY] = key
-            if request is not None and request.header("sec-websocket-version") is not None:
-                v_attrs[vocab.WS_VERSION] = request.header("sec-websocket-version")
-            v_attrs["wstrace.handshake.valid"] = v_error is None
-            rec.span(vocab.WS_HANDSHAKE_VALIDATE, hs, v_start, v_end, v_attrs, error=v_error)
-        if self.response is not None:
-            response = self.response
-            r_attrs: Attributes = {
-                **self.ws_code.get(vocab.WS_HANDSHAKE_RESPONSE, {}),
-                vocab.HTTP_RESPONSE_STATUS_CODE: response.status,
-                "wstrace.http.head_bytes": response.length,
-            }
-            accept = response.header("sec-websocket-accept")
-            if key is not None:
-                r_attrs[vocab.WS_KEY] = key
-            if accept is not None:
-                r_attrs[vocab.WS_ACCEPT_KEY] = accept
-                r_attrs[vocab.WS_ACCEPT_VALID] = check_accept(key, accept)
-            extensions = response.header("sec-websocket-extensions")
-            if extensions:
-                r_attrs[vocab.WS_EXTENSIONS] = extensions
-            subprotocol = response.header("sec-websocket-protocol")
-            if subprotocol:
-                r_attrs[vocab.WS_SUBPROTOCOL] = self.config.subprotocol(subprotocol)
-            r_start = min(self.response_start or self.response_end, self.response_end)
-            r_error = None if response.status == 101 else str(response.status)
-            rec.span(
-                vocab.WS_HANDSHAKE_RESPONSE,
-                hs,
-                max(r_start, start),
-                self.response_end,
-                r_attrs,
-                error=r_error,
-            )
-            if self.recording:
-                self.span.set_attribute(vocab.HTTP_RESPONSE_STATUS_CODE, response.status)
-        if error is not None:
-            hs.set_attribute(vocab.ERROR_TYPE, error)
-            hs.set_status(Status(StatusCode.ERROR, error))
-        hs.end(end_time=end)
-        if self.accept_start and self.status:
-            self._emit_accept()
-
-    def _emit_accept(self) -> None:
-        parent = self.accept_parent or self.app_span or self.span
-        attrs: Attributes = dict(self.ws_code.get(vocab.WS_ACCEPT, {}))
-        if self.status:
-            attrs[vocab.HTTP_RESPONSE_STATUS_CODE] = self.status
-        span = self.recorder.start(vocab.WS_ACCEPT, parent, self.accept_start, attrs)
-        if self.accept_stack:
-            span.add_event(
-                vocab.EVENT_HANDSHAKE_STACK,
-                stack_event_attributes(self.accept_stack),
-                timestamp=self.accept_start,
-            )
-        span.end(end_time=max(self.response_end, self.accept_start))
 
     # --- The app ---------------------------------------------------------------------------
 
@@ -675,10 +533,10 @@ class ConnectionRecord:
             owner.held += 1
             owner.sends.append(send)
             if not owner.message_type and len(owner.sends) >= GREETING_FLUSH:
-                owner.record._flush_greeting(owner)
+                flush_greeting(owner)
         elif self.recording:
             # A send from outside any handler (a background task): straight under its connection.
-            self._emit_send(self.span, send, self)
+            emit_send(self, self.span, send, self)
 
     def on_receive_enter(self, at: int) -> None:
         """The app asks for the next message: the previous one has been handled."""
@@ -712,18 +570,6 @@ class ConnectionRecord:
         self.handling = handling
         _handling.set(handling)
 
-    def _flush_greeting(self, greeting: Handling) -> None:
-        """Emit a greeting phase's sends so far; the phase itself goes on."""
-        sends, greeting.sends = greeting.sends, []
-        explicit, greeting.explicit_broadcasts = greeting.explicit_broadcasts, []
-        greeting.held = 0
-        try:
-            self._emit_message(
-                Handling(self, None, sends=sends, explicit_broadcasts=explicit), time_ns()
-            )
-        except Exception as exc:
-            errors.record("recorder.emit_message", exc)
-
     def _close_handling(self, at: int) -> None:
         handling = self.handling
         if handling is None or handling.closed:
@@ -731,146 +577,9 @@ class ConnectionRecord:
         handling.closed = True
         self.handling = None
         try:
-            self._emit_message(handling, at)
+            emit_message(self, handling, at)
         except Exception as exc:
             errors.record("recorder.emit_message", exc)
-
-    # --- Emission of messages --------------------------------------------------------------
-
-    def _emit_message(self, handling: Handling, end: int) -> None:
-        if not handling.message_type:
-            # The greeting phase (accept, initial sends): no received message to hang it under.
-            if self.recording:
-                parent = self.app_span or self.span
-                self._emit_sends(parent, handling.sends, owner_record=self)
-                self._emit_explicit_broadcasts(parent, handling)
-            return
-        if not self.recording and self.config.message_sampling == "inherit":
-            return
-        rec = self.recorder
-        message = handling.message
-        self.messages_seen += 1
-        index = self.messages_seen
-        start = message.first_arrival if message else handling.delivered_at
-        start = min(start, handling.delivered_at or start)
-        own_trace = (
-            self.config.shape == vocab.SHAPE_MESSAGE or index > self.config.max_messages_per_trace
-        )
-        attrs: Attributes = {
-            **self.ws_code.get(vocab.WS_MESSAGE_RECEIVE, {}),
-            vocab.WS_MESSAGE_TYPE: handling.message_type,
-            vocab.WS_MESSAGE_SIZE: handling.size,
-            vocab.MESSAGE_INDEX: index,
-            vocab.CONNECTION_ID: self.id,
-        }
-        if message is not None:
-            ready = message.complete_at
-            asked = handling.asked_at
-            attrs[vocab.WS_MESSAGE_FRAMES] = len(message.frames) + message.frames_dropped
-            attrs[vocab.QUEUE_WAIT_NS] = max(0, asked - ready) if asked > ready else 0
-            if message.frames_dropped:
-                attrs[vocab.FRAMES_DROPPED] = message.frames_dropped
-        attrs[vocab.HANDLER_NS] = max(0, end - handling.delivered_at)
-        attrs[vocab.DELIVERED_NS] = max(0, handling.delivered_at - start)
-        if handling.sends_dropped:
-            attrs["wstrace.sends.dropped"] = handling.sends_dropped
-        if own_trace:
-            links = [Link(self.span_context, {"wstrace.link": "handshake"})]
-            parent = None
-            if (
-                index > self.config.max_messages_per_trace
-                and self.config.shape != vocab.SHAPE_MESSAGE
-            ):
-                attrs[vocab.MESSAGES_OVERFLOWED] = True
-        else:
-            links = None
-            parent = self.span
-        span = rec.start(vocab.WS_MESSAGE_RECEIVE, parent, start, attrs, links, SpanKind.SERVER)
-        if not span.is_recording():
-            span.end(end_time=end)
-            return
-        if message is not None:
-            self._emit_frames(span, vocab.WS_FRAME_RECEIVE, message.frames)
-        self._emit_sends(span, handling.sends, owner_record=self)
-        self._emit_explicit_broadcasts(span, handling)
-        span.end(end_time=max(end, start))
-
-    def _emit_frames(self, parent: Any, name: str, frames: Iterable[FrameRecord]) -> None:
-        mode = self.config.frames
-        if mode == vocab.FRAMES_OFF:
-            return
-        redactor = self.config.redact_payload
-        code = self.ws_code.get(name, {})
-        for record in frames:
-            attrs = frame_attributes(record.frame, redactor)
-            if mode == vocab.FRAMES_SPANS:
-                self.recorder.span(name, parent, record.start, record.end, {**code, **attrs})
-            else:
-                parent.add_event(name, attrs, timestamp=record.start)
-
-    def _emit_sends(
-        self, parent: Any, sends: list[SendRecord], *, owner_record: ConnectionRecord
-    ) -> None:
-        """Sends of one handling; runs to other connections become ``ws.broadcast`` spans."""
-        for group in _group_fan_out(sends, owner_record):
-            if len(group) == 1 and group[0].recipient is owner_record:
-                self._emit_send(parent, group[0], owner_record)
-                continue
-            owner_record.emit_broadcast(
-                parent, group[0].start, group[-1].end, group, detected="automatic"
-            )
-
-    def _emit_explicit_broadcasts(self, parent: Any, handling: Handling) -> None:
-        for start, end, sends in handling.explicit_broadcasts:
-            self.emit_broadcast(parent, start, end, sends, detected="explicit")
-
-    def emit_broadcast(
-        self, parent: Any, start: int, end: int, sends: list[SendRecord], *, detected: str
-    ) -> None:
-        links = None
-        if parent is None:  # a broadcast from outside any connection's handler
-            links = [Link(s.recipient.span_context, {"wstrace.link": "recipient"}) for s in sends]
-        broadcast = self.recorder.start(
-            vocab.WS_BROADCAST,
-            parent,
-            start,
-            {
-                vocab.BROADCAST_RECIPIENTS: len(sends),
-                vocab.CONNECTION_ID: self.id,
-                "wstrace.broadcast.detected": detected,
-            },
-            links,
-        )
-        for send in sends:
-            self._emit_send(broadcast, send, self)
-        broadcast.end(end_time=max([end, start, *(s.end for s in sends)]))
-
-    def _emit_send(self, parent: Any, send: SendRecord, owner: ConnectionRecord) -> None:
-        recipient = send.recipient
-        attrs: Attributes = {
-            **recipient.ws_code.get(vocab.WS_MESSAGE_SEND, {}),
-            vocab.WS_MESSAGE_TYPE: send.message_type,
-            vocab.WS_MESSAGE_SIZE: send.size,
-            vocab.WS_MESSAGE_FRAMES: len(send.frames),
-            vocab.CONNECTION_ID: recipient.id,
-        }
-        links = None
-        if recipient is not owner:
-            links = [Link(recipient.span_context, {"wstrace.link": "recipient"})]
-        span = self.recorder.start(vocab.WS_MESSAGE_SEND, parent, send.start, attrs, links)
-        if send.error:
-            span.set_attribute(vocab.ERROR_TYPE, send.error)
-            span.set_status(Status(StatusCode.ERROR, send.error))
-        recipient._emit_frames(span, vocab.WS_FRAME_SEND, send.frames)
-        span.end(end_time=max(send.end, send.start))
-
-    def _emit_control_frame(self, name: str, record: FrameRecord) -> None:
-        if not self.recording:
-            return
-        try:
-            self._emit_frames(self.span, name, [record])
-        except Exception as exc:
-            errors.record("recorder.emit_control_frame", exc)
 
     # --- The end ---------------------------------------------------------------------------
 
@@ -904,103 +613,16 @@ class ConnectionRecord:
             if self.phase < _OPEN:  # finished before the handshake was over: emit what is known
                 self._handshake_over()
             if self.recording:
-                self._emit_undelivered(at)
-                self._emit_close()
-                for when, error in self.wire_errors:
-                    name, attrs = error_event(error)
-                    self.span.add_event(name, attrs, timestamp=when)
-                if self.wire_errors_dropped:
-                    self.span.set_attribute(
-                        "wstrace.protocol_errors.dropped", self.wire_errors_dropped
-                    )
+                emit_undelivered(self, at)
+                emit_close(self)
+                emit_wire_errors(self)
         except Exception as exc:
             errors.record("recorder.finish", exc)
         finally:
             self._step(Event.FINISH)
             self.guard.detach()
             self.recorder.open_records.discard(self)
-            if self.lost_error:
-                self.span.set_attribute(vocab.ERROR_TYPE, self.lost_error)
-            self.span.set_attribute(vocab.WS_CLOSE_CODE, self._effective_close_code())
-            self.span.end(end_time=max(at, self.lost_at))
-
-    def _effective_close_code(self) -> int:
-        if self.close_initiator is None:
-            return ABNORMAL_CLOSURE
-        return self.close_code if self.close_code is not None else NO_STATUS_RCVD
-
-    def _emit_undelivered(self, at: int) -> None:
-        pending = list(self.completed)
-        if self.assembling is not None:
-            pending.append(self.assembling)
-        for message in pending:
-            attrs: Attributes = {
-                **self.ws_code.get(vocab.WS_MESSAGE_RECEIVE, {}),
-                vocab.WS_MESSAGE_FRAMES: len(message.frames) + message.frames_dropped,
-                vocab.WS_MESSAGE_TYPE: opcode_name(message.opcode),
-                vocab.CONNECTION_ID: self.id,
-            }
-            if message.frames_dropped:
-                attrs[vocab.FRAMES_DROPPED] = message.frames_dropped
-            span = self.recorder.start(
-                vocab.WS_MESSAGE_RECEIVE, self.span, message.first_arrival, attrs
-            )
-            self._emit_frames(span, vocab.WS_FRAME_RECEIVE, message.frames)
-            span.set_attribute(vocab.ERROR_TYPE, "undelivered")
-            span.set_status(Status(StatusCode.ERROR, "message not delivered to the app"))
-            span.end(end_time=max(at, message.first_arrival))
-        self.completed.clear()
-        self.assembling = None
-
-    def _emit_close(self) -> None:
-        if self.status != 101:
-            return
-        code = self._effective_close_code()
-        initiator = self.close_initiator or vocab.INITIATOR_NONE
-        start = self.close_start or self.lost_at
-        attrs: Attributes = {
-            **self.ws_code.get(vocab.WS_CLOSE, {}),
-            vocab.WS_CLOSE_CODE: code,
-            vocab.WS_CLOSE_INITIATOR: initiator,
-        }
-        if self.close_reason:
-            attrs[vocab.WS_CLOSE_REASON] = self.close_reason
-        span = self.recorder.start(vocab.WS_CLOSE, self.span, start, attrs)
-        for side, record in self.close_frames:
-            name = vocab.WS_FRAME_RECEIVE if side == vocab.INITIATOR_CLIENT else vocab.WS_FRAME_SEND
-            self._emit_frames(span, name, [record])
-        if code == ABNORMAL_CLOSURE:
-            span.set_attribute(vocab.ERROR_TYPE, "abnormal-closure")
-        span.end(end_time=max(self.lost_at, start))
-
-
-def _group_fan_out(sends: list[SendRecord], owner: ConnectionRecord) -> Iterable[list[SendRecord]]:
-    """Split a handling's sends into single sends and fan-out runs.
-
-    A run is a maximal sequence of sends to distinct connections that includes at least one
-    connection other than the one whose message is being handled: the shape of a broadcast
-    loop.  Sends to the owner alone stay single.
-    """
-    run: list[SendRecord] = []
-    seen: set[int] = set()
-
-    def flush() -> Iterable[list[SendRecord]]:
-        if any(s.recipient is not owner for s in run):
-            yield list(run)
-        else:
-            for s in run:
-                yield [s]
-
-    for send in sends:
-        rid = id(send.recipient)
-        if rid in seen:
-            yield from flush()
-            run.clear()
-            seen.clear()
-        run.append(send)
-        seen.add(rid)
-    if run:
-        yield from flush()
+            end_connection(self, at)
 
 
 def _address_attributes(transport: Any) -> Attributes:
