@@ -14,8 +14,15 @@ from tests.support.records import Bench, close_frame, make_bench, response_101, 
 from tests.support.tracing import Tree
 from tracer import vocab
 from tracer._contain import errors
+from tracer.config import TracerConfig
 from tracer.recorder import ConnectionRecord, abandoned
-from tracer.recorder.emit.messages import group_fan_out
+from tracer.recorder.emit.messages import (
+    OVERFLOWED,
+    OWN_TRACE,
+    UNDER_CONNECTION,
+    group_fan_out,
+    message_placement,
+)
 from tracer.recorder.records import GREETING_FLUSH, SendRecord
 from tracer.wire import Opcode, encode_frame
 
@@ -185,3 +192,19 @@ def test_the_close(frames: list[bytes], code: int, initiator: str) -> None:
     assert connection.attributes[vocab.WS_CLOSE_CODE] == code
     assert len(tree.kids(close, vocab.WS_FRAME_RECEIVE)) == len(frames)
     assert (close.attributes.get(vocab.ERROR_TYPE) == "abnormal-closure") == (code == 1006)
+
+
+@pytest.mark.parametrize(
+    ("shape", "index", "expected"),
+    [
+        (vocab.SHAPE_CONNECTION, 1, UNDER_CONNECTION),
+        (vocab.SHAPE_CONNECTION, 3, UNDER_CONNECTION),
+        (vocab.SHAPE_CONNECTION, 4, OVERFLOWED),
+        (vocab.SHAPE_MESSAGE, 1, OWN_TRACE),
+        (vocab.SHAPE_MESSAGE, 4, OWN_TRACE),  # never "overflowed": every message is its own
+    ],
+)
+def test_message_placement(shape: str, index: int, expected: int) -> None:
+    """The one rule both the server's recorder and the middleware alone follow."""
+    config = TracerConfig(shape=shape, max_messages_per_trace=3)
+    assert message_placement(config, index) == expected

@@ -61,7 +61,7 @@ def emit_wire_errors(record: ConnectionRecord) -> None:
         name, attrs = error_event(error)
         span.add_event(name, attrs, timestamp=when)
     if record.wire_errors_dropped:
-        span.set_attribute("wstrace.protocol_errors.dropped", record.wire_errors_dropped)
+        span.set_attribute(vocab.PROTOCOL_ERRORS_DROPPED, record.wire_errors_dropped)
 
 
 def end_connection(record: ConnectionRecord, at: int) -> None:

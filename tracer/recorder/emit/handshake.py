@@ -86,7 +86,7 @@ def emit_http_stages(record: ConnectionRecord, http: HttpStages) -> None:
             http.switch_start or http.detect_end,
             {
                 **record.http_code.get(vocab.HTTP_UPGRADE_DETECT, {}),
-                "wstrace.upgrade": "websocket",
+                vocab.UPGRADE: "websocket",
             },
         )
     if http.switch_start:
@@ -104,8 +104,8 @@ def _parsed_head_attributes(record: ConnectionRecord, head: RequestHead) -> Attr
         vocab.HTTP_REQUEST_METHOD: head.method,
         vocab.URL_PATH: head.target.partition("?")[0],
         vocab.NETWORK_PROTOCOL_VERSION: head.http_version,
-        "wstrace.http.header_count": len(head.headers),
-        "wstrace.http.head_bytes": head.length,
+        vocab.HTTP_HEADER_COUNT: len(head.headers),
+        vocab.HTTP_HEAD_BYTES: head.length,
         **record.config.header_attributes(vocab.HTTP_REQUEST_HEADER_PREFIX, head.headers),
     }
 
@@ -137,7 +137,7 @@ def _emit_validations(
             v_attrs[vocab.WS_KEY] = key
         if request is not None and request.header("sec-websocket-version") is not None:
             v_attrs[vocab.WS_VERSION] = request.header("sec-websocket-version")
-        v_attrs["wstrace.handshake.valid"] = v_error is None
+        v_attrs[vocab.HANDSHAKE_VALID] = v_error is None
         record.recorder.span(
             vocab.WS_HANDSHAKE_VALIDATE, hs, v_start, v_end, v_attrs, error=v_error
         )
@@ -151,7 +151,7 @@ def _emit_response(
     r_attrs: Attributes = {
         **record.ws_code.get(vocab.WS_HANDSHAKE_RESPONSE, {}),
         vocab.HTTP_RESPONSE_STATUS_CODE: response.status,
-        "wstrace.http.head_bytes": response.length,
+        vocab.HTTP_HEAD_BYTES: response.length,
     }
     accept = response.header("sec-websocket-accept")
     if key is not None:

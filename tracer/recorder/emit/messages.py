@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
@@ -21,7 +21,35 @@ from tracer.recorder.spans import frame_attributes
 from tracer.wire import opcode_name
 
 if TYPE_CHECKING:
+    from tracer.config import TracerConfig
     from tracer.recorder.connection import ConnectionRecord
+
+
+UNDER_CONNECTION = 0
+"""Connection shape: a message is a child of its ``ws.connection``."""
+OWN_TRACE = 1
+"""Message shape: every message is the root of its own trace, linked to its connection."""
+OVERFLOWED = 2
+"""Connection shape past ``max_messages_per_trace``: its own linked trace, marked overflowed, so
+that a long-lived connection's trace stays bounded."""
+
+
+def message_placement(config: TracerConfig, index: int) -> int:
+    """Where the ``index``-th message (from 1) of a connection goes: the trace shape, for the
+    server's recorder and the middleware alone alike."""
+    if config.shape == vocab.SHAPE_MESSAGE:
+        return OWN_TRACE
+    return OVERFLOWED if index > config.max_messages_per_trace else UNDER_CONNECTION
+
+
+def handshake_link(connection: SpanContext) -> Link:
+    """From a message in its own trace to the connection (and handshake) it arrived on."""
+    return Link(connection, {vocab.LINK: vocab.LINK_HANDSHAKE})
+
+
+def recipient_link(connection: SpanContext) -> Link:
+    """From a send to the connection it went to, when that is another connection's trace."""
+    return Link(connection, {vocab.LINK: vocab.LINK_RECIPIENT})
 
 
 def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None:
@@ -42,17 +70,16 @@ def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None
     index = record.messages_seen
     start = message.first_arrival if message else handling.delivered_at
     start = min(start, handling.delivered_at or start)
-    overflow = index > config.max_messages_per_trace
-    own_trace = config.shape == vocab.SHAPE_MESSAGE or overflow
+    placement = message_placement(config, index)
     attrs = _message_attributes(record, handling, start, end, index)
-    if own_trace:
-        links = [Link(record.span_context, {"wstrace.link": "handshake"})]
-        parent = None
-        if overflow and config.shape != vocab.SHAPE_MESSAGE:
-            attrs[vocab.MESSAGES_OVERFLOWED] = True
-    else:
+    if placement == UNDER_CONNECTION:
         links = None
         parent = record.span
+    else:
+        links = [handshake_link(record.span_context)]
+        parent = None
+        if placement == OVERFLOWED:
+            attrs[vocab.MESSAGES_OVERFLOWED] = True
     span = record.recorder.start(
         vocab.WS_MESSAGE_RECEIVE, parent, start, attrs, links, SpanKind.SERVER
     )
@@ -87,7 +114,7 @@ def _message_attributes(
     attrs[vocab.HANDLER_NS] = max(0, end - handling.delivered_at)
     attrs[vocab.DELIVERED_NS] = max(0, handling.delivered_at - start)
     if handling.sends_dropped:
-        attrs["wstrace.sends.dropped"] = handling.sends_dropped
+        attrs[vocab.SENDS_DROPPED] = handling.sends_dropped
     return attrs
 
 
@@ -162,7 +189,7 @@ def emit_broadcast(
     from outside any connection's handler) it links to every recipient's connection."""
     links = None
     if parent is None:
-        links = [Link(s.recipient.span_context, {"wstrace.link": "recipient"}) for s in sends]
+        links = [recipient_link(s.recipient.span_context) for s in sends]
     broadcast = record.recorder.start(
         vocab.WS_BROADCAST,
         parent,
@@ -170,7 +197,7 @@ def emit_broadcast(
         {
             vocab.BROADCAST_RECIPIENTS: len(sends),
             vocab.CONNECTION_ID: record.id,
-            "wstrace.broadcast.detected": detected,
+            vocab.BROADCAST_DETECTED: detected,
         },
         links,
     )
@@ -194,7 +221,7 @@ def emit_send(
     }
     links = None
     if recipient is not owner:
-        links = [Link(recipient.span_context, {"wstrace.link": "recipient"})]
+        links = [recipient_link(recipient.span_context)]
     span = record.recorder.start(vocab.WS_MESSAGE_SEND, parent, send.start, attrs, links)
     if send.error:
         span.set_attribute(vocab.ERROR_TYPE, send.error)
