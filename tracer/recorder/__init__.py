@@ -1,10 +1,12 @@
 """Turns stage boundaries reported by the hooks into OpenTelemetry spans.
 
 One :class:`ConnectionRecord` per upgraded connection.  The hooks call its ``on_*`` methods
-with timestamps; those methods only store numbers and small tuples (the hot path).  Spans are
-built in batches at natural boundaries — when the handshake is over, when the app has finished
-handling a message, when the connection is gone — with explicit start and end times, so every
-span is complete, correctly parented and strictly nested when it reaches the exporter.
+with timestamps; those methods only store numbers and small tuples (the hot path), and move the
+connection through its phases (:mod:`tracer.recorder.phase`).  Spans are built in batches at
+natural boundaries — when the handshake is over, when the app has finished handling a message,
+when the connection is gone — by the emitters (:mod:`tracer.recorder.emit`), with explicit
+start and end times, so every span is complete, correctly parented and strictly nested when it
+reaches the exporter.
 
 Two kinds of span live here: ``ws.connection`` and ``asgi.app`` are started for real when they
 begin (other layers, such as :class:`tracer.TracingMiddleware`, need their context while they
