@@ -49,6 +49,12 @@ from tracer.recorder import (
     current_handling,
     stack_event_attributes,
 )
+from tracer.recorder.emit.messages import (
+    OVERFLOWED,
+    UNDER_CONNECTION,
+    handshake_link,
+    message_placement,
+)
 from tracer.wire import CloseCode
 
 NORMAL_CLOSURE = int(CloseCode.NORMAL_CLOSURE)
@@ -408,7 +414,7 @@ class TracingMiddleware:
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
-_CLIENT_LINK = {"wstrace.link": "client"}
+_CLIENT_LINK = {vocab.LINK: vocab.LINK_CLIENT}
 
 
 def client_trace_context(scope: Scope) -> trace.SpanContext | None:
@@ -590,20 +596,20 @@ class _AsgiConnection:
         root of its own trace linked to the connection, as the server layer does."""
         config = self.middleware.config
         connection = self.connection_span
-        overflow = self.messages > config.max_messages_per_trace
-        if config.shape != vocab.SHAPE_MESSAGE and not overflow:
+        placement = message_placement(config, self.messages)
+        if placement == UNDER_CONNECTION:
             return self.tracer.start_span(
                 vocab.WS_MESSAGE_RECEIVE,
                 context=trace.set_span_in_context(connection),
                 kind=SpanKind.SERVER,
                 attributes=attributes,
             )
-        if overflow and config.shape != vocab.SHAPE_MESSAGE:
+        if placement == OVERFLOWED:
             attributes[vocab.MESSAGES_OVERFLOWED] = True
         inherit = config.message_sampling == "inherit"
         if inherit and not connection.is_recording():
             return None
-        links = [trace.Link(connection.get_span_context(), {"wstrace.link": "handshake"})]
+        links = [handshake_link(connection.get_span_context())]
         sdk = self.middleware.sdk
         if sdk is not None:
             root = sdk.root(
@@ -705,7 +711,7 @@ def asgi_broadcast() -> Iterator[bool]:
     try:
         with tracer.start_as_current_span(
             vocab.WS_BROADCAST,
-            attributes={vocab.SOURCE: vocab.SOURCE_ASGI, "wstrace.broadcast.detected": "explicit"},
+            attributes={vocab.SOURCE: vocab.SOURCE_ASGI, vocab.BROADCAST_DETECTED: "explicit"},
             record_exception=False,
         ) as span:
             try:

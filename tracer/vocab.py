@@ -179,6 +179,24 @@ UPGRADE = "wstrace.upgrade"
 BROADCAST_DETECTED = "wstrace.broadcast.detected"
 """On ``ws.broadcast``: ``explicit`` (``tracer.broadcast()``) or ``automatic`` (fan-out seen)."""
 
+# --- Keys and values the emitters write (tracer/recorder/emit) ---------------------------------
+
+HANDSHAKE_VALID = "wstrace.handshake.valid"
+"""On ``ws.handshake.validate``: whether the library accepted the request."""
+SENDS_DROPPED = "wstrace.sends.dropped"
+"""On a message: sends made while handling it past the per-message bound (counted, not traced)."""
+PROTOCOL_ERRORS_DROPPED = "wstrace.protocol_errors.dropped"
+"""On ``ws.connection``: protocol errors past the per-connection bound (counted, not kept)."""
+PROTOCOL_ERROR_DETAIL = "wstrace.protocol_error.detail"
+LINK = "wstrace.link"
+"""On a link: why a span points at another trace."""
+LINK_HANDSHAKE = "handshake"
+"""From a message in its own trace to its connection (message shape, or past the cap)."""
+LINK_RECIPIENT = "recipient"
+"""From a send (or a broadcast outside any handler) to the connection it went to."""
+LINK_CLIENT = "client"
+"""From ``ws.connection`` to the trace context the client sent in ``traceparent``."""
+
 # --- Loss accounting ----------------------------------------------------------------------------
 
 LOSS_MARKER = "wstrace.loss"

@@ -1,10 +1,12 @@
 """Turns stage boundaries reported by the hooks into OpenTelemetry spans.
 
 One :class:`ConnectionRecord` per upgraded connection.  The hooks call its ``on_*`` methods
-with timestamps; those methods only store numbers and small tuples (the hot path).  Spans are
-built in batches at natural boundaries — when the handshake is over, when the app has finished
-handling a message, when the connection is gone — with explicit start and end times, so every
-span is complete, correctly parented and strictly nested when it reaches the exporter.
+with timestamps; those methods only store numbers and small tuples (the hot path), and move the
+connection through its phases (:mod:`tracer.recorder.phase`).  Spans are built in batches at
+natural boundaries — when the handshake is over, when the app has finished handling a message,
+when the connection is gone — by the emitters (:mod:`tracer.recorder.emit`), with explicit
+start and end times, so every span is complete, correctly parented and strictly nested when it
+reaches the exporter.
 
 Two kinds of span live here: ``ws.connection`` and ``asgi.app`` are started for real when they
 begin (other layers, such as :class:`tracer.TracingMiddleware`, need their context while they
@@ -28,6 +30,7 @@ from tracer._contain import errors
 from tracer.config import TracerConfig
 from tracer.recorder import abandoned
 from tracer.recorder.connection import ConnectionRecord
+from tracer.recorder.emit.messages import emit_broadcast
 from tracer.recorder.records import (
     MAX_SENDS_PER_MESSAGE,
     Attributes,
@@ -220,7 +223,7 @@ def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> Non
             # The greeting phase may last the connection's life (a push loop): emit at once.
             if record.recording:
                 parent = record.app_span or record.span
-                record.emit_broadcast(parent, started, ended, sends, detected="explicit")
+                emit_broadcast(record, parent, started, ended, sends, detected="explicit")
             return
         if handling.held + len(sends) > MAX_SENDS_PER_MESSAGE:
             handling.sends_dropped += len(sends)
@@ -230,4 +233,4 @@ def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> Non
         return
     owner = sends[0].recipient
     if owner.recording:
-        owner.emit_broadcast(None, started, ended, sends, detected="explicit")
+        emit_broadcast(owner, None, started, ended, sends, detected="explicit")

@@ -345,7 +345,7 @@ def error_event(error: ProtocolError) -> tuple[str, Attributes]:
         vocab.PROTOCOL_ERROR_OFFSET: error.offset,
     }
     if error.detail:
-        attributes["wstrace.protocol_error.detail"] = error.detail
+        attributes[vocab.PROTOCOL_ERROR_DETAIL] = error.detail
     return vocab.EVENT_PROTOCOL_ERROR, attributes
 
 

@@ -1,0 +1,210 @@
+"""The emitters, fed by records driven by hand (no server): what each stage family makes of
+the facts — messages with their frames and sends, fan-out across connections, the greeting
+phase of a push-only app, overflow into linked traces, undelivered messages, the close."""
+
+from __future__ import annotations
+
+import contextvars
+from time import time_ns
+
+import pytest
+
+from tests.support.raw import client_frame
+from tests.support.records import Bench, close_frame, make_bench, response_101, upgrade_request
+from tests.support.tracing import Tree
+from tracer import vocab
+from tracer._contain import errors
+from tracer.config import TracerConfig
+from tracer.recorder import ConnectionRecord, abandoned
+from tracer.recorder.emit.messages import (
+    OVERFLOWED,
+    OWN_TRACE,
+    UNDER_CONNECTION,
+    group_fan_out,
+    message_placement,
+)
+from tracer.recorder.records import GREETING_FLUSH, SendRecord
+from tracer.wire import Opcode, encode_frame
+
+pytestmark = pytest.mark.fast
+
+
+@pytest.fixture(autouse=True)
+def _no_errors():
+    errors.reset()
+    yield
+    abandoned.end_abandoned()
+    assert errors.counts == {}
+
+
+def opened(bench: Bench) -> tuple[ConnectionRecord, contextvars.Context]:
+    record = bench.record()
+    bench.bytes_in(record, upgrade_request("/ws"))
+    bench.bytes_out(record, response_101())
+    return record, bench.app_start(record)
+
+
+def receive(bench: Bench, record: ConnectionRecord, app: contextvars.Context, text: str) -> None:
+    """A client's text message, then the app's receive() that gets it."""
+    bench.bytes_in(record, client_frame(Opcode.TEXT, text.encode()))
+    asked = time_ns()
+    app.run(record.on_receive_enter, asked)
+    app.run(record.on_receive_exit, asked, time_ns(), {"type": "websocket.receive", "text": text})
+
+
+def end(record: ConnectionRecord, app: contextvars.Context) -> None:
+    """The app returns, then the connection is lost: the record finishes."""
+    app.run(record.on_app_end, time_ns(), None)
+    record.on_lost(time_ns(), None)
+
+
+def send(
+    bench: Bench, app: contextvars.Context, to: ConnectionRecord, text: str, frames: int = 1
+) -> None:
+    """The app (running in ``app``) sends ``text`` to connection ``to``, in ``frames`` frames."""
+    message = {"type": "websocket.send", "text": text}
+    record = app.run(to.on_send_enter, time_ns(), message)
+    for i in range(frames):
+        opcode = Opcode.TEXT if i == 0 else Opcode.CONTINUATION
+        bench.bytes_out(to, encode_frame(opcode, text.encode(), fin=i == frames - 1))
+    app.run(to.on_send_exit, record, time_ns(), None)
+
+
+def test_a_message_holds_its_frames_and_sends() -> None:
+    bench = make_bench()
+    record, app = opened(bench)
+    receive(bench, record, app, "bid 10")
+    send(bench, app, record, "ok", frames=2)
+    app.run(record.on_receive_enter, time_ns())  # the app asks for the next: handled
+    end(record, app)
+    tree = Tree(bench.spans)
+    (connection,) = tree.connections()
+    (message,) = tree.kids(connection, vocab.WS_MESSAGE_RECEIVE)
+    assert message.attributes[vocab.WS_MESSAGE_SIZE] == len("bid 10")
+    assert message.attributes[vocab.MESSAGE_INDEX] == 1
+    (frame,) = tree.kids(message, vocab.WS_FRAME_RECEIVE)
+    assert frame.attributes[vocab.WS_MASK] is True
+    (sent,) = tree.kids(message, vocab.WS_MESSAGE_SEND)
+    assert sent.attributes[vocab.WS_MESSAGE_FRAMES] == 2
+    assert [f.attributes[vocab.WS_FIN] for f in tree.kids(sent, vocab.WS_FRAME_SEND)] == [
+        False,
+        True,
+    ]
+
+
+def test_sends_to_other_connections_become_a_broadcast() -> None:
+    bench = make_bench()
+    owner, app = opened(bench)
+    other, _ = opened(bench)
+    receive(bench, owner, app, "bid 11")
+    send(bench, app, other, "new bid")
+    send(bench, app, owner, "new bid")
+    app.run(owner.on_receive_enter, time_ns())
+    tree = Tree(bench.spans)
+    (message,) = bench.named(vocab.WS_MESSAGE_RECEIVE)
+    (broadcast,) = tree.kids(message, vocab.WS_BROADCAST)
+    assert broadcast.attributes[vocab.BROADCAST_RECIPIENTS] == 2
+    assert broadcast.attributes["wstrace.broadcast.detected"] == "automatic"
+    sends = tree.kids(broadcast, vocab.WS_MESSAGE_SEND)
+    to_other = next(s for s in sends if s.attributes[vocab.CONNECTION_ID] == other.id)
+    assert [link.context for link in to_other.links] == [other.span_context]
+    # The frames a send put on the other connection's wire hang under that send.
+    assert len(tree.kids(to_other, vocab.WS_FRAME_SEND)) == 1
+
+
+def test_group_fan_out_splits_runs_at_a_repeated_recipient() -> None:
+    bench = make_bench()
+    a, _ = opened(bench)
+    b, _ = opened(bench)
+    sends = [SendRecord(0, r, "text", 1) for r in (a, a, b, a, b)]
+    groups = [[s.recipient.id for s in g] for g in group_fan_out(sends, a)]
+    assert groups == [[a.id], [a.id, b.id], [a.id, b.id]]
+
+
+def test_a_push_only_app_is_flushed_in_batches() -> None:
+    bench = make_bench()
+    record, app = opened(bench)
+    for i in range(GREETING_FLUSH + 1):
+        send(bench, app, record, f"tick {i}")
+    # The first batch is out while the app still runs; the record holds the rest only.
+    assert len(bench.named(vocab.WS_MESSAGE_SEND)) == GREETING_FLUSH
+    assert len(record.handling.sends) == 1
+    end(record, app)
+    tree = Tree(bench.spans)
+    (app_span,) = bench.named(vocab.ASGI_APP)
+    assert len(tree.kids(app_span, vocab.WS_MESSAGE_SEND)) == GREETING_FLUSH + 1
+
+
+def test_past_the_cap_a_message_gets_its_own_linked_trace() -> None:
+    bench = make_bench(max_messages_per_trace=1)
+    record, app = opened(bench)
+    receive(bench, record, app, "first")
+    receive(bench, record, app, "second")
+    app.run(record.on_receive_enter, time_ns())
+    first, second = sorted(bench.named(vocab.WS_MESSAGE_RECEIVE), key=lambda s: s.start_time)
+    assert first.parent.span_id == record.span_context.span_id
+    assert vocab.MESSAGES_OVERFLOWED not in first.attributes
+    assert second.parent is None and second.attributes[vocab.MESSAGES_OVERFLOWED] is True
+    assert second.context.trace_id != record.span_context.trace_id
+    assert [link.context for link in second.links] == [record.span_context]
+
+
+def test_a_ping_hangs_under_its_connection() -> None:
+    bench = make_bench()
+    record, _ = opened(bench)
+    bench.bytes_in(record, client_frame(Opcode.PING, b"?"))
+    (ping,) = bench.named(vocab.WS_FRAME_RECEIVE)
+    assert ping.parent.span_id == record.span_context.span_id
+    assert ping.attributes[vocab.WS_OPCODE] == Opcode.PING
+
+
+def test_messages_never_received_are_emitted_as_undelivered() -> None:
+    bench = make_bench()
+    record, app = opened(bench)
+    bench.bytes_in(record, client_frame(Opcode.TEXT, b"one"))
+    bench.bytes_in(record, client_frame(Opcode.BINARY, b"half", fin=False))
+    end(record, app)
+    undelivered = bench.named(vocab.WS_MESSAGE_RECEIVE)
+    assert sorted(s.attributes[vocab.WS_MESSAGE_TYPE] for s in undelivered) == ["binary", "text"]
+    assert {s.attributes[vocab.ERROR_TYPE] for s in undelivered} == {"undelivered"}
+
+
+@pytest.mark.parametrize(
+    ("frames", "code", "initiator"),
+    [
+        ([close_frame(4001)], 4001, vocab.INITIATOR_CLIENT),
+        ([client_frame(Opcode.CLOSE, b"")], 1005, vocab.INITIATOR_CLIENT),  # no status code
+        ([], 1006, vocab.INITIATOR_NONE),  # no close frame at all
+    ],
+    ids=["code", "no-status", "abnormal"],
+)
+def test_the_close(frames: list[bytes], code: int, initiator: str) -> None:
+    bench = make_bench()
+    record, app = opened(bench)
+    for frame in frames:
+        bench.bytes_in(record, frame)
+    end(record, app)
+    tree = Tree(bench.spans)
+    (connection,) = tree.connections()
+    (close,) = tree.kids(connection, vocab.WS_CLOSE)
+    assert close.attributes[vocab.WS_CLOSE_CODE] == code
+    assert close.attributes[vocab.WS_CLOSE_INITIATOR] == initiator
+    assert connection.attributes[vocab.WS_CLOSE_CODE] == code
+    assert len(tree.kids(close, vocab.WS_FRAME_RECEIVE)) == len(frames)
+    assert (close.attributes.get(vocab.ERROR_TYPE) == "abnormal-closure") == (code == 1006)
+
+
+@pytest.mark.parametrize(
+    ("shape", "index", "expected"),
+    [
+        (vocab.SHAPE_CONNECTION, 1, UNDER_CONNECTION),
+        (vocab.SHAPE_CONNECTION, 3, UNDER_CONNECTION),
+        (vocab.SHAPE_CONNECTION, 4, OVERFLOWED),
+        (vocab.SHAPE_MESSAGE, 1, OWN_TRACE),
+        (vocab.SHAPE_MESSAGE, 4, OWN_TRACE),  # never "overflowed": every message is its own
+    ],
+)
+def test_message_placement(shape: str, index: int, expected: int) -> None:
+    """The one rule both the server's recorder and the middleware alone follow."""
+    config = TracerConfig(shape=shape, max_messages_per_trace=3)
+    assert message_placement(config, index) == expected

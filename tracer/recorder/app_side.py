@@ -1,0 +1,173 @@
+"""A connection as its ASGI app drives it: the app task's life, its sends and receives, and
+the *handling* they delimit (what the app did between two ``receive()`` calls), which is
+emitted as one message when the next receive starts.
+
+One side of :class:`~tracer.recorder.connection.ConnectionRecord` (a mixin: the record holds
+every slot, so a connection stays one small object).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from tracer import vocab
+from tracer._contain import errors
+from tracer.chain import innermost_span
+from tracer.recorder.emit.messages import emit_message, emit_send, flush_greeting
+from tracer.recorder.phase import AppEvent, AppPhase
+from tracer.recorder.records import (
+    GREETING_FLUSH,
+    MAX_SENDS_PER_MESSAGE,
+    Handling,
+    SendRecord,
+    _explicit_broadcast,
+    _handling,
+)
+from tracer.recorder.spans import capture_stack
+
+if TYPE_CHECKING:
+    from tracer.recorder.connection import ConnectionRecord
+
+_NOT_STARTED = int(AppPhase.NOT_STARTED)
+_ORPHANED = int(AppPhase.ORPHANED)
+
+
+class AppSide:
+    """ASGI calls → facts: the app's start and end, each send and receive."""
+
+    __slots__ = ()
+
+    def init_app(self: ConnectionRecord) -> None:
+        self.app: Any = None
+        self.app_span: Any = None
+        self.app_phase = _NOT_STARTED
+        self.app_end = 0
+
+        # Messages being handled, sends being made.
+        self.handling: Handling | None = None
+        self.current_send: SendRecord | None = None
+        self.messages_seen = 0
+
+        # The app accepting (its span is emitted with the handshake's).
+        self.accept_start = 0
+        self.accept_stack: list[tuple[str, str, int]] | None = None
+        self.accept_parent: Any = None
+
+    def claim(self) -> None:
+        """Mark the running app task as owned by the server layer (an inert connection)."""
+        _handling.set(Handling(self, None))
+
+    def on_app_start(self, at: int, app: Any = None) -> Any:
+        self._app_step(AppEvent.START)
+        self.app = app
+        if self.recording:
+            attrs = {**self.ws_code.get(vocab.ASGI_APP, {}), vocab.URL_PATH: self.path or ""}
+            self.app_span = self.recorder.start(vocab.ASGI_APP, self.span, at, attrs)
+            self.open_spans.append(self.app_span)
+        greeting = Handling(self, None, asked_at=at)
+        self.handling = greeting
+        return _handling.set(greeting)
+
+    def on_app_end(self, at: int, error: str | None) -> None:
+        orphaned = self.app_phase == _ORPHANED
+        self._app_step(AppEvent.END)
+        self.app_end = at
+        self._close_handling(at)
+        if self.app_span is not None:
+            if error is not None:
+                self.app_span.set_attribute(vocab.ERROR_TYPE, error)
+                self.app_span.set_status(Status(StatusCode.ERROR, error))
+            self.app_span.end(end_time=at)
+        if orphaned:  # the connection went first: it ends now
+            self._finish(max(at, self.lost_at))
+
+    def on_send_enter(self, at: int, message: Any) -> SendRecord | None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "websocket.send":
+            data = message.get("text")
+            message_type = "text"
+            if data is None:
+                data = message.get("bytes")
+                message_type = "binary"
+            send = SendRecord(at, self, message_type, len(data) if data is not None else 0)
+            self.current_send = send
+            return send
+        if kind == "websocket.accept" and not self.accept_start:
+            self.accept_start = at
+            current = innermost_span(trace.get_current_span())
+            if current.get_span_context().trace_id == self.span_context.trace_id:
+                self.accept_parent = current  # the innermost ASGI layer (TracingMiddleware)
+            if self.config.handshake_stack and self.recording:
+                # The server's send is being entered, not yet running: it is the innermost frame.
+                self.accept_stack = capture_stack(app=self.app)
+                if self.send_frame is not None:
+                    self.accept_stack.append(self.send_frame)
+        return None
+
+    def on_send_exit(self, send: SendRecord, at: int, error: str | None) -> None:
+        send.end = at
+        send.error = error
+        if self.current_send is send:
+            self.current_send = None
+        explicit = _explicit_broadcast.get()
+        if explicit is not None:
+            explicit.append(send)  # emitted by the broadcast() block that collects it
+            return
+        owner = _handling.get()
+        if owner is not None and not owner.closed:
+            if owner.held >= MAX_SENDS_PER_MESSAGE:
+                owner.sends_dropped += 1
+                return
+            owner.held += 1
+            owner.sends.append(send)
+            if not owner.message_type and len(owner.sends) >= GREETING_FLUSH:
+                flush_greeting(owner)
+        elif self.recording:
+            # A send from outside any handler (a background task): straight under its connection.
+            emit_send(self, self.span, send, self)
+
+    def on_receive_enter(self, at: int) -> None:
+        """The app asks for the next message: the previous one has been handled."""
+        handling = self.handling
+        if handling is not None and handling.message_type:
+            self._close_handling(at)
+
+    def on_receive_exit(self, token_at: int, at: int, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind != "websocket.receive":
+            if kind == "websocket.disconnect" and self.close_code is None:
+                code = message.get("code")
+                if isinstance(code, int):
+                    self.close_code = code
+            return
+        data = message.get("text")
+        message_type = "text"
+        if data is None:
+            data = message.get("bytes")
+            message_type = "binary"
+        self._close_handling(token_at)  # the greeting phase, if still open
+        incoming = self._release(self.completed.pop(0)) if self.completed else None
+        handling = Handling(
+            self,
+            incoming,
+            asked_at=token_at,
+            delivered_at=at,
+            size=len(data) if data is not None else 0,
+            message_type=message_type,
+        )
+        self.handling = handling
+        _handling.set(handling)
+
+    def _close_handling(self, at: int) -> None:
+        handling = self.handling
+        if handling is None or handling.closed:
+            return
+        handling.closed = True
+        self.handling = None
+        try:
+            emit_message(self, handling, at)
+        except Exception as exc:
+            errors.record("recorder.emit_message", exc)

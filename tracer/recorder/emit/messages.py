@@ -1,0 +1,284 @@
+"""Messages as spans: each received message with its frames and what the app sent while
+handling it, fan-out to other connections as ``ws.broadcast``, control frames, and messages
+that arrived but were never delivered to the app.
+
+A message is emitted when the app asks for the next one (its handling is over), so its span
+holds the frames it came in, the handler's sends and the frames each send put on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from time import time_ns
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+from tracer import vocab
+from tracer._contain import errors
+from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
+from tracer.recorder.spans import frame_attributes
+from tracer.wire import opcode_name
+
+if TYPE_CHECKING:
+    from tracer.config import TracerConfig
+    from tracer.recorder.connection import ConnectionRecord
+
+
+UNDER_CONNECTION = 0
+"""Connection shape: a message is a child of its ``ws.connection``."""
+OWN_TRACE = 1
+"""Message shape: every message is the root of its own trace, linked to its connection."""
+OVERFLOWED = 2
+"""Connection shape past ``max_messages_per_trace``: its own linked trace, marked overflowed, so
+that a long-lived connection's trace stays bounded."""
+
+
+def message_placement(config: TracerConfig, index: int) -> int:
+    """Where the ``index``-th message (from 1) of a connection goes: the trace shape, for the
+    server's recorder and the middleware alone alike."""
+    if config.shape == vocab.SHAPE_MESSAGE:
+        return OWN_TRACE
+    return OVERFLOWED if index > config.max_messages_per_trace else UNDER_CONNECTION
+
+
+def handshake_link(connection: SpanContext) -> Link:
+    """From a message in its own trace to the connection (and handshake) it arrived on."""
+    return Link(connection, {vocab.LINK: vocab.LINK_HANDSHAKE})
+
+
+def recipient_link(connection: SpanContext) -> Link:
+    """From a send to the connection it went to, when that is another connection's trace."""
+    return Link(connection, {vocab.LINK: vocab.LINK_RECIPIENT})
+
+
+def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None:
+    """One handling of the app: ``ws.message.receive`` with its frames, sends and broadcasts,
+    or, for the greeting phase (before any message), just its sends."""
+    if not handling.message_type:
+        # The greeting phase (accept, initial sends): no received message to hang it under.
+        if record.recording:
+            parent = record.app_span or record.span
+            emit_sends(record, parent, handling.sends, owner=record)
+            emit_explicit_broadcasts(record, parent, handling)
+        return
+    config = record.config
+    if not record.recording and config.message_sampling == "inherit":
+        return
+    message = handling.message
+    record.messages_seen += 1
+    index = record.messages_seen
+    start = message.first_arrival if message else handling.delivered_at
+    start = min(start, handling.delivered_at or start)
+    placement = message_placement(config, index)
+    attrs = _message_attributes(record, handling, start, end, index)
+    if placement == UNDER_CONNECTION:
+        links = None
+        parent = record.span
+    else:
+        links = [handshake_link(record.span_context)]
+        parent = None
+        if placement == OVERFLOWED:
+            attrs[vocab.MESSAGES_OVERFLOWED] = True
+    span = record.recorder.start(
+        vocab.WS_MESSAGE_RECEIVE, parent, start, attrs, links, SpanKind.SERVER
+    )
+    if not span.is_recording():
+        span.end(end_time=end)
+        return
+    if message is not None:
+        emit_frames(record, span, vocab.WS_FRAME_RECEIVE, message.frames)
+    emit_sends(record, span, handling.sends, owner=record)
+    emit_explicit_broadcasts(record, span, handling)
+    span.end(end_time=max(end, start))
+
+
+def _message_attributes(
+    record: ConnectionRecord, handling: Handling, start: int, end: int, index: int
+) -> Attributes:
+    attrs: Attributes = {
+        **record.ws_code.get(vocab.WS_MESSAGE_RECEIVE, {}),
+        vocab.WS_MESSAGE_TYPE: handling.message_type,
+        vocab.WS_MESSAGE_SIZE: handling.size,
+        vocab.MESSAGE_INDEX: index,
+        vocab.CONNECTION_ID: record.id,
+    }
+    message = handling.message
+    if message is not None:
+        ready = message.complete_at
+        asked = handling.asked_at
+        attrs[vocab.WS_MESSAGE_FRAMES] = len(message.frames) + message.frames_dropped
+        attrs[vocab.QUEUE_WAIT_NS] = max(0, asked - ready) if asked > ready else 0
+        if message.frames_dropped:
+            attrs[vocab.FRAMES_DROPPED] = message.frames_dropped
+    attrs[vocab.HANDLER_NS] = max(0, end - handling.delivered_at)
+    attrs[vocab.DELIVERED_NS] = max(0, handling.delivered_at - start)
+    if handling.sends_dropped:
+        attrs[vocab.SENDS_DROPPED] = handling.sends_dropped
+    return attrs
+
+
+def flush_greeting(greeting: Handling) -> None:
+    """Emit a greeting phase's sends so far; the phase itself goes on (a push-only app never
+    receives, and its record must stay bounded)."""
+    sends, greeting.sends = greeting.sends, []
+    explicit, greeting.explicit_broadcasts = greeting.explicit_broadcasts, []
+    greeting.held = 0
+    record = greeting.record
+    try:
+        emit_message(
+            record, Handling(record, None, sends=sends, explicit_broadcasts=explicit), time_ns()
+        )
+    except Exception as exc:
+        errors.record("recorder.emit_message", exc)
+
+
+def emit_frames(
+    record: ConnectionRecord, parent: Any, name: str, frames: Iterable[FrameRecord]
+) -> None:
+    """Frames on ``record``'s wire: spans, events on ``parent``, or nothing (``frames=``)."""
+    mode = record.config.frames
+    if mode == vocab.FRAMES_OFF:
+        return
+    redactor = record.config.redact_payload
+    code = record.ws_code.get(name, {})
+    for frame in frames:
+        attrs = frame_attributes(frame.frame, redactor)
+        if mode == vocab.FRAMES_SPANS:
+            record.recorder.span(name, parent, frame.start, frame.end, {**code, **attrs})
+        else:
+            parent.add_event(name, attrs, timestamp=frame.start)
+
+
+def emit_control_frame(record: ConnectionRecord, name: str, frame: FrameRecord) -> None:
+    """A ping or pong (or a frame sent outside any send), straight under its connection."""
+    if not record.recording:
+        return
+    try:
+        emit_frames(record, record.span, name, [frame])
+    except Exception as exc:
+        errors.record("recorder.emit_control_frame", exc)
+
+
+def emit_sends(
+    record: ConnectionRecord, parent: Any, sends: list[SendRecord], *, owner: ConnectionRecord
+) -> None:
+    """Sends of one handling; runs to other connections become ``ws.broadcast`` spans."""
+    for group in group_fan_out(sends, owner):
+        if len(group) == 1 and group[0].recipient is owner:
+            emit_send(record, parent, group[0], owner)
+            continue
+        emit_broadcast(owner, parent, group[0].start, group[-1].end, group, detected="automatic")
+
+
+def emit_explicit_broadcasts(record: ConnectionRecord, parent: Any, handling: Handling) -> None:
+    for start, end, sends in handling.explicit_broadcasts:
+        emit_broadcast(record, parent, start, end, sends, detected="explicit")
+
+
+def emit_broadcast(
+    record: ConnectionRecord,
+    parent: Any,
+    start: int,
+    end: int,
+    sends: list[SendRecord],
+    *,
+    detected: str,
+) -> None:
+    """``ws.broadcast`` with one ``ws.message.send`` per recipient; with no parent (a broadcast
+    from outside any connection's handler) it links to every recipient's connection."""
+    links = None
+    if parent is None:
+        links = [recipient_link(s.recipient.span_context) for s in sends]
+    broadcast = record.recorder.start(
+        vocab.WS_BROADCAST,
+        parent,
+        start,
+        {
+            vocab.BROADCAST_RECIPIENTS: len(sends),
+            vocab.CONNECTION_ID: record.id,
+            vocab.BROADCAST_DETECTED: detected,
+        },
+        links,
+    )
+    for send in sends:
+        emit_send(record, broadcast, send, record)
+    broadcast.end(end_time=max([end, start, *(s.end for s in sends)]))
+
+
+def emit_send(
+    record: ConnectionRecord, parent: Any, send: SendRecord, owner: ConnectionRecord
+) -> None:
+    """``ws.message.send`` with the frames it put on its recipient's wire; a send to another
+    connection than ``owner`` links to that connection."""
+    recipient = send.recipient
+    attrs: Attributes = {
+        **recipient.ws_code.get(vocab.WS_MESSAGE_SEND, {}),
+        vocab.WS_MESSAGE_TYPE: send.message_type,
+        vocab.WS_MESSAGE_SIZE: send.size,
+        vocab.WS_MESSAGE_FRAMES: len(send.frames),
+        vocab.CONNECTION_ID: recipient.id,
+    }
+    links = None
+    if recipient is not owner:
+        links = [recipient_link(recipient.span_context)]
+    span = record.recorder.start(vocab.WS_MESSAGE_SEND, parent, send.start, attrs, links)
+    if send.error:
+        span.set_attribute(vocab.ERROR_TYPE, send.error)
+        span.set_status(Status(StatusCode.ERROR, send.error))
+    emit_frames(recipient, span, vocab.WS_FRAME_SEND, send.frames)
+    span.end(end_time=max(send.end, send.start))
+
+
+def emit_undelivered(record: ConnectionRecord, at: int) -> None:
+    """Messages that arrived (whole or in part) but that the app never received, as errors."""
+    pending = list(record.completed)
+    if record.assembling is not None:
+        pending.append(record.assembling)
+    for message in pending:
+        attrs: Attributes = {
+            **record.ws_code.get(vocab.WS_MESSAGE_RECEIVE, {}),
+            vocab.WS_MESSAGE_FRAMES: len(message.frames) + message.frames_dropped,
+            vocab.WS_MESSAGE_TYPE: opcode_name(message.opcode),
+            vocab.CONNECTION_ID: record.id,
+        }
+        if message.frames_dropped:
+            attrs[vocab.FRAMES_DROPPED] = message.frames_dropped
+        span = record.recorder.start(
+            vocab.WS_MESSAGE_RECEIVE, record.span, message.first_arrival, attrs
+        )
+        emit_frames(record, span, vocab.WS_FRAME_RECEIVE, message.frames)
+        span.set_attribute(vocab.ERROR_TYPE, "undelivered")
+        span.set_status(Status(StatusCode.ERROR, "message not delivered to the app"))
+        span.end(end_time=max(at, message.first_arrival))
+    record.completed.clear()
+    record.assembling = None
+
+
+def group_fan_out(sends: list[SendRecord], owner: ConnectionRecord) -> Iterable[list[SendRecord]]:
+    """Split a handling's sends into single sends and fan-out runs.
+
+    A run is a maximal sequence of sends to distinct connections that includes at least one
+    connection other than the one whose message is being handled: the shape of a broadcast
+    loop.  Sends to the owner alone stay single.
+    """
+    run: list[SendRecord] = []
+    seen: set[int] = set()
+
+    def flush() -> Iterable[list[SendRecord]]:
+        if any(s.recipient is not owner for s in run):
+            yield list(run)
+        else:
+            for s in run:
+                yield [s]
+
+    for send in sends:
+        rid = id(send.recipient)
+        if rid in seen:
+            yield from flush()
+            run.clear()
+            seen.clear()
+        run.append(send)
+        seen.add(rid)
+    if run:
+        yield from flush()

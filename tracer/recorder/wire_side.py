@@ -1,0 +1,235 @@
+"""A connection as its wire shows it: bytes in both directions decoded into the request and
+response heads, frames, messages waiting for the app, close frames and protocol errors.
+
+One side of :class:`~tracer.recorder.connection.ConnectionRecord` (a mixin: the record holds
+every slot, so a connection stays one small object).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tracer import vocab
+from tracer.recorder.emit.messages import emit_control_frame
+from tracer.recorder.phase import Event, Phase
+from tracer.recorder.records import (
+    MAX_CLOSE_FRAMES,
+    MAX_EARLY_BYTES,
+    MAX_FRAMES_HELD,
+    MAX_PENDING_MESSAGES,
+    MAX_WIRE_ERRORS,
+    FrameRecord,
+    InMessage,
+)
+from tracer.wire import (
+    FrameDecoder,
+    Opcode,
+    ProtocolError,
+    RequestHead,
+    RequestHeadDecoder,
+    ResponseHead,
+    ResponseHeadDecoder,
+)
+
+if TYPE_CHECKING:
+    from tracer.recorder.connection import ConnectionRecord
+
+_PING_PONG = (Opcode.PING, Opcode.PONG)
+_MESSAGE_START = (Opcode.TEXT, Opcode.BINARY)
+_DATA_OPCODES = (Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY)
+_FINISHED = int(Phase.FINISHED)
+
+
+class WireSide:
+    """Bytes → facts.  Runs for every chunk a client sends and every write of the server."""
+
+    __slots__ = ()
+
+    def init_wire(self: ConnectionRecord) -> None:
+        self.request_decoder: RequestHeadDecoder | None = RequestHeadDecoder()
+        self.response_decoder: ResponseHeadDecoder | None = ResponseHeadDecoder()
+        self.client_frames: FrameDecoder | None = None
+        self.server_frames: FrameDecoder | None = None
+        self.pre_handshake_bytes = b""
+        self.request: RequestHead | None = None
+        self.response: ResponseHead | None = None
+        self.status = 0
+        """The response's status code once it is on the wire (the head itself is let go)."""
+        self.wire_errors: list[tuple[int, ProtocolError]] = []
+        self.wire_errors_dropped = 0
+
+        # Messages arriving, not yet received by the app.
+        self.assembling: InMessage | None = None
+        # A list, not a deque: it is short (messages arrived but not yet received by the
+        # app), and an empty deque weighs 600 bytes more on every idle connection.
+        self.completed: list[InMessage] = []
+        self.frames_held = 0
+        self.path: str | None = None
+
+        # Close frames.
+        self.close_start = 0
+        self.close_initiator: str | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.close_frames: list[tuple[str, FrameRecord]] = []
+
+    def on_bytes_in(self, start: int, data: bytes) -> list[FrameRecord] | None:
+        """Bytes from the client, decoded before the protocol sees them.
+
+        Returns the frames they completed; :meth:`on_bytes_in_done` stamps their end once the
+        protocol has processed the chunk, so a frame span covers the server's work on it.
+        """
+        if self.phase == _FINISHED:
+            return None
+        if self.request_decoder is not None:
+            result = self.request_decoder.feed(data)
+            if result is None:
+                return None
+            trailing = self.request_decoder.trailing
+            self.request_decoder = None
+            if isinstance(result, ProtocolError):
+                self._wire_error(start, result)
+                return None
+            self._on_request(start, result)
+            if not trailing:
+                return None
+            data = trailing
+        if self.client_frames is None:
+            # Frames pipelined before the 101: decoded once the extensions are known.
+            room = MAX_EARLY_BYTES - len(self.pre_handshake_bytes)
+            if room > 0:
+                self.pre_handshake_bytes += data[:room]
+            return None
+        records: list[FrameRecord] = []
+        for item in self.client_frames.feed(data):
+            if isinstance(item, ProtocolError):
+                self._wire_error(start, item)
+            else:
+                record = FrameRecord(start, start, item)
+                records.append(record)
+                self._on_client_frame(record)
+        return records
+
+    def on_bytes_in_done(self, records: list[FrameRecord], end: int) -> None:
+        for record in records:
+            record.end = end
+            if record.frame.opcode in _PING_PONG:
+                emit_control_frame(self, vocab.WS_FRAME_RECEIVE, record)
+
+    def on_bytes_out(self, start: int, end: int, data: bytes) -> None:
+        if self.phase == _FINISHED:
+            return
+        if self.response_decoder is not None:
+            result = self.response_decoder.feed(data)
+            if result is None:
+                return
+            trailing = self.response_decoder.trailing
+            self.response_decoder = None
+            if isinstance(result, ProtocolError):
+                self._wire_error(start, result)
+                return
+            self._on_response(start, end, result)
+            if not trailing:
+                return
+            data = trailing
+        if self.server_frames is None:
+            return
+        for item in self.server_frames.feed(data):
+            if isinstance(item, ProtocolError):
+                self._wire_error(start, item)
+            else:
+                self._on_server_frame(FrameRecord(start, end, item))
+
+    def _on_request(self, at: int, head: RequestHead) -> None:
+        self.request = head
+        self.path = head.target.partition("?")[0]
+        if self.recording:
+            self.span.set_attribute(vocab.URL_PATH, self.path)
+            self.span.set_attribute(vocab.URL_SCHEME, "ws")
+        if not self.handshake_start:
+            self.handshake_start = at
+        self._step(Event.REQUEST)
+
+    def _on_response(self, start: int, end: int, head: ResponseHead) -> None:
+        self.response = head
+        self.status = head.status
+        if not self.response_start:
+            self.response_start = start
+        self.response_end = end
+        self._step(Event.SWITCH if head.status == 101 else Event.DENY)
+        if head.status == 101:
+            rsv = (
+                0b100
+                if "permessage-deflate" in (head.header("sec-websocket-extensions") or "")
+                else 0
+            )
+            preview = self.config.capture_payload
+            self.client_frames = FrameDecoder(
+                client_side=True, preview_bytes=preview, rsv_allowed=rsv
+            )
+            self.server_frames = FrameDecoder(
+                client_side=False, preview_bytes=preview, rsv_allowed=rsv
+            )
+            if self.pre_handshake_bytes:
+                pending, self.pre_handshake_bytes = self.pre_handshake_bytes, b""
+                self.on_bytes_in_done(self.on_bytes_in(start, pending) or [], end)
+        if self.handshake_ends_on_response or head.status != 101:
+            self.on_handshake_end(end)
+
+    def _on_client_frame(self, record: FrameRecord) -> None:
+        frame = record.frame
+        opcode = frame.opcode
+        if opcode in _MESSAGE_START or (
+            opcode == Opcode.CONTINUATION and self.assembling is not None
+        ):
+            message = self.assembling
+            if opcode != Opcode.CONTINUATION or message is None:
+                message = self.assembling = InMessage(record.start, [], opcode)
+            if (
+                len(message.frames) < self.config.max_frames_per_message
+                and self.frames_held < MAX_FRAMES_HELD
+            ):
+                message.frames.append(record)
+                self.frames_held += 1
+            else:
+                message.frames_dropped += 1
+            if frame.fin:
+                message.complete_at = record.start
+                self.assembling = None
+                if len(self.completed) >= MAX_PENDING_MESSAGES:
+                    self._release(self.completed.pop(0))
+                    self.recorder.stats["messages_dropped"] += 1
+                self.completed.append(message)
+        elif opcode == Opcode.CLOSE:
+            self._on_close_frame(vocab.INITIATOR_CLIENT, record)
+
+    def _release(self, message: InMessage) -> InMessage:
+        """A message leaves the queue: its frames no longer count against the budget."""
+        self.frames_held -= len(message.frames)
+        return message
+
+    def _on_server_frame(self, record: FrameRecord) -> None:
+        if record.frame.opcode == Opcode.CLOSE:
+            self._on_close_frame(vocab.INITIATOR_SERVER, record)
+            return
+        send = self.current_send
+        if send is not None and record.frame.opcode in _DATA_OPCODES:
+            send.frames.append(record)
+        else:
+            emit_control_frame(self, vocab.WS_FRAME_SEND, record)
+
+    def _wire_error(self, at: int, error: ProtocolError) -> None:
+        if len(self.wire_errors) < MAX_WIRE_ERRORS:
+            self.wire_errors.append((at, error))
+        else:
+            self.wire_errors_dropped += 1
+
+    def _on_close_frame(self, side: str, record: FrameRecord) -> None:
+        if len(self.close_frames) < MAX_CLOSE_FRAMES:
+            self.close_frames.append((side, record))
+        if self.close_initiator is None:
+            self.close_initiator = side
+            self.close_start = record.start
+            self.close_code = record.frame.close_code
+            self.close_reason = record.frame.close_reason
+        self._step(Event.CLOSE_FRAME)
