@@ -135,14 +135,14 @@ def _int_attr(span: SpanRecord, key: str) -> int | None:
     return int(value)
 
 
-def _first_frame_in(traces: TraceSet, message: SpanRecord) -> int:
+def first_frame_in(traces: TraceSet, message: SpanRecord) -> int:
     """When the message's first frame arrived: frame spans, else frame events, else its start."""
     times = [c.start_ns for c in traces.children(message) if c.name == vocab.WS_FRAME_RECEIVE]
     times += [e.time_ns for e in message.events if e.name == vocab.EVENT_FRAME_RECEIVE]
     return min(times, default=message.start_ns)
 
 
-def _last_frame_out(traces: TraceSet, send: SpanRecord) -> int:
+def last_frame_out(traces: TraceSet, send: SpanRecord) -> int:
     """When the send's last frame was written: frame spans' end, frame events, else its end."""
     times = [s.end_ns for s, _ in traces.walk(send) if s.name == vocab.WS_FRAME_SEND]
     times += [e.time_ns for e in send.events if e.name == vocab.EVENT_FRAME_SEND]
@@ -165,8 +165,8 @@ def fanout_latencies(traces: TraceSet) -> tuple[list[int], int]:
             continue
         if not sends:
             continue
-        start = _first_frame_in(traces, trigger)
-        end = max(_last_frame_out(traces, send) for send in sends)
+        start = first_frame_in(traces, trigger)
+        end = max(last_frame_out(traces, send) for send in sends)
         latencies.append(max(0, end - start))
     return latencies, untriggered
 

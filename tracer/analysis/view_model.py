@@ -44,9 +44,9 @@ from typing import Any
 from tracer import vocab
 from tracer.analysis import fmt
 from tracer.analysis.stats import (
-    _first_frame_in,
-    _last_frame_out,
     compute_stats,
+    first_frame_in,
+    last_frame_out,
 )
 from tracer.export.records import EventRecord, SpanRecord
 from tracer.export.traceset import Connection, TraceSet
@@ -324,14 +324,14 @@ class _Builder:
                 (a for a in self.traces.ancestors(span) if a.name == vocab.WS_MESSAGE_RECEIVE),
                 None,
             )
-            first_in = _first_frame_in(self.traces, trigger) if trigger else span.start_ns
+            first_in = first_frame_in(self.traces, trigger) if trigger else span.start_ns
             sends = []
             for send in self.traces.children(span):
                 if send.name != vocab.WS_MESSAGE_SEND:
                     continue
                 target = self.recipient(send)
                 to = self.conn_pos[id(target)] if target is not None else -1
-                sends.append([positions[send.key], to, _last_frame_out(self.traces, send) - base])
+                sends.append([positions[send.key], to, last_frame_out(self.traces, send) - base])
             result.append(
                 [
                     positions[span.key],
