@@ -383,6 +383,8 @@ class ExportPipeline(SpanProcessor):
                 self._span_bytes = max(1, (7 * self._span_bytes + measured) // 8)
             self._budget = max(1, self.max_bytes // self._span_bytes)
             self._batch_ready = self._ready_at()
+            if self._pending_spans >= self._batch_ready:
+                self._cond.notify()  # heavier spans: the batch waiting may be ready already
 
     def _export_markers(self, markers: list[ReadableSpan]) -> None:
         """Loss markers to the file: readers add them up and show the trace as incomplete."""
