@@ -58,12 +58,8 @@ DEFAULT_MAX_BYTES = 64 * MiB
 connections."""
 DEFAULT_COLLECTOR_MAX_BYTES = 16 * MiB
 """A collector that is down is not worth more of the server's memory than this."""
-BATCH_SPANS = 2048
-"""Spans handed to the exporter per call (the file's: a couple of MiB at most, a wake-up of the
-writer every few hundred messages under load)."""
-COLLECTOR_BATCH_SPANS = 512
-"""Spans per request to a collector: the SDK's own batch size, well under a collector's
-limit on a request's size."""
+BATCH_SPANS = 512
+"""Spans handed to the exporter per call."""
 SCHEDULE_DELAY_S = 0.2
 """How long a span may wait for a batch to fill before it is exported anyway."""
 LOG_INTERVAL_S = 10.0
@@ -437,5 +433,4 @@ def collector_pipeline(exporter: SpanExporter, endpoint: str | None = None) -> E
         max_bytes=DEFAULT_COLLECTOR_MAX_BYTES,
         drain_timeout_s=COLLECTOR_DRAIN_S,
         mark_loss=False,
-        batch_spans=COLLECTOR_BATCH_SPANS,
     )
