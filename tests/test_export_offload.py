@@ -189,16 +189,22 @@ def test_a_batch_larger_than_a_chunk_is_exported_as_one(tmp_path: Path) -> None:
     from tracer.export.offload import SPANS_PER_MESSAGE
     from tracer.export.otlp_file import SPANS_PER_LINE
 
+    def lines_for(count: int) -> int:
+        return -(-count // SPANS_PER_LINE)
+
     spans = synthetic_spans()
-    batch = (spans * (SPANS_PER_LINE * 2 // len(spans) + 1))[: SPANS_PER_LINE * 2 - 1]
-    assert len(batch) > 2 * SPANS_PER_MESSAGE
+    size = 2 * SPANS_PER_MESSAGE + 1
+    batch = (spans * (size // len(spans) + 1))[:size]
+    chunks = [SPANS_PER_MESSAGE, SPANS_PER_MESSAGE, 1]
+    # Exported chunk by chunk, the file would have more lines than exported as one.
+    assert sum(lines_for(c) for c in chunks) > lines_for(size)
     exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
     assert exporter.export(batch) is SpanExportResult.SUCCESS
     exporter.shutdown()
     assert exporter.path is not None
     lines = exporter.path.read_text(encoding="utf-8").splitlines()
-    # One export of 127 spans in the child: two lines of at most 64, not one per chunk.
-    assert len(lines) == 2
+    # One export of the three chunks in the child: lines of at most SPANS_PER_LINE.
+    assert len(lines) == lines_for(size)
     assert sum(len(spans_of(line)) for line in lines) > 0
     assert lines[0] == spans_to_otlp_line(batch[:SPANS_PER_LINE]).rstrip("\n")
 

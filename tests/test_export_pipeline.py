@@ -168,3 +168,41 @@ def test_losses_are_logged_while_running_at_most_once_an_interval(
     exporter.gate.set()
     provider.shutdown()
     assert "2 dropped (2 buffer_full)" in losses()[-1]  # the last word, at shutdown
+
+
+class BatchSizes:
+    """An exporter that keeps the size of every batch it is handed."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.sizes.append(len(spans))
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_the_writer_exports_full_batches_and_the_rest_on_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tracer.export import pipeline as pipeline_module
+
+    # No schedule within the test: only a full batch or the flush may start an export.
+    monkeypatch.setattr(pipeline_module, "SCHEDULE_DELAY_S", 60.0)
+    exporter = BatchSizes()
+    pipeline = ExportPipeline(exporter, batch_spans=50)  # type: ignore[arg-type]
+    provider = TracerProvider()
+    provider.add_span_processor(pipeline)
+    tracer = provider.get_tracer("test")
+    for n in range(120):  # 120 traces of one span
+        tracer.start_span(f"root {n}").end()
+    assert pipeline.force_flush(10_000)
+    assert exporter.sizes == [50, 50, 20]
+    provider.shutdown()
+    counts = pipeline.counts()
+    assert (counts.written, counts.dropped_total, counts.failed) == (120, 0, 0)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
 
 E = TypeVar("E")
 
@@ -228,6 +229,19 @@ def _value_text(value: Any) -> str:
     return _dumps(encode_value(value))
 
 
+_key_texts: dict[str, str] = {}
+"""key → ``{"key":"…","value":`` for keys whose values are not cached (numbers, long text)."""
+
+
+def _key_text(key: str) -> str:
+    text = _key_texts.get(key)
+    if text is None:
+        text = '{"key":' + _string(key) + ',"value":'
+        if len(_key_texts) < _CACHE_LIMIT and len(key) < 512:
+            _key_texts[key] = text
+    return text
+
+
 def _attributes_text(attributes: Any) -> str:
     parts = []
     for key, value in getattr(attributes, "_dict", attributes).items():
@@ -250,13 +264,43 @@ def _attributes_text(attributes: Any) -> str:
                 if len(_text_cache) < _CACHE_LIMIT and (cls is bool or len(value) < 512):
                     _text_cache[cache_key] = text
         else:
-            text = '{"key":' + _string(key) + ',"value":' + _value_text(value) + "}"
+            text = _key_text(key) + _value_text(value) + "}"
         parts.append(text)
     return ",".join(parts)
 
 
+_KIND_TEXT = {kind: str(kind.value + 1) for kind in SpanKind}
+"""``SpanKind`` → its OTLP number as text (the API's enum is one less)."""
+
+
+def _fields(span: ReadableSpan) -> tuple[Any, Any, Any, int, int, int]:
+    """A span's attributes, events and links and their dropped counts, as its properties give
+    them.  The SDK's properties copy (a tuple per read, a mapping proxy) and its dropped counts
+    run ``isinstance`` against ABCs; on a plain ``ReadableSpan`` the fields are read directly."""
+    if span.__class__ is ReadableSpan:
+        fields = span.__dict__
+        attributes, events, links = fields["_attributes"], fields["_events"], fields["_links"]
+        return (
+            attributes,
+            events,
+            links,
+            getattr(attributes, "dropped", 0),  # only BoundedAttributes and BoundedList count
+            getattr(events, "dropped", 0),
+            getattr(links, "dropped", 0),
+        )
+    return (
+        span.attributes,
+        span.events,
+        span.links,
+        span.dropped_attributes,
+        span.dropped_events,
+        span.dropped_links,
+    )
+
+
 def encode_span_text(span: ReadableSpan) -> str:
     """One span as JSON text, field for field what :func:`encode_span` gives to json.dumps."""
+    attributes, events, links, dropped_attributes, dropped_events, dropped_links = _fields(span)
     context = span.context
     out = [
         '{"traceId":"',
@@ -273,19 +317,19 @@ def encode_span_text(span: ReadableSpan) -> str:
         out += [',"parentSpanId":"', format(parent.span_id, "016x"), '"']
     if span.name:
         out += [',"name":', _string(span.name)]
-    out += [',"kind":', str(span.kind.value + 1)]
+    kind = span.kind
+    out += [',"kind":', _KIND_TEXT.get(kind) or str(kind.value + 1)]
     if span.start_time:
         out += [',"startTimeUnixNano":"', str(span.start_time), '"']
     if span.end_time:
         out += [',"endTimeUnixNano":"', str(span.end_time), '"']
-    attributes = span.attributes
     if attributes:
         out += [',"attributes":[', _attributes_text(attributes), "]"]
-    if span.dropped_attributes:
-        out += [',"droppedAttributesCount":', str(span.dropped_attributes)]
-    if span.events:
-        events = []
-        for event in span.events:
+    if dropped_attributes:
+        out += [',"droppedAttributesCount":', str(dropped_attributes)]
+    if events:
+        event_texts = []
+        for event in events:
             parts = []
             if event.timestamp:
                 parts.append('"timeUnixNano":"' + str(event.timestamp) + '"')
@@ -295,13 +339,13 @@ def encode_span_text(span: ReadableSpan) -> str:
                 parts.append('"attributes":[' + _attributes_text(event.attributes) + "]")
             if event.dropped_attributes:
                 parts.append('"droppedAttributesCount":' + str(event.dropped_attributes))
-            events.append("{" + ",".join(parts) + "}")
-        out += [',"events":[', ",".join(events), "]"]
-    if span.dropped_events:
-        out += [',"droppedEventsCount":', str(span.dropped_events)]
-    if span.links:
-        links = []
-        for link in span.links:
+            event_texts.append("{" + ",".join(parts) + "}")
+        out += [',"events":[', ",".join(event_texts), "]"]
+    if dropped_events:
+        out += [',"droppedEventsCount":', str(dropped_events)]
+    if links:
+        link_texts = []
+        for link in links:
             text = (
                 '{"traceId":"'
                 + format(link.context.trace_id, "032x")
@@ -313,12 +357,12 @@ def encode_span_text(span: ReadableSpan) -> str:
                 text += ',"attributes":[' + _attributes_text(link.attributes) + "]"
             if link.dropped_attributes:
                 text += ',"droppedAttributesCount":' + str(link.dropped_attributes)
-            links.append(text + ',"flags":' + str(_flags(link.context)) + "}")
-        out += [',"links":[', ",".join(links), "]"]
-    if span.dropped_links:
-        out += [',"droppedLinksCount":', str(span.dropped_links)]
+            link_texts.append(text + ',"flags":' + str(_flags(link.context)) + "}")
+        out += [',"links":[', ",".join(link_texts), "]"]
+    if dropped_links:
+        out += [',"droppedLinksCount":', str(dropped_links)]
     status = span.status
-    if status.description or status.status_code.value:
+    if status.description or status.status_code is not StatusCode.UNSET:
         status_obj: dict[str, Any] = {}
         if status.description:
             status_obj["message"] = status.description

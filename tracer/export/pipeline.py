@@ -9,6 +9,9 @@ wstrace's outputs instead:
 - ``on_end`` (on the server's event loop) only appends the span to a buffer; it never blocks
   and never does I/O.  One thread takes spans from the buffer, oldest traces first, and calls
   the exporter; a slow exporter (a file behind a pipe, a collector) slows that thread only.
+  It waits for a batch of :data:`BATCH_SPANS` (or :data:`SCHEDULE_DELAY_S`, a flush, the
+  shutdown), as the SDK's processor does: every export wakes the thread and takes the GIL
+  from the event loop, so few large exports cost the server less than many small ones.
 - The buffer is bounded in *bytes* (an estimate of what the spans will weigh in the file,
   :func:`estimate_bytes`), not in spans: ``max_bytes``, 64 MiB by default for the file.  While
   the exporter keeps up with the server, nothing is dropped, however large the burst.
@@ -135,6 +138,8 @@ class ExportPipeline(SpanProcessor):
         self._span_bytes = span_bytes
         self._budget = max(1, max_bytes // span_bytes)
         """Spans that fit under ``max_bytes`` at the average size measured so far."""
+        self._batch_ready = self._ready_at()
+        """Spans waiting that wake the writer before :data:`SCHEDULE_DELAY_S` is up."""
         self._in_flight = 0
         self._ledger = Ledger(name, self.target, max_bytes)
         self._stopping = False
@@ -182,7 +187,7 @@ class ExportPipeline(SpanProcessor):
             if self._held > self._peak:
                 self._peak = self._held
                 self._peak_bytes = max(self._peak_bytes, self._held * self._span_bytes)
-            if self._pending_spans == self.batch_spans:
+            if self._pending_spans == self._batch_ready:
                 self._cond.notify()
         return True
 
@@ -299,9 +304,7 @@ class ExportPipeline(SpanProcessor):
     def _step(self) -> bool:
         """One round of the writer: export a batch (and loss markers); True when done."""
         with self._cond:
-            idle = self._flushes_done == self._flushes_asked
-            if not self._pending and not self._stopping and idle:
-                self._cond.wait(SCHEDULE_DELAY_S)
+            self._await_batch()
             batch = self._take_batch()
             flush_ticket = self._flushes_asked
             stopping = self._stopping
@@ -319,6 +322,31 @@ class ExportPipeline(SpanProcessor):
                     if stopping:
                         return True
         return False
+
+    def _await_batch(self) -> None:
+        """Wait (holding the condition) until a batch is ready, :data:`SCHEDULE_DELAY_S` has
+        passed, or a flush or the shutdown asks for everything.
+
+        Exporting each span as soon as it arrives would cost the server a wake-up, a hand-off
+        of the GIL and a pipe write per handful of spans; a full batch costs them once per
+        ``batch_spans``.  Half the byte budget is ready too, so a small buffer never fills
+        while the writer waits."""
+        deadline = None
+        while (
+            self._pending_spans < self._batch_ready
+            and not self._stopping
+            and self._flushes_done == self._flushes_asked
+        ):
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + SCHEDULE_DELAY_S
+            elif now >= deadline:
+                return
+            self._cond.wait(deadline - now)
+
+    def _ready_at(self) -> int:
+        """Spans that make a batch ready: ``batch_spans``, or half the budget if less."""
+        return max(1, min(self.batch_spans, self._budget // 2))
 
     def _take_batch(self) -> list[ReadableSpan]:
         """Up to ``batch_spans`` spans, whole traces in the order they arrived."""
@@ -354,6 +382,9 @@ class ExportPipeline(SpanProcessor):
             else:
                 self._span_bytes = max(1, (7 * self._span_bytes + measured) // 8)
             self._budget = max(1, self.max_bytes // self._span_bytes)
+            self._batch_ready = self._ready_at()
+            if self._pending_spans >= self._batch_ready:
+                self._cond.notify()  # heavier spans: the batch waiting may be ready already
 
     def _export_markers(self, markers: list[ReadableSpan]) -> None:
         """Loss markers to the file: readers add them up and show the trace as incomplete."""
