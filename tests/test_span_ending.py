@@ -74,8 +74,8 @@ async def accept_app(scope: Any, receive: Any, send: Any) -> None:
     await receive()
 
 
-async def _upgrade_and_drop(ws: str) -> None:
-    """An upgrade on a harness transport; then the harness forgets everything."""
+async def _upgrade_on_harness(ws: str) -> tuple[HarnessTransport, ServerState]:
+    """uvicorn's h11 protocol upgraded to ``ws`` on a harness transport, the 101 written."""
     config = Config(app=accept_app, http="h11", ws=ws, lifespan="off", log_level="critical")
     config.load()
     state = ServerState()
@@ -90,6 +90,12 @@ async def _upgrade_and_drop(ws: str) -> None:
             break
         await asyncio.sleep(0.01)
     assert b"101 Switching Protocols" in transport.written
+    return transport, state
+
+
+async def _upgrade_and_drop(ws: str) -> None:
+    """An upgrade on a harness transport; then the harness forgets everything."""
+    _, state = await _upgrade_on_harness(ws)
     for task in state.tasks:
         task.cancel()  # the harness's loop stops running the app: no connection_lost comes
     await asyncio.gather(*state.tasks, return_exceptions=True)
@@ -111,24 +117,8 @@ def test_a_protocol_dropped_without_connection_lost_still_ends_its_spans(ws: str
 
 
 def test_uninstrument_ends_open_connections_and_says_why() -> None:
-    async def open_connection() -> Any:
-        config = Config(app=accept_app, http="h11", ws="wsproto", lifespan="off")
-        config.load()
-        state = ServerState()
-        transport = HarnessTransport()
-        protocol = H11Protocol(
-            config=config, server_state=state, app_state={}, _loop=asyncio.get_running_loop()
-        )
-        protocol.connection_made(transport)
-        protocol.data_received(UPGRADE)
-        for _ in range(200):
-            if b"101" in transport.written:
-                break
-            await asyncio.sleep(0.01)
-        return transport, state  # kept alive: the connection is still open
-
     with traced() as t:
-        kept = asyncio.run(open_connection())
+        kept = asyncio.run(_upgrade_on_harness("wsproto"))  # kept: the connection stays open
         assert t.tracker.open  # ws.connection and asgi.app are open
     assert not t.tracker.open  # uninstrument() ended them
     (connection,) = t.named(vocab.CONNECTION)
