@@ -56,6 +56,11 @@ def _collected(guard: Any) -> None:
         _abandoned.append(guard.spans)
 
 
+def open_owners() -> list[Any]:
+    """Every guarded owner still alive and not detached: the records of open connections."""
+    return [owner for owner in (made() for made in list(_guards)) if owner is not None]
+
+
 def guard(owner: object, spans: list[Any]) -> Guard:
     """Queue ``spans`` (kept up to date by the owner) when ``owner`` is collected; the owner
     calls ``.detach()`` on the result once it has ended them itself."""
