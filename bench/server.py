@@ -175,7 +175,7 @@ def tracemalloc_report(package: str = "tracer", top: int = 25) -> dict[str, Any]
     for trace in snapshot.traces:
         total += trace.size
         owner, frame = "event loop", None
-        for candidate in trace.traceback:  # most recent call first
+        for candidate in reversed(trace.traceback):  # tracemalloc lists the oldest first
             found = owner_of(candidate.filename)
             if found is not None:
                 owner, frame = found, candidate

@@ -70,35 +70,60 @@ _current_chain: contextvars.ContextVar[Chain | None] = contextvars.ContextVar(
 """The chain of the traced WebSocket connection running in this task, if it is one."""
 
 
-async def run_layer(chain: Chain, name: str, attrs: dict[str, Any], awaitable: Any) -> Any:
+Layer = tuple[str, dict[str, Any]]
+"""A layer's span name and attributes, made once per wrapped layer and shared by its spans."""
+
+
+async def run_layer(chain: Chain, layer: Layer, awaitable: Any) -> Any:
     """Await one layer as the innermost of ``chain``; its span ends when it returns.  If the
     tracer fails to record it, the layer runs untraced: the app is never affected.
 
     The layer's coroutine is created by the (synchronous) wrapper and awaited here: one
-    coroutine per layer, which lives as long as the connection, rather than two."""
-    current = trace.get_current_span()
-    context_token = None
-    if current is chain:
-        layer = errors.call("asgi.layer", chain.enter, name, attrs, None)
-    else:
+    coroutine per layer, which lives as long as the connection, rather than two.  An idle
+    connection holds one of these per layer, so its frame is kept small: the work is done
+    by :func:`_enter_layer` and :func:`_leave_layer`."""
+    handle = _enter_layer(chain, layer)
+    if handle is None:
+        return await awaitable
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        _leave_layer(chain, handle, layer, exc)
+        raise
+    _leave_layer(chain, handle, layer, None)
+    return result
+
+
+def _enter_layer(chain: Chain, layer: Layer) -> Any:
+    """The layer's handle in ``chain``, or None (the tracer failed: the layer runs untraced)."""
+    try:
+        current = trace.get_current_span()
+        if current is chain:
+            return chain.enter(layer[0], layer[1], None)
         # Something inside the chain made its own span current (FastAPI's telemetry, the
         # app's own span): this layer nests under it, and is current inside itself again.
-        layer = errors.call("asgi.layer", chain.enter, name, attrs, current)
-        if layer is not None:
-            context_token = otel_context.attach(trace.set_span_in_context(chain))
-    if layer is None:
-        return await awaitable
-    error: str | None = None
+        token = otel_context.attach(trace.set_span_in_context(chain))
+        try:
+            handle = chain.enter(layer[0], layer[1], current)
+        except Exception:
+            otel_context.detach(token)
+            raise
+        chain.hold_token(handle, token)
+        return handle
+    except Exception as failure:
+        errors.record("asgi.layer", failure)
+        return None
+
+
+def _leave_layer(chain: Chain, handle: Any, layer: Layer, exc: BaseException | None) -> None:
     try:
-        return await awaitable
-    except BaseException as exc:
-        if not _is_disconnect(exc):
-            error = type(exc).__name__
-        raise
-    finally:
-        if context_token is not None:
-            otel_context.detach(context_token)
-        errors.call("asgi.span", chain.leave, layer, name, attrs, error)
+        token = chain.release_token(handle)
+        if token is not None:
+            otel_context.detach(token)
+        error = None if exc is None or _is_disconnect(exc) else type(exc).__name__
+        chain.leave(handle, layer[0], layer[1], error)
+    except Exception as failure:
+        errors.record("asgi.span", failure)
 
 
 async def run_in_span(span: Any, awaitable: Any) -> Any:
@@ -156,9 +181,9 @@ def _layer_name(cls: type, owner: type, attribute: str) -> str:
 def _make_layer_wrapper(owner: type, attribute: str) -> Any:
     original = owner.__dict__[attribute]
     attrs = code_attributes(original)
-    described: dict[tuple[type, Any], tuple[str, dict[str, Any]]] = {}
+    described: dict[tuple[type, Any], Layer] = {}
 
-    def describe(instance: Any) -> tuple[str, dict[str, Any]]:
+    def describe(instance: Any) -> Layer:
         route = getattr(instance, "path", None) if attribute == "handle" else None
         key = (type(instance), route)
         found = described.get(key)
@@ -177,8 +202,7 @@ def _make_layer_wrapper(owner: type, attribute: str) -> Any:
         scope = args[0] if args else kwargs.get("scope")
         if chain is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
             return wrapped(*args, **kwargs)
-        name, span_attrs = describe(instance)
-        return run_layer(chain, name, span_attrs, wrapped(*args, **kwargs))
+        return run_layer(chain, describe(instance), wrapped(*args, **kwargs))
 
     return layer
 
@@ -201,13 +225,13 @@ def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
         original = getattr(module, attribute, None)
         if key in _wrapped or original is None or isinstance(original, wrapt.FunctionWrapper):
             return
-        attrs = code_attributes(original)
+        layer = (span_name, code_attributes(original))
 
         def timed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             chain = _current_chain.get()
             if chain is None:
                 return wrapped(*args, **kwargs)
-            return run_layer(chain, span_name, attrs, wrapped(*args, **kwargs))
+            return run_layer(chain, layer, wrapped(*args, **kwargs))
 
         wrapt.wrap_function_wrapper(module, attribute, timed)
         _wrapped[key] = (module, attribute, original)
@@ -309,14 +333,13 @@ def _wrap_endpoint(route: Any) -> None:
     call = getattr(dependant, "call", None)
     if call is None or isinstance(call, wrapt.FunctionWrapper):
         return
-    attrs = code_attributes(call)
-    name = getattr(call, "__name__", "endpoint")
+    layer = (getattr(call, "__name__", "endpoint"), code_attributes(call))
 
     def endpoint(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         chain = _current_chain.get()
         if chain is None:
             return wrapped(*args, **kwargs)
-        return run_layer(chain, name, attrs, wrapped(*args, **kwargs))
+        return run_layer(chain, layer, wrapped(*args, **kwargs))
 
     with _wrapped_lock:
         _wrapped[(id(dependant), "call")] = (dependant, "call", call)

@@ -25,6 +25,7 @@ app running inner apps concurrently) is removed where it is, so the innermost st
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from time import time_ns
 from typing import Any
@@ -43,12 +44,13 @@ class Chain(trace.Span):
     """Stands for the innermost open layer of one connection's chain (or ``base`` outside
     every layer); everything done to it as a span is done to that layer."""
 
-    __slots__ = ("_base", "_layers", "_open", "tracer")
+    __slots__ = ("_base", "_layers", "_open", "_tokens", "tracer")
 
     def __init__(self, base: trace.Span, open_layer: OpenLayer | None, tracer: Any) -> None:
         self._base = base
-        self._layers: list[Any] = []
+        self._layers: Any = []
         self._open = open_layer
+        self._tokens: dict[Any, Any] | None = None
         self.tracer = tracer
         """The SDK tracer of the connection (for spans made while the chain runs)."""
 
@@ -75,6 +77,17 @@ class Chain(trace.Span):
             layer.set_attribute(vocab.ERROR_TYPE, error)
             layer.set_status(Status(StatusCode.ERROR, error))
         layer.end()
+
+    def hold_token(self, layer: Any, token: Any) -> None:
+        """Keep the context token of a layer that made the chain current again under a span
+        of its own (rare: see :func:`tracer.asgi.run_layer`) until it leaves."""
+        if self._tokens is None:
+            self._tokens = {}
+        self._tokens[layer] = token
+
+    def release_token(self, layer: Any) -> Any:
+        """The token :meth:`hold_token` kept for ``layer``, if any."""
+        return self._tokens.pop(layer, None) if self._tokens else None
 
     def _remove(self, layer: Any) -> int:
         layers = self._layers
@@ -135,6 +148,11 @@ class _Written:
         self.status: Status | None = None
 
 
+_BASE = 0
+"""In :class:`RecordedChain`, the parent of a layer with no open layer below it: the chain's
+base (0 is no valid span id)."""
+
+
 class RecordedChain(Chain):
     """A chain whose open layers are span ids and start times, finished into
     ``ReadableSpan``\\s for the SDK's processors when they return.
@@ -143,14 +161,19 @@ class RecordedChain(Chain):
     recording (the connection's ``asgi.app``).
     """
 
-    __slots__ = ("_context", "_parents", "_sdk", "_starts", "_top", "_written")
+    __slots__ = ("_context", "_foreign", "_parents", "_sdk", "_starts", "_top", "_written")
 
     def __init__(self, base: trace.Span, sdk: Any, tracer: Any) -> None:
         super().__init__(base, None, tracer)
         self._sdk = sdk
         self._context = base.get_span_context()
-        self._parents: list[Any] = []  # a layer's parent: the span id below it, or a context
-        self._starts: list[int] = []
+        # One machine word per open layer in each array, rather than a list slot and an int
+        # object: an idle connection holds its whole chain open.
+        self._layers = array("Q")  # the open layers' span ids, outermost first
+        self._parents = array("Q")  # each one's parent: the span id below it, or _BASE
+        self._starts = array("q")
+        self._foreign: dict[int, trace.SpanContext] | None = None
+        """Layer -> the span made current inside the chain that it nests under (rare)."""
         self._top: tuple[int, trace.SpanContext] | None = None  # the last context built
         self._written: dict[int, _Written] | None = None
 
@@ -176,9 +199,12 @@ class RecordedChain(Chain):
         span_id = self._sdk.new_span_id()
         layers = self._layers
         if outer is not None:
-            parent: Any = outer.get_span_context()
+            if self._foreign is None:
+                self._foreign = {}
+            self._foreign[span_id] = outer.get_span_context()
+            parent = _BASE
         else:
-            parent = layers[-1] if layers else self._context
+            parent = layers[-1] if layers else _BASE
         layers.append(span_id)
         self._parents.append(parent)
         self._starts.append(time_ns())
@@ -187,11 +213,16 @@ class RecordedChain(Chain):
     def leave(self, layer: Any, name: str, attributes: dict[str, Any], error: str | None) -> None:
         end = time_ns()
         index = self._remove(layer)
-        parent = self._parents.pop(index)
+        parent_id = self._parents.pop(index)
         start = self._starts.pop(index)
         context = self._layer_context(layer)
-        if isinstance(parent, int):  # the span id of the layer below it, which leaves next:
-            parent = self._layer_context(parent)  # built now, kept for then
+        foreign = self._foreign.pop(layer, None) if self._foreign else None
+        if foreign is not None:
+            parent = foreign
+        elif parent_id == _BASE:
+            parent = self._context
+        else:  # the layer below it, which leaves next: its context is built now, kept for then
+            parent = self._layer_context(parent_id)
         written = self._written.pop(layer, None) if self._written else None
         status: Status | None = None
         events: Any = ()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import weakref
 from collections.abc import Sequence
 from time import time_ns
 from typing import Any
@@ -86,7 +85,6 @@ class Recorder:
         self._sdk = SdkParts.of(self.tracer)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self.open_records: weakref.WeakSet[ConnectionRecord] = weakref.WeakSet()
         self.stats = {"connections": 0, "frames_dropped": 0, "messages_dropped": 0}
 
     @property
@@ -102,7 +100,6 @@ class Recorder:
         if abandoned.pending():
             errors.call("recorder.end_abandoned", abandoned.end_abandoned)
         record = ConnectionRecord(self, **kwargs)
-        self.open_records.add(record)
         self.stats["connections"] += 1
         return record
 
@@ -110,7 +107,9 @@ class Recorder:
         """End every span of connections still open (used when uninstrumenting)."""
         now = time_ns()
         errors.call("recorder.end_abandoned", abandoned.end_abandoned)
-        for record in list(self.open_records):
+        for record in abandoned.open_owners():  # every open record carries a guard
+            if getattr(record, "recorder", None) is not self:
+                continue
             try:
                 if record.span.is_recording():
                     record.span.set_attribute(vocab.END_REASON, vocab.END_UNINSTRUMENTED)

@@ -26,12 +26,47 @@ _abandoned: deque[list[Any]] = deque()
 """Lists of open spans of records collected unfinished (``deque.append`` takes no lock)."""
 
 
-def guard(owner: object, spans: list[Any]) -> weakref.finalize:
+class Guard(weakref.ref):
+    """A weak reference to a record that queues the record's open spans when it is collected.
+
+    A weakref subclass with one slot, rather than ``weakref.finalize`` (a registry entry, an
+    info object and an argument tuple): every open connection carries one."""
+
+    __slots__ = ("spans",)
+
+    def __new__(cls, owner: object, spans: list[Any]) -> Guard:
+        return super().__new__(cls, owner, _collected)
+
+    def __init__(self, owner: object, spans: list[Any]) -> None:
+        super().__init__(owner, _collected)
+        self.spans = spans
+
+    def detach(self) -> None:
+        """The owner ended its spans itself: nothing to do when it is collected."""
+        _guards.discard(self)
+
+
+_guards: set[Guard] = set()
+"""Guards of the records still open: a weak reference calls back only while it is alive."""
+
+
+def _collected(guard: Any) -> None:
+    if guard in _guards:
+        _guards.discard(guard)
+        _abandoned.append(guard.spans)
+
+
+def open_owners() -> list[Any]:
+    """Every guarded owner still alive and not detached: the records of open connections."""
+    return [owner for owner in (made() for made in list(_guards)) if owner is not None]
+
+
+def guard(owner: object, spans: list[Any]) -> Guard:
     """Queue ``spans`` (kept up to date by the owner) when ``owner`` is collected; the owner
     calls ``.detach()`` on the result once it has ended them itself."""
-    finalizer = weakref.finalize(owner, _abandoned.append, spans)
-    finalizer.atexit = False  # at exit nothing would end them anyway
-    return finalizer
+    made = Guard(owner, spans)
+    _guards.add(made)
+    return made
 
 
 def end_spans(spans: list[Any], reason: str, description: str, at: int | None = None) -> int:

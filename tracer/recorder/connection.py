@@ -275,7 +275,6 @@ class ConnectionRecord(WireSide, AppSide):
         finally:
             self._step(Event.FINISH)
             self.guard.detach()
-            self.recorder.open_records.discard(self)
             end_connection(self, at)
 
 

@@ -83,6 +83,8 @@ _DATA_START = (OP_TEXT, OP_BINARY)
 _PING_PONG = (OP_PING, OP_PONG)
 
 _MAX_HEADER = 14
+_NO_ERRORS: tuple[()] = ()
+"""A frame decoder's pending errors while no frame is pending (no list per idle decoder)."""
 """2 bytes + 8 bytes of 64-bit extended length + 4 bytes of masking key."""
 
 
@@ -246,12 +248,13 @@ class FrameDecoder:
         self._fed = 0
         self._skip = 0  # payload bytes still to pass over, for a frame already reported
         self._skipping: Frame | None = None  # the frame whose payload is being skipped
-        self._hbuf = bytearray()  # an incomplete header carried over to the next chunk
+        # Made when first needed: every open connection has two decoders, mostly idle.
+        self._hbuf: bytearray | None = None  # an incomplete header carried over to the next chunk
         self._hstart = 0  # stream offset of the frame whose header is in _hbuf
         self._pending: Frame | None = None  # a frame waiting for payload bytes to inspect
-        self._pending_errors: list[ProtocolError] = []
+        self._pending_errors: list[ProtocolError] | tuple[()] = _NO_ERRORS
         self._need = 0  # payload bytes the pending frame waits for
-        self._collected = bytearray()
+        self._collected: bytearray | None = None  # payload bytes gathered for _pending
         self._fragmented = False  # inside a fragmented data message (§5.4)
         self._closed = False  # a close frame was seen (§5.5.1: nothing may follow)
 
@@ -383,6 +386,8 @@ class FrameDecoder:
 
     def _stash(self, data: bytes, pos: int, base: int) -> None:
         """Keep an incomplete header (at most 13 bytes) for the next chunk."""
+        if self._hbuf is None:
+            self._hbuf = bytearray()
         self._hbuf += data[pos:]
         self._hstart = base + pos
 
@@ -408,7 +413,7 @@ class FrameDecoder:
             self._hbuf.clear()
         elif self._pending is not None:
             frame = self._pending
-            got = len(self._collected)
+            got = len(self._collected or b"")
             errors.extend(self._pending_errors)
             errors.append(
                 ProtocolError(
@@ -420,8 +425,8 @@ class FrameDecoder:
                 )
             )
             self._pending = None
-            self._pending_errors = []
-            self._collected.clear()
+            self._pending_errors = _NO_ERRORS
+            self._collected = None
         elif self._skip:
             frame = self._skipping
             assert frame is not None
@@ -443,6 +448,7 @@ class FrameDecoder:
     def _resume_header(self, data: bytes, pos: int, out: list[Frame | ProtocolError]) -> int:
         """Complete a header split across chunks; return the position after what was used."""
         hbuf = self._hbuf
+        assert hbuf is not None
         had = len(hbuf)
         hbuf += data[pos : pos + _MAX_HEADER - had]
         header = _parse_header(hbuf, 0, len(hbuf))
@@ -491,19 +497,22 @@ class FrameDecoder:
         frame = self._pending
         assert frame is not None
         collected = self._collected
-        want = self._need - len(collected)
+        want = self._need - (len(collected) if collected else 0)
         take = min(want, len(data) - pos)
         if take == want and not collected:
             payload = bytes(data[pos : pos + take])  # the common case: all in this chunk
         else:
+            if collected is None:
+                collected = self._collected = bytearray()
             collected += data[pos : pos + take]
             if take < want:
                 return pos + take
             payload = bytes(collected)
+            collected.clear()
         self._pending = None
-        collected.clear()
         errors = self._pending_errors
-        self._pending_errors = []
+        assert isinstance(errors, list)  # set with _pending by _arrange_payload
+        self._pending_errors = _NO_ERRORS
         self._finish_frame(frame, payload, errors)
         out.append(frame)
         if errors:
