@@ -53,8 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="OUT", help="write every figure and round as JSON")
     parser.add_argument(
         "--results", metavar="FILE",
-        help=f"write the printed tables as Markdown to FILE (default for a full run: "
-        f"{RESULTS.relative_to(RESULTS.parent.parent)}; --quick writes none unless asked)",
+        help=f"write the printed tables as Markdown to FILE (default: "
+        f"{RESULTS.relative_to(RESULTS.parent.parent)}, only for a run with none of the options "
+        "that select or size what is measured)",
     )
     parser.add_argument("--http", default="httptools", choices=["httptools", "h11"])
     parser.add_argument("--ws", default="websockets-sansio",
@@ -138,6 +139,19 @@ def bench(options: Options, *, progress: bool = True, quick: bool = False) -> di
     return raw
 
 
+_SELECTING = ("--variants", "--phases", "--http", "--ws", "--loop", "--compression", "--quick",
+              "--profile", "--rounds", "--messages", "--clients", "--handshakes", "--idle",
+              "--fanout", "--warmup")
+"""Options that make a run partial or different: its figures must not replace the results file."""
+
+
+def _full_run(args: argparse.Namespace, argv: list[str] | None) -> bool:
+    """Whether this is the run ``make bench`` makes: only then is the results file rewritten
+    by default (a partial run would leave it with "not run" rows)."""
+    given = sys.argv[1:] if argv is None else argv
+    return not any(arg.split("=", 1)[0] in _SELECTING for arg in given)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = options_from(args)
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         result["hotspots"] = profile.report_run(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    results = args.results or (None if args.quick or args.profile else RESULTS)
+    results = args.results or (RESULTS if _full_run(args, argv) else None)
     if results:
         report.write_results(results, result)
         print(f"results written to {results}", file=sys.stderr)

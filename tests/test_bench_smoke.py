@@ -214,3 +214,22 @@ def test_profile_charges_samples_to_their_owner(tmp_path: Path) -> None:
     wrapper = spots[("tracer/asgi.py", "wrap")]
     assert wrapper.inclusive == pytest.approx(4 / 20)
     assert wrapper.attributed == 0
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("argv", "full"),
+    [
+        ([], True),
+        (["--json", "out.json", "--quiet"], True),
+        (["--phases", "idle"], False),
+        (["--variants=conn-spans"], False),
+        (["--rounds", "1"], False),
+        (["--profile", "prof"], False),
+        (["--quick"], False),
+    ],
+)
+def test_only_a_full_run_rewrites_the_results_file_by_default(argv: list[str], full: bool) -> None:
+    from bench.__main__ import _full_run, parse_args
+
+    assert _full_run(parse_args(argv), argv) is full
