@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, profile, report
-from bench.runner import QUICK, Options, Sizes, run
+from bench.runner import QUICK, Options, Sizes, py_spy_path, run
 from bench.variants import VARIANTS, resolve
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -154,6 +154,10 @@ def _full_run(args: argparse.Namespace, argv: list[str] | None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile and py_spy_path() is None:
+        print("--profile samples the servers with py-spy, which is not installed: "
+              "pip install -e '.[profile]'", file=sys.stderr)
+        return 2
     options = options_from(args)
     result = bench(options, progress=not args.quiet, quick=args.quick)
     report.render(result, result["summary"], result["bar"])

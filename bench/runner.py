@@ -177,7 +177,8 @@ class ServerProcess:
         blocked threads look busy); ``--full-filenames`` for :mod:`bench.profile`."""
         o = self.options
         assert o.profile_dir is not None
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        py_spy = py_spy_path()
+        assert py_spy is not None, "main() checks for py-spy before any server starts"
         self.profile_path = Path(o.profile_dir) / f"{self.variant}.{tag}.collapsed.txt"
         with open(self.workdir / "py-spy.log", "wb") as log:
             self._profiler = subprocess.Popen(
@@ -320,6 +321,12 @@ def profile_load(server: ServerProcess, options: Options) -> tuple[dict[str, Any
         result["errors"] = errors
     result["phases"] = list(options.phases)
     return result, paths
+
+
+def py_spy_path() -> str | None:
+    """The py-spy command ``--profile`` samples the servers with, if installed."""
+    found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return found if Path(found).exists() else None
 
 
 def round_order(variants: list[str], round_index: int) -> list[str]:
