@@ -395,8 +395,10 @@ def test_broadcast_helper_under_the_middleware_alone() -> None:
     tree = Tree(list(exporter.get_finished_spans()))
     (broadcast,) = [s for s in tree.spans if s.name == vocab.WS_BROADCAST]
     assert broadcast.attributes[vocab.BROADCAST_RECIPIENTS] == 2
-    assert len(tree.kids(broadcast, vocab.WS_MESSAGE_SEND)) == 2
-    assert tree.parent(broadcast).name == "websocket_endpoint"
+    sends = tree.kids(broadcast, vocab.WS_MESSAGE_SEND)
+    assert len({s.attributes[vocab.CONNECTION_ID] for s in sends}) == 2  # one per recipient
+    # The same shape as under the server hooks: the fan-out belongs to the message handled.
+    assert tree.parent(broadcast).name == vocab.WS_MESSAGE_RECEIVE
     assert tracker.open == {}
     assert errors.counts == {}
 
@@ -641,20 +643,21 @@ def test_credentials_in_subprotocols_are_redacted() -> None:
 
 
 def test_middleware_failures_never_reach_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracer import asgi
+    from tracer.chain import RecordedChain
+    from tracer.recorder import ConnectionRecord, connection
 
     def broken(*args, **kwargs):
         raise RuntimeError("tracer bug")
 
-    monkeypatch.setattr(asgi._AsgiConnection, "_open_send", broken)
-    monkeypatch.setattr(asgi._AsgiConnection, "_open_accept", broken)
-    monkeypatch.setattr(asgi._AsgiConnection, "_start_layer", broken)
+    monkeypatch.setattr(ConnectionRecord, "on_send_enter", broken)
+    monkeypatch.setattr(connection, "emit_handshake", broken)
+    monkeypatch.setattr(RecordedChain, "enter", broken)
     provider, _, tracker = make_provider()
     errors.reset()
     with run_server(tracer.TracingMiddleware(echo_app(), tracer_provider=provider)) as server:
         assert asyncio.run(_echo(server.ws_url)) == "hello"
     assert errors.counts.get("asgi.send", 0) >= 1
-    assert errors.counts.get("asgi.accept", 0) == 1
+    assert errors.counts.get("recorder.emit_handshake", 0) == 1
     assert errors.counts.get("asgi.layer", 0) >= 1
     assert tracker.open == {}
 

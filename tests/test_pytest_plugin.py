@@ -211,7 +211,7 @@ def test_testclient_records_through_the_middleware_alone(pytester: pytest.Pytest
     result.stdout.fnmatch_lines_random(
         [
             "E * /echo: closed with code 1008, expected 1000",
-            "E *ws.connection * testclient:50000 → :80 /echo",
+            "E *ws.connection * testclient:50000 → :80 /echo*",
             "E *└── ws.close * code=1008  reason=\"told to\"  by server*",
             "E * frame sizes cannot be checked: only the ASGI middleware traced this connection*",
         ]

@@ -13,10 +13,11 @@ Wrap the app (``app = TracingMiddleware(app)``) and every WebSocket connection r
 With the server hooks installed (:func:`tracer.instrument`) the chain joins the connection's
 trace under ``asgi.app`` (and ``ProxyHeadersMiddleware``, uvicorn's outermost layer, gets its
 span too); messages, frames and broadcasts come from the server layer, which sees the wire.
-Alone — under another server or Starlette's ``TestClient`` — the middleware records what the
-ASGI layer can see itself: a ``ws.connection`` root marked ``wstrace.source = "asgi"``,
-``ws.accept``, ``ws.message.receive`` per message (handler time only: the wire is out of
-sight), ``ws.message.send`` per send and ``ws.close``.
+Alone — under another server or Starlette's ``TestClient`` — the middleware feeds the same
+:class:`~tracer.recorder.ConnectionRecord` from the ASGI messages it passes on
+(:mod:`tracer.recorder.asgi_side`): a ``ws.connection`` root marked
+``wstrace.source = "asgi"``, ``ws.accept``, ``ws.message.receive`` per message (from its
+delivery: the wire is out of sight) with its sends and broadcasts, and ``ws.close``.
 
 The chain spans come from class-level wrappers installed once per layer class; they pass
 straight through unless a traced WebSocket connection is running in the current task.
@@ -29,37 +30,25 @@ import contextvars
 import inspect
 import threading
 import weakref
-from collections.abc import Iterator
 from time import time_ns
 from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
 from tracer.chain import Chain, RecordedChain
 from tracer.config import TracerConfig
 from tracer.recorder import (
-    SdkParts,
-    capture_stack,
+    ConnectionRecord,
+    Recorder,
     code_attributes,
     current_handling,
-    stack_event_attributes,
+    reset_handling,
 )
-from tracer.recorder.emit.messages import (
-    OVERFLOWED,
-    UNDER_CONNECTION,
-    handshake_link,
-    message_placement,
-)
-from tracer.wire import CloseCode
-
-NORMAL_CLOSURE = int(CloseCode.NORMAL_CLOSURE)
-NO_STATUS_RCVD = int(CloseCode.NO_STATUS_RCVD)
-ABNORMAL_CLOSURE = int(CloseCode.ABNORMAL_CLOSURE)
 
 Scope = dict[str, Any]
 
@@ -126,37 +115,10 @@ def _leave_layer(chain: Chain, handle: Any, layer: Layer, exc: BaseException | N
         errors.record("asgi.span", failure)
 
 
-async def run_in_span(span: Any, awaitable: Any) -> Any:
-    """Await with ``span`` current, then end it.  ``None`` (the tracer failed to make one)
-    runs the awaitable untraced: whatever the tracer does, the app is not affected."""
-    if span is None:
-        return await awaitable
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        return await awaitable
-    except BaseException as exc:
-        if not _is_disconnect(exc):
-            errors.call("asgi.span", _mark_error, span, exc)
-        raise
-    finally:
-        otel_context.detach(token)
-        errors.call("asgi.span", span.end)
-
-
-def _mark_error(span: Any, exc: BaseException) -> None:
-    span.set_attribute(vocab.ERROR_TYPE, type(exc).__name__)
-    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-
-
 def _is_disconnect(exc: BaseException) -> bool:
     """A client going away is how WebSocket handlers end, not a failure of the layer."""
     return type(exc).__name__ in ("WebSocketDisconnect", "ClientDisconnected", "CancelledError")
 
-
-_asgi_broadcast: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
-    "wstrace_asgi_broadcast", default=None
-)
-"""In ASGI-only mode, the recipients counted by the :func:`tracer.broadcast` block running."""
 
 _wrapped_lock = threading.Lock()
 _wrapped: dict[tuple[int, str], tuple[Any, str, Any]] = {}
@@ -385,15 +347,12 @@ class TracingMiddleware:
     """
 
     def __init__(self, app: Any, *, tracer_provider: Any = None, **options: Any) -> None:
-        from tracer._version import __version__
 
         self.app = app
         self.config = TracerConfig.build(**options)
-        self.tracer = trace.get_tracer(
-            vocab.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
-        )
-        self.sdk = SdkParts.of(self.tracer)
-        """For message-trace roots; resolved once, not per message."""
+        self.recorder = Recorder(tracer_provider, self.config)
+        """Records the connections this middleware traces alone (no server hooks)."""
+        self.tracer = self.recorder.tracer
 
     def __getattr__(self, name: str) -> Any:
         # Let code that reaches through to the app (``app.state``, ``app.routes``…) keep working.
@@ -433,7 +392,7 @@ class TracingMiddleware:
                 otel_context.detach(context_token)
                 _current_chain.reset(token)
             return
-        await _AsgiConnection(self, scope).run(receive, send)
+        await run_alone(self, scope, receive, send)
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
@@ -472,274 +431,105 @@ def with_trace_headers(scope: Scope) -> Scope:
     return {**scope, "headers": [*kept, *ours]}
 
 
-class _AsgiConnection:
-    """One WebSocket connection seen from the ASGI layer only (no server hooks)."""
+def scope_attributes(scope: Scope, config: TracerConfig) -> dict[str, Any]:
+    """Who is at each end, as far as the ASGI scope tells (the middleware alone)."""
+    client = scope.get("client") or (None, None)
+    server = scope.get("server") or (None, None)
+    attributes: dict[str, Any] = {
+        vocab.URL_PATH: scope.get("path", ""),
+        vocab.URL_SCHEME: scope.get("scheme", "ws"),
+    }
+    if client[0] is not None:
+        attributes[vocab.CLIENT_ADDRESS] = str(client[0])
+        attributes[vocab.CLIENT_PORT] = int(client[1] or 0)
+    if server[0] is not None:
+        attributes[vocab.SERVER_ADDRESS] = str(server[0])
+        attributes[vocab.SERVER_PORT] = int(server[1] or 0)
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+    attributes.update(config.header_attributes(vocab.HTTP_REQUEST_HEADER_PREFIX, headers))
+    return attributes
 
-    def __init__(self, middleware: TracingMiddleware, scope: Scope) -> None:
-        self.middleware = middleware
-        self.tracer = middleware.tracer
-        self.scope = scope
-        self.message_span: Any = None
-        self.message_token: Any = None
-        self.close_code: int | None = None
-        self.close_initiator: str | None = None
-        self.close_reason: str | None = None
-        self.status: int | None = None
-        """The handshake's answer as ASGI implies it: 101 on accept, 403 for a close before
-        accept (the ASGI spec), a denial response's own status."""
-        self.messages = 0
-        self.handling_message = False
-        """Between a data message's delivery and the next receive (its span may be unsampled)."""
 
-    async def run(self, receive: Any, send: Any) -> None:
+async def run_alone(middleware: TracingMiddleware, scope: Scope, receive: Any, send: Any) -> None:
+    """Trace a connection no server hook reports: the middleware's own receive and send feed
+    the same :class:`~tracer.recorder.ConnectionRecord` the hooks do (``source = "asgi"``).
+
+    Whatever the tracer fails to do, the app runs as it would untraced."""
+    try:
+        record = _new_record(middleware, scope)
+    except Exception as exc:
+        errors.record("asgi.connection", exc)
+        await middleware.app(scope, receive, send)
+        return
+    if record.inert:  # not sampled, and nothing of it will be
         try:
-            span = self._start()
-        except Exception as exc:  # the tracer failed: the app runs untraced, never affected
-            errors.record("asgi.connection", exc)
-            await self.middleware.app(self.scope, receive, send)
-            return
-        chain = Chain(span, self._start_layer, self.tracer)
-        context_token = otel_context.attach(trace.set_span_in_context(chain))
-        scope = self.scope
-        if self.middleware.config.propagate_context:
-            scope = errors.call("asgi.connection", with_trace_headers, scope) or scope
-        chain_token = _current_chain.set(chain)
+            await middleware.app(scope, receive, send)
+        finally:
+            errors.call("asgi.connection", record.force_finish, time_ns())
+        return
+    handling_token = record.on_app_start(time_ns(), middleware.app, app_span=False)
+    chain = server_chain(record.span, middleware.tracer, middleware.recorder)
+    chain_token = _current_chain.set(chain)
+    context_token = otel_context.attach(trace.set_span_in_context(chain))
+    if middleware.config.propagate_context:
+        scope = errors.call("asgi.connection", with_trace_headers, scope) or scope
+    failure: BaseException | None = None
+    try:
+        await middleware.app(scope, _traced_receive(record, receive), _traced_send(record, send))
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        otel_context.detach(context_token)
+        _current_chain.reset(chain_token)
+        reset_handling(handling_token)
+        errors.call("asgi.connection", _end_alone, record, failure)
+
+
+def _new_record(middleware: TracingMiddleware, scope: Scope) -> ConnectionRecord:
+    record = middleware.recorder.new_connection(
+        source=vocab.SOURCE_ASGI, peer=scope_attributes(scope, middleware.config)
+    )
+    record.path = scope.get("path", "")
+    client = client_trace_context(scope)
+    if client is not None and record.recording:
+        record.span.add_link(client, _CLIENT_LINK)
+    record.on_asgi_request(time_ns())
+    return record
+
+
+def _end_alone(record: ConnectionRecord, failure: BaseException | None) -> None:
+    """The app returned: nothing more will happen on this connection."""
+    at = time_ns()
+    error = None if failure is None or _is_disconnect(failure) else type(failure).__name__
+    record.on_app_end(at, error)
+    if error is not None and record.recording:
+        record.span.set_attribute(vocab.ERROR_TYPE, error)
+        record.span.set_status(Status(StatusCode.ERROR, error))
+    record.on_lost(at, None)
+
+
+def _traced_receive(record: ConnectionRecord, receive: Any) -> Any:
+    async def traced_receive() -> Any:
+        asked = time_ns()
+        errors.call("asgi.receive", record.on_receive_enter, asked)
+        message = await receive()
+        errors.call("asgi.receive", record.on_asgi_receive, asked, time_ns(), message)
+        return message
+
+    return traced_receive
+
+
+def _traced_send(record: ConnectionRecord, send: Any) -> Any:
+    async def traced_send(message: Any) -> None:
+        sent = errors.call("asgi.send", record.on_asgi_send_enter, time_ns(), message)
+        failure: str | None = None
         try:
-            await self.middleware.app(scope, self._receive(receive), self._send(send))
+            await send(message)
         except BaseException as exc:
-            errors.call("asgi.connection", _mark_error, span, exc)
+            failure = type(exc).__name__
             raise
         finally:
-            _current_chain.reset(chain_token)
-            otel_context.detach(context_token)
-            errors.call("asgi.connection", self._finish, span)
+            errors.call("asgi.send", record.on_asgi_send_exit, sent, message, time_ns(), failure)
 
-    def _start(self) -> Any:
-        scope = self.scope
-        client = scope.get("client") or (None, None)
-        server = scope.get("server") or (None, None)
-        attributes: dict[str, Any] = {
-            vocab.NETWORK_PROTOCOL_NAME: "websocket",
-            vocab.SOURCE: vocab.SOURCE_ASGI,
-            vocab.URL_PATH: scope.get("path", ""),
-            vocab.URL_SCHEME: scope.get("scheme", "ws"),
-        }
-        if client[0] is not None:
-            attributes[vocab.CLIENT_ADDRESS] = str(client[0])
-            attributes[vocab.CLIENT_PORT] = int(client[1] or 0)
-        if server[0] is not None:
-            attributes[vocab.SERVER_ADDRESS] = str(server[0])
-            attributes[vocab.SERVER_PORT] = int(server[1] or 0)
-        attributes.update(
-            self.middleware.config.header_attributes(
-                vocab.HTTP_REQUEST_HEADER_PREFIX,
-                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])],
-            )
-        )
-        remote = client_trace_context(scope)
-        links = [trace.Link(remote, _CLIENT_LINK)] if remote is not None else None
-        span = self.tracer.start_span(
-            vocab.CONNECTION, attributes=attributes, kind=SpanKind.SERVER, links=links
-        )
-        self.connection_span = span
-        return span
-
-    def _start_layer(self, name: str, attributes: dict[str, Any], parent: Any) -> Any:
-        return self.tracer.start_span(
-            name, context=trace.set_span_in_context(parent), attributes=attributes
-        )
-
-    def _finish(self, span: Any) -> None:
-        try:
-            self._end_message(time_ns())
-            if self.status is not None:
-                span.set_attribute(vocab.HTTP_RESPONSE_STATUS_CODE, self.status)
-            self._record_close(span)
-        finally:
-            span.end()
-
-    def _record_close(self, connection: Any) -> None:
-        code = self.close_code if self.close_code is not None else ABNORMAL_CLOSURE
-        connection.set_attribute(vocab.WS_CLOSE_CODE, code)
-        now = time_ns()
-        self.tracer.start_span(
-            vocab.WS_CLOSE,
-            context=trace.set_span_in_context(connection),
-            attributes={
-                vocab.WS_CLOSE_CODE: code,
-                vocab.WS_CLOSE_INITIATOR: self.close_initiator or vocab.INITIATOR_NONE,
-                vocab.SOURCE: vocab.SOURCE_ASGI,
-                **({vocab.WS_CLOSE_REASON: self.close_reason} if self.close_reason else {}),
-            },
-            start_time=now,
-        ).end(end_time=now)
-
-    def _end_message(self, at: int) -> None:
-        self.handling_message = False
-        if self.message_span is not None:
-            self.message_span.end(end_time=at)
-            self.message_span = None
-
-    def _receive(self, receive: Any) -> Any:
-        async def traced_receive() -> Any:
-            asked = time_ns()
-            self._end_message(asked)
-            message = await receive()
-            try:
-                self._on_receive(message)
-            except Exception as exc:
-                errors.record("asgi.receive", exc)
-            return message
-
-        return traced_receive
-
-    def _on_receive(self, message: Any) -> None:
-        kind = message.get("type")
-        if kind == "websocket.receive":
-            data = message.get("text")
-            message_type = "text"
-            if data is None:
-                data = message.get("bytes") or b""
-                message_type = "binary"
-            self.messages += 1
-            attributes: dict[str, Any] = {
-                vocab.WS_MESSAGE_TYPE: message_type,
-                vocab.WS_MESSAGE_SIZE: len(data),
-                vocab.MESSAGE_INDEX: self.messages,
-                vocab.SOURCE: vocab.SOURCE_ASGI,
-            }
-            self.message_span = self._open_message(attributes)
-            self.handling_message = True
-        elif kind == "websocket.disconnect" and self.close_code is None:
-            self.close_code = message.get("code", NO_STATUS_RCVD)
-            self.close_initiator = vocab.INITIATOR_CLIENT
-
-    def _open_message(self, attributes: dict[str, Any]) -> Any:
-        """Under the connection, or — in ``message`` shape, or past the per-trace cap — as the
-        root of its own trace linked to the connection, as the server layer does."""
-        config = self.middleware.config
-        connection = self.connection_span
-        placement = message_placement(config, self.messages)
-        if placement == UNDER_CONNECTION:
-            return self.tracer.start_span(
-                vocab.WS_MESSAGE_RECEIVE,
-                context=trace.set_span_in_context(connection),
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-            )
-        if placement == OVERFLOWED:
-            attributes[vocab.MESSAGES_OVERFLOWED] = True
-        inherit = config.message_sampling == "inherit"
-        if inherit and not connection.is_recording():
-            return None
-        links = [handshake_link(connection.get_span_context())]
-        sdk = self.middleware.sdk
-        if sdk is not None:
-            root = sdk.root(
-                vocab.WS_MESSAGE_RECEIVE, time_ns(), attributes, links, SpanKind.SERVER, inherit
-            )
-            return root if root.is_recording() else None
-        return self.tracer.start_span(
-            vocab.WS_MESSAGE_RECEIVE,
-            context=otel_context.Context(),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            links=links,
-        )
-
-    def _send(self, send: Any) -> Any:
-        async def traced_send(message: Any) -> None:
-            kind = message.get("type") if isinstance(message, dict) else None
-            if kind == "websocket.accept":
-                span = errors.call("asgi.accept", self._open_accept, message)
-            elif kind == "websocket.send":
-                span = errors.call("asgi.send", self._open_send, message)
-            else:
-                errors.call("asgi.send", self._note_answer, kind, message)  # before close_code
-                if kind == "websocket.close" and self.close_code is None:
-                    self.close_code = message.get("code", NORMAL_CLOSURE)
-                    self.close_initiator = vocab.INITIATOR_SERVER
-                span = None
-            await run_in_span(span, send(message))
-
-        return traced_send
-
-    def _open_send(self, message: dict[str, Any]) -> Any:
-        data = message.get("text")
-        message_type = "text" if data is not None else "binary"
-        if data is None:
-            data = message.get("bytes") or b""
-        recipients = _asgi_broadcast.get()
-        if recipients is not None:
-            recipients.append(1)
-            parent = trace.get_current_span()  # the ws.broadcast span
-        elif self.handling_message and self.message_span is None:
-            return None  # a send caused by a message whose trace was not sampled
-        else:
-            parent = self.message_span or trace.get_current_span()
-        return self.tracer.start_span(
-            vocab.WS_MESSAGE_SEND,
-            context=trace.set_span_in_context(parent),
-            attributes={
-                vocab.WS_MESSAGE_TYPE: message_type,
-                vocab.WS_MESSAGE_SIZE: len(data),
-                vocab.SOURCE: vocab.SOURCE_ASGI,
-            },
-        )
-
-    def _note_answer(self, kind: str | None, message: dict[str, Any]) -> None:
-        """The first close's reason; the status a close before accept or a denial implies."""
-        if kind == "websocket.close" and self.close_code is None:
-            self.close_reason = message.get("reason") or None
-            if self.status is None:
-                self.status = 403
-        elif kind == "websocket.http.response.start" and self.status is None:
-            self.status = message.get("status")
-
-    def _open_accept(self, message: dict[str, Any]) -> Any:
-        self.status = 101
-        attributes: dict[str, Any] = {
-            vocab.SOURCE: vocab.SOURCE_ASGI,
-            vocab.HTTP_RESPONSE_STATUS_CODE: 101,
-        }
-        subprotocol = message.get("subprotocol")
-        if subprotocol:
-            attributes[vocab.WS_SUBPROTOCOL] = self.middleware.config.subprotocol(subprotocol)
-        span = self.tracer.start_span(vocab.WS_ACCEPT, attributes=attributes)
-        if self.middleware.config.handshake_stack:
-            stack = capture_stack(app=self.middleware.app)
-            span.add_event(vocab.EVENT_HANDSHAKE_STACK, stack_event_attributes(stack))
-        return span
-
-
-def in_asgi_chain() -> bool:
-    """Whether this task runs inside a traced connection's ASGI chain."""
-    return _current_chain.get() is not None
-
-
-@contextlib.contextmanager
-def asgi_broadcast() -> Iterator[bool]:
-    """The ASGI-only half of :func:`tracer.broadcast`: a live ``ws.broadcast`` span.
-
-    Yields whether a span is being recorded (only inside a connection traced by the middleware
-    alone).
-    """
-    chain = _current_chain.get()
-    if chain is None:
-        yield False
-        return
-    tracer = chain.tracer
-    recipients: list[int] = []
-    token = _asgi_broadcast.set(recipients)
-    try:
-        with tracer.start_as_current_span(
-            vocab.WS_BROADCAST,
-            attributes={vocab.SOURCE: vocab.SOURCE_ASGI, vocab.BROADCAST_DETECTED: "explicit"},
-            record_exception=False,
-        ) as span:
-            try:
-                yield True
-            finally:
-                span.set_attribute(vocab.BROADCAST_RECIPIENTS, len(recipients))
-    finally:
-        _asgi_broadcast.reset(token)
+    return traced_send

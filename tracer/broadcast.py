@@ -16,28 +16,6 @@ covers broadcasts from background tasks.  With no tracing installed it costs nex
 
 from __future__ import annotations
 
-from typing import Any
+from tracer.recorder import server_broadcast as broadcast
 
-from tracer.asgi import asgi_broadcast, in_asgi_chain
-from tracer.recorder import current_handling, server_broadcast
-
-
-class broadcast:  # lower case: the API reads as a function, ``with tracer.broadcast():``
-    """Group the sends made inside the block into one ``ws.broadcast`` span."""
-
-    __slots__ = ("_inner",)
-
-    def __enter__(self) -> None:
-        inner: Any
-        if current_handling() is None and in_asgi_chain():  # traced by the middleware alone
-            inner = asgi_broadcast()
-            if inner.__enter__():
-                self._inner = inner
-                return
-            inner.__exit__(None, None, None)
-        inner = server_broadcast()
-        inner.__enter__()
-        self._inner = inner
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self._inner.__exit__(*exc_info)
+__all__ = ["broadcast"]

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.support.raw import KEY_EXAMPLE, client_frame, upgrade_request
 from tests.support.tracing import make_provider
+from tracer import vocab
 from tracer.config import TracerConfig
 from tracer.recorder import ConnectionRecord, Recorder
 from tracer.wire import Opcode, accept_key, encode_frame
@@ -53,6 +54,14 @@ class Bench:
             transport=None,
             handshake_ends_on_response=ends_on_response,
         )
+
+    def asgi_record(self) -> ConnectionRecord:
+        """A connection as the middleware alone sees it (no wire)."""
+        record = self.recorder.new_connection(
+            source=vocab.SOURCE_ASGI, peer={vocab.URL_PATH: "/ws"}
+        )
+        record.on_asgi_request(time_ns())
+        return record
 
     @property
     def spans(self) -> list[ReadableSpan]:

@@ -41,6 +41,7 @@ from tracer.recorder.records import (
     _explicit_broadcast,
     _handling,
     current_handling,
+    reset_handling,
 )
 from tracer.recorder.spans import (
     _ROOT_CONTEXT,
@@ -66,6 +67,7 @@ __all__ = [
     "capture_stack",
     "code_attributes",
     "current_handling",
+    "reset_handling",
     "server_broadcast",
     "stack_entry",
     "stack_event_attributes",
@@ -193,7 +195,8 @@ class Recorder:
 
 
 class server_broadcast:  # lower case: used like a function
-    """The server-hooks half of :func:`tracer.broadcast`: collect the block's sends.
+    """:func:`tracer.broadcast`: collect the sends made inside the block, for one
+    ``ws.broadcast`` span (under the server hooks and the middleware alone alike).
 
     A class rather than a generator context manager: it runs for every fan-out."""
 

@@ -60,10 +60,12 @@ class AppSide:
         """Mark the running app task as owned by the server layer (an inert connection)."""
         _handling.set(Handling(self, None))
 
-    def on_app_start(self, at: int, app: Any = None) -> Any:
+    def on_app_start(self, at: int, app: Any = None, app_span: bool = True) -> Any:
+        """The app task starts (``asgi.app``, unless the middleware alone reports it: the
+        connection's span is the app's then)."""
         self._app_step(AppEvent.START)
         self.app = app
-        if self.recording:
+        if self.recording and app_span:
             attrs = {**self.ws_code.get(vocab.ASGI_APP, {}), vocab.URL_PATH: self.path or ""}
             self.app_span = self.recorder.start(vocab.ASGI_APP, self.span, at, attrs)
             self.open_spans.append(self.app_span)

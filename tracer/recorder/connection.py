@@ -15,6 +15,7 @@ from tracer import vocab
 from tracer._contain import errors
 from tracer.recorder.abandoned import guard
 from tracer.recorder.app_side import AppSide
+from tracer.recorder.asgi_side import AsgiSide
 from tracer.recorder.emit.close import emit_close, emit_wire_errors, end_connection
 from tracer.recorder.emit.handshake import emit_handshake
 from tracer.recorder.emit.messages import emit_undelivered
@@ -40,14 +41,20 @@ _OPEN = int(Phase.OPEN)
 _FINISHED = int(Phase.FINISHED)
 _ORPHANED = int(AppPhase.ORPHANED)
 _RUNNING = (int(AppPhase.RUNNING), _ORPHANED)
+_NO_CODE: dict[str, Attributes] = {}
+"""No ``code.*`` attributes per stage: the middleware alone cannot see the server's code."""
 
 
-class ConnectionRecord(WireSide, AppSide):
+class ConnectionRecord(WireSide, AppSide, AsgiSide):
     """Everything recorded about one upgraded connection, and when its spans are made.
 
     The wire's facts are gathered by :class:`~tracer.recorder.wire_side.WireSide`, the app's
     by :class:`~tracer.recorder.app_side.AppSide`; this class holds their slots, the
     connection's identity and span, the handshake's timestamps, the phases and the end.
+
+    ``source`` says who reports the facts: the server hooks (``server``), or the middleware
+    alone (``asgi``: :class:`~tracer.recorder.asgi_side.AsgiSide` turns the ASGI messages into
+    the facts the hooks would have reported, and there is no wire side).
 
     Slotted: one lives as long as its connection, idle ones included (see the memory bar).
     """
@@ -101,10 +108,12 @@ class ConnectionRecord(WireSide, AppSide):
         "response_start",
         "send_frame",
         "server_frames",
+        "source",
         "span",
         "span_context",
         "started",
         "status",
+        "subprotocol",
         "validations",
         "wire_errors",
         "wire_errors_dropped",
@@ -115,29 +124,34 @@ class ConnectionRecord(WireSide, AppSide):
         self,
         recorder: Recorder,
         *,
-        impl_http: str,
-        impl_ws: str,
-        http: HttpStages | None,
-        http_code: dict[str, Attributes],
-        ws_code: dict[str, Attributes],
-        transport: Any,
-        handshake_ends_on_response: bool,
+        impl_http: str = "",
+        impl_ws: str = "",
+        http: HttpStages | None = None,
+        http_code: dict[str, Attributes] | None = None,
+        ws_code: dict[str, Attributes] | None = None,
+        transport: Any = None,
+        handshake_ends_on_response: bool = False,
         send_frame: tuple[str, str, int] | None = None,
+        source: str = vocab.SOURCE_SERVER,
+        peer: Attributes | None = None,
     ) -> None:
+        """``transport`` (under the hooks) or ``peer`` (the middleware alone: attributes read
+        from the ASGI scope) say who is at each end."""
         self.recorder = recorder
         self.config = recorder.config
         self.id = recorder.next_connection_id()
+        self.source = source
         self.impl_http = impl_http
         self.impl_ws = impl_ws
         self.http = http
-        self.http_code = http_code
-        self.ws_code = ws_code
+        self.http_code = http_code or _NO_CODE
+        self.ws_code = ws_code or _NO_CODE
         self.handshake_ends_on_response = handshake_ends_on_response
         self.send_frame = send_frame
         started = http.connection_made if http is not None else time_ns()
         self.started = started
 
-        attributes = self._connection_attributes(transport)
+        attributes = self._connection_attributes(transport, peer)
         self.span = recorder.start(
             vocab.CONNECTION, None, started, attributes, kind=SpanKind.SERVER
         )
@@ -151,6 +165,8 @@ class ConnectionRecord(WireSide, AppSide):
         """Nothing of this connection will be recorded: the hooks step aside."""
         self.init_wire()
         self.init_app()
+        self.subprotocol: str | None = None
+        """The subprotocol an ASGI ``websocket.accept`` chose (the middleware alone)."""
 
         # Handshake.
         self.handshake_start = 0
@@ -166,17 +182,16 @@ class ConnectionRecord(WireSide, AppSide):
         self.phase = _HTTP
         """Where the connection is (:class:`~tracer.recorder.phase.Phase`)."""
 
-    def _connection_attributes(self, transport: Any) -> Attributes:
-        attributes: Attributes = {
-            vocab.NETWORK_PROTOCOL_NAME: "websocket",
-            vocab.NETWORK_TRANSPORT: "tcp",
-            vocab.IMPL_HTTP: self.impl_http,
-            vocab.IMPL_WS: self.impl_ws,
-            vocab.CONNECTION_ID: self.id,
-            vocab.SOURCE: vocab.SOURCE_SERVER,
-            **self.http_code.get(vocab.CONNECTION, {}),
-        }
-        attributes.update(_address_attributes(transport))
+    def _connection_attributes(self, transport: Any, peer: Attributes | None) -> Attributes:
+        attributes: Attributes = {vocab.NETWORK_PROTOCOL_NAME: "websocket"}
+        if self.source == vocab.SOURCE_SERVER:
+            attributes[vocab.NETWORK_TRANSPORT] = "tcp"
+            attributes[vocab.IMPL_HTTP] = self.impl_http
+            attributes[vocab.IMPL_WS] = self.impl_ws
+        attributes[vocab.CONNECTION_ID] = self.id
+        attributes[vocab.SOURCE] = self.source
+        attributes.update(self.http_code.get(vocab.CONNECTION, {}))
+        attributes.update(peer if peer is not None else _address_attributes(transport))
         return attributes
 
     # --- Phases: every change goes through the tables of tracer.recorder.phase ---------------

@@ -113,3 +113,9 @@ _explicit_broadcast: contextvars.ContextVar[list[SendRecord] | None] = contextva
 
 def current_handling() -> Handling | None:
     return _handling.get()
+
+
+def reset_handling(token: contextvars.Token[Handling | None]) -> None:
+    """Undo :meth:`~tracer.recorder.ConnectionRecord.on_app_start`'s handling (the middleware
+    alone, whose task goes on after the connection's app returns)."""
+    _handling.reset(token)

@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 def emit_handshake(record: ConnectionRecord) -> None:
     """``http.headers.parse`` → ``http.upgrade.detect`` → ``ws.protocol.switch`` (when the HTTP
     layer was seen), then ``ws.handshake`` with ``validate`` and ``response`` under it, and
-    ``ws.accept`` when the app accepted."""
+    ``ws.accept`` when the app accepted.  The middleware alone sees only the accept."""
+    if record.source == vocab.SOURCE_ASGI:
+        if record.accept_start and record.status:
+            emit_accept(record)
+        return
     if record.http is not None and record.http.parse_start:
         emit_http_stages(record, record.http)
     start = record.handshake_start or record.started
@@ -186,6 +190,8 @@ def emit_accept(record: ConnectionRecord) -> None:
     attrs: Attributes = dict(record.ws_code.get(vocab.WS_ACCEPT, {}))
     if record.status:
         attrs[vocab.HTTP_RESPONSE_STATUS_CODE] = record.status
+    if record.subprotocol:
+        attrs[vocab.WS_SUBPROTOCOL] = record.subprotocol
     span = record.recorder.start(vocab.WS_ACCEPT, parent, record.accept_start, attrs)
     if record.accept_stack:
         span.add_event(
