@@ -362,18 +362,30 @@ def to_chrome_trace(traces: TraceSet) -> dict[str, Any]:
     builder.place()
     nodes = [node for group in builder.groups for node in group.nodes]
     origin = min((n.start for n in nodes), default=0)
-    events: list[dict[str, Any]] = []
+    meta = [_process_name(origin), *_lane_names(builder.groups)]
+    timed = [event for node in nodes for event in _span_events(node, origin)]
+    timed += _broadcast_flows(traces, nodes, origin)
+    timed.sort(key=lambda e: (e["ts"], e["tid"], -e.get("dur", 0)))
+    return {"traceEvents": meta + timed, "displayTimeUnit": "ms"}
+
+
+def _process_name(origin: int) -> dict[str, Any]:
+    """The one process, named with the wall-clock time its t=0 stands for."""
     stamp = datetime.fromtimestamp(origin / 1e9, tz=timezone.utc).isoformat(timespec="microseconds")
-    events.append(
-        {
-            "ph": "M",
-            "pid": PID,
-            "name": "process_name",
-            "args": {"name": f"wstrace (t=0 at {stamp})"},
-        }
-    )
+    return {
+        "ph": "M",
+        "pid": PID,
+        "name": "process_name",
+        "args": {"name": f"wstrace (t=0 at {stamp})"},
+    }
+
+
+def _lane_names(groups: list[_Group]) -> list[dict[str, Any]]:
+    """A thread per lane, numbered in order (``tid`` is set on each lane here), named after
+    its connection and sorted by group then lane."""
+    events: list[dict[str, Any]] = []
     tid = 0
-    for g_index, group in enumerate(builder.groups):
+    for g_index, group in enumerate(groups):
         for lane in group.lanes:
             tid += 1
             lane.tid = tid
@@ -390,41 +402,51 @@ def to_chrome_trace(traces: TraceSet) -> dict[str, Any]:
                     "args": {"sort_index": g_index * 1000 + lane.number},
                 }
             )
-    for node in nodes:
-        assert node.lane is not None
-        span = node.span
-        status = f"ERROR {span.status.message}".strip() if span.status.is_error else None
+    return events
+
+
+def _span_events(node: _Node, origin: int) -> list[dict[str, Any]]:
+    """A span as a complete (``X``) event, then its instants (frames, stack, errors)."""
+    assert node.lane is not None
+    span = node.span
+    status = f"ERROR {span.status.message}".strip() if span.status.is_error else None
+    events = [
+        {
+            "name": span.name,
+            "cat": _category(span.name),
+            "ph": "X",
+            "ts": _us(node.start - origin),
+            "dur": _us(node.end - node.start),
+            "pid": PID,
+            "tid": node.lane.tid,
+            "args": _args(
+                span.attributes,
+                trace_id=span.trace_id,
+                span_id=span.span_id,
+                status=status,
+                source=fmt.code_location(span.attributes),
+            ),
+        }
+    ]
+    for instant in node.instants:
         events.append(
             {
-                "name": span.name,
-                "cat": _category(span.name),
-                "ph": "X",
-                "ts": _us(node.start - origin),
-                "dur": _us(node.end - node.start),
+                "name": instant.name,
+                "cat": _category(instant.name),
+                "ph": "i",
+                "s": "t",
+                "ts": _us(instant.time - origin),
                 "pid": PID,
                 "tid": node.lane.tid,
-                "args": _args(
-                    span.attributes,
-                    trace_id=span.trace_id,
-                    span_id=span.span_id,
-                    status=status,
-                    source=fmt.code_location(span.attributes),
-                ),
+                "args": instant.args,
             }
         )
-        for instant in node.instants:
-            events.append(
-                {
-                    "name": instant.name,
-                    "cat": _category(instant.name),
-                    "ph": "i",
-                    "s": "t",
-                    "ts": _us(instant.time - origin),
-                    "pid": PID,
-                    "tid": node.lane.tid,
-                    "args": instant.args,
-                }
-            )
+    return events
+
+
+def _broadcast_flows(traces: TraceSet, nodes: list[_Node], origin: int) -> list[dict[str, Any]]:
+    """An arrow from each ``ws.broadcast`` to each of its sends, on the recipient's lane."""
+    events: list[dict[str, Any]] = []
     flow_id = 0
     for node in nodes:
         sends = [c for c in node.children if c.span.name == vocab.WS_MESSAGE_SEND]
@@ -450,10 +472,7 @@ def to_chrome_trace(traces: TraceSet) -> dict[str, Any]:
                     "args": {"recipient": target.label if target else None},
                 }
             )
-    meta = [e for e in events if e["ph"] == "M"]
-    timed = [e for e in events if e["ph"] != "M"]
-    timed.sort(key=lambda e: (e["ts"], e["tid"], -e.get("dur", 0)))
-    return {"traceEvents": meta + timed, "displayTimeUnit": "ms"}
+    return events
 
 
 def write_chrome_trace(traces: TraceSet, path: str | os.PathLike[str]) -> Path:
