@@ -10,7 +10,7 @@ Every recorded string is escaped (:mod:`tracer.analysis.escape`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,62 +94,12 @@ def _q(value: Any) -> str:
 def span_details(span: SpanRecord, traces: TraceSet | None = None) -> str:
     """The stage-specific fields of a span, as escaped Rich markup."""
     a = span.attributes
-    parts: list[str] = []
     name = span.name
     if fmt.is_frame(name):
-        parts.append(safe_markup(fmt.frame_summary(a)))
-    elif name == vocab.CONNECTION:
-        peer = f"{a.get(vocab.CLIENT_ADDRESS, '?')}:{a.get(vocab.CLIENT_PORT, '?')}"
-        server = f":{a[vocab.SERVER_PORT]}" if vocab.SERVER_PORT in a else ""
-        parts.append(safe_markup(f"{peer} → {server} {a.get(vocab.URL_PATH, '')}".strip()))
-        impls = [str(a[k]) for k in (vocab.IMPL_HTTP, vocab.IMPL_WS) if k in a]
-        if impls:
-            parts.append(safe_markup(" + ".join(impls)))
-        if vocab.CONNECTION_ID in a:
-            parts.append(f"id={safe_markup(a[vocab.CONNECTION_ID])}")
-    elif name == vocab.WS_HANDSHAKE_VALIDATE:
-        for key, label in ((vocab.WS_KEY, "key"), (vocab.WS_VERSION, "version")):
-            if key in a:
-                parts.append(f"{label}={safe_markup(a[key])}")
-    elif name == vocab.WS_HANDSHAKE_RESPONSE:
-        if vocab.HTTP_RESPONSE_STATUS_CODE in a:
-            parts.append(f"[bold]{safe_markup(a[vocab.HTTP_RESPONSE_STATUS_CODE])}[/bold]")
-        if vocab.WS_ACCEPT_KEY in a:
-            parts.append(f"accept={safe_markup(a[vocab.WS_ACCEPT_KEY])}")
-        valid = a.get(vocab.WS_ACCEPT_VALID)
-        if valid is True:
-            parts.append("[green]✓ valid[/green]")
-        elif valid is False:
-            parts.append("[red]✗ INVALID accept[/red]")
-    elif name in (vocab.WS_MESSAGE_RECEIVE, vocab.WS_MESSAGE_SEND):
-        if vocab.WS_MESSAGE_TYPE in a:
-            parts.append(safe_markup(a[vocab.WS_MESSAGE_TYPE]))
-        if vocab.WS_MESSAGE_SIZE in a:
-            parts.append(f"{safe_markup(a[vocab.WS_MESSAGE_SIZE])} B")
-        if vocab.WS_MESSAGE_FRAMES in a:
-            count = a[vocab.WS_MESSAGE_FRAMES]
-            parts.append(f"{safe_markup(count)} frame{'' if count == 1 else 's'}")
-        if vocab.QUEUE_WAIT_NS in a:
-            parts.append(f"queue {fmt.duration(_num(a[vocab.QUEUE_WAIT_NS]))}")
-        if vocab.HANDLER_NS in a:
-            parts.append(f"handler {fmt.duration(_num(a[vocab.HANDLER_NS]))}")
-        if name == vocab.WS_MESSAGE_SEND:
-            target = traces.recipient(span) if traces is not None else None
-            if target is not None:
-                parts.append(f"→ {safe_markup(target.label)}")
-            elif vocab.CONNECTION_ID in a:
-                parts.append(f"→ conn id {safe_markup(a[vocab.CONNECTION_ID])}")
-    elif name == vocab.WS_BROADCAST:
-        count = a.get(vocab.BROADCAST_RECIPIENTS)
-        if count is not None:
-            parts.append(f"→ {safe_markup(count)} recipient{'' if count == 1 else 's'}")
-    elif name == vocab.WS_CLOSE:
-        if vocab.WS_CLOSE_CODE in a:
-            parts.append(f"code={safe_markup(a[vocab.WS_CLOSE_CODE])}")
-        if a.get(vocab.WS_CLOSE_REASON):
-            parts.append(f"reason={_q(a[vocab.WS_CLOSE_REASON])}")
-        if vocab.WS_CLOSE_INITIATOR in a:
-            parts.append(f"by {safe_markup(a[vocab.WS_CLOSE_INITIATOR])}")
+        parts = [safe_markup(fmt.frame_summary(a))]
+    else:
+        details = _DETAILS.get(name)
+        parts = details(span, traces) if details is not None else []
     if vocab.HTTP_ROUTE in a and name != vocab.WS_HANDSHAKE_RESPONSE:
         parts.append(f"route={safe_markup(a[vocab.HTTP_ROUTE])}")
     if vocab.ERROR_TYPE in a:
@@ -158,6 +108,97 @@ def span_details(span: SpanRecord, traces: TraceSet | None = None) -> str:
         message = f" {_q(span.status.message)}" if span.status.message else ""
         parts.append(f"[bold red]ERROR[/bold red]{message}")
     return "  ".join(parts)
+
+
+def _connection_details(span: SpanRecord, traces: TraceSet | None) -> list[str]:
+    a = span.attributes
+    peer = f"{a.get(vocab.CLIENT_ADDRESS, '?')}:{a.get(vocab.CLIENT_PORT, '?')}"
+    server = f":{a[vocab.SERVER_PORT]}" if vocab.SERVER_PORT in a else ""
+    parts = [safe_markup(f"{peer} → {server} {a.get(vocab.URL_PATH, '')}".strip())]
+    impls = [str(a[k]) for k in (vocab.IMPL_HTTP, vocab.IMPL_WS) if k in a]
+    if impls:
+        parts.append(safe_markup(" + ".join(impls)))
+    if vocab.CONNECTION_ID in a:
+        parts.append(f"id={safe_markup(a[vocab.CONNECTION_ID])}")
+    return parts
+
+
+def _validate_details(span: SpanRecord, traces: TraceSet | None) -> list[str]:
+    a = span.attributes
+    return [
+        f"{label}={safe_markup(a[key])}"
+        for key, label in ((vocab.WS_KEY, "key"), (vocab.WS_VERSION, "version"))
+        if key in a
+    ]
+
+
+def _response_details(span: SpanRecord, traces: TraceSet | None) -> list[str]:
+    a = span.attributes
+    parts: list[str] = []
+    if vocab.HTTP_RESPONSE_STATUS_CODE in a:
+        parts.append(f"[bold]{safe_markup(a[vocab.HTTP_RESPONSE_STATUS_CODE])}[/bold]")
+    if vocab.WS_ACCEPT_KEY in a:
+        parts.append(f"accept={safe_markup(a[vocab.WS_ACCEPT_KEY])}")
+    valid = a.get(vocab.WS_ACCEPT_VALID)
+    if valid is True:
+        parts.append("[green]✓ valid[/green]")
+    elif valid is False:
+        parts.append("[red]✗ INVALID accept[/red]")
+    return parts
+
+
+def _message_details(span: SpanRecord, traces: TraceSet | None) -> list[str]:
+    a = span.attributes
+    parts: list[str] = []
+    if vocab.WS_MESSAGE_TYPE in a:
+        parts.append(safe_markup(a[vocab.WS_MESSAGE_TYPE]))
+    if vocab.WS_MESSAGE_SIZE in a:
+        parts.append(f"{safe_markup(a[vocab.WS_MESSAGE_SIZE])} B")
+    if vocab.WS_MESSAGE_FRAMES in a:
+        count = a[vocab.WS_MESSAGE_FRAMES]
+        parts.append(f"{safe_markup(count)} frame{'' if count == 1 else 's'}")
+    if vocab.QUEUE_WAIT_NS in a:
+        parts.append(f"queue {fmt.duration(_num(a[vocab.QUEUE_WAIT_NS]))}")
+    if vocab.HANDLER_NS in a:
+        parts.append(f"handler {fmt.duration(_num(a[vocab.HANDLER_NS]))}")
+    if span.name == vocab.WS_MESSAGE_SEND:
+        target = traces.recipient(span) if traces is not None else None
+        if target is not None:
+            parts.append(f"→ {safe_markup(target.label)}")
+        elif vocab.CONNECTION_ID in a:
+            parts.append(f"→ conn id {safe_markup(a[vocab.CONNECTION_ID])}")
+    return parts
+
+
+def _broadcast_details(span: SpanRecord, traces: TraceSet | None) -> list[str]:
+    count = span.attributes.get(vocab.BROADCAST_RECIPIENTS)
+    if count is None:
+        return []
+    return [f"→ {safe_markup(count)} recipient{'' if count == 1 else 's'}"]
+
+
+def _close_details(span: SpanRecord, traces: TraceSet | None) -> list[str]:
+    a = span.attributes
+    parts: list[str] = []
+    if vocab.WS_CLOSE_CODE in a:
+        parts.append(f"code={safe_markup(a[vocab.WS_CLOSE_CODE])}")
+    if a.get(vocab.WS_CLOSE_REASON):
+        parts.append(f"reason={_q(a[vocab.WS_CLOSE_REASON])}")
+    if vocab.WS_CLOSE_INITIATOR in a:
+        parts.append(f"by {safe_markup(a[vocab.WS_CLOSE_INITIATOR])}")
+    return parts
+
+
+_DETAILS: dict[str, Callable[[SpanRecord, TraceSet | None], list[str]]] = {
+    vocab.CONNECTION: _connection_details,
+    vocab.WS_HANDSHAKE_VALIDATE: _validate_details,
+    vocab.WS_HANDSHAKE_RESPONSE: _response_details,
+    vocab.WS_MESSAGE_RECEIVE: _message_details,
+    vocab.WS_MESSAGE_SEND: _message_details,
+    vocab.WS_BROADCAST: _broadcast_details,
+    vocab.WS_CLOSE: _close_details,
+}
+"""Span name -> what its line in the tree shows besides its name and duration."""
 
 
 def event_details(event: EventRecord) -> str:
