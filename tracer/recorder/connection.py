@@ -148,21 +148,9 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.ws_code = ws_code or _NO_CODE
         self.handshake_ends_on_response = handshake_ends_on_response
         self.send_frame = send_frame
-        started = http.connection_made if http is not None else time_ns()
-        self.started = started
+        self.started = http.connection_made if http is not None else time_ns()
 
-        attributes = self._connection_attributes(transport, peer)
-        self.span = recorder.start(
-            vocab.CONNECTION, None, started, attributes, kind=SpanKind.SERVER
-        )
-        self.recording = self.span.is_recording()
-        self.open_spans = [self.span]
-        self.guard = guard(self, self.open_spans)  # ends them if the server forgets us
-        self.span_context = self.span.get_span_context()
-        self.inert = not self.recording and (
-            self.config.shape == vocab.SHAPE_CONNECTION or self.config.message_sampling == "inherit"
-        )
-        """Nothing of this connection will be recorded: the hooks step aside."""
+        self._open_span(self._connection_attributes(transport, peer))
         self.init_wire()
         self.init_app()
         self.subprotocol: str | None = None
@@ -181,6 +169,21 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.lost_error: str | None = None
         self.phase = _HTTP
         """Where the connection is (:class:`~tracer.recorder.phase.Phase`)."""
+
+    def _open_span(self, attributes: Attributes) -> None:
+        """``ws.connection``, started when the connection was made: the sampler decides here
+        for everything this connection records."""
+        self.span = self.recorder.start(
+            vocab.CONNECTION, None, self.started, attributes, kind=SpanKind.SERVER
+        )
+        self.recording = self.span.is_recording()
+        self.open_spans = [self.span]
+        self.guard = guard(self, self.open_spans)  # ends them if the server forgets us
+        self.span_context = self.span.get_span_context()
+        self.inert = not self.recording and (
+            self.config.shape == vocab.SHAPE_CONNECTION or self.config.message_sampling == "inherit"
+        )
+        """Nothing of this connection will be recorded: the hooks step aside."""
 
     def _connection_attributes(self, transport: Any, peer: Attributes | None) -> Attributes:
         attributes: Attributes = {vocab.NETWORK_PROTOCOL_NAME: "websocket"}
