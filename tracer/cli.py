@@ -12,7 +12,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -439,19 +439,31 @@ def demo(
     prints one connection's span tree and the latency of every stage, and tells you where the
     trace file is and how to open it elsewhere.
     """
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from tracer._contain import errors
-    from tracer.analysis.stats import compute_stats, stats_renderable
-    from tracer.analysis.tree import TreeOptions, connection_tree
-    from tracer.demo import Script, run_demo
-    from tracer.export.pipeline import serial
-    from tracer.export.reader import load
-
     console = _console()
     _terminate_as_interrupt()
+    from tracer.export.pipeline import serial
+
     pipelines_before = serial()
-    total = bids + 5
+    path, outcome = _run_auction(console, http, ws, clients, bids, shape, frames, out, serve)
+    _report_demo(console, path, outcome, pipelines_before)
+
+
+def _run_auction(
+    console: Console,
+    http: HttpImpl,
+    ws: WsImpl,
+    clients: int,
+    bids: int,
+    shape: Shape,
+    frames: Frames,
+    out: Path,
+    serve: bool,
+) -> tuple[Path, dict[str, Any]]:
+    """The scripted auction, with a progress bar (and, with ``--serve``, the app kept up)."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from tracer.demo import Script, run_demo
+
     with Progress(
         TextColumn("[bold]auction[/bold]"),
         BarColumn(),
@@ -459,7 +471,7 @@ def demo(
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("starting", total=total)
+        task = progress.add_task("starting", total=bids + 5)
 
         def step(text: str) -> None:
             progress.update(task, advance=1, description=text)
@@ -475,7 +487,7 @@ def demo(
             except KeyboardInterrupt:
                 console.print("stopping")
 
-        path, outcome = run_demo(
+        return run_demo(
             http=http.value,
             ws=ws.value,
             script=Script(clients=clients, bids=bids),
@@ -485,6 +497,17 @@ def demo(
             step=step,
             keep_serving=keep_serving if serve else None,
         )
+
+
+def _report_demo(
+    console: Console, path: Path, outcome: dict[str, Any], pipelines_before: int
+) -> None:
+    """One bidder's tree, the stage table, the export account, and where to look next."""
+    from tracer._contain import errors
+    from tracer.analysis.stats import compute_stats, stats_renderable
+    from tracer.analysis.tree import TreeOptions, connection_tree
+    from tracer.export.reader import load
+
     traces = load([path])
     console.print(
         f"{len(traces.connections)} connections, {len(traces.spans)} spans "
