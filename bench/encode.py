@@ -7,7 +7,7 @@ The spans are real: a FastAPI room app under uvicorn, traced as ``wstrace serve`
 one room, each message broadcast to both (so sends carry links).  Two figures, each the
 median over ``--runs`` runs (the minimum beside it):
 
-- **encode** — :func:`~tracer.export.otlp_json.spans_to_otlp_line` over the recorded spans in
+- **encode** — :func:`~tracer.export.otlp_json.spans_to_otlp_bytes` over the recorded spans in
   lines of :data:`~tracer.export.otlp_file.SPANS_PER_LINE`, then ``encode("utf-8")``: the
   encoder alone, timed in this process;
 - **export process** — the CPU of the real export process
@@ -84,13 +84,13 @@ def _median_and_min(values: Sequence[float]) -> tuple[float, float]:
 def time_encoding(spans: Sequence[ReadableSpan], runs: int, repeat: int = 20) -> list[float]:
     """µs of CPU per span to encode ``spans`` as the file exporter does, once per run."""
     from tracer.export.otlp_file import SPANS_PER_LINE
-    from tracer.export.otlp_json import spans_to_otlp_line
+    from tracer.export.otlp_json import spans_to_otlp_bytes
 
     lines = [spans[i : i + SPANS_PER_LINE] for i in range(0, len(spans), SPANS_PER_LINE)]
 
     def once() -> None:
         for line in lines:
-            spans_to_otlp_line(line).encode("utf-8")
+            spans_to_otlp_bytes(line)
 
     return _per_span(once, len(spans), runs, repeat)
 
@@ -106,7 +106,7 @@ def _per_span(run: Callable[[], None], count: int, runs: int, repeat: int) -> li
     return figures
 
 
-def time_export_process(spans: Sequence[ReadableSpan], runs: int, repeat: int = 20) -> list[float]:
+def time_export_process(spans: Sequence[ReadableSpan], runs: int, repeat: int = 60) -> list[float]:
     """µs of the export process's CPU per span, for ``spans`` exported ``repeat`` times a run."""
     import psutil
 
