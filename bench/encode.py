@@ -1,6 +1,6 @@
 """What the export process pays to turn spans into OTLP/JSON: µs per span and per message.
 
-    python -m bench.encode [--messages 40] [--runs 7]
+    python -m bench.encode [--messages 200] [--runs 7]
 
 The spans are real: a FastAPI room app under uvicorn, traced as ``wstrace serve`` traces it
 (connection shape, frames as spans, handshake stages with their stack events), two clients in
@@ -66,7 +66,7 @@ async def _talk(url: str, messages: int) -> None:
                 await asyncio.wait_for(client.recv(), 10)
 
 
-def record(messages: int = 40) -> list[ReadableSpan]:
+def record(messages: int = 200) -> list[ReadableSpan]:
     """The spans of two real connections exchanging ``messages`` messages."""
     from tracer.testing import WsTrace
 
@@ -135,7 +135,7 @@ def time_export_process(spans: Sequence[ReadableSpan], runs: int, repeat: int = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.encode", description=__doc__)
-    parser.add_argument("--messages", type=int, default=40, help="messages the clients send")
+    parser.add_argument("--messages", type=int, default=200, help="messages the clients send")
     parser.add_argument("--runs", type=int, default=7, help="timed runs (median reported)")
     args = parser.parse_args(argv)
 

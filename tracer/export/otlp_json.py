@@ -86,6 +86,12 @@ _CACHED_LENGTH = 512
 """Strings longer than this (payload previews, long URLs) are not worth keeping."""
 _pair_texts: dict[tuple[str, Any], str] = {}
 """(key, str or bool value) → the JSON text of its ``KeyValue``."""
+_int_texts: dict[tuple[str, int], str] = {}
+"""(key, small int) → the JSON text of its ``KeyValue``: opcodes, line numbers, header sizes.
+Kept apart from the pairs above, where ``(key, 1)`` would find ``(key, True)``."""
+_SMALL_INT = 1024
+"""Integers below this in size repeat (enumerations, line numbers); larger ones (offsets,
+nanoseconds) rarely do, and are not kept."""
 _int_prefixes: dict[str, str] = {}
 """key → ``{"key":"…","value":{"intValue":"`` (the number and ``"}}`` follow)."""
 
@@ -119,7 +125,12 @@ def _attributes(attributes: Mapping[str, Any]) -> orjson.Fragment:
         if cls is str or cls is bool:
             add(_pair_texts.get((key, value)) or _pair_text(key, value))
         elif cls is int:
-            add((_int_prefixes.get(key) or _int_prefix(key)) + str(value) + '"}}')
+            text = _int_texts.get((key, value))
+            if text is None:
+                text = (_int_prefixes.get(key) or _int_prefix(key)) + str(value) + '"}}'
+                if -_SMALL_INT < value < _SMALL_INT and len(_int_texts) < _CACHE_LIMIT:
+                    _int_texts[key, value] = text
+            add(text)
         else:
             add(orjson.dumps({"key": key, "value": encode_value(value)}).decode())
     return orjson.Fragment("[" + ",".join(parts) + "]")
