@@ -157,6 +157,12 @@ def test_awkward_values_everywhere_a_value_goes() -> None:
     assert_same_bytes(spans)
 
 
+def test_equal_values_of_different_types_stay_apart() -> None:
+    """``1 == True == 1.0`` in Python; the cached texts must not mix them up."""
+    values = [True, 1, "1", 1.0, False, 0, "", 0.0, -0.0, 1, True]
+    assert_same_bytes([span(attributes={"k": v}, span_id=n + 1) for n, v in enumerate(values)])
+
+
 def test_every_unicode_character() -> None:
     assert_same_bytes([span(EVERY_CHARACTER, {EVERY_CHARACTER: EVERY_CHARACTER})])
 
