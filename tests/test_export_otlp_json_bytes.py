@@ -195,6 +195,32 @@ def test_span_fields_left_out_or_kept() -> None:
     assert '"droppedAttributesCount":1' in spans_to_otlp_line(spans)
 
 
+class Renamed(ReadableSpan):
+    """A span class of its own that answers through its properties."""
+
+    @property
+    def name(self) -> str:
+        return "renamed"
+
+    @property
+    def attributes(self) -> Any:
+        return {"overridden": True}
+
+
+def test_span_classes_that_override_properties_are_read_through_them() -> None:
+    plain = span("original", {"k": 1})
+    renamed = Renamed(
+        name="original",
+        context=plain.context,
+        resource=RESOURCE,
+        instrumentation_scope=SCOPE,
+        attributes={"k": 1},
+    )
+    assert_same_bytes([plain, renamed])
+    line = spans_to_otlp_line([renamed])
+    assert '"name":"renamed"' in line and '"overridden"' in line and '"k"' not in line
+
+
 def test_grouping_by_resource_and_scope_in_first_seen_order() -> None:
     equal_resource = Resource(dict(RESOURCE.attributes))  # equal, not identical
     other_scope = InstrumentationScope("app")

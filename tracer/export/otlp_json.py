@@ -10,12 +10,16 @@ order.
 This runs in the exporter for every span, so it is written for speed: Python only lays each
 span out as plain dicts and lists, and orjson (compiled) writes the text.  Attributes, which
 repeat from span to span (stage names, ``code.*``, opcode names), are cached as ready-made
-JSON fragments.  The text is exactly what ``json.dumps(..., separators=(",", ":"),
-ensure_ascii=False, allow_nan=False)`` writes for the same objects — the two agree on
-escaping (UTF-8 kept; ``"``, ``\\`` and C0 controls escaped, ``\\n``-style where JSON has a
-short form) but not on every double (orjson writes ``1e-05`` as ``0.00001``), so doubles are
-written with Python's ``repr`` as fragments.  The test suite pins the bytes to a pure-Python
-reference encoder, to the ecosystem's protobuf encoder and to a golden file.
+JSON fragments.  The bytes are those of the plain objects through ``json.dumps(...,
+separators=(",", ":"), ensure_ascii=False, allow_nan=False)``: orjson escapes strings as that
+does (UTF-8 kept; ``"``, ``\\`` and C0 controls escaped, ``\\n``-style where JSON has a short
+form) but spells some doubles differently (``1e-05`` as ``0.00001``), so finite doubles go in
+as fragments of Python's ``repr``.  The test suite pins the bytes to a pure-Python reference
+encoder, to the ecosystem's protobuf encoder and to a golden file.
+
+What OTLP cannot carry fails the line (the exporter counts its spans as failed) instead of
+writing a file no reader accepts: a string with a lone surrogate (no UTF-8 form) and an id
+wider than its 16 or 8 bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from typing import Any, TypeVar
 
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 E = TypeVar("E")
@@ -156,16 +159,30 @@ def _scope(scope: Any) -> dict[str, Any]:
     return obj
 
 
-_DIRECT = frozenset({ReadableSpan, SdkSpan})
-"""Classes whose fields are read from the instance dictionary: their properties copy (a tuple
-per read, a mapping proxy) and their dropped counts run ``isinstance`` against ABCs."""
+_PROPERTIES = (
+    "context", "parent", "name", "kind", "start_time", "end_time", "attributes", "events",
+    "links", "status", "dropped_attributes", "dropped_events", "dropped_links",
+)  # fmt: skip
+_plain_classes: dict[type, bool] = {}
+"""Span class → whether it answers every property as ``ReadableSpan`` does (the SDK's own
+classes do), so its fields can be read from its instance dictionary instead: the properties
+copy (a tuple per read, a mapping proxy) and the dropped counts run ``isinstance`` on ABCs."""
+
+
+def _is_plain(cls: type) -> bool:
+    plain = _plain_classes.get(cls)
+    if plain is None:
+        plain = _plain_classes[cls] = all(
+            getattr(cls, name, None) is getattr(ReadableSpan, name) for name in _PROPERTIES
+        )
+    return plain
 
 
 def _fields(span: ReadableSpan) -> tuple[dict[str, Any], tuple[int, int, int]]:
     """A span's fields by their names in the SDK's ``ReadableSpan``, and the counts of
-    attributes, events and links dropped.  Other classes answer through their properties
-    (which they may override)."""
-    if span.__class__ in _DIRECT:
+    attributes, events and links dropped.  A class that overrides a property is asked
+    through its properties."""
+    if _is_plain(span.__class__):
         fields = span.__dict__
         return fields, (
             getattr(fields["_attributes"], "dropped", 0),  # BoundedAttributes / BoundedList
