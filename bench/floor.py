@@ -13,8 +13,8 @@ wstrace's own code:
   ``Recorder.span`` / ``end``, as the recorder does after each message);
 - **pickle** — :class:`~tracer.export.offload.SubprocessExporter`'s per-span cost of handing
   them to its export process;
-- **encode** — OTLP/JSON encoding in Python (what an exporter in the server process costs
-  instead of pickling).
+- **encode** — OTLP/JSON encoding as the file exporter does it (what an exporter in the server
+  process costs instead of pickling; ``python -m bench.encode`` times it on recorded spans).
 
 Compare their sum with a quarter of the untraced server's CPU per message (the 1.25× bar).
 """
@@ -105,7 +105,7 @@ def measure(count: int = 5000) -> dict[str, float]:
     """µs per message for building, pickling and encoding its five spans."""
     from tracer.export.offload import SPANS_PER_MESSAGE as CHUNK
     from tracer.export.offload import _dumps
-    from tracer.export.otlp_json import spans_to_otlp_line
+    from tracer.export.otlp_json import spans_to_otlp_bytes
 
     provider = TracerProvider()
     provider.add_span_processor(ExportPipeline(_Discard(), name="file"))  # as in the benchmark
@@ -126,7 +126,7 @@ def measure(count: int = 5000) -> dict[str, float]:
 
     def encode_batch() -> None:
         for first in range(0, len(spans), 64):
-            spans_to_otlp_line(spans[first : first + 64])
+            spans_to_otlp_bytes(spans[first : first + 64])
 
     per_span = len(spans)
     pickle = _best(pickle_batch, max(1, count // 500)) / per_span * SPANS_PER_MESSAGE

@@ -22,7 +22,7 @@ from typing import BinaryIO
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracer.export.otlp_json import spans_to_otlp_line
+from tracer.export.otlp_json import spans_to_otlp_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class OTLPJsonFileExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         for first in range(0, len(spans), SPANS_PER_LINE):
             try:
-                data = spans_to_otlp_line(spans[first : first + SPANS_PER_LINE]).encode("utf-8")
+                data = spans_to_otlp_bytes(spans[first : first + SPANS_PER_LINE])
             except Exception:
                 logger.exception("OTLPJsonFileExporter: could not encode %d spans", len(spans))
                 return SpanExportResult.FAILURE

@@ -7,21 +7,29 @@ are lowerCamelCase.  64-bit integers (``startTimeUnixNano``, ``intValue``) are d
 strings, fields holding their default value are left out, and keys come in field-number
 order.
 
-The encoding is written out directly rather than through protobuf's ``json_format``: it runs in
-the exporter for every span, and the direct version is an order of magnitude cheaper.  The
-test suite pins it to the ecosystem's protobuf encoder
-(``opentelemetry.exporter.otlp.proto.common``): for the same spans, the two agree field for
-field once ids are read as hex — and to a golden file, byte for byte.
+This runs in the exporter for every span, so it is written for speed: Python only lays each
+span out as plain dicts and lists, and orjson (compiled) writes the text.  Attributes, which
+repeat from span to span (stage names, ``code.*``, opcode names), are cached as ready-made
+JSON fragments.  The bytes are those of the plain objects through ``json.dumps(...,
+separators=(",", ":"), ensure_ascii=False, allow_nan=False)``: orjson escapes strings as that
+does (UTF-8 kept; ``"``, ``\\`` and C0 controls escaped, ``\\n``-style where JSON has a short
+form) but spells some doubles differently (``1e-05`` as ``0.00001``), so finite doubles go in
+as fragments of Python's ``repr``.  The test suite pins the bytes to a pure-Python reference
+encoder, to the ecosystem's protobuf encoder and to a golden file.
+
+What OTLP cannot carry fails the line (the exporter counts its spans as failed) instead of
+writing a file no reader accepts: a string with a lone surrogate (no UTF-8 form) and an id
+wider than its 16 or 8 bytes.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -29,6 +37,8 @@ E = TypeVar("E")
 
 _FLAG_HAS_IS_REMOTE = 0x100
 _FLAG_IS_REMOTE = 0x200
+_KIND_NUMBER = {kind: kind.value + 1 for kind in SpanKind}
+"""``SpanKind`` → its OTLP number (the API's enum is one less)."""
 
 
 def _flags(parent: Any) -> int:
@@ -39,15 +49,17 @@ def _flags(parent: Any) -> int:
 
 
 def _double(value: float) -> Any:
+    """A double as protobuf's JSON spells it: non-finite values as strings (bare ``NaN`` is not
+    JSON), finite ones as Python's shortest round-trip ``repr`` (what ``json.dumps`` writes)."""
+    if math.isfinite(value):
+        return orjson.Fragment(float.__repr__(value))
     if math.isnan(value):
         return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def encode_value(value: Any) -> dict[str, Any]:
-    """One ``AnyValue``: the SDK's attribute types, in protobuf's JSON spelling."""
+    """One ``AnyValue``: the SDK's attribute types, in protobuf's JSON spelling (for orjson)."""
     if value is None:
         return {}
     if isinstance(value, bool):
@@ -69,18 +81,70 @@ def encode_value(value: Any) -> dict[str, Any]:
     raise TypeError(f"invalid attribute value type {type(value).__name__}")
 
 
-def encode_attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    if not attributes:
-        return []
+# --- Attributes: cached fragments -------------------------------------------------------------
+
+_CACHE_LIMIT = 8192
+"""Entries each cache holds at most; past it, new texts are made and not kept."""
+_CACHED_LENGTH = 512
+"""Strings longer than this (payload previews, long URLs) are not worth keeping."""
+_pair_texts: dict[tuple[str, Any], str] = {}
+"""(key, str or bool value) → the JSON text of its ``KeyValue``."""
+_int_texts: dict[tuple[str, int], str] = {}
+"""(key, small int) → the JSON text of its ``KeyValue``: opcodes, line numbers, header sizes.
+Kept apart from the pairs above, where ``(key, 1)`` would find ``(key, True)``."""
+_SMALL_INT = 1024
+"""Integers below this in size repeat (enumerations, line numbers); larger ones (offsets,
+nanoseconds) rarely do, and are not kept."""
+_int_prefixes: dict[str, str] = {}
+"""key → ``{"key":"…","value":{"intValue":"`` (the number and ``"}}`` follow)."""
+
+
+def _pair_text(key: str, value: str | bool) -> str:
+    text = _pair_texts.get((key, value))
+    if text is None:
+        text = orjson.dumps({"key": key, "value": encode_value(value)}).decode()
+        short = value.__class__ is bool or len(value) < _CACHED_LENGTH
+        if short and len(_pair_texts) < _CACHE_LIMIT:
+            _pair_texts[key, value] = text
+    return text
+
+
+def _int_prefix(key: str) -> str:
+    text = _int_prefixes.get(key)
+    if text is None:
+        text = orjson.dumps({"key": key}).decode()[:-1] + ',"value":{"intValue":"'
+        if len(_int_prefixes) < _CACHE_LIMIT and len(key) < _CACHED_LENGTH:
+            _int_prefixes[key] = text
+    return text
+
+
+def _attributes(attributes: Mapping[str, Any]) -> orjson.Fragment:
+    """An attribute mapping as the JSON text of a ``KeyValue`` list."""
+    parts = []
+    add = parts.append
     # The SDK's BoundedAttributes takes a lock per item read; its plain dict is read-only here.
-    items = getattr(attributes, "_dict", attributes).items()
-    return [{"key": key, "value": encode_value(value)} for key, value in items]
+    for key, value in getattr(attributes, "_dict", attributes).items():
+        cls = value.__class__
+        if cls is str or cls is bool:
+            add(_pair_texts.get((key, value)) or _pair_text(key, value))
+        elif cls is int:
+            text = _int_texts.get((key, value))
+            if text is None:
+                text = (_int_prefixes.get(key) or _int_prefix(key)) + str(value) + '"}}'
+                if -_SMALL_INT < value < _SMALL_INT and len(_int_texts) < _CACHE_LIMIT:
+                    _int_texts[key, value] = text
+            add(text)
+        else:
+            add(orjson.dumps({"key": key, "value": encode_value(value)}).decode())
+    return orjson.Fragment("[" + ",".join(parts) + "]")
 
 
 def _with_attributes(obj: dict[str, Any], attributes: Mapping[str, Any] | None) -> None:
-    encoded = encode_attributes(attributes)
-    if encoded:
-        obj["attributes"] = encoded
+    if attributes:
+        obj["attributes"] = _attributes(attributes)
+
+
+# --- Spans ------------------------------------------------------------------------------------
 
 
 def _scope(scope: Any) -> dict[str, Any]:
@@ -95,64 +159,134 @@ def _scope(scope: Any) -> dict[str, Any]:
     return obj
 
 
+_PROPERTIES = (
+    "context", "parent", "name", "kind", "start_time", "end_time", "attributes", "events",
+    "links", "status", "dropped_attributes", "dropped_events", "dropped_links",
+)  # fmt: skip
+_plain_classes: dict[type, bool] = {}
+"""Span class → whether it answers every property as ``ReadableSpan`` does (the SDK's own
+classes do), so its fields can be read from its instance dictionary instead: the properties
+copy (a tuple per read, a mapping proxy) and the dropped counts run ``isinstance`` on ABCs."""
+
+
+def _is_plain(cls: type) -> bool:
+    plain = _plain_classes.get(cls)
+    if plain is None:
+        plain = _plain_classes[cls] = all(
+            getattr(cls, name, None) is getattr(ReadableSpan, name) for name in _PROPERTIES
+        )
+    return plain
+
+
+def _fields(span: ReadableSpan) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    """A span's fields by their names in the SDK's ``ReadableSpan``, and the counts of
+    attributes, events and links dropped.  A class that overrides a property is asked
+    through its properties."""
+    if _is_plain(span.__class__):
+        fields = span.__dict__
+        return fields, (
+            getattr(fields["_attributes"], "dropped", 0),  # BoundedAttributes / BoundedList
+            getattr(fields["_events"], "dropped", 0),
+            getattr(fields["_links"], "dropped", 0),
+        )
+    fields = {
+        "_context": span.context,
+        "_parent": span.parent,
+        "_name": span.name,
+        "_kind": span.kind,
+        "_start_time": span.start_time,
+        "_end_time": span.end_time,
+        "_attributes": span.attributes,
+        "_events": span.events,
+        "_links": span.links,
+        "_status": span.status,
+    }
+    return fields, (span.dropped_attributes, span.dropped_events, span.dropped_links)
+
+
+def _events(events: Sequence[Any]) -> list[dict[str, Any]]:
+    encoded = []
+    for event in events:
+        obj: dict[str, Any] = {}
+        if event.timestamp:
+            obj["timeUnixNano"] = str(event.timestamp)
+        if event.name:
+            obj["name"] = event.name
+        _with_attributes(obj, event.attributes)
+        if event.dropped_attributes:
+            obj["droppedAttributesCount"] = event.dropped_attributes
+        encoded.append(obj)
+    return encoded
+
+
+def _links(links: Sequence[Any]) -> list[dict[str, Any]]:
+    encoded = []
+    for link in links:
+        context = link.context
+        obj: dict[str, Any] = {
+            "traceId": context.trace_id.to_bytes(16, "big").hex(),
+            "spanId": context.span_id.to_bytes(8, "big").hex(),
+        }
+        _with_attributes(obj, link.attributes)
+        if link.dropped_attributes:
+            obj["droppedAttributesCount"] = link.dropped_attributes
+        obj["flags"] = _flags(context)
+        encoded.append(obj)
+    return encoded
+
+
+_NO_STATUS = orjson.Fragment("{}")
+
+
+def _status(status: Any) -> Any:
+    """``Status``: its message and its code, each left out when it is the default."""
+    code, message = status.status_code, status.description
+    if code is StatusCode.UNSET and not message:
+        return _NO_STATUS
+    obj: dict[str, Any] = {}
+    if message:
+        obj["message"] = message
+    if code.value:
+        obj["code"] = code.value
+    return obj
+
+
 def encode_span(span: ReadableSpan) -> dict[str, Any]:
-    context = span.context
+    """One ``Span``, its fields in field-number order, ready for ``orjson.dumps``."""
+    fields, (dropped_attributes, dropped_events, dropped_links) = _fields(span)
+    context = fields["_context"]
+    # Ids in hex: ``to_bytes(...).hex()`` is a third faster than ``format(id, "032x")``.
     obj: dict[str, Any] = {
-        "traceId": format(context.trace_id, "032x"),
-        "spanId": format(context.span_id, "016x"),
+        "traceId": context.trace_id.to_bytes(16, "big").hex(),
+        "spanId": context.span_id.to_bytes(8, "big").hex(),
     }
     trace_state = context.trace_state
     if trace_state:
         obj["traceState"] = ",".join(f"{k}={v}" for k, v in trace_state.items())
-    parent = span.parent
+    parent = fields["_parent"]
     if parent is not None:
-        obj["parentSpanId"] = format(parent.span_id, "016x")
-    if span.name:
-        obj["name"] = span.name
-    obj["kind"] = span.kind.value + 1
-    if span.start_time:
-        obj["startTimeUnixNano"] = str(span.start_time)
-    if span.end_time:
-        obj["endTimeUnixNano"] = str(span.end_time)
-    _with_attributes(obj, span.attributes)
-    if span.dropped_attributes:
-        obj["droppedAttributesCount"] = span.dropped_attributes
-    if span.events:
-        events = []
-        for event in span.events:
-            encoded: dict[str, Any] = {}
-            if event.timestamp:
-                encoded["timeUnixNano"] = str(event.timestamp)
-            if event.name:
-                encoded["name"] = event.name
-            _with_attributes(encoded, event.attributes)
-            if event.dropped_attributes:
-                encoded["droppedAttributesCount"] = event.dropped_attributes
-            events.append(encoded)
-        obj["events"] = events
-    if span.dropped_events:
-        obj["droppedEventsCount"] = span.dropped_events
-    if span.links:
-        links = []
-        for link in span.links:
-            encoded = {
-                "traceId": format(link.context.trace_id, "032x"),
-                "spanId": format(link.context.span_id, "016x"),
-            }
-            _with_attributes(encoded, link.attributes)
-            if link.dropped_attributes:
-                encoded["droppedAttributesCount"] = link.dropped_attributes
-            encoded["flags"] = _flags(link.context)
-            links.append(encoded)
-        obj["links"] = links
-    if span.dropped_links:
-        obj["droppedLinksCount"] = span.dropped_links
-    status: dict[str, Any] = {}
-    if span.status.description:
-        status["message"] = span.status.description
-    if span.status.status_code.value:
-        status["code"] = span.status.status_code.value
-    obj["status"] = status
+        obj["parentSpanId"] = parent.span_id.to_bytes(8, "big").hex()
+    if fields["_name"]:
+        obj["name"] = fields["_name"]
+    kind = fields["_kind"]
+    obj["kind"] = _KIND_NUMBER.get(kind) or kind.value + 1
+    if fields["_start_time"]:
+        obj["startTimeUnixNano"] = str(fields["_start_time"])
+    if fields["_end_time"]:
+        obj["endTimeUnixNano"] = str(fields["_end_time"])
+    if fields["_attributes"]:
+        obj["attributes"] = _attributes(fields["_attributes"])
+    if dropped_attributes:
+        obj["droppedAttributesCount"] = dropped_attributes
+    if fields["_events"]:
+        obj["events"] = _events(fields["_events"])
+    if dropped_events:
+        obj["droppedEventsCount"] = dropped_events
+    if fields["_links"]:
+        obj["links"] = _links(fields["_links"])
+    if dropped_links:
+        obj["droppedLinksCount"] = dropped_links
+    obj["status"] = _status(fields["_status"])
     obj["flags"] = _flags(parent)
     return obj
 
@@ -180,12 +314,8 @@ def _grouped(
     return grouped
 
 
-def spans_to_otlp_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """Encode finished SDK spans as one OTLP/JSON ``ExportTraceServiceRequest`` object.
-
-    Spans are grouped by resource, then by instrumentation scope, in first-seen order — as the
-    SDK's protobuf encoder does.
-    """
+def _request(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """One ``ExportTraceServiceRequest``, ready for ``orjson.dumps``."""
     resource_spans = []
     for resource, scopes in _grouped(spans, encode_span).items():
         resource_obj: dict[str, Any] = {}
@@ -203,203 +333,24 @@ def spans_to_otlp_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     return {"resourceSpans": resource_spans} if resource_spans else {}
 
 
-# --- The text path: the same bytes as ``json.dumps(spans_to_otlp_dict(...))``, built directly --
+def spans_to_otlp_bytes(spans: Sequence[ReadableSpan]) -> bytes:
+    """One JSON Lines record as UTF-8 bytes: compact, non-ASCII text kept as is,
+    newline-terminated — what the file exporter writes.
 
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-_CACHE_LIMIT = 8192
-_text_cache: dict[Any, str] = {}
-"""(key, value) → the JSON text of a ``KeyValue``.  Most attributes repeat from span to span
-(stage names, ``code.*``, opcode names); the cache stops growing at its limit."""
-
-
-def _string(value: str) -> str:
-    text = _text_cache.get(value)
-    if text is None:
-        text = _dumps(value)
-        if len(_text_cache) < _CACHE_LIMIT and len(value) < 512:
-            _text_cache[value] = text
-    return text
-
-
-def _value_text(value: Any) -> str:
-    if value.__class__ is str:
-        return '{"stringValue":' + _string(value) + "}"
-    if value.__class__ is int:
-        return '{"intValue":"' + str(value) + '"}'
-    return _dumps(encode_value(value))
-
-
-_key_texts: dict[str, str] = {}
-"""key → ``{"key":"…","value":`` for keys whose values are not cached (numbers, long text)."""
-
-
-def _key_text(key: str) -> str:
-    text = _key_texts.get(key)
-    if text is None:
-        text = '{"key":' + _string(key) + ',"value":'
-        if len(_key_texts) < _CACHE_LIMIT and len(key) < 512:
-            _key_texts[key] = text
-    return text
-
-
-def _attributes_text(attributes: Any) -> str:
-    parts = []
-    for key, value in getattr(attributes, "_dict", attributes).items():
-        cls = value.__class__
-        if cls is str or cls is bool:
-            cache_key = (key, value)
-            text = _text_cache.get(cache_key)
-            if text is None:
-                text = (
-                    '{"key":'
-                    + _string(key)
-                    + ',"value":'
-                    + (
-                        _value_text(value)
-                        if cls is str
-                        else ('{"boolValue":true}' if value else '{"boolValue":false}')
-                    )
-                    + "}"
-                )
-                if len(_text_cache) < _CACHE_LIMIT and (cls is bool or len(value) < 512):
-                    _text_cache[cache_key] = text
-        else:
-            text = _key_text(key) + _value_text(value) + "}"
-        parts.append(text)
-    return ",".join(parts)
-
-
-_KIND_TEXT = {kind: str(kind.value + 1) for kind in SpanKind}
-"""``SpanKind`` → its OTLP number as text (the API's enum is one less)."""
-
-
-def _fields(span: ReadableSpan) -> tuple[Any, Any, Any, int, int, int]:
-    """A span's attributes, events and links and their dropped counts, as its properties give
-    them.  The SDK's properties copy (a tuple per read, a mapping proxy) and its dropped counts
-    run ``isinstance`` against ABCs; on a plain ``ReadableSpan`` the fields are read directly."""
-    if span.__class__ is ReadableSpan:
-        fields = span.__dict__
-        attributes, events, links = fields["_attributes"], fields["_events"], fields["_links"]
-        return (
-            attributes,
-            events,
-            links,
-            getattr(attributes, "dropped", 0),  # only BoundedAttributes and BoundedList count
-            getattr(events, "dropped", 0),
-            getattr(links, "dropped", 0),
-        )
-    return (
-        span.attributes,
-        span.events,
-        span.links,
-        span.dropped_attributes,
-        span.dropped_events,
-        span.dropped_links,
-    )
-
-
-def encode_span_text(span: ReadableSpan) -> str:
-    """One span as JSON text, field for field what :func:`encode_span` gives to json.dumps."""
-    attributes, events, links, dropped_attributes, dropped_events, dropped_links = _fields(span)
-    context = span.context
-    out = [
-        '{"traceId":"',
-        format(context.trace_id, "032x"),
-        '","spanId":"',
-        format(context.span_id, "016x"),
-        '"',
-    ]
-    trace_state = context.trace_state
-    if trace_state:
-        out += [',"traceState":', _string(",".join(f"{k}={v}" for k, v in trace_state.items()))]
-    parent = span.parent
-    if parent is not None:
-        out += [',"parentSpanId":"', format(parent.span_id, "016x"), '"']
-    if span.name:
-        out += [',"name":', _string(span.name)]
-    kind = span.kind
-    out += [',"kind":', _KIND_TEXT.get(kind) or str(kind.value + 1)]
-    if span.start_time:
-        out += [',"startTimeUnixNano":"', str(span.start_time), '"']
-    if span.end_time:
-        out += [',"endTimeUnixNano":"', str(span.end_time), '"']
-    if attributes:
-        out += [',"attributes":[', _attributes_text(attributes), "]"]
-    if dropped_attributes:
-        out += [',"droppedAttributesCount":', str(dropped_attributes)]
-    if events:
-        event_texts = []
-        for event in events:
-            parts = []
-            if event.timestamp:
-                parts.append('"timeUnixNano":"' + str(event.timestamp) + '"')
-            if event.name:
-                parts.append('"name":' + _string(event.name))
-            if event.attributes:
-                parts.append('"attributes":[' + _attributes_text(event.attributes) + "]")
-            if event.dropped_attributes:
-                parts.append('"droppedAttributesCount":' + str(event.dropped_attributes))
-            event_texts.append("{" + ",".join(parts) + "}")
-        out += [',"events":[', ",".join(event_texts), "]"]
-    if dropped_events:
-        out += [',"droppedEventsCount":', str(dropped_events)]
-    if links:
-        link_texts = []
-        for link in links:
-            text = (
-                '{"traceId":"'
-                + format(link.context.trace_id, "032x")
-                + '","spanId":"'
-                + format(link.context.span_id, "016x")
-                + '"'
-            )
-            if link.attributes:
-                text += ',"attributes":[' + _attributes_text(link.attributes) + "]"
-            if link.dropped_attributes:
-                text += ',"droppedAttributesCount":' + str(link.dropped_attributes)
-            link_texts.append(text + ',"flags":' + str(_flags(link.context)) + "}")
-        out += [',"links":[', ",".join(link_texts), "]"]
-    if dropped_links:
-        out += [',"droppedLinksCount":', str(dropped_links)]
-    status = span.status
-    if status.description or status.status_code is not StatusCode.UNSET:
-        status_obj: dict[str, Any] = {}
-        if status.description:
-            status_obj["message"] = status.description
-        if status.status_code.value:
-            status_obj["code"] = status.status_code.value
-        out += [',"status":', _dumps(status_obj)]
-    else:
-        out.append(',"status":{}')
-    out += [',"flags":', str(_flags(parent)), "}"]
-    return "".join(out)
+    Spans are grouped by resource, then by instrumentation scope, in first-seen order — as the
+    SDK's protobuf encoder does.  Raises ``orjson.JSONEncodeError`` (a ``TypeError``) for a
+    string UTF-8 cannot carry (a lone surrogate), as encoding ``json.dumps``'s text would.
+    """
+    return orjson.dumps(_request(spans), option=orjson.OPT_APPEND_NEWLINE)
 
 
 def spans_to_otlp_line(spans: Sequence[ReadableSpan]) -> str:
-    """One JSON Lines record: compact, UTF-8 text kept as is, newline-terminated.
+    """:func:`spans_to_otlp_bytes` as text."""
+    return spans_to_otlp_bytes(spans).decode("utf-8")
 
-    Byte for byte ``json.dumps(spans_to_otlp_dict(spans))`` (compact separators, UTF-8 kept),
-    assembled from cached fragments: this runs for every exported span.  Non-finite doubles
-    are spelled ``"NaN"`` / ``"Infinity"`` as protobuf's JSON does, so no bare ``NaN`` token
-    (invalid JSON) can ever be written.
-    """
-    grouped = _grouped(spans, encode_span_text)
-    if not grouped:
-        return "{}\n"
-    resources = []
-    for resource, scopes in grouped.items():
-        resource_obj: dict[str, Any] = {}
-        _with_attributes(resource_obj, resource.attributes)
-        scope_texts = []
-        for scope, texts in scopes.items():
-            text = '{"scope":' + _dumps(_scope(scope)) + ',"spans":[' + ",".join(texts) + "]"
-            if scope is not None and scope.schema_url:
-                text += ',"schemaUrl":' + _string(scope.schema_url)
-            scope_texts.append(text + "}")
-        text = (
-            '{"resource":' + _dumps(resource_obj) + ',"scopeSpans":[' + ",".join(scope_texts) + "]"
-        )
-        if resource.schema_url:
-            text += ',"schemaUrl":' + _string(resource.schema_url)
-        resources.append(text + "}")
-    return '{"resourceSpans":[' + ",".join(resources) + "]}\n"
+
+def spans_to_otlp_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """Finished SDK spans as one decoded OTLP/JSON ``ExportTraceServiceRequest`` object: what a
+    reader of the line gets back."""
+    request: dict[str, Any] = orjson.loads(spans_to_otlp_bytes(spans))
+    return request
