@@ -6,7 +6,6 @@ Regenerate the golden file (after checking the diff by hand!) with
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.golden import synthetic
+from tests.support.otlp_reference import ids_to_base64
 from tracer.export.otlp_file import OTLPJsonFileExporter
 from tracer.export.otlp_json import spans_to_otlp_line
 
@@ -147,25 +147,10 @@ def test_golden_values_by_hand() -> None:
     assert attr(frame, "websocket.opcode") == {"intValue": "1"}
 
 
-def _ids_to_base64(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (
-                base64.b64encode(bytes.fromhex(v)).decode()
-                if k in ("traceId", "spanId", "parentSpanId")
-                else _ids_to_base64(v)
-            )
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_ids_to_base64(item) for item in node]
-    return node
-
-
 def test_golden_is_the_sdk_encoder_output_with_hex_ids() -> None:
     """Parsed back with protobuf (ids → base64), the golden file equals encode_spans()."""
     data = json.loads(GOLDEN.read_text(encoding="utf-8"))
-    parsed = json_format.ParseDict(_ids_to_base64(data), ExportTraceServiceRequest())
+    parsed = json_format.ParseDict(ids_to_base64(data), ExportTraceServiceRequest())
     assert parsed == encode_spans(small_spans())
 
 

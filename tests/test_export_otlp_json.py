@@ -17,9 +17,9 @@ from websockets.asyncio.client import connect
 
 from tests.golden import synthetic
 from tests.support.apps import echo_app
+from tests.support.otlp_reference import ids_to_base64
 from tests.support.server import run_server
 from tests.support.tracing import traced
-from tests.test_export_otlp_file import _ids_to_base64
 from tracer.export.otlp_json import spans_to_otlp_dict, spans_to_otlp_line
 
 
@@ -31,11 +31,11 @@ def assert_same_as_protobuf(spans) -> None:
     )
     assert line == reference_text + "\n"
     ours = json.loads(line)
-    parsed = json_format.ParseDict(_ids_to_base64(ours), ExportTraceServiceRequest())
+    parsed = json_format.ParseDict(ids_to_base64(ours), ExportTraceServiceRequest())
     assert parsed == encode_spans(spans)
     # And protobuf's own JSON of its message is ours with base64 ids: same keys, same order.
     reference = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-    assert json.dumps(_ids_to_base64(ours)) == json.dumps(reference)
+    assert json.dumps(ids_to_base64(ours)) == json.dumps(reference)
 
 
 @pytest.mark.parametrize("shape", ["connection", "message"])

@@ -176,3 +176,19 @@ def reference_line(spans: Sequence[ReadableSpan]) -> str:
         reference_request(spans), separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
     return text + "\n"
+
+
+def ids_to_base64(node: Any) -> Any:
+    """OTLP/JSON with hex ids (the file format) as protobuf's JSON mapping wants them: base64."""
+    if isinstance(node, dict):
+        return {
+            k: (
+                base64.b64encode(bytes.fromhex(v)).decode()
+                if k in ("traceId", "spanId", "parentSpanId")
+                else ids_to_base64(v)
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [ids_to_base64(item) for item in node]
+    return node
