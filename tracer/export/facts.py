@@ -47,7 +47,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
 Fact = tuple[Any, ...]
 
@@ -126,17 +126,19 @@ def _attributes(attributes: Any) -> Any:
 
 
 def _parent(parent: Any, trace_id: int, flags: Any, state: Any) -> Any:
+    """A parent as a fact holds it: its span id alone when it differs from the span's own
+    context in nothing else (the usual case), else its whole context."""
     if parent is None:
         return None
-    parent_trace, parent_id, remote, parent_flags, parent_state = parent[:5]
+    parent_state = parent[4]
     if (
-        parent_trace == trace_id
-        and not remote
-        and parent_flags == flags
+        parent[0] == trace_id
+        and not parent[2]
+        and parent[3] == flags
         and (parent_state is state or parent_state == state)
     ):
-        return parent_id
-    return (parent_trace, parent_id, remote, int(parent_flags), _state(parent_state))
+        return parent[1]
+    return (parent[0], parent[1], parent[2], int(parent[3]), _state(parent_state))
 
 
 def make(
@@ -154,7 +156,9 @@ def make(
 ) -> Fact:
     """The fact of a finished span (``SpanLimits`` applied already); ``number``: its
     :func:`origin`.  ``context`` must not be remote (wstrace's own spans never are)."""
-    trace_id, span_id, _, flags, state = context[:5]
+    trace_id = context[0]
+    flags = context[3]
+    state = context[4]
     dropped = None
     if events:
         if type(events) is BoundedList and events.dropped:
@@ -170,15 +174,15 @@ def make(
         number,
         name,
         trace_id,
-        span_id,
+        context[1],
         _parent(parent, trace_id, flags, state),
         int(flags),
-        _state(state),
+        None if state is DEFAULT_TRACE_STATE or not state else tuple(state.items()),
         start,
         end,
         0 if kind is _INTERNAL else kind.value,
-        _status(status),
-        _attributes(attributes),
+        None if status is None or status is UNSET else _status(status),
+        attributes if type(attributes) is dict else _attributes(attributes),
         events or (),
         links or (),
         dropped,
@@ -203,7 +207,6 @@ def _link_context(context: SpanContext) -> tuple[int, int, bool, int, Any]:
 
 _KINDS = {kind.value: kind for kind in SpanKind}
 _FLAGS = {0: TraceFlags(0), SAMPLED: TraceFlags(SAMPLED)}
-_EMPTY_STATE = TraceState()
 
 
 def _flags(flags: int) -> TraceFlags:
@@ -212,7 +215,7 @@ def _flags(flags: int) -> TraceFlags:
 
 
 def _trace_state(items: Any) -> TraceState:
-    return TraceState(list(items)) if items else _EMPTY_STATE
+    return TraceState(list(items)) if items else DEFAULT_TRACE_STATE
 
 
 def _rebuilt_attributes(attributes: Any) -> Any:
