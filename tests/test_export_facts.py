@@ -138,6 +138,30 @@ def test_the_file_written_through_the_export_process_is_the_in_process_file(
     assert len(spans_in(tmp_path / "facts.otlp.jsonl")) == ended
 
 
+def test_a_value_pickle_cannot_carry_travels_as_text_in_a_fact(tmp_path: Path) -> None:
+    class Opaque:  # local: pickle cannot name it
+        def __str__(self) -> str:
+            return "opaque <value>"
+
+    collector = support.FactCollector()
+    tp = support.provider()
+    tp.add_span_processor(collector)
+    recorder = Recorder(tp)
+    root = recorder.start("odd", None, support.T0, {"fine": 7})
+    root.set_attribute("weird", Opaque())
+    root.add_event("e", {"also": Opaque()}, support.T0 + 1)
+    root.end(support.T0 + 2)
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export(collector.facts).name == "SUCCESS"
+    exporter.shutdown()
+    (written,) = spans_in(tmp_path / "out.otlp.jsonl").values()
+    values = {a["key"]: a["value"] for a in written["attributes"]}
+    assert values == {"fine": {"intValue": "7"}, "weird": {"stringValue": "opaque <value>"}}
+    assert written["events"][0]["attributes"] == [
+        {"key": "also", "value": {"stringValue": "opaque <value>"}}
+    ]
+
+
 # --- A real server on wstrace serve's set-up -----------------------------------------------------
 
 

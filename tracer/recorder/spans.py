@@ -150,8 +150,10 @@ class SdkParts:
         When every processor takes facts (:class:`~tracer.recorder.promises.FactTakers`:
         ``wstrace serve``'s export process), each gets the span's
         :mod:`~tracer.export.facts` fact and no ``ReadableSpan`` is built here: the export
-        process builds it.  ``context`` is never remote (wstrace's spans are its own)."""
-        takers = self.facts.takers() if self.facts is not None else None
+        process builds it.  (A span whose own context is remote, which wstrace never makes,
+        would go as a span: facts hold only local spans.)"""
+        sink = self.facts
+        takers = sink.takers() if sink is not None and not context[2] else None
         if takers is None and not started and self.starters is not None and self.starters.any():
             span = PendingSpan(self, name, context, parent, start, attributes, links, kind)
             span._events = list(events) or None
@@ -164,7 +166,7 @@ class SdkParts:
             attributes, events, links = within_limits(self.limits, attributes, events, links)
         if takers is not None:
             fact = facts.make(
-                self.facts.origin,  # type: ignore[union-attr]
+                sink.origin,  # type: ignore[union-attr]  # takers come from the sink
                 name, context, parent, start, end, attributes, events, links, kind, status,
             )
             for take in takers:
