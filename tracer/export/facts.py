@@ -175,7 +175,14 @@ def make(
         name,
         trace_id,
         context[1],
-        _parent(parent, trace_id, flags, state),
+        # A child of wstrace's: its parent's span id is enough (see _parent).
+        parent[1]
+        if parent is not None
+        and parent[4] is state
+        and parent[0] == trace_id
+        and parent[3] == flags
+        and not parent[2]
+        else _parent(parent, trace_id, flags, state),
         int(flags),
         None if state is DEFAULT_TRACE_STATE or not state else tuple(state.items()),
         start,
