@@ -1,10 +1,9 @@
 """Span facts: a finished span as a plain tuple, for spans built where they are exported.
 
-When every span processor of the provider is an :class:`~tracer.export.pipeline.ExportPipeline`
-that hands its spans to an export process (:class:`~tracer.export.offload.SubprocessExporter`:
-``wstrace serve`` and ``wstrace demo``), nothing in the server reads a finished span of
-wstrace's: building a ``ReadableSpan`` there, only to take it apart again for the pipe, costs
-the event loop twice.  So wstrace's one span-building place
+On ``wstrace serve``'s set-up (when exactly: :mod:`tracer.export.pipeline`, "Where spans are
+built") nothing in the server reads a finished span of wstrace's: building a ``ReadableSpan``
+there, only to take it apart again for the pipe to the export process, costs the event loop
+twice.  So wstrace's one span-building place
 (:meth:`tracer.recorder.spans.SdkParts.emit`) hands the pipeline a *fact* instead
 (:func:`make`), and the export process builds the ``ReadableSpan`` from it (:func:`rebuild`)
 before its exporters see it.  Ids, sampling, the provider's ``SpanLimits``: all decided in the
@@ -32,8 +31,6 @@ chunk of them runs in C from end to end), in the order of :class:`Field`:
 ``links``               ``((trace_id, span_id, remote, flags, state, attributes), ...)``
 ``dropped``             ``None``, or ``(events dropped, links dropped)`` by ``SpanLimits``
 ======================  ==================================================================
-
-Which path applies when is described in :mod:`tracer.export.pipeline`.
 """
 
 from __future__ import annotations

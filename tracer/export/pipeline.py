@@ -47,7 +47,8 @@ processors changes):
   :class:`~tracer.export.offload.SubprocessExporter`) — the set-up of ``wstrace serve`` and
   ``wstrace demo``.  The server makes the ids (so ``traceparent`` and the app's own spans join
   the same trace), samples, applies the provider's ``SpanLimits`` and hands each pipeline a
-  fact; no ``ReadableSpan`` of wstrace's is made in the server.
+  fact; no ``ReadableSpan`` of wstrace's is made in the server (but the rare loss marker).
+  Spans the app makes through the SDK are built and arrive as usual, and share the batches.
 - **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
   of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
   in ``on_start``), ``wstrace serve --export-in-process``, an exporter running in the server.
