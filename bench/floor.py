@@ -10,9 +10,13 @@ wstrace's own code:
 
 - **build** — the recorder making the five spans and the
   :class:`~tracer.export.pipeline.ExportPipeline` buffering them (``Recorder.start`` /
-  ``Recorder.span`` / ``end``, as the recorder does after each message);
+  ``Recorder.span`` / ``end``, as the recorder does after each message), with spans built in
+  the server (an exporter in the server process, or another processor beside the pipeline);
 - **pickle** — :class:`~tracer.export.offload.SubprocessExporter`'s per-span cost of handing
-  them to its export process;
+  those spans to its export process;
+- **build as facts** and **pickle facts** — the same two on ``wstrace serve``'s own set-up,
+  where the server hands the pipeline each span's fact and the export process builds the span
+  (:mod:`tracer.export.facts`);
 - **encode** — OTLP/JSON encoding as the file exporter does it (what an exporter in the server
   process costs instead of pickling; ``python -m bench.encode`` times it on recorded spans).
 
@@ -41,6 +45,18 @@ SPANS_PER_MESSAGE = 5
 
 class _Discard(SpanExporter):
     def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class _DiscardFacts(_Discard):
+    """An exporter that takes facts, as :class:`~tracer.export.offload.SubprocessExporter`
+    does; keeps the last batch (to time its pickling)."""
+
+    rebuilds_spans = True
+    last: Any = ()
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.last = spans
         return SpanExportResult.SUCCESS
 
 
@@ -101,16 +117,43 @@ def _best(run: Callable[[], None], count: int, repeats: int = 5) -> float:
     return best
 
 
-def measure(count: int = 5000) -> dict[str, float]:
-    """µs per message for building, pickling and encoding its five spans."""
+def _pickle_cost(items: list[Any], count: int) -> float:
+    """µs per message for pickling ``items`` in the export process's chunks."""
     from tracer.export.offload import SPANS_PER_MESSAGE as CHUNK
     from tracer.export.offload import _dumps
+
+    def pickle_batch() -> None:
+        for first in range(0, len(items), CHUNK):
+            _dumps(("spans", items[first : first + CHUNK], False, None))
+
+    return _best(pickle_batch, max(1, count // 500)) / len(items) * SPANS_PER_MESSAGE
+
+
+def _facts_floor(count: int) -> tuple[float, float]:
+    """(build, pickle) µs per message on the facts path."""
+    exporter = _DiscardFacts()
+    provider = TracerProvider()
+    provider.add_span_processor(ExportPipeline(exporter, name="file", batch_spans=512))
+    emit = _message_emitter(provider)
+    build = _best(emit, count)
+    for _ in range(103):
+        emit()
+    provider.force_flush()
+    facts = list(exporter.last)[-512:]
+    provider.shutdown()
+    assert facts and all(type(f) is tuple for f in facts), "the facts path did not apply"
+    return build, _pickle_cost(facts, count)
+
+
+def measure(count: int = 5000) -> dict[str, float]:
+    """µs per message for building, pickling and encoding its five spans."""
     from tracer.export.otlp_json import spans_to_otlp_bytes
 
     provider = TracerProvider()
-    provider.add_span_processor(ExportPipeline(_Discard(), name="file"))  # as in the benchmark
+    provider.add_span_processor(ExportPipeline(_Discard(), name="file"))  # spans built here
     build = _best(_message_emitter(provider), count)
     provider.shutdown()
+    build_facts, pickle_facts = _facts_floor(count)
 
     memory = InMemorySpanExporter()
     kept = TracerProvider()
@@ -120,18 +163,19 @@ def measure(count: int = 5000) -> dict[str, float]:
         emit()
     spans: list[ReadableSpan] = list(memory.get_finished_spans())[-512:]
 
-    def pickle_batch() -> None:
-        for first in range(0, len(spans), CHUNK):
-            _dumps(("spans", spans[first : first + CHUNK], False))
-
     def encode_batch() -> None:
         for first in range(0, len(spans), 64):
             spans_to_otlp_bytes(spans[first : first + 64])
 
-    per_span = len(spans)
-    pickle = _best(pickle_batch, max(1, count // 500)) / per_span * SPANS_PER_MESSAGE
-    encode = _best(encode_batch, max(1, count // 2000), 3) / per_span * SPANS_PER_MESSAGE
-    return {"build_us": build, "pickle_us": pickle, "encode_us": encode}
+    pickle = _pickle_cost(spans, count)  # type: ignore[arg-type]
+    encode = _best(encode_batch, max(1, count // 2000), 3) / len(spans) * SPANS_PER_MESSAGE
+    return {
+        "build_us": build,
+        "pickle_us": pickle,
+        "build_facts_us": build_facts,
+        "pickle_facts_us": pickle_facts,
+        "encode_us": encode,
+    }
 
 
 def main() -> None:
@@ -139,7 +183,9 @@ def main() -> None:
     print(
         f"per message of {SPANS_PER_MESSAGE} spans: build {figures['build_us']:.1f} µs, "
         f"pickle for the export process {figures['pickle_us']:.1f} µs "
-        f"(or encode OTLP/JSON in-process {figures['encode_us']:.1f} µs)"
+        f"(or encode OTLP/JSON in-process {figures['encode_us']:.1f} µs); "
+        f"as facts (wstrace serve): build {figures['build_facts_us']:.1f} µs, "
+        f"pickle {figures['pickle_facts_us']:.1f} µs"
     )
 
 

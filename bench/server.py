@@ -73,8 +73,11 @@ def make_provider(variant: Variant, trace_dir: str) -> tuple[Any, str, Any]:
     # wstrace's variants export as `wstrace serve` does (a pipeline bounded in bytes that
     # never drops below its cap); the peers as their users would, with the SDK's processor.
     if variant.kind == "wstrace":
-        provider.add_span_processor(ExportPipeline(exporter, name="file"))
+        pipeline = ExportPipeline(exporter, name="file")
+        provider.add_span_processor(pipeline)
         label = f"ExportPipeline → {where}"
+        if pipeline.takes_facts():  # the only processor: wstrace's spans go as facts
+            label += ", wstrace's spans sent as facts and built there"
     else:
         provider.add_span_processor(BatchSpanProcessor(exporter))
         label = f"BatchSpanProcessor → {where}"

@@ -5,7 +5,9 @@
 - :mod:`tracer.export.offload` — ``SubprocessExporter``: any exporter, run in a child process
   so the traced server does not pay for encoding.
 - :mod:`tracer.export.pipeline` — ``ExportPipeline``: the span processor for an output, bounded
-  in bytes, every span counted (``stats()``).
+  in bytes, every span counted (``stats()``); which spans are built where.
+- :mod:`tracer.export.facts` — a finished span as a plain tuple, built into a span again in the
+  export process.
 - :mod:`tracer.export.reader` — ``load(paths) -> TraceSet``, ``TraceFileError``.
 - :mod:`tracer.export.traceset` — ``TraceSet`` and ``Connection``: spans grouped for reading.
 - :mod:`tracer.export.perfetto` — ``to_chrome_trace(traces)`` for ui.perfetto.dev.

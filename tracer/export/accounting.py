@@ -5,7 +5,7 @@ the file for traces that lost spans.
   for people (:meth:`ExportCounts.summary`).
 - :class:`Ledger`: the counts being kept, and the traces being dropped (so that the rest of
   such a trace is dropped too, and the file gets one :func:`loss_marker` span for it).
-- :func:`estimate_bytes`: what a span weighs while it waits, for the byte cap.
+- :func:`estimate_bytes`: what a span (or its fact) weighs while it waits, for the byte cap.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from tracer import vocab
+from tracer.export.facts import Fact, Field, origin_parts
 
 MiB = 1024 * 1024
 MAX_DROPPED_TRACES = 65_536
@@ -58,6 +59,9 @@ class ExportCounts:
     buffered_bytes: int = 0
     peak_bytes: int = 0
     max_bytes: int = 0
+    as_facts: int = 0
+    """Of the spans given, how many came as facts (built in the export process) rather than
+    as ``ReadableSpan``\\s (:mod:`tracer.export.facts`)."""
 
     @property
     def dropped_total(self) -> int:
@@ -80,12 +84,25 @@ class ExportCounts:
         return line + f"; buffer peak {self.peak_bytes / MiB:.1f} of {self.max_bytes / MiB:g} MiB"
 
 
-def estimate_bytes(span: ReadableSpan) -> int:
-    """Roughly what ``span`` costs while it waits, in bytes: its fixed part, plus its
-    attributes and events.  Cheap on purpose (it runs on the event loop for every span)."""
+def estimate_bytes(span: ReadableSpan | Fact) -> int:
+    """Roughly what ``span`` (or a span's :mod:`~tracer.export.facts` fact) costs while it
+    waits, in bytes: its fixed part, plus its attributes and events.  Cheap on purpose (it
+    runs on the event loop), and the same figure for a span and its fact."""
+    if type(span) is tuple:
+        return _fact_bytes(span)
     size = 512 + _attributes_bytes(span._attributes)
     for event in span._events or ():
         size += 96 + _attributes_bytes(event.attributes)
+    return size
+
+
+def _fact_bytes(fact: Fact) -> int:
+    attributes = fact[Field.ATTRIBUTES]
+    size = 512 + _attributes_bytes(attributes[0] if type(attributes) is tuple else attributes)
+    for _, _, event_attributes in fact[Field.EVENTS]:
+        if type(event_attributes) is tuple:
+            event_attributes = event_attributes[0]
+        size += 96 + _attributes_bytes(event_attributes)
     return size
 
 
@@ -108,13 +125,16 @@ class DroppedTrace:
 
     __slots__ = ("count", "first_ns", "last_ns", "marked", "reason", "resource", "scope")
 
-    def __init__(self, reason: str, span: ReadableSpan) -> None:
+    def __init__(self, reason: str, span: ReadableSpan | Fact) -> None:
         self.reason = reason
         self.count = 0
         self.marked = 0
         self.first_ns = self.last_ns = time.time_ns()
-        self.resource = span.resource
-        self.scope = span.instrumentation_scope
+        if type(span) is tuple:
+            self.resource, self.scope = origin_parts(span[Field.ORIGIN])
+        else:
+            self.resource = span.resource
+            self.scope = span.instrumentation_scope
 
 
 class Ledger:
@@ -142,7 +162,7 @@ class Ledger:
         return True
 
     def drop_trace(
-        self, trace_id: int, span: ReadableSpan, reason: str, spans: int, waiting: int
+        self, trace_id: int, span: ReadableSpan | Fact, reason: str, spans: int, waiting: int
     ) -> None:
         """Count ``spans`` of ``trace_id`` dropped for ``reason``, and the ``waiting`` ones
         that go with them; every later span of it will be dropped too."""

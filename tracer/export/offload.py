@@ -19,9 +19,12 @@ Wire format, parent → child (stdin): messages of a 4-byte big-endian length an
 tuple whose first item says what it is:
 
 - ``("config", "module:factory", kwargs)`` — once, first: build the real exporter;
-- ``("spans", [ReadableSpan, ...], last)`` — part of one export batch, exported with the
-  parts before it when ``last`` (see :data:`_REDUCERS` for how SDK-internal objects, which
-  hold locks, travel);
+- ``("spans", [ReadableSpan or fact, ...], last, origins)`` — part of one export batch,
+  exported with the parts before it when ``last``.  A span comes either as a ``ReadableSpan``
+  (see :data:`_REDUCERS` for how SDK-internal objects, which hold locks, travel) or as a
+  :mod:`~tracer.export.facts` fact, a plain tuple the child turns into the ``ReadableSpan``;
+  ``origins`` maps the origin numbers of facts the child has not seen yet to their
+  ``(resource, scope)`` (``None`` when there are none): each travels once per child;
 - ``("flush", n)`` — export what came before, then write ``n exported failed`` as a line on
   stdout (spans exported and failed so far).
 
@@ -58,6 +61,8 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from tracer.export import facts
+
 logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
@@ -82,6 +87,10 @@ class SubprocessExporter(SpanExporter):
 
     path: Path | None = None
     """The file written, for exporters made by :meth:`otlp_file`."""
+    rebuilds_spans = True
+    """:meth:`export` takes :mod:`~tracer.export.facts` facts as well as spans: the child
+    builds their ``ReadableSpan``\\s (see
+    :meth:`tracer.export.pipeline.ExportPipeline.takes_facts`)."""
 
     def __init__(self, factory: str, **kwargs: Any) -> None:
         self._factory = factory
@@ -95,6 +104,7 @@ class SubprocessExporter(SpanExporter):
         self._named: tuple[Path, str] | None = None  # (directory, prefix) of a default name
         self._sent = 0  # spans sent to the current child
         self._confirmed = (0, 0)  # (exported, failed) as the child last reported
+        self._origins_sent: set[int] = set()  # origin numbers the current child knows
 
     @classmethod
     def otlp_file(
@@ -124,7 +134,9 @@ class SubprocessExporter(SpanExporter):
 
     # --- SpanExporter -------------------------------------------------------------------------
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan | facts.Fact]) -> SpanExportResult:
+        """Send ``spans`` (``ReadableSpan``\\s, facts, or both) to the child, which exports
+        them in one call of its exporter."""
         if not spans:
             return SpanExportResult.SUCCESS
         with self._lock:
@@ -135,17 +147,27 @@ class SubprocessExporter(SpanExporter):
                 for first in range(0, len(spans), SPANS_PER_MESSAGE):
                     chunk = list(spans[first : first + SPANS_PER_MESSAGE])
                     last = first + SPANS_PER_MESSAGE >= len(spans)
+                    origins = self._new_origins(chunk)
                     try:
-                        payload = _dumps(("spans", chunk, last))
+                        payload = _dumps(("spans", chunk, last, origins))
                     except (pickle.PicklingError, TypeError, AttributeError, ValueError):
                         # Something in an attribute pickle cannot carry: send plain copies.
-                        payload = _dumps(("spans", [_plain_span(s) for s in chunk], last))
+                        payload = _dumps(("spans", [_plain_item(s) for s in chunk], last, origins))
                     self._send_payload(payload)
                     self._sent += len(chunk)
                     time.sleep(0)  # let the server's event loop have the GIL between chunks
             except Exception as exc:
                 return self._fail("export", exc)
         return SpanExportResult.SUCCESS
+
+    def _new_origins(self, chunk: list[Any]) -> dict[int, tuple[Any, Any]] | None:
+        """``(resource, scope)`` of the facts' origins in ``chunk`` the child has not had."""
+        known = self._origins_sent
+        new = {item[facts.ORIGIN] for item in chunk if type(item) is tuple} - known
+        if not new:
+            return None
+        known.update(new)
+        return {number: facts.origin_parts(number) for number in new}
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until the child has exported everything sent so far."""
@@ -233,6 +255,7 @@ class SubprocessExporter(SpanExporter):
         self._pid = os.getpid()
         self._sent = 0
         self._confirmed = (0, 0)
+        self._origins_sent = set()
         self._child = subprocess.Popen(
             [sys.executable, "-m", "tracer.export.offload"],
             stdin=subprocess.PIPE,
@@ -475,6 +498,13 @@ def _plain_span(span: ReadableSpan) -> ReadableSpan:
     return _readable(span, attributes=_plain_attributes(span.attributes), events=events)
 
 
+def _plain_item(item: ReadableSpan | facts.Fact) -> ReadableSpan | facts.Fact:
+    """A span or a fact with every attribute value a plain one."""
+    if type(item) is tuple:
+        return facts.plain(item, _plain)
+    return _plain_span(item)  # type: ignore[arg-type]
+
+
 # --- The child ----------------------------------------------------------------------------------
 
 
@@ -507,6 +537,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     exporter = _build_exporter(first[1], first[2])
     batch: list[ReadableSpan] = []
     counts = [0, 0]  # spans exported, failed
+    origins: dict[int, tuple[Any, Any]] = {}  # of facts: (resource, scope) by number
 
     def export(spans: list[ReadableSpan]) -> None:
         try:
@@ -519,7 +550,12 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     try:
         while (message := _read_message(stdin)) is not None:
             if message[0] == "spans":
-                batch.extend(message[1])
+                if message[3]:
+                    origins.update(message[3])
+                batch.extend(
+                    facts.rebuild(item, origins) if type(item) is tuple else item
+                    for item in message[1]
+                )
                 if message[2]:
                     export(batch)
                     batch = []

@@ -24,6 +24,36 @@ wstrace's outputs instead:
   :func:`stats` returns the counts of every pipeline in the process; a loss is logged as it
   happens, at most once every :data:`LOG_INTERVAL_S`.
 
+Two ways in, one buffer:
+
+- ``on_end`` takes a ``ReadableSpan``, as any span processor does: spans the app or another
+  instrumentation makes through the SDK, and every span of wstrace's when export runs in the
+  server process.
+- ``on_fact`` takes a span's :mod:`~tracer.export.facts` fact: a plain tuple that an export
+  process turns into the ``ReadableSpan`` (see "Where spans are built" below).
+
+Both wait in the same buffer, under the same cap (a fact weighs what its span would), are
+dropped and counted the same way and can share a batch; :attr:`ExportCounts.as_facts` says
+how many came as facts.
+
+Where spans are built
+---------------------
+wstrace builds its own spans in one place, :meth:`tracer.recorder.spans.SdkParts.emit`, and
+that place decides, per provider (worked out again whenever the provider's list of span
+processors changes):
+
+- **In the export process** when *every* span processor of the provider is an
+  ``ExportPipeline`` whose exporter rebuilds spans from facts (:meth:`takes_facts`: the
+  :class:`~tracer.export.offload.SubprocessExporter`) — the set-up of ``wstrace serve`` and
+  ``wstrace demo``.  The server makes the ids (so ``traceparent`` and the app's own spans join
+  the same trace), samples, applies the provider's ``SpanLimits`` and hands each pipeline a
+  fact; no ``ReadableSpan`` of wstrace's is made in the server (but the rare loss marker).
+  Spans the app makes through the SDK are built and arrive as usual, and share the batches.
+- **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
+  of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
+  in ``on_start``), ``wstrace serve --export-in-process``, an exporter running in the server.
+  Processors see ``ReadableSpan``\\s, as they would from the SDK's tracer.
+
 Spans the exporter accepted are *written*.  For a
 :class:`~tracer.export.offload.SubprocessExporter`, that is confirmed by its export process
 (:meth:`~tracer.export.offload.SubprocessExporter.outcome`): spans it received but never
@@ -50,6 +80,7 @@ from tracer.export.accounting import (
     MiB,
     estimate_bytes,
 )
+from tracer.export.facts import FLAGS, SAMPLED, TRACE_ID, Fact
 
 logger = logging.getLogger("wstrace")
 
@@ -128,13 +159,14 @@ class ExportPipeline(SpanProcessor):
         self.serial = ExportPipeline._created
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
-        self._pending: dict[int, list[ReadableSpan]] = {}
+        self._pending: dict[int, list[ReadableSpan | Fact]] = {}
         """Trace id -> its waiting spans; in the order traces arrived."""
         self._pending_spans = 0
         self._held = 0  # spans waiting or being exported
         self._peak = 0
         self._peak_bytes = 0
         self._arrived = 0
+        self._facts = 0
         self._span_bytes = span_bytes
         self._budget = max(1, max_bytes // span_bytes)
         """Spans that fit under ``max_bytes`` at the average size measured so far."""
@@ -166,7 +198,23 @@ class ExportPipeline(SpanProcessor):
             # Lost: say so now (rate-limited), the writer may be stuck on a slow output.
             self._log_loss()
 
-    def _hold(self, span: ReadableSpan, trace_id: int) -> bool:
+    def on_fact(self, fact: Fact) -> None:
+        """``on_end`` for a span given as its fact (:meth:`takes_facts` said yes)."""
+        if not fact[FLAGS] & SAMPLED:
+            return
+        self._arrived += 1
+        self._facts += 1
+        if self._arrived & SIZE_SAMPLE_MASK == 1:
+            self._measure(fact)
+        if not self._hold(fact, fact[TRACE_ID]):
+            self._log_loss()
+
+    def takes_facts(self) -> bool:
+        """Whether spans may come as facts (:meth:`on_fact`): the exporter builds them from
+        facts itself, in its export process."""
+        return bool(getattr(self.exporter, "rebuilds_spans", False))
+
+    def _hold(self, span: ReadableSpan | Fact, trace_id: int) -> bool:
         """Put ``span`` in the buffer, or count it dropped (False)."""
         with self._mutex:
             if self._stopping:
@@ -253,6 +301,7 @@ class ExportPipeline(SpanProcessor):
                 buffered_bytes=self._held * self._span_bytes,
                 peak_bytes=self._peak_bytes,
                 max_bytes=c.max_bytes,
+                as_facts=self._facts,
             )
         return snapshot
 
@@ -281,7 +330,9 @@ class ExportPipeline(SpanProcessor):
             self._drop_trace(other, spans[0], DropReason.EVICTED, len(spans))
         return True
 
-    def _drop_trace(self, trace_id: int, span: ReadableSpan, reason: str, spans: int) -> None:
+    def _drop_trace(
+        self, trace_id: int, span: ReadableSpan | Fact, reason: str, spans: int
+    ) -> None:
         """Count ``spans`` of ``trace_id`` as dropped, with its spans still in the buffer, and
         every later one of it too."""
         waiting = self._pending.pop(trace_id, None) or ()
@@ -348,9 +399,9 @@ class ExportPipeline(SpanProcessor):
         """Spans that make a batch ready: ``batch_spans``, or half the budget if less."""
         return max(1, min(self.batch_spans, self._budget // 2))
 
-    def _take_batch(self) -> list[ReadableSpan]:
+    def _take_batch(self) -> list[ReadableSpan | Fact]:
         """Up to ``batch_spans`` spans, whole traces in the order they arrived."""
-        batch: list[ReadableSpan] = []
+        batch: list[ReadableSpan | Fact] = []
         while self._pending and len(batch) < self.batch_spans:
             trace_id = next(iter(self._pending))
             batch.extend(self._pending.pop(trace_id))
@@ -358,9 +409,9 @@ class ExportPipeline(SpanProcessor):
         self._in_flight = len(batch)
         return batch
 
-    def _export(self, batch: list[ReadableSpan]) -> None:
+    def _export(self, batch: list[ReadableSpan | Fact]) -> None:
         try:
-            result = self.exporter.export(batch)
+            result = self.exporter.export(batch)  # type: ignore[arg-type]  # facts: takes_facts
         except Exception:
             logger.exception("wstrace: the %s exporter raised", self.name)
             result = SpanExportResult.FAILURE
@@ -373,7 +424,7 @@ class ExportPipeline(SpanProcessor):
             self._in_flight = 0
             self._held -= len(batch)
 
-    def _measure(self, span: ReadableSpan) -> None:
+    def _measure(self, span: ReadableSpan | Fact) -> None:
         """A moving average of the spans' size: the budget follows their real weight."""
         measured = estimate_bytes(span)
         with self._mutex:

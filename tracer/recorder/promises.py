@@ -10,11 +10,15 @@ A processor must still see them as it would see the SDK's own spans:
 - the provider's ``SpanLimits``: attribute count and length, event and link count, event
   and link attribute count; what goes over is dropped and counted on the span, as the SDK
   does.
+
+And one promise wstrace makes itself: a span goes to the processors as a ``ReadableSpan``
+unless every one of them said it would rather have the span's fact (:class:`FactTakers`,
+:mod:`tracer.export.facts`), and then no ``ReadableSpan`` is built in the server at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
@@ -54,12 +58,58 @@ class Starters:
         self._acts = False
 
     def any(self) -> bool:
-        members = getattr(self._processor, "_span_processors", self._processor)
+        members = _members(self._processor)
         if members is not self._members:
             self._members = members
             group = members if isinstance(members, tuple) else (members,)
             self._acts = any(_acts_on_start(member) for member in group)
         return self._acts
+
+
+def _members(processor: Any) -> Any:
+    """The provider's processors as a tuple that is replaced, not changed, when one is added."""
+    return getattr(processor, "_span_processors", processor)
+
+
+class FactTakers:
+    """The ``on_fact`` of every span processor under the provider's multi-processor, when
+    every one of them takes facts (``takes_facts()``: wstrace's
+    :class:`~tracer.export.pipeline.ExportPipeline` in front of an export process) and none
+    acts in ``on_start``; otherwise ``None``: spans are built here.  Worked out again only
+    when the provider's list of processors changes.
+
+    ``resource`` and ``scope`` are those of the tracer: facts carry them as a number
+    (:attr:`origin`, registered the first time facts are taken)."""
+
+    __slots__ = ("_members", "_processor", "_resource", "_scope", "_takers", "origin")
+
+    def __init__(self, processor: Any, resource: Any, scope: Any) -> None:
+        self._processor = processor
+        self._resource = resource
+        self._scope = scope
+        self._members: Any = None
+        self._takers: tuple[Callable[[Any], None], ...] | None = None
+        self.origin = -1
+
+    def takers(self) -> tuple[Callable[[Any], None], ...] | None:
+        members = _members(self._processor)
+        if members is not self._members:
+            self._members = members
+            self._takers = self._find(members if isinstance(members, tuple) else (members,))
+        return self._takers
+
+    def _find(self, group: tuple[Any, ...]) -> tuple[Callable[[Any], None], ...] | None:
+        for member in group:
+            takes = getattr(member, "takes_facts", None)
+            if takes is None or not takes() or _acts_on_start(member):
+                return None
+        if not group:
+            return None  # nobody to take them: the SDK's own behaviour, spans built
+        if self.origin < 0:
+            from tracer.export.facts import origin
+
+            self.origin = origin(self._resource, self._scope)
+        return tuple(member.on_fact for member in group)
 
 
 def fast_attribute_limit(limits: Any) -> int:

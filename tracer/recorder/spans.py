@@ -17,7 +17,8 @@ from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracer import vocab
-from tracer.recorder.promises import Starters, fast_attribute_limit, within_limits
+from tracer.export import facts
+from tracer.recorder.promises import FactTakers, Starters, fast_attribute_limit, within_limits
 from tracer.recorder.records import Attributes
 from tracer.wire import (
     Frame,
@@ -70,6 +71,8 @@ class SdkParts:
     max_attributes: int = 0
     """Attributes a span may have before ``limits`` need applying (0: always apply them)."""
     starters: Starters | None = None
+    facts: FactTakers | None = None
+    """Whether the processors take facts instead of spans (see :meth:`emit`)."""
 
     @classmethod
     def of(cls, tracer: Any) -> SdkParts | None:
@@ -90,6 +93,7 @@ class SdkParts:
             limits := getattr(tracer, "_span_limits", None),
             fast_attribute_limit(limits),
             Starters(processor),
+            FactTakers(processor, tracer.resource, getattr(tracer, "_instrumentation_scope", None)),
         )
 
     def root(
@@ -141,8 +145,16 @@ class SdkParts:
     ) -> None:
         """Hand a finished span to the provider's processors: the one place spans are built
         without the SDK's tracer.  Unless it was ``started`` already, processors that act in
-        ``on_start`` see it start first (see :mod:`tracer.recorder.promises`)."""
-        if not started and self.starters is not None and self.starters.any():
+        ``on_start`` see it start first (see :mod:`tracer.recorder.promises`).
+
+        When every processor takes facts (:class:`~tracer.recorder.promises.FactTakers`:
+        ``wstrace serve``'s export process), each gets the span's
+        :mod:`~tracer.export.facts` fact and no ``ReadableSpan`` is built here: the export
+        process builds it.  (A span whose own context is remote, which wstrace never makes,
+        would go as a span: facts hold only local spans.)"""
+        sink = self.facts
+        takers = sink.takers() if sink is not None and not context[2] else None
+        if takers is None and not started and self.starters is not None and self.starters.any():
             span = PendingSpan(self, name, context, parent, start, attributes, links, kind)
             span._events = list(events) or None
             span._status = status or _UNSET
@@ -152,6 +164,14 @@ class SdkParts:
             name = span._name
         if self.limits is not None and (len(attributes) > self.max_attributes or events or links):
             attributes, events, links = within_limits(self.limits, attributes, events, links)
+        if takers is not None:
+            fact = facts.make(
+                sink.origin,  # type: ignore[union-attr]  # takers come from the sink
+                name, context, parent, start, end, attributes, events, links, kind, status,
+            )
+            for take in takers:
+                take(fact)
+            return
         self.processor.on_end(
             sdk_trace.ReadableSpan(
                 name=name,
@@ -312,7 +332,7 @@ class PendingSpan(trace.Span):
         )
 
 
-_UNSET = Status(StatusCode.UNSET)
+_UNSET = facts.UNSET
 _ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 

@@ -1,0 +1,139 @@
+"""Helpers for the facts path: the same spans made on two providers, one whose processors take
+facts and one that gets ``ReadableSpan``\\s, so the two ways can be compared."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from tracer import vocab
+from tracer.export.offload import SubprocessExporter
+from tracer.recorder import Recorder
+
+T0 = 1_700_000_000_000_000_000
+"""Every span of :func:`make_spans` starts after this (ns): fixed times, same bytes."""
+
+
+class CountingIds(IdGenerator):
+    """Ids 1, 2, 3…: two providers given one each make the same ids for the same spans."""
+
+    def __init__(self) -> None:
+        self._span_ids = itertools.count(0x1000)
+        self._trace_ids = itertools.count(0xABC0_0000_0000_0000_0000_0000)
+
+    def generate_span_id(self) -> int:
+        return next(self._span_ids)
+
+    def generate_trace_id(self) -> int:
+        return next(self._trace_ids)
+
+
+LIMITS = SpanLimits(
+    max_span_attributes=6,
+    max_events=2,
+    max_links=2,
+    max_event_attributes=2,
+    max_link_attributes=1,
+    max_attribute_length=24,
+)
+"""Tight enough that :func:`make_spans`' ``limited`` span goes over every one of them."""
+
+
+def provider() -> TracerProvider:
+    """A provider like ``wstrace serve``'s, with deterministic ids and tight ``SpanLimits``."""
+    return TracerProvider(
+        resource=Resource({"service.name": "facts-test", "deployment.environment": "test"}),
+        id_generator=CountingIds(),
+        span_limits=LIMITS,
+    )
+
+
+class FactCollector(SpanProcessor):
+    """Keeps the facts handed to it, as a pipeline in front of an export process would take
+    them (``takes_facts``), and any ``ReadableSpan`` that still reaches it."""
+
+    def __init__(self) -> None:
+        self.facts: list[tuple[Any, ...]] = []
+        self.spans: list[ReadableSpan] = []
+
+    def takes_facts(self) -> bool:
+        return True
+
+    def on_fact(self, fact: tuple[Any, ...]) -> None:
+        self.facts.append(fact)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+class GatedExportProcess(SubprocessExporter):
+    """The real export process, whose first export waits until the test opens the gate: an
+    output that cannot keep up while the test fills the pipeline's buffer."""
+
+    def __init__(self, factory: str, **kwargs: Any) -> None:
+        super().__init__(factory, **kwargs)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super().export(spans)
+
+
+def make_spans(tp: TracerProvider) -> int:
+    """A connection-like trace through wstrace's span-building paths (roots, open spans ended
+    later, finished leaves, a remote parent with a trace state), with every kind, events,
+    links with attributes, error statuses and a span over every ``SpanLimits``; returns how
+    many spans were ended."""
+    recorder = Recorder(tp)
+    sdk = recorder.sdk
+    assert sdk is not None
+    state = trace.TraceState([("vendor", "v1"), ("other", "x")])
+    elsewhere = trace.SpanContext(0x123, 0x456, True, trace.TraceFlags(1), state)
+    root = recorder.start(
+        vocab.CONNECTION, None, T0, {vocab.CONNECTION_ID: 1, "flag": True}, kind=SpanKind.SERVER
+    )
+    message = recorder.start(
+        vocab.WS_MESSAGE_RECEIVE, root, T0 + 10, {"size": 46, "ratio": 0.5}, None,
+        SpanKind.CONSUMER,
+    )
+    message.add_event("queued", {"depth": 2}, T0 + 11)
+    message.add_link(elsewhere, {"why": "client traceparent"})
+    recorder.span(vocab.WS_FRAME_RECEIVE, message, T0 + 12, T0 + 13, {"fin": True})
+    recorder.span("failed.leaf", message, T0 + 14, T0 + 15, {"x": 1}, error="ValueError")
+    send = recorder.start(
+        vocab.WS_MESSAGE_SEND, message, T0 + 20, None, [Link(elsewhere, {"k": 1})],
+        SpanKind.PRODUCER,
+    )
+    send.set_attribute("stack", ("a", "b", "c"))
+    send.set_status(Status(StatusCode.ERROR, "peer went away"))
+    send.end(T0 + 30)
+    limited = recorder.start("limited", root, T0 + 31, None, None, SpanKind.CLIENT)
+    limited.set_attributes({f"a{n}": n for n in range(9)})
+    limited.set_attribute("long", "y" * 100)
+    for n in range(4):
+        limited.add_event(f"e{n}", {"p": 1, "q": 2, "r": "z" * 50}, T0 + 32 + n)
+    for n in range(3):
+        limited.add_link(
+            trace.SpanContext(0x777, 0x100 + n, False, trace.TraceFlags(1)), {"u": 1, "v": 2}
+        )
+    limited.end(T0 + 40)
+    message.set_status(Status(StatusCode.OK))
+    message.end(T0 + 50)
+    # A span under a parent of another process (a remote parent), carrying its trace state.
+    remote_parent = trace.SpanContext(0xFEED, 0xBEEF, True, trace.TraceFlags(1), state)
+    own = trace.SpanContext(0xFEED, sdk.new_span_id(), False, trace.TraceFlags(1), state)
+    sdk.emit("continued", own, remote_parent, T0 + 60, T0 + 70, {"remote": "yes"})
+    root.set_attribute(vocab.END_REASON, "closed")
+    root.end(T0 + 100)
+    return 7

@@ -1,0 +1,334 @@
+"""Spans built where they are exported: on ``wstrace serve``'s set-up the server hands each of
+wstrace's spans to the pipeline as a fact and the export process builds it; the file is the
+same, byte for byte, as when the server builds the spans itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tracer
+from tests.support import facts as support
+from tests.support.apps import echo_app
+from tests.support.server import IMPL_PAIRS, run_server
+from tracer import vocab
+from tracer.demo import make_provider
+from tracer.export import facts
+from tracer.export.accounting import ExportCounts, estimate_bytes
+from tracer.export.offload import OTLP_FILE_FACTORY, SubprocessExporter, _dumps
+from tracer.export.otlp_file import OTLPJsonFileExporter
+from tracer.export.otlp_json import spans_to_otlp_line
+from tracer.export.pipeline import DropReason, ExportPipeline, serial, stats
+from tracer.export.reader import load
+from tracer.recorder import Recorder
+
+
+def spans_in(path: Path) -> dict[str, dict[str, Any]]:
+    """Every span of an OTLP/JSON Lines file by span id."""
+    found: dict[str, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        for rs in json.loads(line)["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                for span in ss["spans"]:
+                    found[span["spanId"]] = span
+    return found
+
+
+def assert_whole_tree(spans: dict[str, dict[str, Any]]) -> None:
+    """One trace, one root, every parent in the file."""
+    assert len({s["traceId"] for s in spans.values()}) == 1
+    roots = [s for s in spans.values() if "parentSpanId" not in s]
+    assert [r["name"] for r in roots] == [vocab.CONNECTION]
+    orphans = [s["name"] for s in spans.values() if s.get("parentSpanId", roots[0]["spanId"])
+               not in spans]
+    assert orphans == []
+
+
+# --- The same spans both ways -------------------------------------------------------------------
+
+
+@pytest.mark.fast
+def test_facts_rebuilt_after_the_pipe_encode_byte_for_byte_as_spans_built_here() -> None:
+    collector = support.FactCollector()
+    by_facts = support.provider()
+    by_facts.add_span_processor(collector)
+    ended = support.make_spans(by_facts)
+
+    memory = InMemorySpanExporter()
+    by_spans = support.provider()
+    by_spans.add_span_processor(SimpleSpanProcessor(memory))
+    support.make_spans(by_spans)
+
+    assert collector.spans == [] and len(collector.facts) == ended
+    # Across the pipe as the export process gets them: the chunk and the origins pickled.
+    numbers = {fact[facts.ORIGIN] for fact in collector.facts}
+    origins = {number: facts.origin_parts(number) for number in numbers}
+    message = pickle.loads(_dumps(("spans", collector.facts, True, origins)))
+    rebuilt = [facts.rebuild(fact, message[3]) for fact in message[1]]
+    built = list(memory.get_finished_spans())
+    assert len(built) == ended
+    assert spans_to_otlp_line(rebuilt) == spans_to_otlp_line(built)
+
+    line = json.loads(spans_to_otlp_line(rebuilt))
+    (resource_spans,) = line["resourceSpans"]
+    (scope_spans,) = resource_spans["scopeSpans"]
+    assert scope_spans["scope"]["name"] == vocab.INSTRUMENTATION_NAME
+    by_name = {s["name"]: s for s in scope_spans["spans"]}
+    limited = by_name["limited"]
+    assert limited["droppedAttributesCount"] == 4 and limited["droppedEventsCount"] == 2
+    assert limited["droppedLinksCount"] == 1
+    assert limited["events"][0]["droppedAttributesCount"] == 1
+    assert limited["links"][0]["droppedAttributesCount"] == 1
+    continued = by_name["continued"]
+    assert continued["traceState"] == "vendor=v1,other=x"
+    assert continued["parentSpanId"] == format(0xBEEF, "016x")
+    assert continued["flags"] & 0x200  # the parent is remote
+    assert by_name[vocab.WS_MESSAGE_SEND]["status"] == {"code": 2, "message": "peer went away"}
+    assert by_name[vocab.WS_MESSAGE_SEND]["links"][0]["attributes"]
+    assert {s["kind"] for s in by_name.values()} == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.fast
+def test_a_processor_beside_the_pipeline_keeps_spans_built_in_the_server() -> None:
+    collector = support.FactCollector()
+    memory = InMemorySpanExporter()
+    tp = support.provider()
+    tp.add_span_processor(collector)
+    support.make_spans(tp)
+    assert len(collector.facts) == 7 and collector.spans == []
+    tp.add_span_processor(SimpleSpanProcessor(memory))  # a processor that must see spans
+    ended = support.make_spans(tp)
+    assert len(collector.facts) == 7  # none more: the processors changed, so did the path
+    assert len(collector.spans) == ended == len(memory.get_finished_spans())
+
+
+def test_the_file_written_through_the_export_process_is_the_in_process_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracer.export import pipeline as pipeline_module
+
+    # One batch per pipeline (the flush at shutdown): both files get the same lines.
+    monkeypatch.setattr(pipeline_module, "SCHEDULE_DELAY_S", 60.0)
+    by_facts, by_spans = support.provider(), support.provider()
+    child = SubprocessExporter.otlp_file(tmp_path / "facts.otlp.jsonl")
+    through_child = ExportPipeline(child)
+    in_process = ExportPipeline(OTLPJsonFileExporter(tmp_path / "spans.otlp.jsonl"))
+    by_facts.add_span_processor(through_child)
+    by_spans.add_span_processor(in_process)
+    ended = support.make_spans(by_facts)
+    support.make_spans(by_spans)
+    by_facts.shutdown()
+    by_spans.shutdown()
+
+    assert through_child.counts().as_facts == ended == through_child.counts().written
+    assert in_process.counts().as_facts == 0 and in_process.counts().written == ended
+    written = (tmp_path / "facts.otlp.jsonl").read_bytes()
+    assert written == (tmp_path / "spans.otlp.jsonl").read_bytes()
+    assert len(spans_in(tmp_path / "facts.otlp.jsonl")) == ended
+
+
+def test_a_value_pickle_cannot_carry_travels_as_text_in_a_fact(tmp_path: Path) -> None:
+    class Opaque:  # local: pickle cannot name it
+        def __str__(self) -> str:
+            return "opaque <value>"
+
+    collector = support.FactCollector()
+    tp = support.provider()
+    tp.add_span_processor(collector)
+    recorder = Recorder(tp)
+    root = recorder.start("odd", None, support.T0, {"fine": 7})
+    root.set_attribute("weird", Opaque())
+    root.add_event("e", {"also": Opaque()}, support.T0 + 1)
+    root.end(support.T0 + 2)
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export(collector.facts).name == "SUCCESS"
+    exporter.shutdown()
+    (written,) = spans_in(tmp_path / "out.otlp.jsonl").values()
+    values = {a["key"]: a["value"] for a in written["attributes"]}
+    assert values == {"fine": {"intValue": "7"}, "weird": {"stringValue": "opaque <value>"}}
+    assert written["events"][0]["attributes"] == [
+        {"key": "also", "value": {"stringValue": "opaque <value>"}}
+    ]
+
+
+# --- A real server on wstrace serve's set-up -----------------------------------------------------
+
+
+class ReadableSpansMade:
+    """Counts ``ReadableSpan``\\s of wstrace's scope constructed in this (the server's) process."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = ReadableSpan.__init__
+
+        def counting(span: ReadableSpan, *args: Any, **kwargs: Any) -> None:
+            original(span, *args, **kwargs)
+            scope = span.instrumentation_scope
+            if scope is not None and scope.name == vocab.INSTRUMENTATION_NAME:
+                self.count += 1
+
+        monkeypatch.setattr(ReadableSpan, "__init__", counting)
+
+
+def serve_and_talk(
+    provider: TracerProvider, app: Any, http: str, ws: str, path: str, since: int
+) -> ExportCounts:
+    """Three messages echoed over one real connection; the file pipeline's final counts
+    (``since``: :func:`~tracer.export.pipeline.serial` before the provider was made)."""
+    tracer.instrument(tracer_provider=provider)
+    try:
+        with run_server(tracer.TracingMiddleware(app, tracer_provider=provider), http=http,
+                        ws=ws) as server:
+
+            async def talk() -> None:
+                async with websockets.connect(f"{server.ws_url}{path}") as client:
+                    for n in range(3):
+                        await client.send(f"hello {n}")
+                        assert await client.recv() == f"hello {n}"
+
+            asyncio.run(talk())
+    finally:
+        tracer.uninstrument()
+    provider.shutdown()
+    (counts,) = stats(since)
+    return counts
+
+
+@pytest.mark.parametrize(("http", "ws"), IMPL_PAIRS)
+def test_a_connection_on_the_serve_set_up_travels_as_facts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: str, ws: str
+) -> None:
+    made = ReadableSpansMade(monkeypatch)
+    since = serial()
+    provider, exporter = make_provider(tmp_path, service="facts")
+    counts = serve_and_talk(provider, echo_app(), http, ws, "/echo", since)
+    assert counts.written > 20 and counts.dropped_total == 0 and counts.failed == 0
+    assert counts.as_facts == counts.written
+    assert made.count == 0  # no ReadableSpan of wstrace's was built in the server
+    assert exporter.path is not None
+    spans = spans_in(exporter.path)
+    assert len(spans) == counts.written
+    assert_whole_tree(spans)
+    names = [s["name"] for s in spans.values()]
+    assert names.count(vocab.WS_MESSAGE_RECEIVE) == 3 and names.count(vocab.WS_FRAME_SEND) >= 3
+
+
+def test_export_in_process_builds_the_spans_in_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = ReadableSpansMade(monkeypatch)
+    since = serial()
+    provider, exporter = make_provider(tmp_path, service="facts", offload=False)
+    counts = serve_and_talk(provider, echo_app(), "h11", "websockets-sansio", "/echo", since)
+    assert counts.written > 20 and counts.as_facts == 0
+    assert made.count == counts.written
+    assert_whole_tree(spans_in(Path(exporter.path)))
+
+
+class SpanAround:
+    """ASGI middleware of the app's that makes its own span current around the rest of the
+    chain: the layers inside it (spans of wstrace's) nest under an SDK span."""
+
+    def __init__(self, app: Any, tracer: trace.Tracer) -> None:
+        self.app = app
+        self.tracer = tracer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        with self.tracer.start_as_current_span("app.middleware"):
+            await self.app(scope, receive, send)
+
+
+def app_with_its_own_spans(provider: TracerProvider) -> FastAPI:
+    """Echo, each reply inside a span the app makes through the SDK itself, the whole
+    connection inside one its middleware makes."""
+    app = FastAPI()
+    own = provider.get_tracer("the.app")
+    app.add_middleware(SpanAround, tracer=own)
+
+    @app.websocket("/work")
+    async def work(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                text = await websocket.receive_text()
+                with own.start_as_current_span("app.work"):
+                    await websocket.send_text(text)
+        except WebSocketDisconnect:
+            return
+
+    return app
+
+
+def test_app_spans_and_facts_share_one_trace_and_its_parentage(tmp_path: Path) -> None:
+    since = serial()
+    provider, exporter = make_provider(tmp_path, service="facts")
+    app = app_with_its_own_spans(provider)
+    counts = serve_and_talk(provider, app, "httptools", "websockets-sansio", "/work", since)
+    assert counts.written - counts.as_facts == 4  # the app's spans, as ReadableSpans
+    assert counts.as_facts > 20 and counts.dropped_total == 0
+    assert exporter.path is not None
+    spans = spans_in(exporter.path)
+    assert_whole_tree(spans)
+    mine = {"app.work", "app.middleware"}
+    app_spans = [s for s in spans.values() if s["name"] in mine]
+    assert sorted(s["name"] for s in app_spans) == ["app.middleware"] + ["app.work"] * 3
+    for span in app_spans:
+        assert spans[span["parentSpanId"]]["name"] not in mine  # a span sent as a fact
+    # And the other way round: a layer of wstrace's under the app's own span.
+    (around,) = (s for s in app_spans if s["name"] == "app.middleware")
+    inside = [s["name"] for s in spans.values() if s.get("parentSpanId") == around["spanId"]]
+    assert len(inside) == 1 and inside[0] not in mine
+
+
+# --- Losses on the facts path ----------------------------------------------------------------
+
+
+def test_past_the_cap_facts_drop_whole_newest_traces_and_mark_them(tmp_path: Path) -> None:
+    path = tmp_path / "out.otlp.jsonl"
+    exporter = support.GatedExportProcess(OTLP_FILE_FACTORY, path=str(path))
+    exporter.path = path
+    tp = TracerProvider()  # no SpanLimits: the pad is what the byte cap weighs
+    recorder = Recorder(tp)
+    pad = {"pad": "x" * 10_000}
+    roots = {name: recorder.start(name, None, support.T0, pad) for name in "WABC"}
+    probe = facts.make(0, "probe", roots["W"].get_span_context(), None, 0, 0, pad, (), (),
+                       trace.SpanKind.INTERNAL, None)
+    span_bytes = estimate_bytes(probe)
+    pipeline = ExportPipeline(exporter, max_bytes=int(span_bytes * 3.5), batch_spans=1,
+                              span_bytes=span_bytes)
+    tp.add_span_processor(pipeline)
+
+    def leaf(name: str) -> None:
+        recorder.span(name, roots[name[0].upper()], support.T0 + 1, support.T0 + 2, pad)
+
+    leaf("w1")
+    assert exporter.entered.wait(10)  # w1 is being exported: the output is stuck
+    for name in ("a1", "b1", "c1"):  # three spans fit, w1 among them: c1 does not
+        leaf(name)
+    leaf("c2")  # the newest trace (C) was dropped: the rest of it goes too
+    exporter.gate.set()
+    assert pipeline.force_flush(30_000)  # room again for the roots
+    for root in roots.values():
+        root.end(support.T0 + 10)
+    tp.shutdown()
+
+    counts = pipeline.counts()
+    assert counts.dropped == {DropReason.BUFFER_FULL: 1, DropReason.TRACE_DROPPED: 2}
+    assert counts.written == 6 and counts.failed == 0 and counts.pending == 0
+    assert counts.as_facts == 9  # every span, written or dropped, came as a fact
+    traces = load([path])
+    assert sorted(s.name for s in traces.spans) == ["A", "B", "W", "a1", "b1", "w1"]
+    lost_trace = format(roots["C"].get_span_context().trace_id, "032x")
+    assert traces.lost_spans == {lost_trace: 3}
+    assert set(traces.incomplete) == {lost_trace}
