@@ -1,11 +1,12 @@
 """Export from a child process: the traced server only copies finished spans out.
 
-Encoding a span as OTLP (JSON or protobuf) is pure Python work, about 15–40 µs a span.  On a
-span processor's thread it still holds the GIL, so every microsecond of it is taken from the
-server's event loop.  :class:`SubprocessExporter` is a ``SpanExporter`` for any span processor
-that pickles each batch of finished spans down a pipe (C code, a few µs a span) and lets a
-child process run the real exporter — :class:`~tracer.export.otlp_file.OTLPJsonFileExporter`,
-the OTLP/HTTP exporter, any ``SpanExporter`` the child can import::
+Encoding a span as OTLP takes microseconds of Python work per span (``python -m bench.encode``
+times it).  On a span processor's thread it still holds the GIL, so every microsecond of it is
+taken from the server's event loop.  :class:`SubprocessExporter` is a ``SpanExporter`` for any
+span processor that pickles each batch of finished spans down a pipe (C code, a few µs a span)
+and lets a child process run the real exporter —
+:class:`~tracer.export.otlp_file.OTLPJsonFileExporter`, the OTLP/HTTP exporter, any
+``SpanExporter`` the child can import::
 
     exporter = SubprocessExporter.otlp_file(directory="traces")
     provider.add_span_processor(ExportPipeline(exporter))  # tracer.export.pipeline
@@ -36,6 +37,7 @@ exported (:meth:`SubprocessExporter.outcome`), even when the child had to be sto
 from __future__ import annotations
 
 import copyreg
+import gc
 import io
 import logging
 import os
@@ -67,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
 SPANS_PER_MESSAGE = 200
+_YOUNG_COLLECTION_EVERY = 7000
+"""Allocations between young collections in the export process (the default is 700)."""
 """Spans pickled at a time.  Pickling holds the GIL (a few µs a span, so about half a
 millisecond a chunk): a batch of thousands in one go would stall the server's event loop for
 longer, so a batch travels in chunks, and the GIL is handed back between them.  Each chunk
@@ -526,6 +530,16 @@ def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
     return exporter
 
 
+def _tune_collector() -> None:
+    """The export process makes a batch of spans, exports it and lets it go: almost nothing it
+    allocates lives long, yet with the default thresholds the cyclic collector runs every 700
+    allocations and walks each span of the batch in hand again and again.  What exists once
+    the exporter is built (modules, the exporter) is set aside for good (``gc.freeze``), and
+    young collections run ten times less often; reference counting frees the batches."""
+    gc.freeze()
+    gc.set_threshold(_YOUNG_COLLECTION_EVERY, 50, 50)
+
+
 def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     """The export process: read messages until end of input, export, shut down."""
     first = _read_message(stdin)
@@ -535,6 +549,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
         logger.error("wstrace export process: expected a config message, got %r", first[0])
         return 2
     exporter = _build_exporter(first[1], first[2])
+    _tune_collector()
     batch: list[ReadableSpan] = []
     counts = [0, 0]  # spans exported, failed
     origins: dict[int, tuple[Any, Any]] = {}  # of facts: (resource, scope) by number
