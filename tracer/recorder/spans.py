@@ -106,7 +106,8 @@ class SdkParts:
         inherit: bool = False,
     ) -> Any:
         """A new trace's root: sampled by the provider's sampler like any SDK root, or, with
-        ``inherit``, as the trace its first link points to was (the connection's decision)."""
+        ``inherit``, as the trace its first link points to was (the connection's decision).
+        ``attributes`` become the span's own: the caller made them for it."""
         trace_id = self.new_trace_id()
         trace_state = None
         if inherit:
@@ -117,11 +118,13 @@ class SdkParts:
             trace_state = result.trace_state
             if sampled and result.attributes:
                 attributes = {**(attributes or {}), **result.attributes}
-        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+        flags = _SAMPLED if sampled else _NOT_SAMPLED
         context = trace.SpanContext(trace_id, self.new_span_id(), False, flags, trace_state)
         if not sampled:
             return trace.NonRecordingSpan(context)
-        span = PendingSpan(self, name, context, None, start, attributes, links, kind)
+        # A root's attributes are made for it (a connection's or a message's): written to in
+        # place, not copied, when the handshake adds the status code.
+        span = PendingSpan(self, name, context, None, start, attributes, links, kind, owned=True)
         # Processors see a root start as they would from the SDK (children are made after
         # the fact: they start, for processors that act then, when they are emitted).
         self.processor.on_start(span, parent_context=None)
@@ -243,7 +246,9 @@ class PendingSpan(trace.Span):
         attributes: Attributes | None,
         links: Sequence[Link] | None,
         kind: SpanKind,
+        owned: bool = False,
     ) -> None:
+        """``owned``: ``attributes`` was made for this span alone, and may be written to."""
         self._sdk = sdk
         self._name = name
         self._parent = parent
@@ -252,7 +257,7 @@ class PendingSpan(trace.Span):
         # Shared until written: many spans (a chain layer, a frame's code.*) start from a
         # mapping that never changes, and an open span's weight counts per idle connection.
         self._attributes = attributes if attributes is not None else {}
-        self._owned = attributes is None
+        self._owned = owned or attributes is None
         self._links: Sequence[Link] = tuple(links) if links else ()
         self._events: list[sdk_trace.Event] | None = None  # made by the first add_event
         self._kind = kind
@@ -333,6 +338,8 @@ class PendingSpan(trace.Span):
 
 
 _UNSET = facts.UNSET
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 
