@@ -117,7 +117,12 @@ class SdkParts:
             sampled = result.decision.is_sampled()
             trace_state = result.trace_state
             if sampled and result.attributes:
-                attributes = {**(attributes or {}), **result.attributes}
+                # The SDK's samplers hand the span's own attributes back: merged in place
+                # (they are the root's own), not copied.
+                if attributes is None:
+                    attributes = dict(result.attributes)
+                else:
+                    attributes.update(result.attributes)
         flags = _SAMPLED if sampled else _NOT_SAMPLED
         context = trace.SpanContext(trace_id, self.new_span_id(), False, flags, trace_state)
         if not sampled:
