@@ -6,7 +6,9 @@ returned as a :class:`ProtocolError` record, and decoding goes on where it can.
 
 - :mod:`tracer.wire.http`: the HTTP/1.1 request and response heads of the opening handshake.
 - :mod:`tracer.wire.handshake`: ``Sec-WebSocket-Key`` / ``Sec-WebSocket-Accept`` (RFC 6455 §4).
-- :mod:`tracer.wire.frames`: RFC 6455 §5 frames, in both directions.
+- :mod:`tracer.wire.frames`: RFC 6455 §5 frames, in both directions: the decoder's state
+  machine; what a frame is (:mod:`tracer.wire.frame_model`) and the rules it must keep
+  (:mod:`tracer.wire.frame_rules`) live beside it.
 - :mod:`tracer.wire.codes`: the ``Opcode`` and ``CloseCode`` enums (§5.2, §7.4).
 """
 

@@ -45,9 +45,18 @@ in-band as :class:`ProtocolError` records, and decoding carries on.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
-from tracer.wire.codes import CONTROL_OPCODES_START, Opcode, opcode_name
+from tracer.wire.codes import CONTROL_OPCODES_START, Opcode
+from tracer.wire.frame_model import (
+    CLOSE_CODES_VALID,
+    MAX_CONTROL_PAYLOAD,
+    Frame,
+    ProtocolError,
+    encode_frame,
+    is_valid_close_code,
+    unmask,
+)
+from tracer.wire.frame_rules import HeaderRules, parse_close
 
 __all__ = [
     "CLOSE_CODES_VALID",
@@ -67,15 +76,6 @@ OP_CLOSE = Opcode.CLOSE
 OP_PING = Opcode.PING
 OP_PONG = Opcode.PONG
 
-MAX_CONTROL_PAYLOAD = 125
-"""RFC 6455 §5.5: all control frames MUST have a payload length of 125 bytes or less."""
-
-RSV1 = 0b100
-"""The RSV1 bit in :attr:`Frame.rsv`, which permessage-deflate uses as "Per-Message Compressed"."""
-
-CLOSE_CODES_VALID = "1000-1003, 1007-1014, 3000-4999"
-"""Close codes allowed on the wire (RFC 6455 §7.4.1-§7.4.2 plus IANA's 1012-1014)."""
-
 _unpack_u16 = struct.Struct("!H").unpack_from
 _unpack_u64 = struct.Struct("!Q").unpack_from
 
@@ -83,134 +83,12 @@ _DATA_START = (OP_TEXT, OP_BINARY)
 _PING_PONG = (OP_PING, OP_PONG)
 
 _MAX_HEADER = 14
+"""2 bytes + 8 bytes of 64-bit extended length + 4 bytes of masking key."""
 _NO_ERRORS: tuple[()] = ()
 """A frame decoder's pending errors while no frame is pending (no list per idle decoder)."""
-"""2 bytes + 8 bytes of 64-bit extended length + 4 bytes of masking key."""
 
 
-@dataclass(slots=True, frozen=True)
-class ProtocolError:
-    """Bad bytes seen on the wire, reported in-band instead of raised.
-
-    ``kind`` is a short, stable machine word (e.g. ``"reserved-opcode"``), suitable as a span
-    attribute value; ``offset`` is the stream offset (bytes fed before it) where the problem was
-    detected -- the first byte of the frame for problems in a frame header; ``detail`` is a human
-    sentence.  The HTTP head decoders in :mod:`tracer.wire.http` reuse this type.
-    """
-
-    kind: str
-    offset: int
-    detail: str = ""
-
-
-@dataclass(slots=True)
-class Frame:
-    """One frame header as it appeared on the wire, with the fields Wireshark shows.
-
-    ``rsv`` is the 3-bit value ``RSV1<<2 | RSV2<<1 | RSV3`` (Wireshark's ``websocket.rsv``).
-    ``header_length`` counts the whole header: 2 bytes, plus 2 or 8 bytes of extended payload
-    length, plus 4 bytes of masking key.  ``offset`` is the stream offset of the frame's first
-    byte, so the frame occupies ``[offset, offset + header_length + payload_length)``.
-
-    ``close_code``/``close_reason`` are filled for close frames with a payload of at least 2
-    bytes.  ``preview`` holds the first bytes of the payload, unmasked, only when the decoder was
-    built with ``preview_bytes > 0``.
-    """
-
-    fin: bool
-    rsv: int
-    opcode: int
-    masked: bool
-    masking_key: bytes | None
-    payload_length: int
-    header_length: int
-    offset: int
-    close_code: int | None = None
-    close_reason: str | None = None
-    preview: bytes | None = None
-
-    @property
-    def opcode_name(self) -> str:
-        """Wireshark's name: ``text``, ``binary``, ``continuation``, ``close``, ``ping``, ``pong``,
-        or ``reserved-0xN`` for the reserved opcodes 0x3-0x7 and 0xB-0xF."""
-        return opcode_name(self.opcode)
-
-    @property
-    def is_control(self) -> bool:
-        """Control frames (§5.5) have the opcode's most significant bit set: 0x8-0xF."""
-        return self.opcode >= CONTROL_OPCODES_START
-
-    @property
-    def end_offset(self) -> int:
-        """Stream offset just past the frame's last payload byte (where the next frame starts)."""
-        return self.offset + self.header_length + self.payload_length
-
-
-def unmask(data: bytes, key: bytes) -> bytes:
-    """XOR ``data`` with the 4-byte masking ``key`` repeated (RFC 6455 §5.3).
-
-    Masking and unmasking are the same operation.  Done on whole integers rather than byte by
-    byte: the payload and the repeated key become two big integers, XORed once.
-    """
-    n = len(data)
-    if n == 0:
-        return b""
-    stream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
-
-
-def is_valid_close_code(code: int) -> bool:
-    """Whether ``code`` may appear in a close frame (RFC 6455 §7.4.1-§7.4.2, IANA registry).
-
-    1000-1003 and 1007-1011 are defined by the RFC, 1012-1014 were registered with IANA later
-    (service restart, try again later, bad gateway).  1004 is reserved; 1005 (no status), 1006
-    (abnormal closure) and 1015 (TLS failure) are for reporting by an endpoint and MUST NOT be
-    sent.  3000-3999 are for libraries and frameworks (IANA-registered), 4000-4999 for private
-    use.  Everything else (0-999, 1016-2999, 5000+) is invalid.
-    """
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-def encode_frame(
-    opcode: int,
-    payload: bytes,
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    mask: bytes | None = None,
-) -> bytes:
-    """Serialize one frame with the minimal payload length encoding (RFC 6455 §5.2).
-
-    ``mask`` is the 4-byte masking key for a client frame (``None`` for a server frame).  This
-    is the reference encoder used by tests and benchmarks; it checks its own arguments (and
-    raises ``ValueError`` on misuse) but not protocol rules, so it can build bad frames on
-    purpose, e.g. a fragmented ping.
-    """
-    if not 0 <= opcode <= 0xF:
-        raise ValueError(f"opcode must fit in 4 bits, got {opcode}")
-    if not 0 <= rsv <= 0b111:
-        raise ValueError(f"rsv must fit in 3 bits, got {rsv}")
-    if mask is not None and len(mask) != 4:
-        raise ValueError(f"masking key must be 4 bytes, got {len(mask)}")
-    head = bytearray()
-    head.append((0x80 if fin else 0) | (rsv << 4) | opcode)
-    mask_bit = 0x80 if mask is not None else 0
-    n = len(payload)
-    if n < 126:
-        head.append(mask_bit | n)
-    elif n < 0x10000:
-        head.append(mask_bit | 126)
-        head += n.to_bytes(2, "big")
-    else:
-        head.append(mask_bit | 127)
-        head += n.to_bytes(8, "big")
-    if mask is not None:
-        head += mask
-        payload = unmask(bytes(payload), mask)
-    return bytes(head) + bytes(payload)
-
-
-class FrameDecoder:
+class FrameDecoder(HeaderRules):
     """Incremental decoder for the frames of one direction of one WebSocket connection.
 
     ``client_side=True`` decodes the frames **sent by the client** (the bytes a server reads),
@@ -529,135 +407,7 @@ class FrameDecoder:
             frame.preview = payload[: self._preview]
         if frame.opcode == OP_CLOSE:
             complete = len(payload) == frame.payload_length
-            errors.extend(_parse_close(frame, payload, complete))
-
-    def _check_header(self, frame: Frame, len7: int) -> list[ProtocolError]:
-        """Every rule of RFC 6455 §5 that a header alone can break, and the fragmentation state."""
-        errors: list[ProtocolError] = []
-        offset = frame.offset
-        opcode = frame.opcode
-        if self._closed:
-            errors.append(
-                ProtocolError("frame-after-close", offset, "no frame may follow a close frame")
-            )
-        if frame.rsv:
-            self._check_rsv(frame, errors)
-        if frame.masked is not self._client_side:
-            if self._client_side:
-                errors.append(
-                    ProtocolError("unmasked-client-frame", offset, "client frames MUST be masked")
-                )
-            else:
-                errors.append(
-                    ProtocolError("masked-server-frame", offset, "server frames MUST NOT be masked")
-                )
-        length = frame.payload_length
-        if len7 == 126 and length < 126:
-            errors.append(
-                ProtocolError(
-                    "non-minimal-length", offset, f"{length} bytes sent with a 16-bit length"
-                )
-            )
-        elif len7 == 127:
-            if length >> 63:
-                errors.append(
-                    ProtocolError(
-                        "length-msb-set",
-                        offset,
-                        "the most significant bit of a 64-bit length MUST be 0",
-                    )
-                )
-            elif length < 0x10000:
-                errors.append(
-                    ProtocolError(
-                        "non-minimal-length", offset, f"{length} bytes sent with a 64-bit length"
-                    )
-                )
-        if opcode >= CONTROL_OPCODES_START:
-            self._check_control(frame, errors)
-        elif opcode == OP_CONTINUATION:
-            if not self._fragmented:
-                errors.append(
-                    ProtocolError(
-                        "unexpected-continuation",
-                        offset,
-                        "continuation frame without a fragmented message to continue",
-                    )
-                )
-            self._fragmented = not frame.fin
-        elif opcode <= OP_BINARY:
-            if self._fragmented:
-                errors.append(
-                    ProtocolError(
-                        "expected-continuation",
-                        offset,
-                        f"{frame.opcode_name} frame inside a fragmented message",
-                    )
-                )
-            self._fragmented = not frame.fin
-        else:
-            errors.append(
-                ProtocolError("reserved-opcode", offset, f"opcode 0x{opcode:x} is reserved")
-            )
-        return errors
-
-    def _check_rsv(self, frame: Frame, errors: list[ProtocolError]) -> None:
-        """RSV bits need an extension (§5.2); RSV1 only on first frames of data (RFC 7692 §6.1)."""
-        stray = frame.rsv & ~self._rsv_allowed
-        if stray:
-            errors.append(
-                ProtocolError(
-                    "rsv-without-extension",
-                    frame.offset,
-                    f"RSV bits 0b{stray:03b} set without an extension that defines them",
-                )
-            )
-        if frame.rsv & self._rsv_allowed & RSV1:
-            if frame.opcode >= CONTROL_OPCODES_START:
-                errors.append(
-                    ProtocolError(
-                        "compressed-control-frame",
-                        frame.offset,
-                        "RSV1 (per-message compressed) set on a control frame",
-                    )
-                )
-            elif frame.opcode == OP_CONTINUATION:
-                errors.append(
-                    ProtocolError(
-                        "compressed-continuation",
-                        frame.offset,
-                        "RSV1 (per-message compressed) set on a continuation frame",
-                    )
-                )
-
-    def _check_control(self, frame: Frame, errors: list[ProtocolError]) -> None:
-        """Control frames (§5.5): at most 125 payload bytes, never fragmented, known opcodes."""
-        offset = frame.offset
-        if frame.opcode > OP_PONG:
-            errors.append(
-                ProtocolError("reserved-opcode", offset, f"opcode 0x{frame.opcode:x} is reserved")
-            )
-        if frame.payload_length > MAX_CONTROL_PAYLOAD:
-            errors.append(
-                ProtocolError(
-                    "control-frame-too-long",
-                    offset,
-                    f"{frame.opcode_name} frame with {frame.payload_length} payload bytes "
-                    f"(at most {MAX_CONTROL_PAYLOAD})",
-                )
-            )
-        if not frame.fin:
-            errors.append(
-                ProtocolError(
-                    "fragmented-control-frame",
-                    offset,
-                    f"{frame.opcode_name} frame with FIN clear: control frames MUST NOT be "
-                    "fragmented",
-                )
-            )
-        if frame.opcode == OP_CLOSE:
-            self._closed = True
-
+            errors.extend(parse_close(frame, payload, complete))
 
 def _header_length(buf: bytes | bytearray) -> int:
     """The full header length implied by the first two bytes of ``buf``, or 0 if unknown."""
@@ -703,48 +453,3 @@ def _parse_header(
     return buf[pos], b1, length, hl, key
 
 
-def _parse_close(frame: Frame, payload: bytes, complete: bool) -> list[ProtocolError]:
-    """Fill ``close_code``/``close_reason`` from an unmasked close payload (§5.5.1, §7.4).
-
-    The payload is empty (no status code), or a 2-byte big-endian code followed by a reason in
-    UTF-8 (§5.5.1: "the data MUST be UTF-8-encoded").  A 1-byte payload is malformed.
-    ``complete`` is False when only the first 125 bytes of an oversized close frame were
-    looked at; a reason cut in the middle of a character is then not reported as bad UTF-8.
-    """
-    errors: list[ProtocolError] = []
-    payload_offset = frame.offset + frame.header_length
-    if len(payload) == 0:
-        return errors
-    if len(payload) == 1:
-        errors.append(
-            ProtocolError(
-                "bad-close-payload",
-                payload_offset,
-                "close payload of 1 byte: a status code takes 2",
-            )
-        )
-        return errors
-    code = (payload[0] << 8) | payload[1]
-    frame.close_code = code
-    if not is_valid_close_code(code):
-        errors.append(
-            ProtocolError(
-                "invalid-close-code",
-                payload_offset,
-                f"close code {code} may not be sent (valid: {CLOSE_CODES_VALID})",
-            )
-        )
-    raw = payload[2:]
-    try:
-        frame.close_reason = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        frame.close_reason = raw.decode("utf-8", errors="replace")
-        if complete or exc.end < len(raw):
-            errors.append(
-                ProtocolError(
-                    "invalid-utf8-close-reason",
-                    payload_offset + 2 + exc.start,
-                    f"close reason is not valid UTF-8 at byte {exc.start}: {exc.reason}",
-                )
-            )
-    return errors
