@@ -90,8 +90,11 @@ class _Protocol:
     """Stands in for uvicorn's protocol object: the wrappers keep their record in its dict."""
 
 
-def _open_connection(family: ws.Family, code: dict[str, Any]) -> tuple[_Protocol, Any]:
-    """A connection through the real wrappers up to its 101: (protocol, tapped transport)."""
+async def _open_connection(family: ws.Family, code: dict[str, Any]) -> tuple[_Protocol, Any]:
+    """A connection through the real wrappers up to its 101: (protocol, tapped transport).
+
+    Awaited in the task that then plays the messages: as in a server, the app's task context
+    holds its current message, and nothing leaks into the caller's."""
     protocol = _Protocol()
     tapped: list[Any] = []
     ws.make_connection_made(family, code)(tapped.append, protocol, (_Transport(),), {})
@@ -103,12 +106,17 @@ def _open_connection(family: ws.Family, code: dict[str, Any]) -> tuple[_Protocol
     async def accept(message: Any) -> None:
         tap.write(_RESPONSE)
 
-    asyncio.run(ws.wrap_send(accept, protocol, ({"type": "websocket.accept"},), {}))
+    await ws.wrap_send(accept, protocol, ({"type": "websocket.accept"},), {})
     return protocol, tap
 
 
-async def _messages(protocol: _Protocol, tap: Any, count: int) -> list[list[int]]:
-    """``count`` echoed messages; per message, the ns each stage took (in STAGES order)."""
+async def _messages(
+    family: ws.Family, code: dict[str, Any], count: int, counter: _Count
+) -> list[list[int]]:
+    """A new connection and ``count`` echoed messages on it; per message, the ns each stage
+    took (in STAGES order)."""
+    protocol, tap = await _open_connection(family, code)
+    counter.ended = 0  # the handshake's spans are not the messages'
     record: ConnectionRecord = protocol.__dict__[RECORD_ATTRIBUTE]
     frame_in = encode_frame(Opcode.TEXT, _BID.encode(), mask=b"\x01\x02\x03\x04")
     frame_out = encode_frame(Opcode.TEXT, _ANSWER.encode())
@@ -168,10 +176,9 @@ def measure(messages: int = 9000) -> dict[str, float]:
     per_stage: list[list[int]] = [[] for _ in STAGES]
     try:
         for first in range(0, messages, MESSAGES_PER_CONNECTION):
-            protocol, tap = _open_connection(family, code)
             count = min(MESSAGES_PER_CONNECTION, messages - first)
-            counter.ended = 0  # the handshake's spans are not the messages'
-            for stages in asyncio.run(_messages(protocol, tap, count))[1:]:  # [0]: no previous
+            played = asyncio.run(_messages(family, code, count, counter))
+            for stages in played[1:]:  # [0]: no previous message to emit
                 for kept, ns in zip(per_stage, stages, strict=True):
                     kept.append(ns)
     finally:

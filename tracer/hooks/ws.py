@@ -23,6 +23,7 @@ Bytes are seen on the wire: ``data_received`` on the way in and a
 
 from __future__ import annotations
 
+from contextvars import Token
 from dataclasses import dataclass
 from time import time_ns
 from typing import Any
@@ -136,7 +137,7 @@ def _error_name(exc: BaseException | None) -> str | None:
     return type(exc).__name__ if exc is not None else None
 
 
-def _share_record(record: ConnectionRecord) -> Any:
+def _share_record(record: ConnectionRecord) -> Token[ConnectionRecord | None] | None:
     """Make ``record`` the ``current_record`` while the protocol's code runs, if it may be needed.
 
     Only the library-level hooks read it (validation, the handshake's response), and those run
