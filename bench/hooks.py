@@ -18,11 +18,11 @@ and the auction app drive it:
   (message, frame, broadcast, send, frame), handed to a span processor that keeps nothing.
   :mod:`bench.floor` times the span-building part of this alone.
 
-Each stage is the median over thousands of messages (clock reads between the stages, so the
-figures add up to the whole); a message's index stays under ``max_messages_per_trace`` (every
-message a child of its connection, as at the start of a benchmark round).  A tight loop keeps
-caches warm: in a server, between other work, the same code costs more; the shares are what
-this says.
+Clock reads between the stages split each message's time with nothing counted twice; each
+stage's figure is its median over thousands of messages.  A message's index stays under
+``max_messages_per_trace`` (every message a child of its connection, as at the start of a
+benchmark round).  A tight loop keeps caches warm and leaves the garbage collector little to
+walk: in a server, between other work, the same code costs more; the shares are what this says.
 """
 
 from __future__ import annotations
