@@ -86,6 +86,16 @@ def test_the_span_work_floor_was_timed(quick_run: dict) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_the_hooks_stages_are_timed_on_traced_messages() -> None:
+    from bench import hooks
+    from tracer.recorder import current_handling
+
+    figures = hooks.measure(messages=60)
+    assert figures["spans"] == 5, figures  # message, frame, broadcast, send, frame
+    assert all(_positive(figures[stage]) for stage in hooks.STAGES), figures
+    assert current_handling() is None  # the connections' app context stayed in their tasks
+
+
 def test_every_variant_ran_and_every_figure_is_finite(quick_run: dict) -> None:
     summary = quick_run["summary"]
     assert list(summary) == list(DEFAULT_VARIANTS)

@@ -35,6 +35,19 @@ class TapTransport:
     def writelines(self, chunks: Any) -> None:
         self.write(b"".join(chunks))
 
+    # Called for every message (uvicorn pauses reading as a message is queued for the app and
+    # resumes when the app has taken it; ``is_closing`` guards sends): delegated here, as
+    # ``__getattr__`` runs only after a failed lookup, which costs several times the call.
+
+    def pause_reading(self) -> None:
+        self._wstrace_transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._wstrace_transport.resume_reading()
+
+    def is_closing(self) -> bool:
+        return self._wstrace_transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._wstrace_transport, name)
 

@@ -23,6 +23,7 @@ Bytes are seen on the wire: ``data_received`` on the way in and a
 
 from __future__ import annotations
 
+from contextvars import Token
 from dataclasses import dataclass
 from time import time_ns
 from typing import Any
@@ -43,6 +44,9 @@ from tracer.hooks.context import (
 from tracer.hooks.patching import Patch, original_function
 from tracer.hooks.transport import TapTransport
 from tracer.recorder import Attributes, ConnectionRecord, code_attributes, stack_entry
+from tracer.recorder.phase import Phase
+
+_OPEN = int(Phase.OPEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,16 @@ def _error_name(exc: BaseException | None) -> str | None:
     return type(exc).__name__ if exc is not None else None
 
 
+def _share_record(record: ConnectionRecord) -> Token[ConnectionRecord | None] | None:
+    """Make ``record`` the ``current_record`` while the protocol's code runs, if it may be needed.
+
+    Only the library-level hooks read it (validation, the handshake's response), and those run
+    before the handshake is over; once the connection is open, data and sends skip the
+    set-and-reset.  Returns the token to reset, or ``None``.
+    """
+    return current_record.set(record) if record.phase < _OPEN else None
+
+
 # --- Wrappers on uvicorn's protocol class --------------------------------------------------------
 
 
@@ -177,11 +191,12 @@ def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> A
     except Exception as exc:
         errors.record("ws.data_received", exc)
         frames = None
-    token = current_record.set(record)
+    token = _share_record(record)
     try:
         return wrapped(*args, **kwargs)
     finally:
-        current_record.reset(token)
+        if token is not None:
+            current_record.reset(token)
         if frames:
             try:
                 record.on_bytes_in_done(frames, time_ns())
@@ -267,7 +282,7 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
     except Exception as exc:
         errors.record("ws.send", exc)
         send = None
-    token = current_record.set(record)
+    token = _share_record(record)
     failure: BaseException | None = None
     try:
         return await wrapped(*args, **kwargs)
@@ -275,7 +290,8 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
         failure = exc
         raise
     finally:
-        current_record.reset(token)
+        if token is not None:
+            current_record.reset(token)
         if send is not None:
             try:
                 record.on_send_exit(send, time_ns(), _error_name(failure))

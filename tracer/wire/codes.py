@@ -88,12 +88,15 @@ _MEANINGS = {
 }
 
 
+_OPCODE_NAMES: dict[int, str] = {int(opcode): opcode.wire_name for opcode in Opcode}
+"""Every defined opcode's wire name, looked up by plain int: this runs for every frame spanned,
+and building an enum member from an int each time costs more than the rest of the name."""
+
+
 def opcode_name(opcode: int) -> str:
     """Wireshark's name for any 4-bit opcode, ``reserved-0xN`` for the reserved ones."""
-    try:
-        return Opcode(opcode).wire_name
-    except ValueError:
-        return f"reserved-0x{opcode:x}"
+    name = _OPCODE_NAMES.get(opcode)
+    return name if name is not None else f"reserved-0x{opcode:x}"
 
 
 def close_code_meaning(code: int) -> str:

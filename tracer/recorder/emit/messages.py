@@ -164,6 +164,8 @@ def emit_sends(
     record: ConnectionRecord, parent: Any, sends: list[SendRecord], *, owner: ConnectionRecord
 ) -> None:
     """Sends of one handling; runs to other connections become ``ws.broadcast`` spans."""
+    if not sends:  # the usual case when the app groups its fan-out in tracer.broadcast()
+        return
     for group in group_fan_out(sends, owner):
         if len(group) == 1 and group[0].recipient is owner:
             emit_send(record, parent, group[0], owner)

@@ -1,0 +1,207 @@
+"""What the hooks cost per message, stage by stage, timed in this process.
+
+    python -m bench.hooks
+
+One echoed message of the benchmark, in ``connection`` shape with frames as spans, played
+through wstrace's real wrappers (:mod:`tracer.hooks.ws`, the
+:class:`~tracer.hooks.transport.TapTransport`, ``tracer.broadcast()``) on a stand-in protocol
+whose own work is nothing: what is timed is wstrace's alone.  The message's life, as uvicorn
+and the auction app drive it:
+
+- **receive** — the app asks for the next message (the previous one is over), and it is
+  handed over: the receive wrapper, without the message spans below;
+- **data in** — the client's frame arrives: ``data_received`` decodes it and queues the message;
+- **broadcast** — the app's ``with tracer.broadcast():`` block, entered and left;
+- **send** — the app sends the answer: the send wrapper, without the write below;
+- **data out** — the server writes the answer's frame: the tap decodes it;
+- **message spans** — the message is over: the emitters turn its facts into its five spans
+  (message, frame, broadcast, send, frame), handed to a span processor that keeps nothing.
+  :mod:`bench.floor` times the span-building part of this alone.
+
+Clock reads between the stages split each message's time with nothing counted twice; each
+stage's figure is its median over thousands of messages.  A message's index stays under
+``max_messages_per_trace`` (every message a child of its connection, as at the start of a
+benchmark round).  A tight loop keeps caches warm and leaves the garbage collector little to
+walk: in a server, between other work, the same code costs more; the shares are what this says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import statistics
+from collections.abc import Callable
+from time import perf_counter_ns, time_ns
+from typing import Any
+
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from tracer.broadcast import broadcast
+from tracer.config import TracerConfig
+from tracer.hooks import ws
+from tracer.hooks.context import RECORD_ATTRIBUTE, Active
+from tracer.recorder import ConnectionRecord, Recorder
+from tracer.wire import Opcode, accept_key, encode_frame
+
+STAGES = ("receive", "data in", "broadcast", "send", "data out", "message spans")
+MESSAGES_PER_CONNECTION = 900
+"""Under ``TracerConfig.max_messages_per_trace`` (1000): no message becomes a trace of its own."""
+
+_KEY = base64.b64encode(b"wstrace-bench-k!").decode()
+_REQUEST = (
+    "GET /ws/1 HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    f"Sec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+).encode()
+_RESPONSE = (
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    f"Sec-WebSocket-Accept: {accept_key(_KEY)}\r\n\r\n"
+).encode()
+_BID = '{"type":"bid","bidder":"alice","amount":1234}'
+_ANSWER = '{"type":"bid","bidder":"alice","amount":1234,"at":1733000000.123}'
+
+
+class _Count(SpanProcessor):
+    """Counts the spans and keeps none: their export is not the hooks' cost."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: Any) -> None:
+        self.ended += 1
+
+
+class _Transport:
+    """The socket's side of a transport: takes writes, does nothing."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 8000) if name in ("peername", "sockname") else default
+
+
+class _Protocol:
+    """Stands in for uvicorn's protocol object: the wrappers keep their record in its dict."""
+
+
+async def _open_connection(family: ws.Family, code: dict[str, Any]) -> tuple[_Protocol, Any]:
+    """A connection through the real wrappers up to its 101: (protocol, tapped transport).
+
+    Awaited in the task that then plays the messages: as in a server, the app's task context
+    holds its current message, and nothing leaks into the caller's."""
+    protocol = _Protocol()
+    tapped: list[Any] = []
+    ws.make_connection_made(family, code)(tapped.append, protocol, (_Transport(),), {})
+    ws.wrap_data_received(lambda data: None, protocol, (_REQUEST,), {})
+    record: ConnectionRecord = protocol.__dict__[RECORD_ATTRIBUTE]
+    record.on_app_start(time_ns(), None)
+    tap = tapped[0]
+
+    async def accept(message: Any) -> None:
+        tap.write(_RESPONSE)
+
+    await ws.wrap_send(accept, protocol, ({"type": "websocket.accept"},), {})
+    return protocol, tap
+
+
+async def _messages(
+    family: ws.Family, code: dict[str, Any], count: int, counter: _Count
+) -> list[list[int]]:
+    """A new connection and ``count`` echoed messages on it; per message, the ns each stage
+    took (in STAGES order)."""
+    protocol, tap = await _open_connection(family, code)
+    counter.ended = 0  # the handshake's spans are not the messages'
+    record: ConnectionRecord = protocol.__dict__[RECORD_ATTRIBUTE]
+    frame_in = encode_frame(Opcode.TEXT, _BID.encode(), mask=b"\x01\x02\x03\x04")
+    frame_out = encode_frame(Opcode.TEXT, _ANSWER.encode())
+    received = {"type": "websocket.receive", "text": _BID}
+    answer = {"type": "websocket.send", "text": _ANSWER}
+    marks: list[int] = []
+
+    def queue_message(data: bytes) -> None:  # uvicorn's data_received: queue, pause reading
+        tap.pause_reading()
+
+    async def receive() -> Any:  # uvicorn's receive: the message is there already
+        marks.append(perf_counter_ns())
+        ws.wrap_data_received(queue_message, protocol, (frame_in,), {})
+        marks.append(perf_counter_ns())
+        tap.resume_reading()
+        return received
+
+    async def send(message: Any) -> None:  # uvicorn's send: one frame written
+        marks.append(perf_counter_ns())
+        tap.write(frame_out)
+        marks.append(perf_counter_ns())
+
+    stages: list[list[int]] = []
+    for _ in range(count):
+        marks.clear()
+        started = perf_counter_ns()
+        record.on_receive_enter(time_ns())  # the previous message is over: its spans go out
+        marks.append(perf_counter_ns())
+        await ws.wrap_receive(receive, protocol, (), {})
+        marks.append(perf_counter_ns())
+        with broadcast():
+            marks.append(perf_counter_ns())
+            await ws.wrap_send(send, protocol, (answer,), {})
+            marks.append(perf_counter_ns())
+        marks.append(perf_counter_ns())
+        emitted, asked, decoded, handed, opened, wrote, written, sent, left = marks
+        stages.append([
+            (asked - emitted) + (handed - decoded),  # receive: the call, then the handover
+            decoded - asked,  # data in
+            (opened - handed) + (left - sent),  # broadcast: the block's entry and exit
+            (wrote - opened) + (sent - written),  # send: around the write
+            written - wrote,  # data out
+            emitted - started,  # message spans (of the previous message)
+        ])
+    return stages
+
+
+def measure(messages: int = 9000) -> dict[str, float]:
+    """Median µs per message of each stage over ``messages`` echoed messages, and how many
+    spans were made per message (``spans``: five, if every stage was traced)."""
+    provider = TracerProvider()
+    counter = _Count()
+    provider.add_span_processor(counter)
+    before, Active.recorder = Active.recorder, Recorder(provider, TracerConfig())
+    family = ws.FAMILIES["websockets-sansio"]  # the benchmark's server
+    code = ws.stage_code(family)
+    per_stage: list[list[int]] = [[] for _ in STAGES]
+    try:
+        for first in range(0, messages, MESSAGES_PER_CONNECTION):
+            count = min(MESSAGES_PER_CONNECTION, messages - first)
+            played = asyncio.run(_messages(family, code, count, counter))
+            for stages in played[1:]:  # [0]: no previous message to emit
+                for kept, ns in zip(per_stage, stages, strict=True):
+                    kept.append(ns)
+    finally:
+        Active.recorder = before
+        provider.shutdown()
+    medians = [statistics.median(ns) / 1000 for ns in per_stage]
+    figures = dict(zip(STAGES, medians, strict=True))
+    return {**figures, "spans": counter.ended / max(1, count - 1)}
+
+
+def _row(name: str, us: float, total: float) -> str:
+    return f"  {name:<14} {us:6.2f} µs  {us / total:4.0%}"
+
+
+def main(report: Callable[[str], None] = print) -> None:
+    figures = measure()
+    total = sum(figures[name] for name in STAGES)
+    report(f"hooks per echoed message (connection shape, {figures['spans']:.0f} spans), "
+           "medians, this process:")
+    for name in STAGES:
+        report(_row(name, figures[name], total))
+    report(_row("total", total, total))
+
+
+if __name__ == "__main__":
+    main()
