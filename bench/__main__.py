@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import floor, profile, report
+from bench import floor, hooks, profile, report
 from bench.runner import QUICK, Options, Sizes, py_spy_path, run
 from bench.variants import VARIANTS, resolve
 
@@ -136,6 +136,8 @@ def bench(options: Options, *, progress: bool = True, quick: bool = False) -> di
     raw["bar"] = report.check_bar(raw["summary"])
     say("timing the span work of one message in this process (bench/floor.py)")
     raw["floor"] = floor.measure(count=500 if quick else 5000)
+    say("timing the hooks of one message, stage by stage, in this process (bench/hooks.py)")
+    raw["hooks"] = hooks.measure(messages=1800 if quick else 9000)
     return raw
 
 
@@ -162,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     result = bench(options, progress=not args.quiet, quick=args.quick)
     report.render(result, result["summary"], result["bar"])
     report.render_floor(result)
+    report.render_hooks(result)
     if result["profiles"]:
         result["hotspots"] = profile.report_run(result)
     if args.json:

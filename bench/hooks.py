@@ -15,7 +15,8 @@ and the auction app drive it:
 - **send** — the app sends the answer: the send wrapper, without the write below;
 - **data out** — the server writes the answer's frame: the tap decodes it;
 - **message spans** — the message is over: the emitters turn its facts into its five spans
-  (message, frame, broadcast, send, frame), handed to a span processor that keeps nothing.
+  (message, frame, broadcast, send, frame), handed as facts, as on ``wstrace serve``'s
+  set-up, to a span processor that keeps nothing.
   :mod:`bench.floor` times the span-building part of this alone.
 
 Clock reads between the stages split each message's time with nothing counted twice; each
@@ -61,12 +62,19 @@ _ANSWER = '{"type":"bid","bidder":"alice","amount":1234,"at":1733000000.123}'
 
 
 class _Count(SpanProcessor):
-    """Counts the spans and keeps none: their export is not the hooks' cost."""
+    """Counts the spans and keeps none: their export is not the hooks' cost.  It takes them
+    as facts, as ``wstrace serve``'s pipeline does (:mod:`tracer.export.facts`)."""
 
     def __init__(self) -> None:
         self.ended = 0
 
     def on_end(self, span: Any) -> None:
+        self.ended += 1
+
+    def takes_facts(self) -> bool:
+        return True
+
+    def on_fact(self, fact: Any) -> None:
         self.ended += 1
 
 

@@ -250,6 +250,34 @@ def render_floor(raw: dict[str, Any], console: Any = None) -> None:
     )
 
 
+def render_hooks(raw: dict[str, Any], console: Any = None) -> None:
+    """What wstrace does per echoed message, stage by stage, timed alone in this process
+    (``bench/hooks.py``), beside what the server measured: the difference is what a tight
+    loop leaves out (cold caches between requests, the export writer thread's share)."""
+    figures = raw.get("hooks")
+    if not figures:
+        return
+    from rich.console import Console
+
+    from bench.hooks import STAGES
+
+    if console is None:
+        console = Console()
+    total = sum(figures[name] for name in STAGES)
+    stages = ", ".join(f"{name} {figures[name]:.1f}" for name in STAGES)
+    summary = raw.get("summary", {})
+    base = summary.get(BASELINE, {}).get("cpu_per_msg_us", {}).get("value")
+    traced = summary.get("conn-spans", {}).get("cpu_per_msg_us", {}).get("value")
+    measured = ""
+    if base and traced and math.isfinite(base) and math.isfinite(traced):
+        extra = traced - base
+        measured = f"; in the server, conn-spans costs {extra:.1f} µs/msg more than untraced"
+    console.print(
+        f"hooks per echoed message, connection shape, spans as facts (bench/hooks.py, medians, "
+        f"µs): {stages}; total {total:.1f} µs{measured}"
+    )
+
+
 RESULTS_HEADER = """\
 # Benchmark results
 
@@ -261,7 +289,8 @@ bounds the connection shape: [README.md](README.md).
 
 
 def write_results(path: Any, raw: dict[str, Any]) -> None:
-    """Write what :func:`render` and :func:`render_floor` print, as Markdown, to ``path``.
+    """Write what :func:`render`, :func:`render_floor` and :func:`render_hooks` print, as
+    Markdown, to ``path``.
 
     The printed tables are the one source of the figures: the file holds them verbatim, with
     the commit they measured, so the README can point here instead of repeating numbers.
@@ -276,6 +305,7 @@ def write_results(path: Any, raw: dict[str, Any]) -> None:
     console = Console(file=io.StringIO(), record=True, width=200, color_system=None)
     render(raw, raw["summary"], raw["bar"], console=console)
     render_floor(raw, console=console)
+    render_hooks(raw, console=console)
     text = console.export_text(styles=False)
     root = Path(__file__).resolve().parent.parent
     try:

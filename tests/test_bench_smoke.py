@@ -62,9 +62,18 @@ def test_the_results_file_holds_what_was_printed(quick_run: dict) -> None:
     text = quick_run["results_md"]
     assert text.startswith("# Benchmark results")
     assert "performance bar" in text and "span work alone" in text
+    assert "hooks per echoed message" in text
     for variant in DEFAULT_VARIANTS:
         assert f"\n│ {variant} " in text, variant  # a row of the figures table
     assert "\x1b[" not in text  # no terminal colour codes in a Markdown file
+
+
+def test_the_hooks_were_timed_stage_by_stage(quick_run: dict) -> None:
+    from bench.hooks import STAGES
+
+    figures = quick_run["hooks"]
+    assert all(_positive(figures[name]) for name in STAGES), figures
+    assert figures["spans"] == 5  # every stage of the connection shape made its span
 
 
 def test_the_span_work_floor_was_timed(quick_run: dict) -> None:
