@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from tests.golden import synthetic
 from tracer import vocab
+from tracer.analysis.perfetto import _us, to_chrome_trace, write_chrome_trace
 from tracer.export.otlp_file import OTLPJsonFileExporter
-from tracer.export.perfetto import _us, to_chrome_trace, write_chrome_trace
 from tracer.export.reader import load
 from tracer.export.traceset import TraceSet
 

@@ -213,7 +213,7 @@ def export(
     events carrying Wireshark's field names, and an arrow from each broadcast to every
     recipient's send, drawn on the recipient's track where it fits.
     """
-    from tracer.export.perfetto import to_chrome_trace
+    from tracer.analysis.perfetto import to_chrome_trace
 
     data = to_chrome_trace(_load(files))
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

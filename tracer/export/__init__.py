@@ -1,4 +1,4 @@
-"""Outputs: the OTLP JSON Lines exporter, its reader, and the Chrome/Perfetto converter.
+"""Outputs: the OTLP JSON Lines exporter, the pipeline in front of it, and its reader.
 
 - :mod:`tracer.export.otlp_file` — ``OTLPJsonFileExporter``, a ``SpanExporter`` writing
   ``traces/*.otlp.jsonl``.
@@ -10,7 +10,6 @@
   export process.
 - :mod:`tracer.export.reader` — ``load(paths) -> TraceSet``, ``TraceFileError``.
 - :mod:`tracer.export.traceset` — ``TraceSet`` and ``Connection``: spans grouped for reading.
-- :mod:`tracer.export.perfetto` — ``to_chrome_trace(traces)`` for ui.perfetto.dev.
 
 Names are imported lazily so that reading a trace file never imports the OpenTelemetry SDK.
 """
@@ -32,8 +31,6 @@ _EXPORTS = {
     "TraceSet": "tracer.export.traceset",
     "Connection": "tracer.export.traceset",
     "SpanRecord": "tracer.export.records",
-    "to_chrome_trace": "tracer.export.perfetto",
-    "write_chrome_trace": "tracer.export.perfetto",
 }
 
 __all__ = sorted(_EXPORTS)
