@@ -4,24 +4,22 @@ same, byte for byte, as when the server builds the spans itself."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import tracer
 from tests.support import facts as support
 from tests.support.apps import echo_app
-from tests.support.server import IMPL_PAIRS, run_server
+from tests.support.server import IMPL_PAIRS
+from tests.support.tracing import echo_instrumented
 from tracer import vocab
 from tracer.demo import make_provider
 from tracer.export import facts
@@ -186,20 +184,7 @@ def serve_and_talk(
 ) -> ExportCounts:
     """Three messages echoed over one real connection; the file pipeline's final counts
     (``since``: :func:`~tracer.export.pipeline.serial` before the provider was made)."""
-    tracer.instrument(tracer_provider=provider)
-    try:
-        with run_server(tracer.TracingMiddleware(app, tracer_provider=provider), http=http,
-                        ws=ws) as server:
-
-            async def talk() -> None:
-                async with websockets.connect(f"{server.ws_url}{path}") as client:
-                    for n in range(3):
-                        await client.send(f"hello {n}")
-                        assert await client.recv() == f"hello {n}"
-
-            asyncio.run(talk())
-    finally:
-        tracer.uninstrument()
+    echo_instrumented(provider, app, http=http, ws=ws, path=path, messages=3)
     provider.shutdown()
     (counts,) = stats(since)
     return counts

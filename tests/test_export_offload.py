@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -13,16 +12,14 @@ from typing import Any
 
 import psutil
 import pytest
-import websockets
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import tracer
 from tests.golden import synthetic
 from tests.support.apps import echo_app
-from tests.support.server import run_server
+from tests.support.tracing import echo_instrumented
 from tracer.export.offload import SubprocessExporter
 from tracer.export.otlp_json import spans_to_otlp_line
 
@@ -77,20 +74,9 @@ def test_a_traced_connection_through_a_batch_processor(tmp_path: Path) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    tracer.instrument(tracer_provider=provider)
-    try:
-        app = tracer.TracingMiddleware(echo_app(), tracer_provider=provider)
-        with run_server(app, http="httptools", ws="websockets-sansio") as server:
-
-            async def talk() -> None:
-                async with websockets.connect(f"{server.ws_url}/echo") as ws:
-                    for n in range(5):
-                        await ws.send(f"hello {n}")
-                        assert await ws.recv() == f"hello {n}"
-
-            asyncio.run(talk())
-    finally:
-        tracer.uninstrument()
+    echo_instrumented(
+        provider, echo_app(), http="httptools", ws="websockets-sansio", path="/echo", messages=5
+    )
     provider.shutdown()
     assert exporter.path is not None
     child = spans_of(exporter.path.read_text(encoding="utf-8"))

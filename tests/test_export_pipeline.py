@@ -4,7 +4,6 @@ span counted, and readers that show what was lost as incomplete."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tests.support.server import free_port
+from tests.support.tracing import Gated
 from tracer import vocab
 from tracer.analysis.stats import compute_stats
 from tracer.export.offload import OTLP_HTTP_FACTORY, SubprocessExporter
@@ -25,19 +25,8 @@ from tracer.export.reader import load
 PAD = "x" * 10_000
 
 
-class GatedFile(OTLPJsonFileExporter):
-    """The real file exporter, whose first export waits until the test opens the gate: a file
-    that cannot keep up, while the test fills the buffer."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.entered.set()
-        assert self.gate.wait(30), "the test never opened the gate"
-        return super().export(spans)
+class GatedFile(Gated, OTLPJsonFileExporter):
+    """The real file exporter, held at its first export until the test opens the gate."""
 
 
 def _span(tracer: trace.Tracer, name: str, parent: trace.Span | None = None) -> trace.Span:

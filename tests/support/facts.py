@@ -4,17 +4,15 @@ facts and one that gets ``ReadableSpan``\\s, so the two ways can be compared."""
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from tests.support.tracing import Gated
 from tracer import vocab
 from tracer.export.offload import SubprocessExporter
 from tracer.recorder import Recorder
@@ -75,19 +73,8 @@ class FactCollector(SpanProcessor):
         self.spans.append(span)
 
 
-class GatedExportProcess(SubprocessExporter):
-    """The real export process, whose first export waits until the test opens the gate: an
-    output that cannot keep up while the test fills the pipeline's buffer."""
-
-    def __init__(self, factory: str, **kwargs: Any) -> None:
-        super().__init__(factory, **kwargs)
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        self.entered.set()
-        assert self.gate.wait(30), "the test never opened the gate"
-        return super().export(spans)
+class GatedExportProcess(Gated, SubprocessExporter):
+    """The real export process, held at its first export until the test opens the gate."""
 
 
 def make_spans(tp: TracerProvider) -> int:

@@ -143,3 +143,46 @@ def assert_nested(tree: Tree) -> None:
         assert parent.start_time <= span.start_time, (span.name, parent.name)
         assert span.end_time <= parent.end_time, (span.name, parent.name)
         assert span.context.trace_id == parent.context.trace_id
+
+
+class Gated:
+    """Mixed into a real exporter: its first export waits until the test opens ``gate`` — an
+    output that cannot keep up while the test fills the pipeline's buffer.  ``entered`` is set
+    once the exporter is held there."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def export(self, spans: Any) -> Any:
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super().export(spans)  # type: ignore[misc]
+
+
+def echo_instrumented(
+    provider: TracerProvider, app: Any, *, http: str, ws: str, path: str, messages: int
+) -> None:
+    """``messages`` texts echoed over one real connection to ``app`` (wrapped in
+    ``TracingMiddleware``) on a real server, with the server hooks installed meanwhile."""
+    import asyncio
+
+    import websockets
+
+    from tests.support.server import run_server
+
+    tracer.instrument(tracer_provider=provider)
+    try:
+        wrapped = tracer.TracingMiddleware(app, tracer_provider=provider)
+        with run_server(wrapped, http=http, ws=ws) as server:
+
+            async def talk() -> None:
+                async with websockets.connect(f"{server.ws_url}{path}") as client:
+                    for n in range(messages):
+                        await client.send(f"hello {n}")
+                        assert await client.recv() == f"hello {n}"
+
+            asyncio.run(talk())
+    finally:
+        tracer.uninstrument()
