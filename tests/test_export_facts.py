@@ -57,14 +57,15 @@ def assert_whole_tree(spans: dict[str, dict[str, Any]]) -> None:
 
 
 @pytest.mark.fast
-def test_facts_rebuilt_after_the_pipe_encode_byte_for_byte_as_spans_built_here() -> None:
+@pytest.mark.parametrize("limits", [support.LIMITS, support.NO_EVENTS_OR_LINKS])
+def test_facts_rebuilt_after_the_pipe_are_the_spans_built_here(limits: Any) -> None:
     collector = support.FactCollector()
-    by_facts = support.provider()
+    by_facts = support.provider(limits)
     by_facts.add_span_processor(collector)
     ended = support.make_spans(by_facts)
 
     memory = InMemorySpanExporter()
-    by_spans = support.provider()
+    by_spans = support.provider(limits)
     by_spans.add_span_processor(SimpleSpanProcessor(memory))
     support.make_spans(by_spans)
 
@@ -76,7 +77,14 @@ def test_facts_rebuilt_after_the_pipe_encode_byte_for_byte_as_spans_built_here()
     rebuilt = [facts.rebuild(fact, message[3]) for fact in message[1]]
     built = list(memory.get_finished_spans())
     assert len(built) == ended
+    # Field for field (what any exporter may read), then byte for byte in the file's format.
+    assert [support.described(s) for s in rebuilt] == [support.described(s) for s in built]
     assert spans_to_otlp_line(rebuilt) == spans_to_otlp_line(built)
+    if limits is support.NO_EVENTS_OR_LINKS:  # empty lists that still count what they lost
+        limited = next(s for s in rebuilt if s.name == "limited")
+        assert (limited.events, limited.links) == ((), ())
+        assert (limited.dropped_events, limited.dropped_links) == (4, 3)
+        return
 
     line = json.loads(spans_to_otlp_line(rebuilt))
     (resource_spans,) = line["resourceSpans"]
@@ -317,3 +325,58 @@ def test_past_the_cap_facts_drop_whole_newest_traces_and_mark_them(tmp_path: Pat
     lost_trace = format(roots["C"].get_span_context().trace_id, "032x")
     assert traces.lost_spans == {lost_trace: 3}
     assert set(traces.incomplete) == {lost_trace}
+
+
+# --- Who takes facts, and what a bad one costs --------------------------------------------------
+
+
+class _Filtering(ExportPipeline):
+    """A user's pipeline that reads the spans it is given."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name != "noise":
+            super().on_end(span)
+
+
+class _Enriching(SubprocessExporter):
+    """A user's export process front that reads what it is given."""
+
+    def export(self, spans: Any) -> Any:
+        return super().export(list(spans))
+
+
+@pytest.mark.fast
+def test_only_wstrace_s_own_pipeline_and_export_process_take_facts(tmp_path: Path) -> None:
+    plain = SubprocessExporter.otlp_file(tmp_path / "a.otlp.jsonl")
+    enriching = _Enriching(OTLP_FILE_FACTORY, path=str(tmp_path / "b.otlp.jsonl"))
+    pipelines = [
+        ExportPipeline(plain, name="file"),
+        _Filtering(plain, name="file"),
+        ExportPipeline(enriching, name="file"),
+        ExportPipeline(support.GatedExportProcess(OTLP_FILE_FACTORY, path=str(tmp_path / "c")),
+                       name="file"),
+    ]
+    try:
+        assert [p.takes_facts() for p in pipelines] == [True, False, False, True]
+    finally:
+        for pipeline in pipelines:
+            pipeline.shutdown()
+
+
+def test_a_fact_the_export_process_cannot_build_is_counted_failed_not_fatal(
+    tmp_path: Path,
+) -> None:
+    collector = support.FactCollector()
+    tp = support.provider()
+    tp.add_span_processor(collector)
+    support.make_spans(tp)
+    good = collector.facts
+    broken = list(good[0])
+    broken[facts.Field.KIND] = 99  # no such SpanKind: the export process cannot build it
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export([tuple(broken), *good]).name == "SUCCESS"  # handed over
+    assert exporter.export(good).name == "SUCCESS"  # and the export process lives on
+    exporter.shutdown()
+    exported, failed, sent = exporter.outcome()
+    assert (exported, failed, sent) == (2 * len(good), 1, 2 * len(good) + 1)
+    assert len(spans_in(tmp_path / "out.otlp.jsonl")) == len(good)  # the same ids, twice

@@ -46,13 +46,46 @@ LIMITS = SpanLimits(
 """Tight enough that :func:`make_spans`' ``limited`` span goes over every one of them."""
 
 
-def provider() -> TracerProvider:
+NO_EVENTS_OR_LINKS = SpanLimits(max_events=0, max_links=0)
+"""Every event and link dropped: the spans keep only the counts."""
+
+
+def provider(limits: SpanLimits = LIMITS) -> TracerProvider:
     """A provider like ``wstrace serve``'s, with deterministic ids and tight ``SpanLimits``."""
     return TracerProvider(
         resource=Resource({"service.name": "facts-test", "deployment.environment": "test"}),
         id_generator=CountingIds(),
-        span_limits=LIMITS,
+        span_limits=limits,
     )
+
+
+def _context(context: Any) -> Any:
+    if context is None:
+        return None
+    return (context.trace_id, context.span_id, context.is_remote, int(context.trace_flags),
+            tuple(context.trace_state.items()))
+
+
+def described(span: ReadableSpan) -> dict[str, Any]:
+    """Every field of a span an exporter may read, as plain values (trace states in order)."""
+    return {
+        "name": span.name,
+        "context": _context(span.context),
+        "parent": _context(span.parent),
+        "kind": span.kind,
+        "status": (span.status.status_code, span.status.description),
+        "times": (span.start_time, span.end_time),
+        "attributes": dict(span.attributes or {}),
+        "dropped_attributes": span.dropped_attributes,
+        "events": [(e.name, e.timestamp, dict(e.attributes or {}), e.dropped_attributes)
+                   for e in span.events],
+        "dropped_events": span.dropped_events,
+        "links": [(_context(link.context), dict(link.attributes or {}),
+                   link.dropped_attributes) for link in span.links],
+        "dropped_links": span.dropped_links,
+        "resource": dict(span.resource.attributes),
+        "scope": (span.instrumentation_scope.name, span.instrumentation_scope.version),
+    }
 
 
 class FactCollector(SpanProcessor):
@@ -75,6 +108,8 @@ class FactCollector(SpanProcessor):
 
 class GatedExportProcess(Gated, SubprocessExporter):
     """The real export process, held at its first export until the test opens the gate."""
+
+    rebuilds_spans = True  # its export only waits, then hands everything on: facts too
 
 
 def make_spans(tp: TracerProvider) -> int:

@@ -132,7 +132,7 @@ def _parent(parent: Any, trace_id: int, flags: Any, state: Any) -> Any:
         parent[0] == trace_id
         and not parent[2]
         and parent[3] == flags
-        and (parent_state is state or parent_state == state)
+        and (parent_state is state or _state(parent_state) == _state(state))
     ):
         return parent[1]
     return (parent[0], parent[1], parent[2], int(parent[3]), _state(parent_state))
@@ -156,14 +156,14 @@ def make(
     trace_id = context[0]
     flags = context[3]
     state = context[4]
-    dropped = None
+    # Counted before the emptiness tests: SpanLimits(max_events=0) leaves an empty list that
+    # still says how many were dropped.
+    events_dropped = events.dropped if type(events) is BoundedList else 0
+    links_dropped = links.dropped if type(links) is BoundedList else 0
+    dropped = (events_dropped, links_dropped) if events_dropped or links_dropped else None
     if events:
-        if type(events) is BoundedList and events.dropped:
-            dropped = (events.dropped, 0)
         events = tuple((e.name, e.timestamp, _attributes(e.attributes)) for e in events)
     if links:
-        if type(links) is BoundedList and links.dropped:
-            dropped = (dropped[0] if dropped else 0, links.dropped)
         links = tuple(
             (*_link_context(link.context), _attributes(link.attributes)) for link in links
         )

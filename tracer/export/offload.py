@@ -69,13 +69,14 @@ logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
 SPANS_PER_MESSAGE = 200
-_YOUNG_COLLECTION_EVERY = 7000
-"""Allocations between young collections in the export process (the default is 700)."""
 """Spans pickled at a time.  Pickling holds the GIL (a few µs a span, so about half a
 millisecond a chunk): a batch of thousands in one go would stall the server's event loop for
 longer, so a batch travels in chunks, and the GIL is handed back between them.  Each chunk
-costs a pipe write, a hand-off of the GIL and the resource and scope pickled again, so chunks
-are not made smaller than that.  The child exports the batch as one."""
+costs a pipe write and a hand-off of the GIL (and, for spans sent as ReadableSpan objects,
+their resource and scope pickled again; facts carry a number instead), so chunks are not made
+smaller than that.  The child exports the batch as one."""
+_YOUNG_COLLECTION_EVERY = 7000
+"""Allocations between young collections in the export process (the default is 700)."""
 OTLP_FILE_FACTORY = "tracer.export.otlp_file:OTLPJsonFileExporter"
 OTLP_HTTP_FACTORY = "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter"
 _AUTO_INSTRUMENTATION = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
@@ -91,10 +92,14 @@ class SubprocessExporter(SpanExporter):
 
     path: Path | None = None
     """The file written, for exporters made by :meth:`otlp_file`."""
-    rebuilds_spans = True
-    """:meth:`export` takes :mod:`~tracer.export.facts` facts as well as spans: the child
-    builds their ``ReadableSpan``\\s (see
-    :meth:`tracer.export.pipeline.ExportPipeline.takes_facts`)."""
+    @property
+    def rebuilds_spans(self) -> bool:
+        """Whether :meth:`export` takes :mod:`~tracer.export.facts` facts as well as spans (the
+        child builds their ``ReadableSpan``\\s; see
+        :meth:`tracer.export.pipeline.ExportPipeline.takes_facts`).  Not for a subclass with
+        an ``export`` of its own, which may look at what it is given: it opts in by setting
+        ``rebuilds_spans = True`` on its class."""
+        return type(self).export is SubprocessExporter.export
 
     def __init__(self, factory: str, **kwargs: Any) -> None:
         self._factory = factory
@@ -530,14 +535,33 @@ def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
     return exporter
 
 
+def _rebuild_into(batch: list[ReadableSpan], items: list[Any], origins: dict[int, Any]) -> int:
+    """Add ``items`` to ``batch``, facts built into spans; returns how many could not be (each
+    logged and counted as failed: one bad fact must not end the export process)."""
+    failed = 0
+    for item in items:
+        if type(item) is not tuple:
+            batch.append(item)
+            continue
+        try:
+            batch.append(facts.rebuild(item, origins))
+        except Exception:
+            if not failed:
+                logger.exception("wstrace export process: a span could not be rebuilt")
+            failed += 1
+    return failed
+
+
 def _tune_collector() -> None:
     """The export process makes a batch of spans, exports it and lets it go: almost nothing it
     allocates lives long, yet with the default thresholds the cyclic collector runs every 700
     allocations and walks each span of the batch in hand again and again.  What exists once
     the exporter is built (modules, the exporter) is set aside for good (``gc.freeze``), and
-    young collections run ten times less often; reference counting frees the batches."""
+    young collections run ten times less often (reference counting frees the batches); the
+    older generations keep their thresholds, so cyclic garbage is still collected."""
     gc.freeze()
-    gc.set_threshold(_YOUNG_COLLECTION_EVERY, 50, 50)
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_YOUNG_COLLECTION_EVERY, older, oldest)
 
 
 def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
@@ -567,10 +591,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
             if message[0] == "spans":
                 if message[3]:
                     origins.update(message[3])
-                batch.extend(
-                    facts.rebuild(item, origins) if type(item) is tuple else item
-                    for item in message[1]
-                )
+                counts[1] += _rebuild_into(batch, message[1], origins)
                 if message[2]:
                     export(batch)
                     batch = []

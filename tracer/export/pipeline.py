@@ -203,20 +203,24 @@ class ExportPipeline(SpanProcessor):
         if not fact[FLAGS] & SAMPLED:
             return
         self._arrived += 1
-        self._facts += 1
         if self._arrived & SIZE_SAMPLE_MASK == 1:
             self._measure(fact)
-        if not self._hold(fact, fact[TRACE_ID]):
+        if not self._hold(fact, fact[TRACE_ID], as_fact=True):
             self._log_loss()
 
     def takes_facts(self) -> bool:
         """Whether spans may come as facts (:meth:`on_fact`): the exporter builds them from
-        facts itself, in its export process."""
+        facts itself, in its export process.  Not for a subclass that reads the spans it is
+        given (its own ``on_end``)."""
+        if type(self).on_end is not ExportPipeline.on_end:
+            return False
         return bool(getattr(self.exporter, "rebuilds_spans", False))
 
-    def _hold(self, span: ReadableSpan | Fact, trace_id: int) -> bool:
+    def _hold(self, span: ReadableSpan | Fact, trace_id: int, as_fact: bool = False) -> bool:
         """Put ``span`` in the buffer, or count it dropped (False)."""
         with self._mutex:
+            if as_fact:
+                self._facts += 1
             if self._stopping:
                 self._ledger.drop(DropReason.AFTER_SHUTDOWN, 1)
                 return False

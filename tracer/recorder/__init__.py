@@ -139,7 +139,8 @@ class Recorder:
         reaches the same processors, without the SDK's per-span machinery (context objects,
         locks, bounded containers).  A root asks the provider's sampler, and processors see it
         start; a child follows its parent's sampling, as the SDK's default ``ParentBased``
-        does.  With another tracer, its own spans.
+        does.  With another tracer, its own spans.  A root takes ``attributes`` as its own:
+        the caller made them for it, and must not reuse them.
         """
         sdk = self._sdk
         if sdk is not None:

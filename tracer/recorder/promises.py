@@ -50,20 +50,21 @@ class Starters:
     """Whether a processor under the provider's multi-processor does anything in
     ``on_start``; worked out again only when the provider's list of processors changes."""
 
-    __slots__ = ("_acts", "_members", "_processor")
+    __slots__ = ("_known", "_processor")
 
     def __init__(self, processor: Any) -> None:
         self._processor = processor
-        self._members: Any = None
-        self._acts = False
+        self._known: tuple[Any, bool] = (None, False)
+        """(the members it was worked out for, the answer): one tuple, replaced whole, so a
+        thread never reads an answer with the members of another."""
 
     def any(self) -> bool:
         members = _members(self._processor)
-        if members is not self._members:
-            self._members = members
+        known = self._known
+        if members is not known[0]:
             group = members if isinstance(members, tuple) else (members,)
-            self._acts = any(_acts_on_start(member) for member in group)
-        return self._acts
+            known = self._known = (members, any(_acts_on_start(member) for member in group))
+        return known[1]
 
 
 def _members(processor: Any) -> Any:
@@ -81,22 +82,24 @@ class FactTakers:
     ``resource`` and ``scope`` are those of the tracer: facts carry them as a number
     (:attr:`origin`, registered the first time facts are taken)."""
 
-    __slots__ = ("_members", "_processor", "_resource", "_scope", "_takers", "origin")
+    __slots__ = ("_known", "_processor", "_resource", "_scope", "origin")
 
     def __init__(self, processor: Any, resource: Any, scope: Any) -> None:
         self._processor = processor
         self._resource = resource
         self._scope = scope
-        self._members: Any = None
-        self._takers: tuple[Callable[[Any], None], ...] | None = None
+        self._known: tuple[Any, tuple[Callable[[Any], None], ...] | None] = (None, None)
+        """(the members it was worked out for, their takers): replaced whole, as in
+        :class:`Starters`."""
         self.origin = -1
 
     def takers(self) -> tuple[Callable[[Any], None], ...] | None:
         members = _members(self._processor)
-        if members is not self._members:
-            self._members = members
-            self._takers = self._find(members if isinstance(members, tuple) else (members,))
-        return self._takers
+        known = self._known
+        if members is not known[0]:
+            group = members if isinstance(members, tuple) else (members,)
+            known = self._known = (members, self._find(group))
+        return known[1]
 
     def _find(self, group: tuple[Any, ...]) -> tuple[Callable[[Any], None], ...] | None:
         for member in group:
