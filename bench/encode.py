@@ -8,7 +8,7 @@ one room, each message broadcast to both (so sends carry links).  Two figures, e
 median over ``--runs`` runs (the minimum beside it):
 
 - **encode** — :func:`~tracer.export.otlp_json.spans_to_otlp_bytes` over the recorded spans in
-  lines of :data:`~tracer.export.otlp_file.SPANS_PER_LINE`, then ``encode("utf-8")``: the
+  lines of :data:`~tracer.export.otlp_file.SPANS_PER_LINE`, bytes as the file takes them: the
   encoder alone, timed in this process;
 - **export process** — the CPU of the real export process
   (:class:`~tracer.export.offload.SubprocessExporter` running
