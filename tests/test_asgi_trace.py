@@ -9,7 +9,7 @@ import pytest
 import websockets
 from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from websockets.asyncio.client import connect
 
 import tracer
@@ -496,6 +496,64 @@ def test_unsampled_connection_is_left_alone_by_every_layer() -> None:
     assert errors.counts == {}
 
 
+CLIENT_CONTEXT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _app_reporting_its_context(provider, seen: list[str]):  # type: ignore[no-untyped-def]
+    """An endpoint that records the ``traceparent`` it was given and makes a span of its own."""
+    app = FastAPI(telemetry={"tracing": False})
+
+    @app.websocket("/ws")
+    async def endpoint(websocket: WebSocket) -> None:
+        seen.append(dict(websocket.scope["headers"]).get(b"traceparent", b"").decode())
+        with provider.get_tracer("app").start_as_current_span("app.work"):
+            await websocket.accept()
+        await websocket.send_text(await websocket.receive_text())
+
+    return app
+
+
+def test_an_unsampled_connection_under_the_middleware_alone_keeps_the_app_unsampled() -> None:
+    """Not sampled: the app runs under the connection's unsampled context (in its scope's
+    ``traceparent`` too, in place of the client's), so its own spans are not sampled either."""
+    provider, exporter, tracker = make_provider(ParentBased(ByName(connections=False, every=1)))
+    errors.reset()
+    seen: list[str] = []
+    app = tracer.TracingMiddleware(_app_reporting_its_context(provider, seen),
+                                   tracer_provider=provider)
+    with TestClient(app) as client, client.websocket_connect(
+        "/ws", headers={"traceparent": CLIENT_CONTEXT}
+    ) as ws:
+        ws.send_text("x")
+        assert ws.receive_text() == "x"
+    (traceparent,) = seen
+    assert traceparent.endswith("-00") and traceparent.split("-")[1] not in CLIENT_CONTEXT
+    assert exporter.get_finished_spans() == ()  # nothing of it, the app's span included
+    assert tracker.open == {}
+    assert errors.counts == {}
+
+
+def test_a_tracer_failing_to_set_up_a_connection_leaves_the_app_untouched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tracer.recorder import ConnectionRecord
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tracer bug")
+
+    monkeypatch.setattr(ConnectionRecord, "on_app_start", broken)
+    provider, _, tracker = make_provider()
+    errors.reset()
+    seen: list[str] = []
+    app = tracer.TracingMiddleware(_app_reporting_its_context(provider, seen),
+                                   tracer_provider=provider)
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        ws.send_text("x")
+        assert ws.receive_text() == "x"
+    assert errors.counts.get("asgi.connection") == 1
+    assert tracker.open == {}  # the connection's span was ended all the same
+
+
 async def _echo(url: str) -> str:
     async with connect(url + "/echo") as client:
         await client.send("hello")
@@ -643,7 +701,7 @@ def test_credentials_in_subprotocols_are_redacted() -> None:
 
 
 def test_middleware_failures_never_reach_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracer.chain import RecordedChain
+    from tracer.chain import Chain, RecordedChain
     from tracer.recorder import ConnectionRecord, connection
 
     def broken(*args, **kwargs):
@@ -652,6 +710,7 @@ def test_middleware_failures_never_reach_the_app(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(ConnectionRecord, "on_send_enter", broken)
     monkeypatch.setattr(connection, "emit_handshake", broken)
     monkeypatch.setattr(RecordedChain, "enter", broken)
+    monkeypatch.setattr(Chain, "enter", broken)  # the chain of spans, without the SDK
     provider, _, tracker = make_provider()
     errors.reset()
     with run_server(tracer.TracingMiddleware(echo_app(), tracer_provider=provider)) as server:

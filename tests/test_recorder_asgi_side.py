@@ -19,6 +19,15 @@ from tracer.recorder.phase import Phase
 pytestmark = pytest.mark.fast
 
 
+@pytest.fixture(autouse=True)
+def no_tracer_errors() -> Any:
+    """Every scenario here is one an app may play: none may count an error of the tracer's
+    (an invalid phase transition included)."""
+    errors.reset()
+    yield
+    assert errors.counts == {}
+
+
 def send(record: ConnectionRecord, message: dict[str, Any]) -> None:
     sent = record.on_asgi_send_enter(time_ns(), message)
     record.on_asgi_send_exit(sent, message, time_ns(), None)
@@ -45,7 +54,6 @@ def started(bench: Bench) -> tuple[ConnectionRecord, contextvars.Context]:
 
 def test_accept_opens_the_connection_and_makes_ws_accept() -> None:
     bench = make_bench()
-    errors.reset()
     record, app = started(bench)
     assert record.phase == Phase.HANDSHAKE
     app.run(send, record, {"type": "websocket.accept", "subprotocol": "chat"})
@@ -59,7 +67,6 @@ def test_accept_opens_the_connection_and_makes_ws_accept() -> None:
     assert conn.attributes[vocab.SOURCE] == vocab.SOURCE_ASGI
     assert conn.attributes[vocab.HTTP_RESPONSE_STATUS_CODE] == 101
     assert not bench.named(vocab.WS_HANDSHAKE)  # the wire alone shows the handshake itself
-    assert errors.counts == {}
 
 
 @pytest.mark.parametrize(
@@ -71,7 +78,6 @@ def test_accept_opens_the_connection_and_makes_ws_accept() -> None:
 )
 def test_an_answer_before_accept_rejects(message: dict[str, Any], status: int) -> None:
     bench = make_bench()
-    errors.reset()
     record, app = started(bench)
     app.run(send, record, message)
     assert record.phase == Phase.REJECTED and record.status == status
@@ -79,7 +85,6 @@ def test_an_answer_before_accept_rejects(message: dict[str, Any], status: int) -
     (conn,) = bench.named(vocab.CONNECTION)
     assert conn.attributes[vocab.HTTP_RESPONSE_STATUS_CODE] == status
     assert not bench.named(vocab.WS_CLOSE) and not bench.named(vocab.WS_ACCEPT)
-    assert errors.counts == {}
 
 
 def test_messages_and_sends_make_the_same_spans_as_under_the_hooks() -> None:
@@ -123,3 +128,22 @@ def test_an_app_that_returns_without_a_close_is_an_abnormal_closure() -> None:
     (close,) = bench.named(vocab.WS_CLOSE)
     assert close.attributes[vocab.WS_CLOSE_CODE] == 1006  # RFC 6455 §7.1.5
     assert record.phase == Phase.FINISHED
+
+
+def test_a_close_before_accept_keeps_the_app_s_code_on_the_connection() -> None:
+    bench = make_bench()
+    record, app = started(bench)
+    app.run(send, record, {"type": "websocket.close", "code": 4001, "reason": "no seat"})
+    app.run(end, record)
+    (conn,) = bench.named(vocab.CONNECTION)
+    assert conn.attributes[vocab.HTTP_RESPONSE_STATUS_CODE] == 403
+    assert conn.attributes[vocab.WS_CLOSE_CODE] == 4001  # not 1006: the app said why
+
+
+def test_a_second_accept_is_the_app_s_mistake_not_a_phase() -> None:
+    bench = make_bench()
+    record, app = started(bench)
+    app.run(send, record, {"type": "websocket.accept"})
+    app.run(send, record, {"type": "websocket.accept"})  # a lenient server lets it through
+    app.run(end, record)
+    assert len(bench.named(vocab.WS_ACCEPT)) == 1

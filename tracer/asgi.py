@@ -30,6 +30,7 @@ import contextvars
 import inspect
 import threading
 import weakref
+from collections.abc import Callable
 from time import time_ns
 from typing import Any
 
@@ -59,11 +60,11 @@ _current_chain: contextvars.ContextVar[Chain | None] = contextvars.ContextVar(
 """The chain of the traced WebSocket connection running in this task, if it is one."""
 
 
-Layer = tuple[str, dict[str, Any]]
+LayerSpec = tuple[str, dict[str, Any]]
 """A layer's span name and attributes, made once per wrapped layer and shared by its spans."""
 
 
-async def run_layer(chain: Chain, layer: Layer, awaitable: Any) -> Any:
+async def run_layer(chain: Chain, layer: LayerSpec, awaitable: Any) -> Any:
     """Await one layer as the innermost of ``chain``; its span ends when it returns.  If the
     tracer fails to record it, the layer runs untraced: the app is never affected.
 
@@ -83,7 +84,7 @@ async def run_layer(chain: Chain, layer: Layer, awaitable: Any) -> Any:
     return result
 
 
-def _enter_layer(chain: Chain, layer: Layer) -> Any:
+def _enter_layer(chain: Chain, layer: LayerSpec) -> Any:
     """The layer's handle in ``chain``, or None (the tracer failed: the layer runs untraced)."""
     try:
         current = trace.get_current_span()
@@ -104,7 +105,9 @@ def _enter_layer(chain: Chain, layer: Layer) -> Any:
         return None
 
 
-def _leave_layer(chain: Chain, handle: Any, layer: Layer, exc: BaseException | None) -> None:
+def _leave_layer(
+    chain: Chain, handle: Any, layer: LayerSpec, exc: BaseException | None
+) -> None:
     try:
         token = chain.release_token(handle)
         if token is not None:
@@ -143,9 +146,9 @@ def _layer_name(cls: type, owner: type, attribute: str) -> str:
 def _make_layer_wrapper(owner: type, attribute: str) -> Any:
     original = owner.__dict__[attribute]
     attrs = code_attributes(original)
-    described: dict[tuple[type, Any], Layer] = {}
+    described: dict[tuple[type, Any], LayerSpec] = {}
 
-    def describe(instance: Any) -> Layer:
+    def describe(instance: Any) -> LayerSpec:
         route = getattr(instance, "path", None) if attribute == "handle" else None
         key = (type(instance), route)
         found = described.get(key)
@@ -325,7 +328,8 @@ def enter_server_chain(
 
 
 def server_chain(base: Any, tracer: Any, recorder: Any) -> Chain:
-    """The chain of a connection the server hooks record, under ``base``."""
+    """The chain of a recorded connection (by the server hooks or the middleware alone), under
+    ``base``: layers as span ids and start times with the SDK, spans of their own otherwise."""
     sdk = recorder.sdk
     if sdk is not None and base.is_recording():
         return RecordedChain(base, sdk, tracer)
@@ -454,36 +458,61 @@ async def run_alone(middleware: TracingMiddleware, scope: Scope, receive: Any, s
     """Trace a connection no server hook reports: the middleware's own receive and send feed
     the same :class:`~tracer.recorder.ConnectionRecord` the hooks do (``source = "asgi"``).
 
-    Whatever the tracer fails to do, the app runs as it would untraced."""
+    A connection that is not sampled runs with its (non-recording) context current and in its
+    ``traceparent``, so that what the app records is not sampled either.  Whatever the tracer
+    fails to do, the app runs as it would untraced."""
     try:
         record = _new_record(middleware, scope)
     except Exception as exc:
         errors.record("asgi.connection", exc)
         await middleware.app(scope, receive, send)
         return
-    if record.inert:  # not sampled, and nothing of it will be
-        try:
-            await middleware.app(scope, receive, send)
-        finally:
-            errors.call("asgi.connection", record.force_finish, time_ns())
+    undo: list[Callable[[], object]] = []
+    try:
+        _open_alone(middleware, record, undo)
+    except Exception as exc:
+        errors.record("asgi.connection", exc)
+        _undo(undo)
+        errors.call("asgi.connection", record.force_finish, time_ns())
+        await middleware.app(scope, receive, send)
         return
-    handling_token = record.on_app_start(time_ns(), middleware.app, app_span=False)
-    chain = server_chain(record.span, middleware.tracer, middleware.recorder)
-    chain_token = _current_chain.set(chain)
-    context_token = otel_context.attach(trace.set_span_in_context(chain))
     if middleware.config.propagate_context:
         scope = errors.call("asgi.connection", with_trace_headers, scope) or scope
+    if not record.inert:
+        receive, send = _traced_receive(record, receive), _traced_send(record, send)
     failure: BaseException | None = None
     try:
-        await middleware.app(scope, _traced_receive(record, receive), _traced_send(record, send))
+        await middleware.app(scope, receive, send)
     except BaseException as exc:
         failure = exc
         raise
     finally:
-        otel_context.detach(context_token)
-        _current_chain.reset(chain_token)
-        reset_handling(handling_token)
+        _undo(undo)
         errors.call("asgi.connection", _end_alone, record, failure)
+
+
+def _open_alone(
+    middleware: TracingMiddleware, record: ConnectionRecord, undo: list[Callable[[], object]]
+) -> None:
+    """Make the connection current for the app: its chain (or, not sampled, its context) and
+    its handling.  Each step done leaves in ``undo`` how to take it back."""
+    if record.inert:  # not sampled, and nothing of it will be: its context only
+        token = otel_context.attach(trace.set_span_in_context(record.span))
+        undo.append(lambda: otel_context.detach(token))
+        return
+    handling_token = record.on_app_start(time_ns(), middleware.app, app_span=False)
+    undo.append(lambda: reset_handling(handling_token))
+    chain = server_chain(record.span, middleware.tracer, middleware.recorder)
+    chain_token = _current_chain.set(chain)
+    undo.append(lambda: _current_chain.reset(chain_token))
+    context_token = otel_context.attach(trace.set_span_in_context(chain))
+    undo.append(lambda: otel_context.detach(context_token))
+
+
+def _undo(undo: list[Callable[[], object]]) -> None:
+    """Take back what :func:`_open_alone` did, last step first."""
+    while undo:
+        errors.call("asgi.connection", undo.pop())
 
 
 def _new_record(middleware: TracingMiddleware, scope: Scope) -> ConnectionRecord:
@@ -502,11 +531,14 @@ def _end_alone(record: ConnectionRecord, failure: BaseException | None) -> None:
     """The app returned: nothing more will happen on this connection."""
     at = time_ns()
     error = None if failure is None or _is_disconnect(failure) else type(failure).__name__
-    record.on_app_end(at, error)
-    if error is not None and record.recording:
-        record.span.set_attribute(vocab.ERROR_TYPE, error)
-        record.span.set_status(Status(StatusCode.ERROR, error))
-    record.on_lost(at, None)
+    try:
+        if not record.inert:
+            record.on_app_end(at, error)
+        if error is not None and record.recording:
+            record.span.set_attribute(vocab.ERROR_TYPE, error)
+            record.span.set_status(Status(StatusCode.ERROR, error))
+    finally:
+        record.on_lost(at, None)  # ends the connection's span, whatever happened above
 
 
 def _traced_receive(record: ConnectionRecord, receive: Any) -> Any:

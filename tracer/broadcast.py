@@ -16,6 +16,6 @@ covers broadcasts from background tasks.  With no tracing installed it costs nex
 
 from __future__ import annotations
 
-from tracer.recorder import server_broadcast as broadcast
+from tracer.recorder import broadcast
 
 __all__ = ["broadcast"]

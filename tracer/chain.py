@@ -158,7 +158,8 @@ class RecordedChain(Chain):
     ``ReadableSpan``\\s for the SDK's processors when they return.
 
     ``sdk`` is the recorder's :class:`~tracer.recorder.spans.SdkParts`; ``base`` must be
-    recording (the connection's ``asgi.app``).
+    recording (the connection's ``asgi.app`` under the server hooks, its ``ws.connection``
+    when the middleware records it alone).
     """
 
     __slots__ = ("_context", "_foreign", "_parents", "_sdk", "_starts", "_top", "_written")
@@ -285,7 +286,6 @@ class RecordedChain(Chain):
 
     def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
         self.add_event("exception", {"exception.type": type(exception).__name__})
-
 
 
 def innermost_span(span: trace.Span) -> trace.Span:

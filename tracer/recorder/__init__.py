@@ -47,10 +47,8 @@ from tracer.recorder.spans import (
     _ROOT_CONTEXT,
     PendingSpan,
     SdkParts,
-    capture_stack,
     code_attributes,
     stack_entry,
-    stack_event_attributes,
 )
 
 __all__ = [
@@ -64,18 +62,18 @@ __all__ = [
     "Recorder",
     "SdkParts",
     "SendRecord",
-    "capture_stack",
+    "broadcast",
     "code_attributes",
     "current_handling",
     "reset_handling",
-    "server_broadcast",
     "stack_entry",
-    "stack_event_attributes",
 ]
 
 
 class Recorder:
-    """Process-wide: owns the OpenTelemetry tracer and every open connection record."""
+    """Makes connection records and their spans, with one OpenTelemetry tracer: the server
+    hooks have one (process-wide), each :class:`tracer.TracingMiddleware` used alone its own.
+    Open records are found through their guards (:func:`tracer.recorder.abandoned.open_owners`)."""
 
     def __init__(self, tracer_provider: Any = None, config: TracerConfig | None = None) -> None:
         from tracer._version import __version__
@@ -195,7 +193,7 @@ class Recorder:
         span.end(end_time=max(end, start))
 
 
-class server_broadcast:  # lower case: used like a function
+class broadcast:  # lower case: used like a function
     """:func:`tracer.broadcast`: collect the sends made inside the block, for one
     ``ws.broadcast`` span (under the server hooks and the middleware alone alike).
 

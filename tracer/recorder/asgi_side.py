@@ -61,6 +61,12 @@ class AsgiSide:
         if kind == CLOSE:
             if not self.status:
                 self._deny(FORBIDDEN, at)
+                # No close handshake happens (the client gets a 403), but the app's code and
+                # reason are what it meant: the connection keeps them.
+                self.close_initiator = vocab.INITIATOR_SERVER
+                self.close_code = message.get("code", NORMAL_CLOSURE)
+                reason = message.get("reason")
+                self.close_reason = reason if isinstance(reason, str) and reason else None
             else:
                 code = message.get("code", NORMAL_CLOSURE)
                 self.on_asgi_close(vocab.INITIATOR_SERVER, code, message.get("reason"), at)
@@ -106,6 +112,8 @@ class AsgiSide:
         self._step(Event.CLOSE_FRAME)
 
     def _accepted(self: ConnectionRecord, message: dict[str, Any], at: int) -> None:
+        if self.status:  # accepted twice, or after an answer: the app's mistake, not a phase
+            return
         subprotocol = message.get("subprotocol")
         if isinstance(subprotocol, str) and subprotocol:
             self.subprotocol = self.config.subprotocol(subprotocol)

@@ -46,8 +46,9 @@ class WireSide:
     __slots__ = ()
 
     def init_wire(self: ConnectionRecord) -> None:
-        self.request_decoder: RequestHeadDecoder | None = RequestHeadDecoder()
-        self.response_decoder: ResponseHeadDecoder | None = ResponseHeadDecoder()
+        wire = self.source == vocab.SOURCE_SERVER  # the middleware alone sees no bytes
+        self.request_decoder: RequestHeadDecoder | None = RequestHeadDecoder() if wire else None
+        self.response_decoder: ResponseHeadDecoder | None = ResponseHeadDecoder() if wire else None
         self.client_frames: FrameDecoder | None = None
         self.server_frames: FrameDecoder | None = None
         self.pre_handshake_bytes = b""

@@ -36,7 +36,8 @@ class HeaderRules:
     _closed: bool
 
     def _check_header(self, frame: Frame, len7: int) -> list[ProtocolError]:
-        """Every rule of RFC 6455 §5 that a header alone can break, and the fragmentation state."""
+        """Every rule of RFC 6455 §5 that a header alone can break.  Also moves the decoder's
+        state on: whether a fragmented message is open (§5.4) and whether a close was seen."""
         errors: list[ProtocolError] = []
         offset = frame.offset
         opcode = frame.opcode

@@ -288,7 +288,7 @@ class FrameDecoder(HeaderRules):
                     f"stream ended in a frame header: {have} bytes received, {missing} missing",
                 )
             )
-            self._hbuf.clear()
+            self._hbuf = None
         elif self._pending is not None:
             frame = self._pending
             got = len(self._collected or b"")
@@ -336,7 +336,7 @@ class FrameDecoder(HeaderRules):
         hl = header[3]
         used = hl - had
         start = self._hstart
-        hbuf.clear()
+        self._hbuf = None
         b0, b1, length, _, key = header
         frame = Frame(b0 >= 0x80, (b0 >> 4) & 0b111, b0 & 0x0F, b1 >= 0x80, key, length, hl, start)
         errors = self._check_header(frame, b1 & 0x7F)
@@ -386,7 +386,7 @@ class FrameDecoder(HeaderRules):
             if take < want:
                 return pos + take
             payload = bytes(collected)
-            collected.clear()
+            self._collected = None
         self._pending = None
         errors = self._pending_errors
         assert isinstance(errors, list)  # set with _pending by _arrange_payload
