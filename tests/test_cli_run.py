@@ -22,6 +22,13 @@ WSTRACE = [sys.executable, "-m", "tracer.cli"]
 ENV = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
 
 
+def as_a_background_job() -> None:
+    """In the child, before it runs: SIGINT ignored, as a non-interactive shell starts a
+    background job (``wstrace serve &``) — and as the suite's own children inherit when the
+    suite itself runs in the background.  ``kill -INT`` must still stop the server."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*WSTRACE, *args], capture_output=True, text=True, timeout=timeout, env=ENV
@@ -69,6 +76,7 @@ def test_serve_traces_any_app_until_interrupted(tmp_path: Path, export: list[str
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        preexec_fn=as_a_background_job,
     )
     try:
         deadline = time.monotonic() + 30
@@ -144,6 +152,7 @@ def test_demo_serve_keeps_the_app_up_for_a_browser(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        preexec_fn=as_a_background_job,
     )
     try:
         assert process.stdout is not None

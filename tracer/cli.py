@@ -406,13 +406,16 @@ def _export_summary(since: int) -> list[str]:
 
 
 def _terminate_as_interrupt() -> None:
-    """SIGTERM ends the run as Ctrl-C does: the server stops, the spans are drained."""
+    """SIGTERM ends the run as Ctrl-C does: the server stops, the spans are drained.  SIGINT
+    does so even when this process was started with it ignored (a shell's background job), as
+    it does for uvicorn, which sets its own handlers."""
     import signal
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @app.command()
