@@ -45,10 +45,11 @@ processors changes):
 - **In the export process** when *every* span processor of the provider is an
   ``ExportPipeline`` whose exporter rebuilds spans from facts (:meth:`takes_facts`: the
   :class:`~tracer.export.offload.SubprocessExporter`; not a subclass of either that reads
-  the spans it is given) — the set-up of ``wstrace serve`` and ``wstrace demo``.  The server makes the ids (so ``traceparent`` and the app's own spans join
-  the same trace), samples, applies the provider's ``SpanLimits`` and hands each pipeline a
-  fact; no ``ReadableSpan`` of wstrace's is made in the server (but the rare loss marker).
-  Spans the app makes through the SDK are built and arrive as usual, and share the batches.
+  the spans it is given) — the set-up of ``wstrace serve`` and ``wstrace demo``.  The server
+  makes the ids (so ``traceparent`` and the app's own spans join the same trace), samples,
+  applies the provider's ``SpanLimits`` and hands each pipeline a fact; no ``ReadableSpan``
+  of wstrace's is made in the server (but the rare loss marker).  Spans the app makes through
+  the SDK are built and arrive as usual, and share the batches.
 - **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
   of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
   in ``on_start``), ``wstrace serve --export-in-process``, an exporter running in the server.
