@@ -59,16 +59,13 @@ class AsgiSide:
         if kind in (SEND, ACCEPT):
             return self.on_send_enter(at, message)
         if kind == CLOSE:
+            code = message.get("code", NORMAL_CLOSURE)
             if not self.status:
                 self._deny(FORBIDDEN, at)
                 # No close handshake happens (the client gets a 403), but the app's code and
                 # reason are what it meant: the connection keeps them.
-                self.close_initiator = vocab.INITIATOR_SERVER
-                self.close_code = message.get("code", NORMAL_CLOSURE)
-                reason = message.get("reason")
-                self.close_reason = reason if isinstance(reason, str) and reason else None
+                self._note_close(vocab.INITIATOR_SERVER, code, message.get("reason"))
             else:
-                code = message.get("code", NORMAL_CLOSURE)
                 self.on_asgi_close(vocab.INITIATOR_SERVER, code, message.get("reason"), at)
         elif kind == RESPONSE_START and not self.status:
             self._deny(message.get("status"), at)
@@ -105,11 +102,14 @@ class AsgiSide:
         """The first close, from either side, starts the close handshake."""
         if self.close_initiator is not None or self.status != SWITCHING_PROTOCOLS:
             return
+        self._note_close(initiator, code, reason)
+        self.close_start = at
+        self._step(Event.CLOSE_FRAME)
+
+    def _note_close(self: ConnectionRecord, initiator: str, code: int | None, reason: Any) -> None:
         self.close_initiator = initiator
         self.close_code = code
         self.close_reason = reason if isinstance(reason, str) and reason else None
-        self.close_start = at
-        self._step(Event.CLOSE_FRAME)
 
     def _accepted(self: ConnectionRecord, message: dict[str, Any], at: int) -> None:
         if self.status:  # accepted twice, or after an answer: the app's mistake, not a phase
