@@ -22,6 +22,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     # key: (how it compares to untraced, what it is)
     "cpu_per_msg_us": ("ratio", "server CPU µs per echoed message"),
     "export_cpu_per_msg_us": ("value", "span export process CPU µs per echoed message"),
+    "writer_cpu_per_msg_us": ("value", "of the server's, its span-export threads' µs per message"),
     "total_cpu_per_msg_us": ("ratio", "server + span export process CPU µs per message"),
     "msg_per_s": ("ratio", "echoed messages per second"),
     "handshake_ms_p50": ("ratio", "handshake latency p50, ms"),
@@ -211,6 +212,9 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
         extra = [f"handshake CPU {_fmt(f['handshake_cpu_us']['value'], 0)} µs "
                  f"({_ratio(f['handshake_cpu_us']['ratio'])})",
                  f"trace written {_fmt(f['trace_bytes'] / 1024, 0)} KiB/round"]
+        writer = f.get("writer_cpu_per_msg_us", {}).get("value")
+        if writer:
+            extra.append(f"span-export threads {_fmt(writer, 1)} µs/msg of the server's CPU")
         if f["errors"]:
             extra.append(f"[red]{f['errors']} unexpected replies[/]")
         note = raw["notes"].get(variant, {})

@@ -10,8 +10,9 @@ When it is serving it prints one JSON line on stdout::
 The **control port** is a plain TCP line protocol served by a thread of this process, outside
 the app (so it adds no spans and no ASGI work).  One command per line, one JSON reply per line:
 
-- ``cpu``   → ``{"cpu": s, "export_cpu": s}``: this process's user+system CPU time
-  (``time.process_time()``, every thread: the event loop, the span processor's thread, …)
+- ``cpu``   → ``{"cpu": s, "export_cpu": s, "writer_cpu": s}``: this process's user+system
+  CPU time (``time.process_time()``, every thread: the event loop, the span processor's
+  thread, …), its export child's, and its span-export threads' alone
   and that of the child process encoding and writing spans, if the variant has one.
 - ``flush`` → the same after ``force_flush()`` on the tracer provider and the exporter, so
   the export of the spans a measured window produced is charged to that window.
@@ -206,6 +207,25 @@ def tracemalloc_report(package: str = "tracer", top: int = 25) -> dict[str, Any]
     }
 
 
+def _writer_cpu() -> float:
+    """CPU seconds of this process's span-export threads (wstrace's writer threads, the SDK's
+    batch processor): the share of the server's CPU that hands spans on."""
+    import psutil
+
+    writers = {
+        thread.native_id
+        for thread in threading.enumerate()
+        if thread.name.startswith(("wstrace-export", "OtelBatchSpanProcessor"))
+    }
+    if not writers:
+        return 0.0
+    with contextlib.suppress(psutil.Error):
+        return sum(
+            t.user_time + t.system_time for t in psutil.Process().threads() if t.id in writers
+        )
+    return 0.0
+
+
 class Control:
     """The control port: a daemon thread answering ``cpu`` / ``flush`` / ``rss`` / ``info``."""
 
@@ -227,7 +247,7 @@ class Control:
 
     def _cpu(self) -> dict[str, float]:
         """This process's CPU time and, when spans are exported by a child process, its CPU."""
-        reading = {"cpu": time.process_time(), "export_cpu": 0.0}
+        reading = {"cpu": time.process_time(), "export_cpu": 0.0, "writer_cpu": _writer_cpu()}
         pid = getattr(self.exporter, "child_pid", None)
         if pid is not None:
             import psutil
