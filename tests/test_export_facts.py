@@ -203,12 +203,23 @@ def test_a_connection_on_the_serve_set_up_travels_as_facts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: str, ws: str
 ) -> None:
     made = ReadableSpansMade(monkeypatch)
+    families: list[int] = []
+    on_fact = ExportPipeline.on_fact
+
+    def noting_families(pipeline: ExportPipeline, fact: Any) -> None:
+        if facts.span_count(fact) > 1:
+            families.append(facts.span_count(fact))
+        on_fact(pipeline, fact)
+
+    monkeypatch.setattr(ExportPipeline, "on_fact", noting_families)
     since = serial()
     provider, exporter = make_provider(tmp_path, service="facts")
     counts = serve_and_talk(provider, echo_app(), http, ws, "/echo", since)
     assert counts.written > 20 and counts.dropped_total == 0 and counts.failed == 0
     assert counts.as_facts == counts.written
     assert made.count == 0  # no ReadableSpan of wstrace's was built in the server
+    # Each echoed message went as one family: itself, its frame, its send and the send's frame.
+    assert families == [4, 4, 4]
     assert exporter.path is not None
     spans = spans_in(exporter.path)
     assert len(spans) == counts.written
@@ -380,3 +391,125 @@ def test_a_fact_the_export_process_cannot_build_is_counted_failed_not_fatal(
     exported, failed, sent = exporter.outcome()
     assert (exported, failed, sent) == (2 * len(good), 1, 2 * len(good) + 1)
     assert len(spans_in(tmp_path / "out.otlp.jsonl")) == len(good)  # the same ids, twice
+
+
+# --- Families: a message and the spans under it as one fact ---------------------------------
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("limits", [support.LIMITS, support.NO_EVENTS_OR_LINKS])
+def test_a_family_expanded_after_the_pipe_is_the_spans_built_here(limits: Any) -> None:
+    collector = support.FactCollector()
+    by_facts = support.provider(limits)
+    by_facts.add_span_processor(collector)
+    ended = support.make_family(by_facts)
+
+    memory = InMemorySpanExporter()
+    by_spans = support.provider(limits)
+    by_spans.add_span_processor(SimpleSpanProcessor(memory))
+    assert support.make_family(by_spans) == ended
+
+    family, connection = collector.facts  # the message with everything under it, one fact
+    assert collector.spans == [] and facts.span_count(family) == ended - 1
+    numbers = {family[facts.ORIGIN]}
+    message = pickle.loads(
+        _dumps(("spans", [family, connection], True, {n: facts.origin_parts(n) for n in numbers}))
+    )
+    # The members' ids are made where the family is expanded: here, by the same counter the
+    # other provider's spans took theirs from, so they match one for one.
+    new_id = by_facts.id_generator.generate_span_id
+    expanded = [*facts.expand(message[1][0], new_id), message[1][1]]
+    rebuilt = [facts.rebuild(fact, message[3]) for fact in expanded]
+    built = list(memory.get_finished_spans())
+    assert [support.described(s) for s in rebuilt] == [support.described(s) for s in built]
+    assert spans_to_otlp_line(rebuilt) == spans_to_otlp_line(built)
+    limited = next(s for s in rebuilt if s.name == "limited")
+    assert limited.dropped_events + limited.dropped_links > 0  # SpanLimits held for members
+
+
+@pytest.mark.fast
+def test_a_family_goes_out_span_by_span_when_a_processor_needs_spans_before_it_ends() -> None:
+    collector = support.FactCollector()
+    memory = InMemorySpanExporter()
+    tp = support.provider()
+    tp.add_span_processor(collector)
+    recorder = Recorder(tp)
+    root = recorder.start(vocab.CONNECTION, None, support.T0)
+    message = recorder.start_family(vocab.WS_MESSAGE_RECEIVE, root, support.T0 + 1, {"m": 1})
+    send = recorder.start(vocab.WS_MESSAGE_SEND, message, support.T0 + 2, {"s": 1})
+    recorder.span(vocab.WS_FRAME_SEND, send, support.T0 + 3, support.T0 + 4, {"f": 1})
+    send.end(support.T0 + 5)
+    tp.add_span_processor(SimpleSpanProcessor(memory))  # spans needed from now on
+    message.end(support.T0 + 6)
+    root.end(support.T0 + 7)
+
+    spans = {s.name: s for s in memory.get_finished_spans()}
+    assert list(spans) == [vocab.WS_FRAME_SEND, vocab.WS_MESSAGE_SEND, vocab.WS_MESSAGE_RECEIVE,
+                           vocab.CONNECTION]
+    for child, parent in [(vocab.WS_FRAME_SEND, vocab.WS_MESSAGE_SEND),
+                          (vocab.WS_MESSAGE_SEND, vocab.WS_MESSAGE_RECEIVE),
+                          (vocab.WS_MESSAGE_RECEIVE, vocab.CONNECTION)]:
+        assert spans[child].parent.span_id == spans[parent].context.span_id
+        assert spans[child].context.trace_id == spans[vocab.CONNECTION].context.trace_id
+    assert len({s.context.span_id for s in spans.values()}) == 4
+    assert collector.facts == []  # nothing went out before the processors changed
+
+
+def test_a_family_is_counted_span_by_span_when_written_and_when_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "out.otlp.jsonl"
+    exporter = support.GatedExportProcess(OTLP_FILE_FACTORY, path=str(path))
+    exporter.path = path
+    tp = TracerProvider()  # no SpanLimits: the pad is what the byte cap weighs
+    recorder = Recorder(tp)
+    pad = {"pad": "x" * 10_000}
+    roots = {name: recorder.start(name, None, support.T0, pad) for name in "WFG"}
+    probe = facts.make(0, "probe", roots["W"].get_span_context(), None, 0, 0, pad, (), (),
+                       trace.SpanKind.INTERNAL, None)
+    span_bytes = estimate_bytes(probe)
+    pipeline = ExportPipeline(exporter, max_bytes=int(span_bytes * 3.5), batch_spans=1,
+                              span_bytes=span_bytes)
+    tp.add_span_processor(pipeline)
+
+    def family(name: str, members: int) -> None:
+        top = recorder.start_family(name, roots[name[0].upper()], support.T0 + 1, pad)
+        for n in range(members):
+            recorder.span(f"{name}.{n}", top, support.T0 + 1, support.T0 + 2, pad)
+        top.end(support.T0 + 3)
+
+    recorder.span("w1", roots["W"], support.T0 + 1, support.T0 + 2, pad)
+    assert exporter.entered.wait(10)  # w1 is being exported: the output is stuck
+    family("f1", 3)  # four spans with w1's three of room: the whole family is dropped
+    family("g1", 1)  # two spans: they fit
+    exporter.gate.set()
+    assert pipeline.force_flush(30_000)
+    for root in roots.values():
+        root.end(support.T0 + 10)
+    tp.shutdown()
+
+    counts = pipeline.counts()
+    assert counts.dropped == {DropReason.BUFFER_FULL: 4, DropReason.TRACE_DROPPED: 1}
+    assert counts.written == 5 and counts.failed == 0 and counts.pending == 0
+    assert counts.as_facts == 10
+    traces = load([path])
+    assert sorted(s.name for s in traces.spans) == ["G", "W", "g1", "g1.0", "w1"]
+    lost_trace = format(roots["F"].get_span_context().trace_id, "032x")
+    assert traces.lost_spans == {lost_trace: 5}
+
+
+def test_a_family_the_export_process_cannot_build_counts_all_its_spans_failed(
+    tmp_path: Path,
+) -> None:
+    collector = support.FactCollector()
+    tp = support.provider()
+    tp.add_span_processor(collector)
+    ended = support.make_family(tp)
+    family, connection = collector.facts
+    first = list(family[facts.MEMBERS][0])
+    first[3] = 99  # no such SpanKind, deep in the family
+    broken = (*family[: facts.MEMBERS], (tuple(first), *family[facts.MEMBERS][1:]))
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export([broken, connection]).name == "SUCCESS"
+    assert exporter.export([family]).name == "SUCCESS"
+    exporter.shutdown()
+    assert exporter.outcome() == (1 + ended - 1, ended - 1, 1 + 2 * (ended - 1))
+    assert len(spans_in(tmp_path / "out.otlp.jsonl")) == ended

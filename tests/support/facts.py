@@ -159,3 +159,44 @@ def make_spans(tp: TracerProvider) -> int:
     root.set_attribute(vocab.END_REASON, "closed")
     root.end(T0 + 100)
     return 7
+
+
+def make_family(tp: TracerProvider) -> int:
+    """A connection with one received message whose frames, sends and broadcast are made
+    under it, as the message emitters make them (a family where every processor takes facts,
+    separate spans otherwise): events on members, links, error statuses, a member over every
+    ``SpanLimits``; returns how many spans were ended."""
+    recorder = Recorder(tp)
+    elsewhere = trace.SpanContext(0x321, 0x654, False, trace.TraceFlags(1))
+    root = recorder.start(
+        vocab.CONNECTION, None, T0, {vocab.CONNECTION_ID: 1}, kind=SpanKind.SERVER
+    )
+    message = recorder.start_family(
+        vocab.WS_MESSAGE_RECEIVE, root, T0 + 10, {vocab.WS_MESSAGE_SIZE: 46}, SpanKind.SERVER
+    )
+    recorder.span(vocab.WS_FRAME_RECEIVE, message, T0 + 11, T0 + 12, {vocab.WS_FIN: True})
+    recorder.span("failed.leaf", message, T0 + 13, T0 + 14, {"x": 1}, error="ValueError")
+    broadcast = recorder.start(vocab.WS_BROADCAST, message, T0 + 20, {"recipients": 2})
+    for n in range(2):
+        send = recorder.start(
+            vocab.WS_MESSAGE_SEND, broadcast, T0 + 21 + n, {"n": n}, [Link(elsewhere, {"k": n})]
+        )
+        send.add_event(vocab.WS_FRAME_SEND, {vocab.WS_FIN: True}, T0 + 22 + n)
+        if n:
+            send.set_status(Status(StatusCode.ERROR, "peer went away"))
+        send.end(T0 + 25 + n)
+    broadcast.end(T0 + 30)
+    limited = recorder.start("limited", message, T0 + 31, None, None, SpanKind.CLIENT)
+    limited.set_attributes({f"a{n}": n for n in range(9)})
+    limited.set_attribute("long", "y" * 100)
+    for n in range(4):
+        limited.add_event(f"e{n}", {"p": 1, "q": 2, "r": "z" * 50}, T0 + 32 + n)
+    for n in range(3):
+        limited.add_link(
+            trace.SpanContext(0x777, 0x100 + n, False, trace.TraceFlags(1)), {"u": 1, "v": 2}
+        )
+    limited.end(T0 + 40)
+    message.add_event("handled", {"ns": 5}, T0 + 45)
+    message.end(T0 + 50)
+    root.end(T0 + 100)
+    return 8

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from tracer import vocab
-from tracer.export.facts import Fact, Field, origin_parts
+from tracer.export.facts import MEMBERS, SPANS, Fact, Field, origin_parts
 
 MiB = 1024 * 1024
 MAX_DROPPED_TRACES = 65_536
@@ -97,9 +97,20 @@ def estimate_bytes(span: ReadableSpan | Fact) -> int:
 
 
 def _fact_bytes(fact: Fact) -> int:
-    attributes = fact[Field.ATTRIBUTES]
+    """A fact's estimate; a family's is that of all its spans."""
+    size = _one_fact_bytes(fact[Field.ATTRIBUTES], fact[Field.EVENTS])
+    if len(fact) > SPANS:
+        size += _members_bytes(fact[MEMBERS])
+    return size
+
+
+def _members_bytes(members: tuple[Any, ...]) -> int:
+    return sum(_one_fact_bytes(m[5], m[6]) + _members_bytes(m[9]) for m in members)
+
+
+def _one_fact_bytes(attributes: Any, events: Any) -> int:
     size = 512 + _attributes_bytes(attributes[0] if type(attributes) is tuple else attributes)
-    for _, _, event_attributes in fact[Field.EVENTS]:
+    for _, _, event_attributes in events:
         if type(event_attributes) is tuple:
             event_attributes = event_attributes[0]
         size += 96 + _attributes_bytes(event_attributes)
@@ -151,14 +162,14 @@ class Ledger:
         dropped = self.counts.dropped
         dropped[reason] = dropped.get(reason, 0) + spans
 
-    def drop_more(self, trace_id: int) -> bool:
-        """Count one more span of ``trace_id`` dropped if the trace is being dropped."""
+    def drop_more(self, trace_id: int, spans: int = 1) -> bool:
+        """Count ``spans`` more spans of ``trace_id`` dropped if the trace is being dropped."""
         dropping = self.dropping.get(trace_id)
         if dropping is None:
             return False
-        dropping.count += 1
+        dropping.count += spans
         dropping.last_ns = time.time_ns()
-        self.drop(DropReason.TRACE_DROPPED, 1)
+        self.drop(DropReason.TRACE_DROPPED, spans)
         return True
 
     def drop_trace(

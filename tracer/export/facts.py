@@ -31,12 +31,29 @@ chunk of them runs in C from end to end), in the order of :class:`Field`:
 ``links``               ``((trace_id, span_id, remote, flags, state, attributes), ...)``
 ``dropped``             ``None``, or ``(events dropped, links dropped)`` by ``SpanLimits``
 ======================  ==================================================================
+
+**Families.**  A received message is one span with its frames, sends and broadcasts under it,
+all finished together when the app asks for the next message.  Handing the pipeline five
+facts for it costs the event loop five times what one costs, so such a span goes as one
+*family* fact (:func:`family`): its own fact, then
+
+======================  ==================================================================
+``spans``               how many spans the family stands for (itself and every member):
+                        what the pipeline counts, drops and reports, span by span
+``members``             its children, each ``(name, start, end, kind, status, attributes,
+                        events, links, dropped, members)`` in the encodings above
+======================  ==================================================================
+
+Members have no ids in the server: nothing there refers to them.  The export process gives
+them theirs (:func:`expand`), parents before children and siblings in the order they were
+made, as the server would have; and yields the spans in the order the server would have
+ended them, children first.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -72,6 +89,10 @@ class Field(IntEnum):
 TRACE_ID = Field.TRACE_ID.value
 FLAGS = Field.FLAGS.value
 ORIGIN = Field.ORIGIN.value
+SPANS = len(Field)
+"""In a family fact: how many spans it stands for."""
+MEMBERS = SPANS + 1
+"""In a family fact: its members."""
 SAMPLED = int(TraceFlags.SAMPLED)
 UNSET = Status(StatusCode.UNSET)
 """The status of a span nobody set one on (shared: it never changes)."""
@@ -112,7 +133,8 @@ def _state(state: Any) -> tuple[tuple[str, str], ...] | None:
     return tuple(state.items()) if state else None
 
 
-def _attributes(attributes: Any) -> Any:
+def fact_attributes(attributes: Any) -> Any:
+    """Attributes as a fact holds them: a dict, or ``(dict, dropped)`` past ``SpanLimits``."""
     kind = type(attributes)
     if kind is dict or attributes is None:
         return attributes
@@ -156,17 +178,7 @@ def make(
     trace_id = context[0]
     flags = context[3]
     state = context[4]
-    # Counted before the emptiness tests: SpanLimits(max_events=0) leaves an empty list that
-    # still says how many were dropped.
-    events_dropped = events.dropped if type(events) is BoundedList else 0
-    links_dropped = links.dropped if type(links) is BoundedList else 0
-    dropped = (events_dropped, links_dropped) if events_dropped or links_dropped else None
-    if events:
-        events = tuple((e.name, e.timestamp, _attributes(e.attributes)) for e in events)
-    if links:
-        links = tuple(
-            (*_link_context(link.context), _attributes(link.attributes)) for link in links
-        )
+    events, links, dropped = _events_and_links(events, links)
     return (
         number,
         name,
@@ -185,15 +197,105 @@ def make(
         start,
         end,
         0 if kind is _INTERNAL else kind.value,
-        None if status is None or status is UNSET else _status(status),
-        attributes if type(attributes) is dict else _attributes(attributes),
+        None if status is None or status is UNSET else fact_status(status),
+        attributes if type(attributes) is dict else fact_attributes(attributes),
         events or (),
         links or (),
         dropped,
     )
 
 
-def _status(status: Status | None) -> tuple[int, str | None] | None:
+def _events_and_links(events: Sequence[Event], links: Sequence[Link]) -> tuple[Any, Any, Any]:
+    """Events, links and what ``SpanLimits`` dropped of them, as a fact holds them."""
+    # Counted before the emptiness tests: SpanLimits(max_events=0) leaves an empty list that
+    # still says how many were dropped.
+    events_dropped = events.dropped if type(events) is BoundedList else 0
+    links_dropped = links.dropped if type(links) is BoundedList else 0
+    dropped = (events_dropped, links_dropped) if events_dropped or links_dropped else None
+    if events:
+        events = tuple((e.name, e.timestamp, fact_attributes(e.attributes)) for e in events)
+    if links:
+        links = tuple(
+            (*_link_context(link.context), fact_attributes(link.attributes)) for link in links
+        )
+    return events or (), links or (), dropped
+
+
+def member(
+    name: str,
+    start: int,
+    end: int,
+    attributes: Any,
+    events: Sequence[Event],
+    links: Sequence[Link],
+    kind: SpanKind,
+    status: Status | None,
+    members: tuple[Any, ...],
+) -> tuple[Any, ...]:
+    """A family member (see the module's docstring), ``SpanLimits`` applied already."""
+    events, links, dropped = _events_and_links(events, links)
+    return (
+        name,
+        start,
+        end,
+        0 if kind is _INTERNAL else kind.value,
+        None if status is None or status is UNSET else fact_status(status),
+        attributes if type(attributes) is dict else fact_attributes(attributes),
+        events,
+        links,
+        dropped,
+        members,
+    )
+
+
+def leaf_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Status]:
+    """``(name, start, end, attributes, status)`` of a member with no events, links or
+    members of its own (a leaf made as its family's fact holds it)."""
+    status = member[4]
+    return (
+        member[0],
+        member[1],
+        member[2],
+        _rebuilt_attributes(member[5]),
+        UNSET if status is None else Status(StatusCode(status[0]), status[1]),
+    )
+
+
+def family(fact: Fact, members: tuple[Any, ...], spans: int) -> Fact:
+    """A span's fact with its ``members`` (from :func:`member`): ``spans`` spans in all."""
+    return (*fact, spans, members)
+
+
+def span_count(item: Any) -> int:
+    """How many spans a pipeline item stands for: a family's count, else one."""
+    return item[SPANS] if type(item) is tuple and len(item) > SPANS else 1
+
+
+def expand(fact: Fact, new_span_id: Callable[[], int]) -> list[Fact]:
+    """A family's spans as plain facts, members given ids by ``new_span_id`` (parents first,
+    siblings in order), in the order they ended: children before their parent, itself last."""
+    if len(fact) <= SPANS:
+        return [fact]
+    number, _, trace_id, span_id, _, flags, state = fact[:7]
+    spans: list[Fact] = []
+
+    def add(parent_id: int, members: tuple[Any, ...]) -> None:
+        for name, start, end, kind, status, attributes, events, links, dropped, own in members:
+            own_id = new_span_id()
+            if own:
+                add(own_id, own)
+            spans.append(
+                (number, name, trace_id, own_id, parent_id, flags, state, start, end, kind,
+                 status, attributes, events, links, dropped)
+            )  # fmt: skip
+
+    add(span_id, fact[MEMBERS])
+    spans.append(fact[:SPANS])
+    return spans
+
+
+def fact_status(status: Status | None) -> tuple[int, str | None] | None:
+    """A status as a fact holds it."""
     if status is None or status is UNSET:
         return None
     code = status.status_code
@@ -301,7 +403,17 @@ def plain(fact: Fact, value: Any) -> Fact:
             return ({str(k): value(v) for k, v in attributes[0].items()}, attributes[1])
         return {str(k): value(v) for k, v in attributes.items()}
 
+    def plain_member(item: tuple[Any, ...]) -> tuple[Any, ...]:
+        name, start, end, kind, status, attributes, events, links, dropped, members = item
+        return (name, start, end, kind, status, attrs(attributes),
+                tuple((n, t, attrs(a)) for n, t, a in events),
+                tuple((*link[:5], attrs(link[5])) for link in links), dropped,
+                tuple(plain_member(m) for m in members))  # fmt: skip
+
     events = tuple((n, t, attrs(a)) for n, t, a in fact[Field.EVENTS])
     links = tuple((*link[:5], attrs(link[5])) for link in fact[Field.LINKS])
-    return (*fact[: Field.ATTRIBUTES], attrs(fact[Field.ATTRIBUTES]), events, links,
-            fact[Field.DROPPED])
+    plain_fact = (*fact[: Field.ATTRIBUTES], attrs(fact[Field.ATTRIBUTES]), events, links,
+                  fact[Field.DROPPED])  # fmt: skip
+    if len(fact) > SPANS:
+        return family(plain_fact, tuple(plain_member(m) for m in fact[MEMBERS]), fact[SPANS])
+    return plain_fact

@@ -59,6 +59,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
@@ -163,7 +164,7 @@ class SubprocessExporter(SpanExporter):
                         # Something in an attribute pickle cannot carry: send plain copies.
                         payload = _dumps(("spans", [_plain_item(s) for s in chunk], last, origins))
                     self._send_payload(payload)
-                    self._sent += len(chunk)
+                    self._sent += sum(facts.span_count(item) for item in chunk)
                     time.sleep(0)  # let the server's event loop have the GIL between chunks
             except Exception as exc:
                 return self._fail("export", exc)
@@ -536,20 +537,29 @@ def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
 
 
 def _rebuild_into(batch: list[ReadableSpan], items: list[Any], origins: dict[int, Any]) -> int:
-    """Add ``items`` to ``batch``, facts built into spans; returns how many could not be (each
-    logged and counted as failed: one bad fact must not end the export process)."""
+    """Add ``items`` to ``batch``, facts built into spans (a family's members given their
+    ids here); returns how many spans could not be (logged and counted as failed: one bad
+    fact must not end the export process)."""
     failed = 0
     for item in items:
         if type(item) is not tuple:
             batch.append(item)
             continue
         try:
-            batch.append(facts.rebuild(item, origins))
+            if len(item) > facts.SPANS:
+                built = [facts.rebuild(f, origins) for f in facts.expand(item, _new_span_id)]
+                batch.extend(built)
+            else:
+                batch.append(facts.rebuild(item, origins))
         except Exception:
             if not failed:
                 logger.exception("wstrace export process: a span could not be rebuilt")
-            failed += 1
+            failed += facts.span_count(item)
     return failed
+
+
+_new_span_id = RandomIdGenerator().generate_span_id
+"""Ids for family members, made as the SDK's default generator makes them."""
 
 
 def _tune_collector() -> None:

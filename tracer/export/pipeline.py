@@ -48,7 +48,10 @@ processors changes):
   the spans it is given) — the set-up of ``wstrace serve`` and ``wstrace demo``.  The server
   makes the ids (so ``traceparent`` and the app's own spans join the same trace), samples,
   applies the provider's ``SpanLimits`` and hands each pipeline a fact; no ``ReadableSpan``
-  of wstrace's is made in the server (but the rare loss marker).  Spans the app makes through
+  of wstrace's is made in the server (but the rare loss marker).  A received message goes
+  with the spans under it as one *family* fact, whose members get their ids in the export
+  process (nothing in the server refers to them); the pipeline counts, holds and drops it
+  span by span all the same.  Spans the app makes through
   the SDK are built and arrive as usual, and share the batches.
 - **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
   of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
@@ -69,6 +72,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -81,7 +85,7 @@ from tracer.export.accounting import (
     MiB,
     estimate_bytes,
 )
-from tracer.export.facts import FLAGS, SAMPLED, TRACE_ID, Fact
+from tracer.export.facts import FLAGS, SAMPLED, SPANS, TRACE_ID, Fact, span_count
 
 logger = logging.getLogger("wstrace")
 
@@ -200,13 +204,16 @@ class ExportPipeline(SpanProcessor):
             self._log_loss()
 
     def on_fact(self, fact: Fact) -> None:
-        """``on_end`` for a span given as its fact (:meth:`takes_facts` said yes)."""
+        """``on_end`` for a span given as its fact (:meth:`takes_facts` said yes), or for a
+        family of spans given as one (:func:`~tracer.export.facts.family`): each of its spans
+        is counted, held and dropped as if it had come alone."""
         if not fact[FLAGS] & SAMPLED:
             return
+        spans = fact[SPANS] if len(fact) > SPANS else 1
         self._arrived += 1
         if self._arrived & SIZE_SAMPLE_MASK == 1:
-            self._measure(fact)
-        if not self._hold(fact, fact[TRACE_ID], as_fact=True):
+            self._measure(fact, spans)
+        if not self._hold(fact, fact[TRACE_ID], spans):
             self._log_loss()
 
     def takes_facts(self) -> bool:
@@ -217,30 +224,34 @@ class ExportPipeline(SpanProcessor):
             return False
         return bool(getattr(self.exporter, "rebuilds_spans", False))
 
-    def _hold(self, span: ReadableSpan | Fact, trace_id: int, as_fact: bool = False) -> bool:
-        """Put ``span`` in the buffer, or count it dropped (False)."""
+    def _hold(self, span: ReadableSpan | Fact, trace_id: int, spans: int = 0) -> bool:
+        """Put ``span`` in the buffer, or count it dropped (False).  ``spans``: how many spans
+        a fact stands for (0: a ``ReadableSpan``, one)."""
         with self._mutex:
-            if as_fact:
-                self._facts += 1
+            if spans:
+                self._facts += spans
+            else:
+                spans = 1
             if self._stopping:
-                self._ledger.drop(DropReason.AFTER_SHUTDOWN, 1)
+                self._ledger.drop(DropReason.AFTER_SHUTDOWN, spans)
                 return False
-            if self._ledger.dropping and self._ledger.drop_more(trace_id):
+            if self._ledger.dropping and self._ledger.drop_more(trace_id, spans):
                 return False
-            if self._held >= self._budget and not self._make_room(trace_id):
-                self._drop_trace(trace_id, span, DropReason.BUFFER_FULL, 1)
+            if self._held + spans > self._budget and not self._make_room(trace_id, spans):
+                self._drop_trace(trace_id, span, DropReason.BUFFER_FULL, spans)
                 return False
             waiting = self._pending.get(trace_id)
             if waiting is None:
                 self._pending[trace_id] = [span]
             else:
                 waiting.append(span)
-            self._pending_spans += 1
-            self._held += 1
+            before = self._pending_spans
+            self._pending_spans = before + spans
+            self._held += spans
             if self._held > self._peak:
                 self._peak = self._held
                 self._peak_bytes = max(self._peak_bytes, self._held * self._span_bytes)
-            if self._pending_spans == self._batch_ready:
+            if before < self._batch_ready <= self._pending_spans:
                 self._cond.notify()
         return True
 
@@ -274,8 +285,9 @@ class ExportPipeline(SpanProcessor):
             self._pending = {}
             self._pending_spans = 0
             for trace_id, spans in left.items():
-                self._held -= len(spans)
-                self._drop_trace(trace_id, spans[0], DropReason.DRAIN_TIMEOUT, len(spans))
+                count = _spans_in(spans)
+                self._held -= count
+                self._drop_trace(trace_id, spans[0], DropReason.DRAIN_TIMEOUT, count)
             alive = self._worker.is_alive()
             markers = self._ledger.take_markers() if self.mark_loss and not alive else []
         if markers:  # the worker is done: the exporter is free for the last markers
@@ -312,9 +324,9 @@ class ExportPipeline(SpanProcessor):
 
     # --- Dropping whole traces ----------------------------------------------------------------
 
-    def _make_room(self, trace_id: int) -> bool:
+    def _make_room(self, trace_id: int, spans: int) -> bool:
         """Drop the traces that reached the buffer after ``trace_id``'s, newest first, until
-        one more span fits.  False: even so it would not (``trace_id`` is the newest)."""
+        ``spans`` more fit.  False: even so they would not (``trace_id`` is the newest)."""
         if trace_id not in self._pending:
             return False
         victims = []
@@ -323,16 +335,17 @@ class ExportPipeline(SpanProcessor):
             if other == trace_id:
                 break
             victims.append(other)
-            freed += len(self._pending[other])
-            if self._held - freed < self._budget:
+            freed += _spans_in(self._pending[other])
+            if self._held - freed + spans <= self._budget:
                 break
-        if self._held - freed >= self._budget:
+        if self._held - freed + spans > self._budget:
             return False
         for other in victims:
-            spans = self._pending.pop(other)
-            self._pending_spans -= len(spans)
-            self._held -= len(spans)
-            self._drop_trace(other, spans[0], DropReason.EVICTED, len(spans))
+            waiting = self._pending.pop(other)
+            count = _spans_in(waiting)
+            self._pending_spans -= count
+            self._held -= count
+            self._drop_trace(other, waiting[0], DropReason.EVICTED, count)
         return True
 
     def _drop_trace(
@@ -340,11 +353,11 @@ class ExportPipeline(SpanProcessor):
     ) -> None:
         """Count ``spans`` of ``trace_id`` as dropped, with its spans still in the buffer, and
         every later one of it too."""
-        waiting = self._pending.pop(trace_id, None) or ()
+        waiting = _spans_in(self._pending.pop(trace_id, None) or ())
         if waiting:
-            self._pending_spans -= len(waiting)
-            self._held -= len(waiting)
-        self._ledger.drop_trace(trace_id, span, reason, spans, len(waiting))
+            self._pending_spans -= waiting
+            self._held -= waiting
+        self._ledger.drop_trace(trace_id, span, reason, spans, waiting)
 
     # --- The writer thread --------------------------------------------------------------------
 
@@ -405,13 +418,17 @@ class ExportPipeline(SpanProcessor):
         return max(1, min(self.batch_spans, self._budget // 2))
 
     def _take_batch(self) -> list[ReadableSpan | Fact]:
-        """Up to ``batch_spans`` spans, whole traces in the order they arrived."""
+        """Up to ``batch_spans`` spans (or just past it), whole traces in the order they
+        arrived."""
         batch: list[ReadableSpan | Fact] = []
-        while self._pending and len(batch) < self.batch_spans:
+        taken = 0
+        while self._pending and taken < self.batch_spans:
             trace_id = next(iter(self._pending))
-            batch.extend(self._pending.pop(trace_id))
-        self._pending_spans -= len(batch)
-        self._in_flight = len(batch)
+            items = self._pending.pop(trace_id)
+            batch.extend(items)
+            taken += _spans_in(items)
+        self._pending_spans -= taken
+        self._in_flight = taken
         return batch
 
     def _export(self, batch: list[ReadableSpan | Fact]) -> None:
@@ -422,16 +439,17 @@ class ExportPipeline(SpanProcessor):
             result = SpanExportResult.FAILURE
         with self._mutex:
             counts = self._ledger.counts
+            spans = self._in_flight
             if result is SpanExportResult.SUCCESS:
-                counts.written += len(batch)
+                counts.written += spans
             else:
-                counts.failed += len(batch)
+                counts.failed += spans
             self._in_flight = 0
-            self._held -= len(batch)
+            self._held -= spans
 
-    def _measure(self, span: ReadableSpan | Fact) -> None:
+    def _measure(self, span: ReadableSpan | Fact, spans: int = 1) -> None:
         """A moving average of the spans' size: the budget follows their real weight."""
-        measured = estimate_bytes(span)
+        measured = max(1, estimate_bytes(span) // spans)
         with self._mutex:
             if self._arrived == 1:
                 self._span_bytes = measured
@@ -469,6 +487,11 @@ class ExportPipeline(SpanProcessor):
         self._last_log = now
         self._logged_loss = counts.lost
         logger.warning("wstrace export: %s", counts.summary())
+
+
+def _spans_in(items: Sequence[ReadableSpan | Fact]) -> int:
+    """How many spans a list of the buffer's items stands for (families count theirs)."""
+    return sum(span_count(item) for item in items)
 
 
 def collector_pipeline(exporter: SpanExporter, endpoint: str | None = None) -> ExportPipeline:

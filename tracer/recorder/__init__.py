@@ -45,6 +45,8 @@ from tracer.recorder.records import (
 )
 from tracer.recorder.spans import (
     _ROOT_CONTEXT,
+    FAMILY_TYPES,
+    FamilyRoot,
     PendingSpan,
     SdkParts,
     code_attributes,
@@ -143,6 +145,8 @@ class Recorder:
         sdk = self._sdk
         if sdk is not None:
             if parent is not None:
+                if type(parent) in FAMILY_TYPES:
+                    return parent.member(name, start, attributes, links, kind)
                 parent_context = parent.get_span_context()
                 if not parent.is_recording():
                     return trace.NonRecordingSpan(parent_context)
@@ -165,6 +169,30 @@ class Recorder:
             name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
         )
 
+    def start_family(
+        self,
+        name: str,
+        parent: Any,
+        start: int,
+        attributes: Attributes | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+    ) -> Any:
+        """:meth:`start` for a span that ends after every span made under it: where every
+        processor takes facts, a :class:`~tracer.recorder.spans.FamilyRoot`, whose children
+        travel in its fact (a received message with its frames and sends); else any span."""
+        sdk = self._sdk
+        if sdk is None or parent is None or not parent.is_recording() or not sdk.families():
+            return self.start(name, parent, start, attributes, None, kind)
+        parent_context = parent.get_span_context()
+        context = trace.SpanContext(
+            parent_context.trace_id,
+            sdk.new_span_id(),
+            False,
+            parent_context.trace_flags,
+            parent_context.trace_state,
+        )
+        return FamilyRoot(sdk, name, context, parent_context, start, attributes, kind)
+
     def start_layer(self, name: str, attributes: Attributes, parent: Any) -> Any:
         """A layer of an ASGI chain starts now (see :class:`tracer.chain.Chain`)."""
         return self.start(name, parent, time_ns(), attributes)
@@ -182,6 +210,9 @@ class Recorder:
         """A span that is over already (a leaf: nothing will nest under it)."""
         sdk = self._sdk
         if sdk is not None and parent is not None and not links:
+            if type(parent) in FAMILY_TYPES:
+                parent.leaf(sdk, name, start, max(end, start), attributes, error)
+                return
             if parent.is_recording():
                 sdk.finished(name, parent.get_span_context(), start, max(end, start),
                              attributes, error)

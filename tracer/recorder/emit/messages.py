@@ -73,16 +73,17 @@ def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None
     placement = message_placement(config, index)
     attrs = _message_attributes(record, handling, start, end, index)
     if placement == UNDER_CONNECTION:
-        links = None
-        parent = record.span
+        # Its frames, sends and broadcasts end before it does: one family (see start_family).
+        span = record.recorder.start_family(
+            vocab.WS_MESSAGE_RECEIVE, record.span, start, attrs, SpanKind.SERVER
+        )
     else:
-        links = [handshake_link(record.span_context)]
-        parent = None
         if placement == OVERFLOWED:
             attrs[vocab.MESSAGES_OVERFLOWED] = True
-    span = record.recorder.start(
-        vocab.WS_MESSAGE_RECEIVE, parent, start, attrs, links, SpanKind.SERVER
-    )
+        links = [handshake_link(record.span_context)]
+        span = record.recorder.start(
+            vocab.WS_MESSAGE_RECEIVE, None, start, attrs, links, SpanKind.SERVER
+        )
     if not span.is_recording():
         span.end(end_time=end)
         return
