@@ -26,7 +26,7 @@ from tracer.export import facts
 from tracer.export.accounting import ExportCounts, estimate_bytes
 from tracer.export.offload import OTLP_FILE_FACTORY, SubprocessExporter, _dumps
 from tracer.export.otlp_file import OTLPJsonFileExporter
-from tracer.export.otlp_json import spans_to_otlp_line
+from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes, spans_to_otlp_line
 from tracer.export.pipeline import DropReason, ExportPipeline, serial, stats
 from tracer.export.reader import load
 from tracer.recorder import Recorder
@@ -80,6 +80,8 @@ def test_facts_rebuilt_after_the_pipe_are_the_spans_built_here(limits: Any) -> N
     # Field for field (what any exporter may read), then byte for byte in the file's format.
     assert [support.described(s) for s in rebuilt] == [support.described(s) for s in built]
     assert spans_to_otlp_line(rebuilt) == spans_to_otlp_line(built)
+    # And the export process's file exporter, which writes the facts without rebuilding them.
+    assert items_to_otlp_bytes(message[1], message[3]) == spans_to_otlp_bytes(built)
     if limits is support.NO_EVENTS_OR_LINKS:  # empty lists that still count what they lost
         limited = next(s for s in rebuilt if s.name == "limited")
         assert (limited.events, limited.links) == ((), ())
@@ -423,6 +425,7 @@ def test_a_family_expanded_after_the_pipe_is_the_spans_built_here(limits: Any) -
     built = list(memory.get_finished_spans())
     assert [support.described(s) for s in rebuilt] == [support.described(s) for s in built]
     assert spans_to_otlp_line(rebuilt) == spans_to_otlp_line(built)
+    assert items_to_otlp_bytes(expanded, message[3]) == spans_to_otlp_bytes(built)
     limited = next(s for s in rebuilt if s.name == "limited")
     assert limited.dropped_events + limited.dropped_links > 0  # SpanLimits held for members
 

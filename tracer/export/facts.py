@@ -248,6 +248,19 @@ def member(
     )
 
 
+def check(fact: Fact, origins: dict[int, Any]) -> None:
+    """Raise if ``fact`` is not a span fact :func:`rebuild` could build (with ``origins``): what
+    an exporter that writes facts itself is given must be as sound as a span."""
+    if len(fact) != SPANS or fact[Field.ORIGIN] not in origins:
+        raise ValueError(f"not a span fact: {len(fact)} fields, origin {fact[Field.ORIGIN]!r}")
+    _KINDS[fact[Field.KIND]]
+    status = fact[Field.STATUS]
+    if status is not None:
+        StatusCode(status[0])
+    if not (type(fact[Field.TRACE_ID]) is int and type(fact[Field.SPAN_ID]) is int):
+        raise TypeError("span fact ids must be ints")
+
+
 def leaf_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Status]:
     """``(name, start, end, attributes, status)`` of a member with no events, links or
     members of its own (a leaf made as its family's fact holds it)."""

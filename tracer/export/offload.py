@@ -536,21 +536,26 @@ def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
     return exporter
 
 
-def _rebuild_into(batch: list[ReadableSpan], items: list[Any], origins: dict[int, Any]) -> int:
+def _rebuild_into(
+    batch: list[Any], items: list[Any], origins: dict[int, Any], keep_facts: bool = False
+) -> int:
     """Add ``items`` to ``batch``, facts built into spans (a family's members given their
-    ids here); returns how many spans could not be (logged and counted as failed: one bad
-    fact must not end the export process)."""
+    ids here) or, with ``keep_facts`` (an exporter that writes facts itself), checked and
+    kept as plain span facts; returns how many spans could not be (logged and counted as
+    failed: one bad fact must not end the export process)."""
     failed = 0
     for item in items:
         if type(item) is not tuple:
             batch.append(item)
             continue
         try:
-            if len(item) > facts.SPANS:
-                built = [facts.rebuild(f, origins) for f in facts.expand(item, _new_span_id)]
-                batch.extend(built)
+            spans = facts.expand(item, _new_span_id) if len(item) > facts.SPANS else (item,)
+            if keep_facts:
+                for fact in spans:
+                    facts.check(fact, origins)
+                batch.extend(spans)
             else:
-                batch.append(facts.rebuild(item, origins))
+                batch.extend([facts.rebuild(fact, origins) for fact in spans])
         except Exception:
             if not failed:
                 logger.exception("wstrace export process: a span could not be rebuilt")
@@ -584,13 +589,18 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
         return 2
     exporter = _build_exporter(first[1], first[2])
     _tune_collector()
-    batch: list[ReadableSpan] = []
+    batch: list[Any] = []
     counts = [0, 0]  # spans exported, failed
     origins: dict[int, tuple[Any, Any]] = {}  # of facts: (resource, scope) by number
+    # wstrace's file exporter writes facts as they are; any other gets ReadableSpans.
+    export_facts = getattr(exporter, "export_facts", None)
 
-    def export(spans: list[ReadableSpan]) -> None:
+    def export(spans: list[Any]) -> None:
         try:
-            ok = exporter.export(spans) is SpanExportResult.SUCCESS
+            if export_facts is not None:
+                ok = export_facts(spans, origins) is SpanExportResult.SUCCESS
+            else:
+                ok = exporter.export(spans) is SpanExportResult.SUCCESS
         except Exception:
             logger.exception("the exporter raised")
             ok = False
@@ -601,7 +611,9 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
             if message[0] == "spans":
                 if message[3]:
                     origins.update(message[3])
-                counts[1] += _rebuild_into(batch, message[1], origins)
+                counts[1] += _rebuild_into(
+                    batch, message[1], origins, keep_facts=export_facts is not None
+                )
                 if message[2]:
                     export(batch)
                     batch = []

@@ -15,14 +15,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracer.export.otlp_json import spans_to_otlp_bytes
+from tracer.export.facts import Fact
+from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,20 @@ class OTLPJsonFileExporter(SpanExporter):
         return self._path
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._export_lines(spans, spans_to_otlp_bytes)
+
+    def export_facts(
+        self, items: Sequence[ReadableSpan | Fact], origins: Mapping[int, tuple[Any, Any]]
+    ) -> SpanExportResult:
+        """:meth:`export` for spans of which some are given as their facts
+        (:mod:`tracer.export.facts`, families expanded), the resource and scope of each fact's
+        origin in ``origins``: the export process of ``wstrace serve`` writes the lines of the
+        spans its server sent as facts without building their ``ReadableSpan``\\s."""
+        return self._export_lines(items, lambda chunk: items_to_otlp_bytes(chunk, origins))
+
+    def _export_lines(
+        self, spans: Sequence[Any], encode: Callable[[Sequence[Any]], bytes]
+    ) -> SpanExportResult:
         if self._shutdown:
             logger.warning("OTLPJsonFileExporter: export after shutdown ignored")
             return SpanExportResult.FAILURE
@@ -82,7 +97,7 @@ class OTLPJsonFileExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         for first in range(0, len(spans), SPANS_PER_LINE):
             try:
-                data = spans_to_otlp_bytes(spans[first : first + SPANS_PER_LINE])
+                data = encode(spans[first : first + SPANS_PER_LINE])
             except Exception:
                 logger.exception("OTLPJsonFileExporter: could not encode %d spans", len(spans))
                 return SpanExportResult.FAILURE

@@ -31,7 +31,9 @@ from typing import Any, TypeVar
 
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind
+
+from tracer.export.facts import Fact
 
 E = TypeVar("E")
 
@@ -240,14 +242,17 @@ _NO_STATUS = orjson.Fragment("{}")
 
 def _status(status: Any) -> Any:
     """``Status``: its message and its code, each left out when it is the default."""
-    code, message = status.status_code, status.description
-    if code is StatusCode.UNSET and not message:
+    return _status_of(status.status_code.value, status.description)
+
+
+def _status_of(code: int, message: str | None) -> Any:
+    if not code and not message:
         return _NO_STATUS
     obj: dict[str, Any] = {}
     if message:
         obj["message"] = message
-    if code.value:
-        obj["code"] = code.value
+    if code:
+        obj["code"] = code
     return obj
 
 
@@ -291,33 +296,128 @@ def encode_span(span: ReadableSpan) -> dict[str, Any]:
     return obj
 
 
+# --- Spans given as facts (the export process of wstrace serve) ---------------------------------
+
+
+def encode_fact(fact: Fact) -> dict[str, Any]:
+    """:func:`encode_span` of the span a :mod:`~tracer.export.facts` fact stands for, read
+    from the fact itself: the same object, without building the ``ReadableSpan`` first."""
+    (
+        _, name, trace_id, span_id, parent, _, state, start, end, kind, status, attributes,
+        events, links, dropped,
+    ) = fact  # fmt: skip
+    obj: dict[str, Any] = {
+        "traceId": trace_id.to_bytes(16, "big").hex(),
+        "spanId": span_id.to_bytes(8, "big").hex(),
+    }
+    if state:
+        obj["traceState"] = ",".join(f"{k}={v}" for k, v in state)
+    flags = _FLAG_HAS_IS_REMOTE
+    if parent is not None:
+        if parent.__class__ is not int:  # a whole context: (trace, span, remote, flags, state)
+            if parent[2]:
+                flags |= _FLAG_IS_REMOTE
+            parent = parent[1]
+        obj["parentSpanId"] = parent.to_bytes(8, "big").hex()
+    if name:
+        obj["name"] = name
+    obj["kind"] = kind + 1
+    if start:
+        obj["startTimeUnixNano"] = str(start)
+    if end:
+        obj["endTimeUnixNano"] = str(end)
+    attributes, dropped_attributes = _fact_attributes(attributes)
+    if attributes:
+        obj["attributes"] = _attributes(attributes)
+    if dropped_attributes:
+        obj["droppedAttributesCount"] = dropped_attributes
+    if events:
+        obj["events"] = [_fact_event(*event) for event in events]
+    if dropped and dropped[0]:
+        obj["droppedEventsCount"] = dropped[0]
+    if links:
+        obj["links"] = [_fact_link(*link) for link in links]
+    if dropped and dropped[1]:
+        obj["droppedLinksCount"] = dropped[1]
+    obj["status"] = _NO_STATUS if status is None else _status_of(*status)
+    obj["flags"] = flags
+    return obj
+
+
+def _fact_attributes(attributes: Any) -> tuple[Any, int]:
+    """A fact's attributes and how many ``SpanLimits`` dropped."""
+    if attributes.__class__ is tuple:
+        return attributes[0], attributes[1]
+    return attributes, 0
+
+
+def _fact_event(name: str, timestamp: int, attributes: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    if timestamp:
+        obj["timeUnixNano"] = str(timestamp)
+    if name:
+        obj["name"] = name
+    attributes, dropped = _fact_attributes(attributes)
+    _with_attributes(obj, attributes)
+    if dropped:
+        obj["droppedAttributesCount"] = dropped
+    return obj
+
+
+def _fact_link(
+    trace_id: int, span_id: int, remote: bool, _flags: int, _state: Any, attributes: Any
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "traceId": trace_id.to_bytes(16, "big").hex(),
+        "spanId": span_id.to_bytes(8, "big").hex(),
+    }
+    attributes, dropped = _fact_attributes(attributes)
+    _with_attributes(obj, attributes)
+    if dropped:
+        obj["droppedAttributesCount"] = dropped
+    obj["flags"] = _FLAG_HAS_IS_REMOTE | (_FLAG_IS_REMOTE if remote else 0)
+    return obj
+
+
+# --- Requests ---------------------------------------------------------------------------------
+
+
 def _grouped(
-    spans: Sequence[ReadableSpan], encode: Callable[[ReadableSpan], E]
+    spans: Sequence[Any], encode: Callable[[Any], E], origins: Mapping[int, Any] | None = None
 ) -> dict[Any, dict[Any, list[E]]]:
     """Encoded spans by resource, then by instrumentation scope, in first-seen order — as the
-    SDK's protobuf encoder groups them.
+    SDK's protobuf encoder groups them.  With ``origins``, facts among the spans are encoded
+    by :func:`encode_fact` and take their resource and scope from there.
 
     Grouped by identity first: Resource and InstrumentationScope hash by serialising their
     attributes, far too slow per span; equal objects that are not identical merge after.
     """
     by_identity: dict[tuple[int, int], tuple[Any, Any, list[E]]] = {}
     for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
+        if origins is not None and span.__class__ is tuple:
+            resource, scope = origins[span[0]]
+            scope = scope or None
+            encoded: Any = encode_fact(span)
+        else:
+            resource, scope = span.resource, span.instrumentation_scope or None
+            encoded = encode(span)
         key = (id(resource), id(scope))
         group = by_identity.get(key)
         if group is None:
             group = by_identity[key] = (resource, scope, [])
-        group[2].append(encode(span))
+        group[2].append(encoded)
     grouped: dict[Any, dict[Any, list[E]]] = {}
     for resource, scope, encoded in by_identity.values():
         grouped.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
     return grouped
 
 
-def _request(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+def _request(
+    spans: Sequence[Any], origins: Mapping[int, Any] | None = None
+) -> dict[str, Any]:
     """One ``ExportTraceServiceRequest``, ready for ``orjson.dumps``."""
     resource_spans = []
-    for resource, scopes in _grouped(spans, encode_span).items():
+    for resource, scopes in _grouped(spans, encode_span, origins).items():
         resource_obj: dict[str, Any] = {}
         _with_attributes(resource_obj, resource.attributes)
         scope_spans = []
@@ -342,6 +442,16 @@ def spans_to_otlp_bytes(spans: Sequence[ReadableSpan]) -> bytes:
     string UTF-8 cannot carry (a lone surrogate), as encoding ``json.dumps``'s text would.
     """
     return orjson.dumps(_request(spans), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def items_to_otlp_bytes(
+    items: Sequence[ReadableSpan | Fact], origins: Mapping[int, tuple[Any, Any]]
+) -> bytes:
+    """:func:`spans_to_otlp_bytes` for spans of which some are given as their facts (plain span
+    facts, not families: see :func:`tracer.export.facts.expand`), ``origins`` holding the
+    resource and scope of each fact's origin number: the same bytes as for the spans the
+    facts stand for."""
+    return orjson.dumps(_request(items, origins), option=orjson.OPT_APPEND_NEWLINE)
 
 
 def spans_to_otlp_line(spans: Sequence[ReadableSpan]) -> str:
