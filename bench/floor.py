@@ -15,8 +15,8 @@ wstrace's own code:
 - **pickle** — :class:`~tracer.export.offload.SubprocessExporter`'s per-span cost of handing
   those spans to its export process;
 - **build as facts** and **pickle facts** — the same two on ``wstrace serve``'s own set-up,
-  where the server hands the pipeline each span's fact and the export process builds the span
-  (:mod:`tracer.export.facts`);
+  where the server hands the pipeline the message's spans as one family fact and the export
+  process builds them (:mod:`tracer.export.facts`);
 - **encode** — OTLP/JSON encoding as the file exporter does it (what an exporter in the server
   process costs instead of pickling; ``python -m bench.encode`` times it on recorded spans).
 
@@ -80,12 +80,12 @@ def _message_emitter(provider: TracerProvider) -> Callable[[], None]:
 
     def one() -> None:
         t = time.time_ns()
-        message = recorder.start(
+        message = recorder.start_family(  # as the message emitter makes it
             vocab.WS_MESSAGE_RECEIVE, root, t,
             {**code, vocab.WS_MESSAGE_TYPE: "text", vocab.WS_MESSAGE_SIZE: 46,
              vocab.MESSAGE_INDEX: 7, vocab.CONNECTION_ID: 1, vocab.WS_MESSAGE_FRAMES: 1,
              vocab.QUEUE_WAIT_NS: 0, vocab.HANDLER_NS: 180_000, vocab.DELIVERED_NS: 20_000},
-            None, SpanKind.SERVER,
+            SpanKind.SERVER,
         )
         recorder.span(vocab.WS_FRAME_RECEIVE, message, t, t + 9_000, {**code, **frame})
         broadcast = recorder.start(
@@ -118,7 +118,9 @@ def _best(run: Callable[[], None], count: int, repeats: int = 5) -> float:
 
 
 def _pickle_cost(items: list[Any], count: int) -> float:
-    """µs per message for pickling ``items`` in the export process's chunks."""
+    """µs per message for pickling ``items`` (spans, facts or families) in the export
+    process's chunks."""
+    from tracer.export.facts import span_count
     from tracer.export.offload import SPANS_PER_MESSAGE as CHUNK
     from tracer.export.offload import _dumps
 
@@ -126,7 +128,8 @@ def _pickle_cost(items: list[Any], count: int) -> float:
         for first in range(0, len(items), CHUNK):
             _dumps(("spans", items[first : first + CHUNK], False, None))
 
-    return _best(pickle_batch, max(1, count // 500)) / len(items) * SPANS_PER_MESSAGE
+    spans = sum(span_count(item) for item in items)
+    return _best(pickle_batch, max(1, count // 500)) / spans * SPANS_PER_MESSAGE
 
 
 def _facts_floor(count: int) -> tuple[float, float]:
@@ -139,7 +142,7 @@ def _facts_floor(count: int) -> tuple[float, float]:
     for _ in range(103):
         emit()
     provider.force_flush()
-    facts = list(exporter.last)[-512:]
+    facts = list(exporter.last)[-128:]
     provider.shutdown()
     assert facts and all(type(f) is tuple for f in facts), "the facts path did not apply"
     return build, _pickle_cost(facts, count)
