@@ -586,8 +586,12 @@ _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 
-def frame_attributes(frame: Frame, preview_redactor: Any = None) -> Attributes:
+def frame_attributes(
+    frame: Frame, preview_redactor: Any = None, code: Attributes | None = None
+) -> Attributes:
+    """A frame's attributes, after the ``code.*`` ones of the function that handled it."""
     attributes: Attributes = {
+        **(code or {}),
         vocab.WS_FIN: frame.fin,
         vocab.WS_RSV: frame.rsv,
         vocab.WS_OPCODE: frame.opcode,

@@ -144,11 +144,11 @@ def emit_frames(
     redactor = record.config.redact_payload
     code = record.ws_code.get(name, {})
     for frame in frames:
-        attrs = frame_attributes(frame.frame, redactor)
         if mode == vocab.FRAMES_SPANS:
-            record.recorder.span(name, parent, frame.start, frame.end, {**code, **attrs})
+            attrs = frame_attributes(frame.frame, redactor, code)
+            record.recorder.span(name, parent, frame.start, frame.end, attrs)
         else:
-            parent.add_event(name, attrs, timestamp=frame.start)
+            parent.add_event(name, frame_attributes(frame.frame, redactor), timestamp=frame.start)
 
 
 def emit_control_frame(record: ConnectionRecord, name: str, frame: FrameRecord) -> None:
