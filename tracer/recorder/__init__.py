@@ -30,6 +30,7 @@ from tracer.config import TracerConfig
 from tracer.recorder import abandoned
 from tracer.recorder.connection import ConnectionRecord
 from tracer.recorder.emit.messages import emit_broadcast
+from tracer.recorder.family import FAMILY_TYPES, FamilyRoot
 from tracer.recorder.records import (
     MAX_SENDS_PER_MESSAGE,
     Attributes,
@@ -45,8 +46,6 @@ from tracer.recorder.records import (
 )
 from tracer.recorder.spans import (
     _ROOT_CONTEXT,
-    FAMILY_TYPES,
-    FamilyRoot,
     PendingSpan,
     SdkParts,
     code_attributes,

@@ -1,0 +1,246 @@
+"""Families: a span finished together with the spans under it, handed on as one fact.
+
+A received message ends after its frames, sends and broadcasts, all of them recorded after
+the fact.  Where every span processor takes facts (``wstrace serve``'s export process, see
+:mod:`tracer.export.pipeline`), those spans need no context, id or fact of their own in the
+server: nothing there refers to them.  So the message is a :class:`FamilyRoot`, the spans made
+under it are :class:`FamilyMember`\\s (leaves are made as plain tuples at once), and when the
+message ends the whole family goes to the pipeline as one
+:func:`~tracer.export.facts.family` fact.  The export process gives the members their ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from tracer import vocab
+from tracer.export import facts
+from tracer.recorder.promises import within_limits
+from tracer.recorder.records import Attributes
+from tracer.recorder.spans import PendingSpan, SdkParts, _AfterTheFact
+
+_UNSET = facts.UNSET
+_INTERNAL = SpanKind.INTERNAL
+
+
+class FamilyMember(_AfterTheFact):
+    """A span made under a :class:`FamilyRoot`: it finishes with the family and travels in
+    its fact, so it has no span context in the server (the export process gives it its id).
+    Nothing may take it as the parent of a span made elsewhere."""
+
+    __slots__ = ("_end", "_members")
+
+    def __init__(
+        self,
+        name: str,
+        start: int,
+        attributes: Attributes | None,
+        links: Sequence[Link] | None,
+        kind: SpanKind,
+    ) -> None:
+        # _AfterTheFact's fields, set here: one call less for every member of every message.
+        self._name = name
+        self._start = start
+        self._attributes = attributes if attributes is not None else {}
+        self._owned = attributes is None
+        self._links = tuple(links) if links else ()
+        self._events = None
+        self._kind = kind
+        self._status = _UNSET
+        self._end = 0
+        self._members: list[Any] | None = None
+
+    def member(
+        self,
+        name: str,
+        start: int,
+        attributes: Attributes | None,
+        links: Sequence[Link] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+    ) -> FamilyMember:
+        """A span under this one, in the same family."""
+        made = FamilyMember(name, start, attributes, links, kind)
+        if self._members is None:
+            self._members = [made]
+        else:
+            self._members.append(made)
+        return made
+
+    def leaf(
+        self, sdk: SdkParts, name: str, start: int, end: int, attributes: Attributes | None,
+        error: str | None,
+    ) -> None:
+        """A finished span under this one with nothing under it (a frame): made as the
+        family's fact holds it at once, within ``sdk``'s ``SpanLimits``."""
+        status = None
+        if error is not None:
+            attributes = {**(attributes or {}), vocab.ERROR_TYPE: error}
+            status = facts.fact_status(Status(StatusCode.ERROR, error))
+        elif attributes is None:
+            attributes = {}
+        if sdk.limits is not None and len(attributes) > sdk.max_attributes:
+            attributes = within_limits(sdk.limits, attributes, (), ())[0]
+            if type(attributes) is not dict:
+                attributes = facts.fact_attributes(attributes)
+        made = (name, start, end, 0, status, attributes, (), (), None, ())
+        if self._members is None:
+            self._members = [made]
+        else:
+            self._members.append(made)
+
+    def get_span_context(self) -> trace.SpanContext:
+        return trace.INVALID_SPAN_CONTEXT  # its id is made where the family is built
+
+    def is_recording(self) -> bool:
+        return True
+
+    def end(self, end_time: int | None = None) -> None:
+        if not self._end:
+            self._end = end_time if end_time is not None else time_ns()
+
+
+class FamilyRoot(PendingSpan):
+    """A span that is finished together with the spans under it and goes to the pipeline as
+    one family fact (:func:`tracer.export.facts.family`): a received message with its frames,
+    sends and broadcasts.  Made only when every processor takes facts
+    (:meth:`~tracer.recorder.spans.SdkParts.families`); spans made under it are
+    :class:`FamilyMember`\\s."""
+
+    __slots__ = ("_members",)
+
+    def __init__(
+        self,
+        sdk: SdkParts,
+        name: str,
+        context: trace.SpanContext,
+        parent: trace.SpanContext | None,
+        start: int,
+        attributes: Attributes | None,
+        kind: SpanKind,
+    ) -> None:
+        # The fields of its bases, set here: one message makes one family.
+        self._name = name
+        self._start = start
+        self._attributes = attributes if attributes is not None else {}
+        self._owned = attributes is None
+        self._links = ()
+        self._events = None
+        self._kind = kind
+        self._status = _UNSET
+        self._sdk = sdk
+        self._parent = parent
+        self._context = context
+        self._started = False
+        self._members: list[Any] | None = None
+
+    member = FamilyMember.member
+    leaf = FamilyMember.leaf
+
+    def end(self, end_time: int | None = None) -> None:
+        sdk = self._sdk
+        if sdk is None:
+            return  # ended already
+        self._sdk = None
+        emit_family(sdk, self, end_time if end_time is not None else time_ns())
+
+
+FAMILY_TYPES = (FamilyRoot, FamilyMember)
+"""Parents whose children join their family."""
+
+
+def emit_family(sdk: SdkParts, root: FamilyRoot, end: int) -> None:
+    """Hand a :class:`FamilyRoot` and its members to the processors as one family fact,
+    each span within the provider's ``SpanLimits``; as separate spans if the processors
+    changed since the family started and some now need spans."""
+    sink = sdk.facts
+    takers = sink.takers() if sink is not None else None
+    if takers is None:
+        _emit_spread(sdk, root, end)
+        return
+    counted = [1]
+    members = _members_as_facts(sdk, root._members, end, counted)
+    attributes, events, links = root._attributes, root._events or (), root._links
+    if sdk.limits is not None and (len(attributes) > sdk.max_attributes or events or links):
+        attributes, events, links = within_limits(sdk.limits, attributes, events, links)
+    fact = facts.family(
+        facts.make(
+            sink.origin,  # type: ignore[union-attr]  # takers come from the sink
+            root._name, root._context, root._parent, root._start, end, attributes, events,
+            links, root._kind, root._status,
+        ),
+        members,
+        counted[0],
+    )  # fmt: skip
+    for take in takers:
+        take(fact)
+
+def _members_as_facts(
+    sdk: SdkParts, members: list[Any] | None, end: int, counted: list[int]
+) -> tuple[Any, ...]:
+    """Members as a family fact holds them (leaves are made so already, see
+    :meth:`FamilyMember.leaf`); one still open ends with the family."""
+    if not members:
+        return ()
+    made = []
+    limits = sdk.limits
+    for one in members:
+        if type(one) is tuple:
+            made.append(one)
+            continue
+        attributes, events, links = one._attributes, one._events or (), one._links
+        if limits is not None and (len(attributes) > sdk.max_attributes or events or links):
+            attributes, events, links = within_limits(limits, attributes, events, links)
+        under = _members_as_facts(sdk, one._members, end, counted) if one._members else ()
+        stop = max(one._end or end, one._start)
+        plain = not (one._events or one._links) and one._kind is _INTERNAL
+        if not plain or type(attributes) is not dict:
+            made.append(
+                facts.member(one._name, one._start, stop, attributes, events, links,
+                             one._kind, one._status, under)
+            )  # fmt: skip
+        else:  # the usual member (a send, a broadcast): facts.member's tuple, made here
+            status = one._status
+            made.append(
+                (one._name, one._start, stop, 0,
+                 None if status is _UNSET else facts.fact_status(status), attributes, (), (),
+                 None, under)
+            )  # fmt: skip
+    counted[0] += len(made)
+    return tuple(made)
+
+def _emit_spread(sdk: SdkParts, root: FamilyRoot, end: int) -> None:
+    """A family's spans one by one (ids made here, parents first), as
+    :meth:`~tracer.recorder.spans.SdkParts.emit` would have had them without the family."""
+    ended: list[tuple[Any, trace.SpanContext, trace.SpanContext]] = []
+
+    def place(members: list[Any] | None, parent: trace.SpanContext) -> None:
+        for one in members or ():
+            context = trace.SpanContext(
+                parent.trace_id, sdk.new_span_id(), False, parent.trace_flags,
+                parent.trace_state,
+            )  # fmt: skip
+            if type(one) is not tuple:
+                place(one._members, context)
+            ended.append((one, context, parent))
+
+    place(root._members, root._context)
+    for one, context, parent in ended:
+        if type(one) is tuple:  # a leaf, as the family's fact holds it
+            name, start, stop, attributes, status = facts.leaf_parts(one)
+            sdk.emit(name, context, parent, start, stop, attributes, status=status)
+            continue
+        sdk.emit(
+            one._name, context, parent, one._start, max(one._end or end, one._start),
+            one._attributes, events=one._events or (), links=one._links, kind=one._kind,
+            status=one._status,
+        )  # fmt: skip
+    sdk.emit(
+        root._name, root._context, root._parent, root._start, end, root._attributes,
+        events=root._events or (), links=root._links, kind=root._kind, status=root._status,
+        started=root._started,
+    )  # fmt: skip
