@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from tracer.broadcast import broadcast
 from tracer.config import TracerConfig
+from tracer.export.facts import span_count
 from tracer.hooks import ws
 from tracer.hooks.context import RECORD_ATTRIBUTE, Active
 from tracer.recorder import ConnectionRecord, Recorder
@@ -75,7 +76,7 @@ class _Count(SpanProcessor):
         return True
 
     def on_fact(self, fact: Any) -> None:
-        self.ended += 1
+        self.ended += span_count(fact)  # a message's family counts every span it holds
 
 
 class _Transport:

@@ -274,6 +274,15 @@ def leaf_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Status]:
     )
 
 
+def plain_member(
+    name: str, start: int, end: int, status: Any, attributes: Any, members: tuple[Any, ...] = ()
+) -> tuple[Any, ...]:
+    """:func:`member` of an ``INTERNAL`` span with no events or links (a frame, a send, a
+    broadcast), ``status`` and ``attributes`` as facts hold them already: the usual member,
+    made without the conversions."""
+    return (name, start, end, 0, status, attributes, (), (), None, members)
+
+
 def family(fact: Fact, members: tuple[Any, ...], spans: int) -> Fact:
     """A span's fact with its ``members`` (from :func:`member`): ``spans`` spans in all."""
     return (*fact, spans, members)

@@ -87,7 +87,7 @@ class FamilyMember(_AfterTheFact):
             attributes = within_limits(sdk.limits, attributes, (), ())[0]
             if type(attributes) is not dict:
                 attributes = facts.fact_attributes(attributes)
-        made = (name, start, end, 0, status, attributes, (), (), None, ())
+        made = facts.plain_member(name, start, end, status, attributes)
         if self._members is None:
             self._members = [made]
         else:
@@ -203,13 +203,9 @@ def _members_as_facts(
                 facts.member(one._name, one._start, stop, attributes, events, links,
                              one._kind, one._status, under)
             )  # fmt: skip
-        else:  # the usual member (a send, a broadcast): facts.member's tuple, made here
-            status = one._status
-            made.append(
-                (one._name, one._start, stop, 0,
-                 None if status is _UNSET else facts.fact_status(status), attributes, (), (),
-                 None, under)
-            )  # fmt: skip
+        else:  # the usual member (a send, a broadcast)
+            status = None if one._status is _UNSET else facts.fact_status(one._status)
+            made.append(facts.plain_member(one._name, one._start, stop, status, attributes, under))
     counted[0] += len(made)
     return tuple(made)
 
