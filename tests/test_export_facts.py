@@ -417,10 +417,9 @@ def test_a_family_expanded_after_the_pipe_is_the_spans_built_here(limits: Any) -
     message = pickle.loads(
         _dumps(("spans", [family, connection], True, {n: facts.origin_parts(n) for n in numbers}))
     )
-    # The members' ids are made where the family is expanded: here, by the same counter the
-    # other provider's spans took theirs from, so they match one for one.
-    new_id = by_facts.id_generator.generate_span_id
-    expanded = [*facts.expand(message[1][0], new_id), message[1][1]]
+    # Members' ids were made in the server as they were made, by the counter the other
+    # provider's spans took theirs from: they match one for one.
+    expanded = [*facts.expand(message[1][0]), message[1][1]]
     rebuilt = [facts.rebuild(fact, message[3]) for fact in expanded]
     built = list(memory.get_finished_spans())
     assert [support.described(s) for s in rebuilt] == [support.described(s) for s in built]
@@ -508,7 +507,7 @@ def test_a_family_the_export_process_cannot_build_counts_all_its_spans_failed(
     ended = support.make_family(tp)
     family, connection = collector.facts
     first = list(family[facts.MEMBERS][0])
-    first[3] = 99  # no such SpanKind, deep in the family
+    first[4] = 99  # no such SpanKind, deep in the family
     broken = (*family[: facts.MEMBERS], (tuple(first), *family[facts.MEMBERS][1:]))
     exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
     assert exporter.export([broken, connection]).name == "SUCCESS"

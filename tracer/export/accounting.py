@@ -105,7 +105,7 @@ def _fact_bytes(fact: Fact) -> int:
 
 
 def _members_bytes(members: tuple[Any, ...]) -> int:
-    return sum(_one_fact_bytes(m[5], m[6]) + _members_bytes(m[9]) for m in members)
+    return sum(_one_fact_bytes(m[6], m[7]) + _members_bytes(m[10]) for m in members)
 
 
 def _one_fact_bytes(attributes: Any, events: Any) -> int:

@@ -40,20 +40,21 @@ facts for it costs the event loop five times what one costs, so such a span goes
 ======================  ==================================================================
 ``spans``               how many spans the family stands for (itself and every member):
                         what the pipeline counts, drops and reports, span by span
-``members``             its children, each ``(name, start, end, kind, status, attributes,
-                        events, links, dropped, members)`` in the encodings above
+``members``             its children, each ``(span_id, name, start, end, kind, status,
+                        attributes, events, links, dropped, members)`` in the encodings
+                        above; their trace, flags and state are the family's
 ======================  ==================================================================
 
-Members have no ids in the server: nothing there refers to them.  The export process gives
-them theirs (:func:`expand`), parents before children and siblings in the order they were
-made, as the server would have; and yields the spans in the order the server would have
-ended them, children first.
+Members get their ids in the server, as they are made (every output of the server writes the
+same span under the same id), but no span context, fact or pipeline entry of their own:
+:func:`expand` makes their facts where the spans are built, in the order the server would
+have ended them, children first.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -222,6 +223,7 @@ def _events_and_links(events: Sequence[Event], links: Sequence[Link]) -> tuple[A
 
 
 def member(
+    span_id: int,
     name: str,
     start: int,
     end: int,
@@ -235,6 +237,7 @@ def member(
     """A family member (see the module's docstring), ``SpanLimits`` applied already."""
     events, links, dropped = _events_and_links(events, links)
     return (
+        span_id,
         name,
         start,
         end,
@@ -264,23 +267,29 @@ def check(fact: Fact, origins: dict[int, Any]) -> None:
 def leaf_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Status]:
     """``(name, start, end, attributes, status)`` of a member with no events, links or
     members of its own (a leaf made as its family's fact holds it)."""
-    status = member[4]
+    status = member[5]
     return (
-        member[0],
         member[1],
         member[2],
-        _rebuilt_attributes(member[5]),
+        member[3],
+        _rebuilt_attributes(member[6]),
         UNSET if status is None else Status(StatusCode(status[0]), status[1]),
     )
 
 
 def plain_member(
-    name: str, start: int, end: int, status: Any, attributes: Any, members: tuple[Any, ...] = ()
+    span_id: int,
+    name: str,
+    start: int,
+    end: int,
+    status: Any,
+    attributes: Any,
+    members: tuple[Any, ...] = (),
 ) -> tuple[Any, ...]:
     """:func:`member` of an ``INTERNAL`` span with no events or links (a frame, a send, a
     broadcast), ``status`` and ``attributes`` as facts hold them already: the usual member,
     made without the conversions."""
-    return (name, start, end, 0, status, attributes, (), (), None, members)
+    return (span_id, name, start, end, 0, status, attributes, (), (), None, members)
 
 
 def family(fact: Fact, members: tuple[Any, ...], spans: int) -> Fact:
@@ -293,17 +302,18 @@ def span_count(item: Any) -> int:
     return item[SPANS] if type(item) is tuple and len(item) > SPANS else 1
 
 
-def expand(fact: Fact, new_span_id: Callable[[], int]) -> list[Fact]:
-    """A family's spans as plain facts, members given ids by ``new_span_id`` (parents first,
-    siblings in order), in the order they ended: children before their parent, itself last."""
+def expand(fact: Fact) -> list[Fact]:
+    """A family's spans as plain facts, in the order they ended: children before their
+    parent, itself last."""
     if len(fact) <= SPANS:
         return [fact]
     number, _, trace_id, span_id, _, flags, state = fact[:7]
     spans: list[Fact] = []
 
     def add(parent_id: int, members: tuple[Any, ...]) -> None:
-        for name, start, end, kind, status, attributes, events, links, dropped, own in members:
-            own_id = new_span_id()
+        for (
+            own_id, name, start, end, kind, status, attributes, events, links, dropped, own,
+        ) in members:  # fmt: skip
             if own:
                 add(own_id, own)
             spans.append(
@@ -426,8 +436,8 @@ def plain(fact: Fact, value: Any) -> Fact:
         return {str(k): value(v) for k, v in attributes.items()}
 
     def plain_member(item: tuple[Any, ...]) -> tuple[Any, ...]:
-        name, start, end, kind, status, attributes, events, links, dropped, members = item
-        return (name, start, end, kind, status, attrs(attributes),
+        span_id, name, start, end, kind, status, attributes, events, links, dropped, members = item
+        return (span_id, name, start, end, kind, status, attrs(attributes),
                 tuple((n, t, attrs(a)) for n, t, a in events),
                 tuple((*link[:5], attrs(link[5])) for link in links), dropped,
                 tuple(plain_member(m) for m in members))  # fmt: skip

@@ -59,7 +59,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
@@ -539,17 +538,17 @@ def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
 def _rebuild_into(
     batch: list[Any], items: list[Any], origins: dict[int, Any], keep_facts: bool = False
 ) -> int:
-    """Add ``items`` to ``batch``, facts built into spans (a family's members given their
-    ids here) or, with ``keep_facts`` (an exporter that writes facts itself), checked and
-    kept as plain span facts; returns how many spans could not be (logged and counted as
-    failed: one bad fact must not end the export process)."""
+    """Add ``items`` to ``batch``, facts (families expanded) built into spans or, with
+    ``keep_facts`` (an exporter that writes facts itself), checked and kept as plain span
+    facts; returns how many spans could not be (logged and counted as failed: one bad fact
+    must not end the export process)."""
     failed = 0
     for item in items:
         if type(item) is not tuple:
             batch.append(item)
             continue
         try:
-            spans = facts.expand(item, _new_span_id) if len(item) > facts.SPANS else (item,)
+            spans = facts.expand(item) if len(item) > facts.SPANS else (item,)
             if keep_facts:
                 for fact in spans:
                     facts.check(fact, origins)
@@ -561,10 +560,6 @@ def _rebuild_into(
                 logger.exception("wstrace export process: a span could not be rebuilt")
             failed += facts.span_count(item)
     return failed
-
-
-_new_span_id = RandomIdGenerator().generate_span_id
-"""Ids for family members, made as the SDK's default generator makes them."""
 
 
 def _tune_collector() -> None:

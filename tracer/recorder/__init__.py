@@ -145,7 +145,7 @@ class Recorder:
         if sdk is not None:
             if parent is not None:
                 if type(parent) in FAMILY_TYPES:
-                    return parent.member(name, start, attributes, links, kind)
+                    return parent.member(sdk, name, start, attributes, links, kind)
                 parent_context = parent.get_span_context()
                 if not parent.is_recording():
                     return trace.NonRecordingSpan(parent_context)

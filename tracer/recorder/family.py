@@ -6,7 +6,8 @@ the fact.  Where every span processor takes facts (``wstrace serve``'s export pr
 server: nothing there refers to them.  So the message is a :class:`FamilyRoot`, the spans made
 under it are :class:`FamilyMember`\\s (leaves are made as plain tuples at once), and when the
 message ends the whole family goes to the pipeline as one
-:func:`~tracer.export.facts.family` fact.  The export process gives the members their ids.
+:func:`~tracer.export.facts.family` fact.  Members get their ids here as they are made (every
+output writes a span under the same id), and their spans are built where they are exported.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ _INTERNAL = SpanKind.INTERNAL
 
 class FamilyMember(_AfterTheFact):
     """A span made under a :class:`FamilyRoot`: it finishes with the family and travels in
-    its fact, so it has no span context in the server (the export process gives it its id).
-    Nothing may take it as the parent of a span made elsewhere."""
+    its fact, so it has an id but no span context in the server.  Nothing may take it as
+    the parent of a span made elsewhere."""
 
-    __slots__ = ("_end", "_members")
+    __slots__ = ("_end", "_id", "_members")
 
     def __init__(
         self,
+        span_id: int,
         name: str,
         start: int,
         attributes: Attributes | None,
@@ -52,19 +54,22 @@ class FamilyMember(_AfterTheFact):
         self._events = None
         self._kind = kind
         self._status = _UNSET
+        self._id = span_id
         self._end = 0
         self._members: list[Any] | None = None
 
     def member(
         self,
+        sdk: SdkParts,
         name: str,
         start: int,
         attributes: Attributes | None,
         links: Sequence[Link] | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
     ) -> FamilyMember:
-        """A span under this one, in the same family."""
-        made = FamilyMember(name, start, attributes, links, kind)
+        """A span under this one, in the same family (its id made by ``sdk`` now, as the span
+        would have had it outside a family)."""
+        made = FamilyMember(sdk.new_span_id(), name, start, attributes, links, kind)
         if self._members is None:
             self._members = [made]
         else:
@@ -76,7 +81,8 @@ class FamilyMember(_AfterTheFact):
         error: str | None,
     ) -> None:
         """A finished span under this one with nothing under it (a frame): made as the
-        family's fact holds it at once, within ``sdk``'s ``SpanLimits``."""
+        family's fact holds it at once, its id by ``sdk``, within ``sdk``'s ``SpanLimits``."""
+        span_id = sdk.new_span_id()
         status = None
         if error is not None:
             attributes = {**(attributes or {}), vocab.ERROR_TYPE: error}
@@ -87,14 +93,14 @@ class FamilyMember(_AfterTheFact):
             attributes = within_limits(sdk.limits, attributes, (), ())[0]
             if type(attributes) is not dict:
                 attributes = facts.fact_attributes(attributes)
-        made = facts.plain_member(name, start, end, status, attributes)
+        made = facts.plain_member(span_id, name, start, end, status, attributes)
         if self._members is None:
             self._members = [made]
         else:
             self._members.append(made)
 
     def get_span_context(self) -> trace.SpanContext:
-        return trace.INVALID_SPAN_CONTEXT  # its id is made where the family is built
+        return trace.INVALID_SPAN_CONTEXT  # no context: it lives inside its family's fact
 
     def is_recording(self) -> bool:
         return True
@@ -179,6 +185,7 @@ def emit_family(sdk: SdkParts, root: FamilyRoot, end: int) -> None:
     for take in takers:
         take(fact)
 
+
 def _members_as_facts(
     sdk: SdkParts, members: list[Any] | None, end: int, counted: list[int]
 ) -> tuple[Any, ...]:
@@ -200,25 +207,28 @@ def _members_as_facts(
         plain = not (one._events or one._links) and one._kind is _INTERNAL
         if not plain or type(attributes) is not dict:
             made.append(
-                facts.member(one._name, one._start, stop, attributes, events, links,
+                facts.member(one._id, one._name, one._start, stop, attributes, events, links,
                              one._kind, one._status, under)
             )  # fmt: skip
         else:  # the usual member (a send, a broadcast)
             status = None if one._status is _UNSET else facts.fact_status(one._status)
-            made.append(facts.plain_member(one._name, one._start, stop, status, attributes, under))
+            made.append(
+                facts.plain_member(one._id, one._name, one._start, stop, status, attributes, under)
+            )
     counted[0] += len(made)
     return tuple(made)
 
+
 def _emit_spread(sdk: SdkParts, root: FamilyRoot, end: int) -> None:
-    """A family's spans one by one (ids made here, parents first), as
-    :meth:`~tracer.recorder.spans.SdkParts.emit` would have had them without the family."""
+    """A family's spans one by one, as :meth:`~tracer.recorder.spans.SdkParts.emit` would have
+    had them without the family."""
     ended: list[tuple[Any, trace.SpanContext, trace.SpanContext]] = []
 
     def place(members: list[Any] | None, parent: trace.SpanContext) -> None:
         for one in members or ():
             context = trace.SpanContext(
-                parent.trace_id, sdk.new_span_id(), False, parent.trace_flags,
-                parent.trace_state,
+                parent.trace_id, one[0] if type(one) is tuple else one._id, False,
+                parent.trace_flags, parent.trace_state,
             )  # fmt: skip
             if type(one) is not tuple:
                 place(one._members, context)
