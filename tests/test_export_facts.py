@@ -220,8 +220,9 @@ def test_a_connection_on_the_serve_set_up_travels_as_facts(
     assert counts.written > 20 and counts.dropped_total == 0 and counts.failed == 0
     assert counts.as_facts == counts.written
     assert made.count == 0  # no ReadableSpan of wstrace's was built in the server
-    # Each echoed message went as one family: itself, its frame, its send and the send's frame.
-    assert families == [4, 4, 4]
+    # Each echoed message went as one family (itself, its frame, its send and the send's
+    # frame), and so did the close with its two close frames.
+    assert families == [4, 4, 4, 3]
     assert exporter.path is not None
     spans = spans_in(exporter.path)
     assert len(spans) == counts.written
