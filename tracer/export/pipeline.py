@@ -48,10 +48,9 @@ processors changes):
   the spans it is given) — the set-up of ``wstrace serve`` and ``wstrace demo``.  The server
   makes the ids (so ``traceparent`` and the app's own spans join the same trace), samples,
   applies the provider's ``SpanLimits`` and hands each pipeline a fact; no ``ReadableSpan``
-  of wstrace's is made in the server (but the rare loss marker).  A received message goes
-  with the spans under it as one *family* fact, whose members get their ids in the export
-  process (nothing in the server refers to them); the pipeline counts, holds and drops it
-  span by span all the same.  Spans the app makes through
+  of wstrace's is made in the server (but the rare loss marker).  A received message (and a
+  close) goes with the spans under it as one *family* fact (:mod:`tracer.recorder.family`);
+  the pipeline counts, holds and drops it span by span all the same.  Spans the app makes through
   the SDK are built and arrive as usual, and share the batches.
 - **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
   of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
