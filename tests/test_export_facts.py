@@ -23,7 +23,7 @@ from tests.support.tracing import echo_instrumented
 from tracer import vocab
 from tracer.demo import make_provider
 from tracer.export import facts
-from tracer.export.accounting import ExportCounts, estimate_bytes
+from tracer.export.accounting import ExportCounts
 from tracer.export.offload import OTLP_FILE_FACTORY, SubprocessExporter, _dumps
 from tracer.export.otlp_file import OTLPJsonFileExporter
 from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes, spans_to_otlp_line
@@ -59,15 +59,7 @@ def assert_whole_tree(spans: dict[str, dict[str, Any]]) -> None:
 @pytest.mark.fast
 @pytest.mark.parametrize("limits", [support.LIMITS, support.NO_EVENTS_OR_LINKS])
 def test_facts_rebuilt_after_the_pipe_are_the_spans_built_here(limits: Any) -> None:
-    collector = support.FactCollector()
-    by_facts = support.provider(limits)
-    by_facts.add_span_processor(collector)
-    ended = support.make_spans(by_facts)
-
-    memory = InMemorySpanExporter()
-    by_spans = support.provider(limits)
-    by_spans.add_span_processor(SimpleSpanProcessor(memory))
-    support.make_spans(by_spans)
+    collector, memory, ended = support.both_ways(support.make_spans, limits)
 
     assert collector.spans == [] and len(collector.facts) == ended
     # Across the pipe as the export process gets them: the chunk and the origins pickled.
@@ -302,19 +294,9 @@ def test_app_spans_and_facts_share_one_trace_and_its_parentage(tmp_path: Path) -
 
 
 def test_past_the_cap_facts_drop_whole_newest_traces_and_mark_them(tmp_path: Path) -> None:
-    path = tmp_path / "out.otlp.jsonl"
-    exporter = support.GatedExportProcess(OTLP_FILE_FACTORY, path=str(path))
-    exporter.path = path
-    tp = TracerProvider()  # no SpanLimits: the pad is what the byte cap weighs
-    recorder = Recorder(tp)
-    pad = {"pad": "x" * 10_000}
-    roots = {name: recorder.start(name, None, support.T0, pad) for name in "WABC"}
-    probe = facts.make(0, "probe", roots["W"].get_span_context(), None, 0, 0, pad, (), (),
-                       trace.SpanKind.INTERNAL, None)
-    span_bytes = estimate_bytes(probe)
-    pipeline = ExportPipeline(exporter, max_bytes=int(span_bytes * 3.5), batch_spans=1,
-                              span_bytes=span_bytes)
-    tp.add_span_processor(pipeline)
+    capped = support.CappedFile(tmp_path, "WABC")
+    path, exporter, tp, pipeline = capped.path, capped.exporter, capped.tp, capped.pipeline
+    recorder, pad, roots = capped.recorder, capped.pad, capped.roots
 
     def leaf(name: str) -> None:
         recorder.span(name, roots[name[0].upper()], support.T0 + 1, support.T0 + 2, pad)
@@ -402,15 +384,7 @@ def test_a_fact_the_export_process_cannot_build_is_counted_failed_not_fatal(
 @pytest.mark.fast
 @pytest.mark.parametrize("limits", [support.LIMITS, support.NO_EVENTS_OR_LINKS])
 def test_a_family_expanded_after_the_pipe_is_the_spans_built_here(limits: Any) -> None:
-    collector = support.FactCollector()
-    by_facts = support.provider(limits)
-    by_facts.add_span_processor(collector)
-    ended = support.make_family(by_facts)
-
-    memory = InMemorySpanExporter()
-    by_spans = support.provider(limits)
-    by_spans.add_span_processor(SimpleSpanProcessor(memory))
-    assert support.make_family(by_spans) == ended
+    collector, memory, ended = support.both_ways(support.make_family, limits)
 
     family, connection = collector.facts  # the message with everything under it, one fact
     assert collector.spans == [] and facts.span_count(family) == ended - 1
@@ -459,19 +433,9 @@ def test_a_family_goes_out_span_by_span_when_a_processor_needs_spans_before_it_e
 
 
 def test_a_family_is_counted_span_by_span_when_written_and_when_dropped(tmp_path: Path) -> None:
-    path = tmp_path / "out.otlp.jsonl"
-    exporter = support.GatedExportProcess(OTLP_FILE_FACTORY, path=str(path))
-    exporter.path = path
-    tp = TracerProvider()  # no SpanLimits: the pad is what the byte cap weighs
-    recorder = Recorder(tp)
-    pad = {"pad": "x" * 10_000}
-    roots = {name: recorder.start(name, None, support.T0, pad) for name in "WFG"}
-    probe = facts.make(0, "probe", roots["W"].get_span_context(), None, 0, 0, pad, (), (),
-                       trace.SpanKind.INTERNAL, None)
-    span_bytes = estimate_bytes(probe)
-    pipeline = ExportPipeline(exporter, max_bytes=int(span_bytes * 3.5), batch_spans=1,
-                              span_bytes=span_bytes)
-    tp.add_span_processor(pipeline)
+    capped = support.CappedFile(tmp_path, "WFG")
+    path, exporter, tp, pipeline = capped.path, capped.exporter, capped.tp, capped.pipeline
+    recorder, pad, roots = capped.recorder, capped.pad, capped.roots
 
     def family(name: str, members: int) -> None:
         top = recorder.start_family(name, roots[name[0].upper()], support.T0 + 1, pad)

@@ -4,17 +4,24 @@ facts and one that gets ``ReadableSpan``\\s, so the two ways can be compared."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tests.support.tracing import Gated
 from tracer import vocab
-from tracer.export.offload import SubprocessExporter
+from tracer.export import facts
+from tracer.export.accounting import estimate_bytes
+from tracer.export.offload import OTLP_FILE_FACTORY, SubprocessExporter
+from tracer.export.pipeline import ExportPipeline
 from tracer.recorder import Recorder
 
 T0 = 1_700_000_000_000_000_000
@@ -88,6 +95,23 @@ def described(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
+def both_ways(
+    make: Callable[[TracerProvider], int], limits: SpanLimits
+) -> tuple[FactCollector, InMemorySpanExporter, int]:
+    """The same spans made by ``make`` on two providers with ``limits``: one whose processor
+    takes facts (the collector), one whose processor gets ``ReadableSpan``\\s (kept in the
+    exporter); and how many spans each ended."""
+    collector = FactCollector()
+    by_facts = provider(limits)
+    by_facts.add_span_processor(collector)
+    ended = make(by_facts)
+    memory = InMemorySpanExporter()
+    by_spans = provider(limits)
+    by_spans.add_span_processor(SimpleSpanProcessor(memory))
+    assert make(by_spans) == ended
+    return collector, memory, ended
+
+
 class FactCollector(SpanProcessor):
     """Keeps the facts handed to it, as a pipeline in front of an export process would take
     them (``takes_facts``), and any ``ReadableSpan`` that still reaches it."""
@@ -110,6 +134,39 @@ class GatedExportProcess(Gated, SubprocessExporter):
     """The real export process, held at its first export until the test opens the gate."""
 
     rebuilds_spans = True  # its export only waits, then hands everything on: facts too
+
+
+class CappedFile:
+    """A file written by a :class:`GatedExportProcess` behind a pipeline with room for three
+    and a half spans padded to 10 KB, and one padded root span per letter of ``names``."""
+
+    def __init__(self, tmp_path: Path, names: str) -> None:
+        self.path = tmp_path / "out.otlp.jsonl"
+        self.exporter = GatedExportProcess(OTLP_FILE_FACTORY, path=str(self.path))
+        self.exporter.path = self.path
+        self.tp = TracerProvider()  # no SpanLimits: the pad is what the byte cap weighs
+        self.recorder = Recorder(self.tp)
+        self.pad = {"pad": "x" * 10_000}
+        self.roots = {name: self.recorder.start(name, None, T0, self.pad) for name in names}
+        probe = facts.make(0, "probe", self.roots[names[0]].get_span_context(), None, 0, 0,
+                           self.pad, (), (), SpanKind.INTERNAL, None)  # fmt: skip
+        span_bytes = estimate_bytes(probe)
+        self.pipeline = ExportPipeline(self.exporter, max_bytes=int(span_bytes * 3.5),
+                                       batch_spans=1, span_bytes=span_bytes)  # fmt: skip
+        self.tp.add_span_processor(self.pipeline)
+
+
+def over_every_limit(span: Any) -> None:
+    """Give ``span`` more attributes, longer values, more events and links, and more of their
+    attributes than :data:`LIMITS` lets it keep."""
+    span.set_attributes({f"a{n}": n for n in range(9)})
+    span.set_attribute("long", "y" * 100)
+    for n in range(4):
+        span.add_event(f"e{n}", {"p": 1, "q": 2, "r": "z" * 50}, T0 + 32 + n)
+    for n in range(3):
+        span.add_link(
+            trace.SpanContext(0x777, 0x100 + n, False, trace.TraceFlags(1)), {"u": 1, "v": 2}
+        )
 
 
 def make_spans(tp: TracerProvider) -> int:
@@ -141,14 +198,7 @@ def make_spans(tp: TracerProvider) -> int:
     send.set_status(Status(StatusCode.ERROR, "peer went away"))
     send.end(T0 + 30)
     limited = recorder.start("limited", root, T0 + 31, None, None, SpanKind.CLIENT)
-    limited.set_attributes({f"a{n}": n for n in range(9)})
-    limited.set_attribute("long", "y" * 100)
-    for n in range(4):
-        limited.add_event(f"e{n}", {"p": 1, "q": 2, "r": "z" * 50}, T0 + 32 + n)
-    for n in range(3):
-        limited.add_link(
-            trace.SpanContext(0x777, 0x100 + n, False, trace.TraceFlags(1)), {"u": 1, "v": 2}
-        )
+    over_every_limit(limited)
     limited.end(T0 + 40)
     message.set_status(Status(StatusCode.OK))
     message.end(T0 + 50)
@@ -187,14 +237,7 @@ def make_family(tp: TracerProvider) -> int:
         send.end(T0 + 25 + n)
     broadcast.end(T0 + 30)
     limited = recorder.start("limited", message, T0 + 31, None, None, SpanKind.CLIENT)
-    limited.set_attributes({f"a{n}": n for n in range(9)})
-    limited.set_attribute("long", "y" * 100)
-    for n in range(4):
-        limited.add_event(f"e{n}", {"p": 1, "q": 2, "r": "z" * 50}, T0 + 32 + n)
-    for n in range(3):
-        limited.add_link(
-            trace.SpanContext(0x777, 0x100 + n, False, trace.TraceFlags(1)), {"u": 1, "v": 2}
-        )
+    over_every_limit(limited)
     limited.end(T0 + 40)
     message.add_event("handled", {"ns": 5}, T0 + 45)
     message.end(T0 + 50)

@@ -149,13 +149,7 @@ class Recorder:
                 parent_context = parent.get_span_context()
                 if not parent.is_recording():
                     return trace.NonRecordingSpan(parent_context)
-                context = trace.SpanContext(
-                    parent_context.trace_id,
-                    sdk.new_span_id(),
-                    False,
-                    parent_context.trace_flags,
-                    parent_context.trace_state,
-                )
+                context = sdk.child_context(parent_context)
                 return PendingSpan(
                     sdk, name, context, parent_context, start, attributes, links, kind
                 )
@@ -177,19 +171,13 @@ class Recorder:
         kind: SpanKind = SpanKind.INTERNAL,
     ) -> Any:
         """:meth:`start` for a span that ends after every span made under it: where every
-        processor takes facts, a :class:`~tracer.recorder.spans.FamilyRoot`, whose children
+        processor takes facts, a :class:`~tracer.recorder.family.FamilyRoot`, whose children
         travel in its fact (a received message with its frames and sends); else any span."""
         sdk = self._sdk
         if sdk is None or parent is None or not parent.is_recording() or not sdk.families():
             return self.start(name, parent, start, attributes, None, kind)
         parent_context = parent.get_span_context()
-        context = trace.SpanContext(
-            parent_context.trace_id,
-            sdk.new_span_id(),
-            False,
-            parent_context.trace_flags,
-            parent_context.trace_state,
-        )
+        context = sdk.child_context(parent_context)
         return FamilyRoot(sdk, name, context, parent_context, start, attributes, kind)
 
     def start_layer(self, name: str, attributes: Attributes, parent: Any) -> Any:

@@ -129,19 +129,7 @@ class FamilyRoot(PendingSpan):
         attributes: Attributes | None,
         kind: SpanKind,
     ) -> None:
-        # The fields of its bases, set here: one message makes one family.
-        self._name = name
-        self._start = start
-        self._attributes = attributes if attributes is not None else {}
-        self._owned = attributes is None
-        self._links = ()
-        self._events = None
-        self._kind = kind
-        self._status = _UNSET
-        self._sdk = sdk
-        self._parent = parent
-        self._context = context
-        self._started = False
+        super().__init__(sdk, name, context, parent, start, attributes, None, kind)
         self._members: list[Any] | None = None
 
     member = FamilyMember.member

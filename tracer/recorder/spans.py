@@ -219,10 +219,15 @@ class SdkParts:
         if error is not None:
             attributes = {**(attributes or {}), vocab.ERROR_TYPE: error}
             status = Status(StatusCode.ERROR, error)
-        context = trace.SpanContext(
+        self.emit(name, self.child_context(parent), parent, start, end, attributes or {},
+                  status=status)  # fmt: skip
+
+    def child_context(self, parent: trace.SpanContext) -> trace.SpanContext:
+        """A new span's context under ``parent``: a new id, the parent's trace and sampling
+        (as the SDK's default ``ParentBased`` sampler decides)."""
+        return trace.SpanContext(
             parent.trace_id, self.new_span_id(), False, parent.trace_flags, parent.trace_state
         )
-        self.emit(name, context, parent, start, end, attributes or {}, status=status)
 
 
 class _AfterTheFact(trace.Span):
