@@ -47,6 +47,24 @@ from bench.variants import VARIANTS, Variant
 NATIVE_OFF = {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
 
 
+class _Discard:
+    """A span exporter that takes facts as the export process does, and drops everything:
+    what is left of a variant's cost is recording the spans, not handing them on."""
+
+    rebuilds_spans = True
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
 def make_provider(variant: Variant, trace_dir: str) -> tuple[Any, str, Any]:
     """A real SDK provider exporting to a file as the variant's users would; returns it, a
     label and the exporter."""
@@ -68,6 +86,9 @@ def make_provider(variant: Variant, trace_dir: str) -> tuple[Any, str, Any]:
     if variant.export == "in-process":
         exporter = OTLPJsonFileExporter(directory=trace_dir, prefix=variant.name)
         where = "OTLPJsonFileExporter in the server process (temp dir)"
+    elif variant.export == "discard":
+        exporter = _Discard()
+        where = "nothing (spans discarded by the writer thread)"
     else:
         exporter = SubprocessExporter.otlp_file(directory=trace_dir, prefix=variant.name)
         where = "SubprocessExporter → OTLPJsonFileExporter in a child process (temp dir)"

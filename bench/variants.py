@@ -26,7 +26,9 @@ class Variant:
     export: str = "process"
     """Where spans are encoded and written: ``process`` — by the OTLP JSON file exporter in a
     child process (:class:`tracer.export.offload.SubprocessExporter`), whose CPU is reported
-    beside the server's; ``in-process`` — by the same exporter on the span processor's thread."""
+    beside the server's; ``in-process`` — by the same exporter on the span processor's thread;
+    ``discard`` — nowhere: the pipeline's writer takes the spans (as facts) and drops them,
+    so the server pays for recording them and nothing for handing them on."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -59,6 +61,13 @@ VARIANTS: dict[str, Variant] = {
             {"shape": "connection", "frames": "spans"},
             export="in-process",
         ),
+        Variant(
+            "conn-discard",
+            "wstrace connection shape, frames as spans, spans recorded and discarded",
+            "wstrace",
+            {"shape": "connection", "frames": "spans"},
+            export="discard",
+        ),
         Variant("otel-asgi", "opentelemetry-instrumentation-asgi", "otel-asgi"),
         Variant("fastapi-native", "FastAPI native telemetry", "fastapi-native"),
         # Not in the default set: pick it with --variants.
@@ -77,6 +86,7 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
     "msg-1pct",
     "frames-off",
     "conn-inproc",
+    "conn-discard",
     "otel-asgi",
     "fastapi-native",
 )

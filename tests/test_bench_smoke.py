@@ -143,6 +143,7 @@ def test_variants_are_traced_as_claimed(quick_run: dict) -> None:
     for variant in ("conn-spans", "frames-off", "otel-asgi", "fastapi-native"):
         assert rounds[variant][0]["trace_bytes"] > 0, variant
     assert rounds[BASELINE][0]["trace_bytes"] == 0
+    assert rounds["conn-discard"][0]["trace_bytes"] == 0  # recorded, then dropped unwritten
 
 
 @pytest.mark.timeout(120)
