@@ -16,8 +16,7 @@ wstrace's own code:
   those spans to its export process;
 - **build as facts** and **pickle facts** — the same two on ``wstrace serve``'s own set-up,
   where the server hands the pipeline the message's spans as one family fact and the export
-  process builds them (:mod:`tracer.export.facts`; a chunk of facts crosses the pipe
-  marshalled, not pickled);
+  process builds them (:mod:`tracer.export.facts`);
 - **encode** — OTLP/JSON encoding as the file exporter does it (what an exporter in the server
   process costs instead of pickling; ``python -m bench.encode`` times it on recorded spans).
 
@@ -119,16 +118,15 @@ def _best(run: Callable[[], None], count: int, repeats: int = 5) -> float:
 
 
 def _pickle_cost(items: list[Any], count: int) -> float:
-    """µs per message for encoding ``items`` (spans, facts or families) in the export
-    process's chunks, as :class:`~tracer.export.offload.SubprocessExporter` does (pickle, or
-    marshal for chunks of facts)."""
+    """µs per message for pickling ``items`` (spans, facts or families) in the export
+    process's chunks."""
     from tracer.export.facts import span_count
     from tracer.export.offload import SPANS_PER_MESSAGE as CHUNK
-    from tracer.export.offload import _encode
+    from tracer.export.offload import _dumps
 
     def pickle_batch() -> None:
         for first in range(0, len(items), CHUNK):
-            _encode(("spans", items[first : first + CHUNK], False, None))
+            _dumps(("spans", items[first : first + CHUNK], False, None))
 
     spans = sum(span_count(item) for item in items)
     return _best(pickle_batch, max(1, count // 500)) / spans * SPANS_PER_MESSAGE

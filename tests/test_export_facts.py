@@ -5,6 +5,7 @@ same, byte for byte, as when the server builds the spans itself."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from tracer import vocab
 from tracer.demo import make_provider
 from tracer.export import facts
 from tracer.export.accounting import ExportCounts
-from tracer.export.offload import OTLP_FILE_FACTORY, SubprocessExporter, _decode, _encode
+from tracer.export.offload import OTLP_FILE_FACTORY, SubprocessExporter, _dumps
 from tracer.export.otlp_file import OTLPJsonFileExporter
 from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes, spans_to_otlp_line
 from tracer.export.pipeline import DropReason, ExportPipeline, serial, stats
@@ -64,7 +65,7 @@ def test_facts_rebuilt_after_the_pipe_are_the_spans_built_here(limits: Any) -> N
     # Across the pipe as the export process gets them: the chunk and the origins pickled.
     numbers = {fact[facts.ORIGIN] for fact in collector.facts}
     origins = {number: facts.origin_parts(number) for number in numbers}
-    message = _decode(_encode(("spans", collector.facts, True, origins)))
+    message = pickle.loads(_dumps(("spans", collector.facts, True, origins)))
     rebuilt = [facts.rebuild(fact, message[3]) for fact in message[1]]
     built = list(memory.get_finished_spans())
     assert len(built) == ended
@@ -96,20 +97,6 @@ def test_facts_rebuilt_after_the_pipe_are_the_spans_built_here(limits: Any) -> N
     assert by_name[vocab.WS_MESSAGE_SEND]["status"] == {"code": 2, "message": "peer went away"}
     assert by_name[vocab.WS_MESSAGE_SEND]["links"][0]["attributes"]
     assert {s["kind"] for s in by_name.values()} == {1, 2, 3, 4, 5}
-
-
-@pytest.mark.fast
-def test_chunks_of_facts_cross_the_pipe_marshalled_and_anything_else_pickled() -> None:
-    collector, _, _ = support.both_ways(support.make_family, support.LIMITS)
-    chunk = list(collector.facts)
-    plain = _encode(("spans", chunk, False, None))
-    assert plain[:1] == b"m" and _decode(plain) == ("spans", chunk, False, None)
-    origins = {0: facts.origin_parts(chunk[0][facts.ORIGIN])}
-    assert _encode(("spans", chunk, False, origins))[:1] == b"p"  # resource and scope objects
-    odd = (*chunk[1][: facts.Field.ATTRIBUTES], {"kind": trace.SpanKind.SERVER},
-           *chunk[1][facts.Field.ATTRIBUTES + 1 :])  # fmt: skip
-    pickled = _encode(("spans", [chunk[0], odd], False, None))  # an enum: marshal cannot
-    assert pickled[:1] == b"p" and _decode(pickled)[1][1] == odd
 
 
 @pytest.mark.fast
@@ -402,8 +389,8 @@ def test_a_family_expanded_after_the_pipe_is_the_spans_built_here(limits: Any) -
     family, connection = collector.facts  # the message with everything under it, one fact
     assert collector.spans == [] and facts.span_count(family) == ended - 1
     numbers = {family[facts.ORIGIN]}
-    message = _decode(
-        _encode(("spans", [family, connection], True, {n: facts.origin_parts(n) for n in numbers}))
+    message = pickle.loads(
+        _dumps(("spans", [family, connection], True, {n: facts.origin_parts(n) for n in numbers}))
     )
     # Members' ids were made in the server as they were made, by the counter the other
     # provider's spans took theirs from: they match one for one.

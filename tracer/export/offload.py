@@ -40,7 +40,6 @@ import copyreg
 import gc
 import io
 import logging
-import marshal
 import os
 import pickle
 import select
@@ -70,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
 SPANS_PER_MESSAGE = 200
-"""Spans encoded at a time.  Encoding holds the GIL (a few µs a span, so about half a
+"""Spans pickled at a time.  Pickling holds the GIL (a few µs a span, so about half a
 millisecond a chunk): a batch of thousands in one go would stall the server's event loop for
 longer, so a batch travels in chunks, and the GIL is handed back between them.  Each chunk
 costs a pipe write and a hand-off of the GIL (and, for spans sent as ReadableSpan objects,
@@ -159,10 +158,10 @@ class SubprocessExporter(SpanExporter):
                     last = first + SPANS_PER_MESSAGE >= len(spans)
                     origins = self._new_origins(chunk)
                     try:
-                        payload = _encode(("spans", chunk, last, origins))
+                        payload = _dumps(("spans", chunk, last, origins))
                     except (pickle.PicklingError, TypeError, AttributeError, ValueError):
                         # Something in an attribute pickle cannot carry: send plain copies.
-                        payload = _encode(("spans", [_plain_item(s) for s in chunk], last, origins))
+                        payload = _dumps(("spans", [_plain_item(s) for s in chunk], last, origins))
                     self._send_payload(payload)
                     self._sent += sum(facts.span_count(item) for item in chunk)
                     time.sleep(0)  # let the server's event loop have the GIL between chunks
@@ -187,7 +186,7 @@ class SubprocessExporter(SpanExporter):
             self._flushes += 1
             ticket = self._flushes
             try:
-                self._send_payload(_encode(("flush", ticket)))
+                self._send_payload(_dumps(("flush", ticket)))
                 return self._await_ticket(ticket, timeout_millis / 1000)
             except Exception as exc:
                 self._fail("flush", exc)
@@ -273,7 +272,7 @@ class SubprocessExporter(SpanExporter):
             env=_child_environment(),
             close_fds=True,
         )
-        self._send_payload(_encode(("config", self._factory, self._kwargs)))
+        self._send_payload(_dumps(("config", self._factory, self._kwargs)))
 
     def _send_payload(self, payload: bytes) -> None:
         assert self._child is not None and self._child.stdin is not None
@@ -476,36 +475,6 @@ _REDUCERS = {
 _DISPATCH = {**copyreg.dispatch_table, **_REDUCERS}
 
 
-_MARSHALLED = b"m"
-_PICKLED = b"p"
-
-
-def _encode(message: tuple[Any, ...]) -> bytes:
-    """A message for the export process, its first byte saying how the rest is encoded.
-
-    A chunk of nothing but facts with no new origins (nearly every chunk on ``wstrace serve``'s
-    set-up) holds only ints, strings, tuples and dicts: ``marshal`` writes those in about
-    two thirds of pickle's time, and this runs on the server's CPU.  Anything else (spans,
-    origins, a value marshal cannot carry) is pickled."""
-    if message[0] == "spans" and message[3] is None:
-        chunk = message[1]
-        if all(type(item) is tuple for item in chunk):
-            try:
-                return _MARSHALLED + marshal.dumps(message)
-            except ValueError:  # a value of a type marshal does not know
-                pass
-    return _PICKLED + _dumps(message)
-
-
-def _decode(payload: bytes) -> tuple[Any, ...]:
-    """The message :func:`_encode` made."""
-    body = memoryview(payload)[1:]
-    message: tuple[Any, ...] = (
-        marshal.loads(body) if payload[:1] == _MARSHALLED else pickle.loads(body)
-    )
-    return message
-
-
 def _dumps(message: tuple[Any, ...]) -> bytes:
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
@@ -556,7 +525,8 @@ def _read_message(stream: BinaryIO) -> tuple[Any, ...] | None:
     payload = stream.read(length)
     if len(payload) < length:
         return None
-    return _decode(payload)
+    message: tuple[Any, ...] = pickle.loads(payload)
+    return message
 
 
 def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
