@@ -57,15 +57,12 @@ The SP after the code is accepted missing (``HTTP/1.1 101``), as most clients do
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*")
 """RFC 9112 §5: ``field-name ":" OWS field-value OWS``; values are VCHAR, obs-text, SP, HTAB."""
 
-_FIELD_BLOCK = re.compile(
-    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*"
-)
-"""Every field line of a head at once (on its Latin-1 text): one check for a well-formed head."""
-
-_FIELDS = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r?\n")
-"""One field line of a well-formed head: name and value without the optional whitespace."""
+_FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r?\n)*")
+"""Every field line of a head at once: one check for a well-formed head."""
 
 _HEAD_END = re.compile(rb"\n\r?\n")
+_EMPTY_LINE_STARTS = (b"\r", b"\n", b"")
+"""First bytes that need the buffered way: empty lines to skip, or nothing at all."""
 _HTTP_SLASH = b"HTTP/"
 
 
@@ -198,6 +195,10 @@ class HeadDecoder:
         if self.done:
             return None
         buf = self._buf
+        if not buf and data[:1] not in _EMPTY_LINE_STARTS:
+            whole = self._whole(data)
+            if whole is not None:
+                return whole
         buf += data
         if not self._first_line_ok:
             outcome = self._check_start()
@@ -219,6 +220,29 @@ class HeadDecoder:
             self.error = outcome
         else:
             self.result = outcome
+        return outcome
+
+    def _whole(self, data: bytes) -> RequestHead | ResponseHead | ProtocolError | None:
+        """The usual case: a whole head (and maybe more) in the first chunk, nothing buffered.
+
+        Decided exactly as :meth:`feed` would byte by byte (the property tests compare the
+        two), without copying the chunk into the buffer first.  ``None`` when the head does
+        not end in this chunk within the limit: the chunk then goes the buffered way.
+        """
+        match = _HEAD_END.search(data)
+        if match is None:
+            return None
+        end = match.end()
+        if self._skipped + end > self._max:
+            return None
+        outcome = self._check_first_bytes(data)
+        if outcome is None:
+            outcome = self._parse(data[: match.start() + 1], self._skipped + end)
+            if isinstance(outcome, ProtocolError):
+                self.error = outcome
+            else:
+                self.result = outcome
+            self.trailing = data[end:]
         return outcome
 
     def eof(self) -> ProtocolError | None:
@@ -300,10 +324,16 @@ class HeadDecoder:
         wrong and where.
         """
         first = head.find(b"\n") + 1
-        match = self._start_pattern().fullmatch(head[: first - 1].removesuffix(b"\r"))
-        block = head[first:].decode("latin-1")
-        if match is not None and _FIELD_BLOCK.fullmatch(block) is not None:
-            headers = [(name.lower(), value) for name, value in _FIELDS.findall(block)]
+        stop = first - 2 if head[first - 2 : first - 1] == b"\r" else first - 1
+        match = self._start_pattern().fullmatch(head, 0, stop)
+        if match is not None and _FIELD_BLOCK.fullmatch(head, first) is not None:
+            # A checked block: every line is ``name ":" value [CR] LF``, the name holds no colon
+            # and neither holds CR or LF, so splitting on LF and the first colon is exact.
+            headers: list[tuple[str, str]] = []
+            lines = head[first:-1].decode("latin-1").split("\n") if first < len(head) else ()
+            for line in lines:
+                name, _, value = line.partition(":")
+                headers.append((name.lower(), value.strip(" \t\r")))
             return self._make_head(match, headers, length)
         return self._parse_lines(head, length)
 
