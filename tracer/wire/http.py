@@ -37,6 +37,7 @@ __all__ = [
     "ResponseHead",
     "ResponseHeadDecoder",
     "is_websocket_upgrade",
+    "request_target",
 ]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -128,6 +129,27 @@ class ResponseHead(_HeaderAccess):
     reason: str
     headers: list[tuple[str, str]]
     length: int
+
+
+def request_target(data: bytes, max_head_bytes: int = 65536) -> str | None:
+    """The request target of the whole, well-formed request head that ``data`` (the first
+    bytes of a stream) starts with, or ``None``.
+
+    Exactly when :class:`RequestHeadDecoder` fed ``data`` would decode a head (with this
+    target) from it: checked by the same expressions, without building the head.  Lets a
+    caller note the request now and decode it later.
+    """
+    if data[:1] in _EMPTY_LINE_STARTS:
+        return None
+    end = _HEAD_END.search(data)
+    if end is None or end.end() > max_head_bytes:
+        return None
+    first = data.find(b"\n") + 1
+    stop = first - 2 if data[first - 2 : first - 1] == b"\r" else first - 1
+    match = _REQUEST_LINE.fullmatch(data, 0, stop)
+    if match is None or _FIELD_BLOCK.fullmatch(data, first, end.start() + 1) is None:
+        return None
+    return match[2].decode("latin-1")
 
 
 def is_websocket_upgrade(head: RequestHead) -> bool:
