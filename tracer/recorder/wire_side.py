@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tracer import vocab
+from tracer._contain import errors
 from tracer.recorder.emit.messages import emit_control_frame
 from tracer.recorder.phase import Event, Phase
 from tracer.recorder.records import (
@@ -126,9 +127,12 @@ class WireSide:
             return
         self.held_request = None
         start, data = held
-        after = self._decode_request(start, data)
-        if after:
-            self._keep_early(after)
+        try:  # contained here: the caller goes on with its own bytes (the answer, the end)
+            after = self._decode_request(start, data)
+            if after:
+                self._keep_early(after)
+        except Exception as exc:
+            errors.record("recorder.request", exc)
 
     def _decode_request(self, start: int, data: bytes) -> bytes:
         """Feed the request head's decoder; returns the bytes after the head, if it ended."""
