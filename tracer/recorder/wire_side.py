@@ -97,7 +97,7 @@ class WireSide:
             if self.held_request is None and not decoder.bytes_fed and len(data) <= MAX_EARLY_BYTES:
                 target = request_target(data)
                 if target is not None:
-                    self.held_request = (start, data)
+                    self.held_request = (start, bytes(data))  # the caller's, if mutable
                     self._request_in(start, target)
                     return None
             self.release_request()  # what came first goes first

@@ -264,7 +264,7 @@ class HeadDecoder:
                 self.error = outcome
             else:
                 self.result = outcome
-            self.trailing = data[end:]
+            self.trailing = bytes(data[end:])
         return outcome
 
     def eof(self) -> ProtocolError | None:
