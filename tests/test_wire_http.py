@@ -100,6 +100,13 @@ def test_pipelined_first_frame_is_trailing() -> None:
     assert len(frames) == 1 and frames[0].offset == 0
 
 
+def test_trailing_bytes_are_bytes_whatever_was_fed() -> None:
+    _, data = websockets_request()
+    decoder = RequestHeadDecoder()
+    decoder.feed(bytearray(data + b"\x81\x00"))
+    assert type(decoder.trailing) is bytes and decoder.trailing == b"\x81\x00"
+
+
 def test_every_split_point_with_pipelined_frame() -> None:
     _, data = websockets_request()
     frame = encode_frame(0x2, b"\x00" * 10, mask=b"abcd")
