@@ -210,3 +210,66 @@ def test_message_placement(shape: str, index: int, expected: int) -> None:
     """The one rule both the server's recorder and the middleware alone follow."""
     config = TracerConfig(shape=shape, max_messages_per_trace=3)
     assert message_placement(config, index) == expected
+
+
+# --- The request head, held until the answer goes out ---------------------------------------
+
+
+def test_a_held_request_head_is_decoded_as_of_its_arrival() -> None:
+    """The head in one chunk (as uvicorn hands it over) is decoded when the 101 goes out:
+    the handshake starts when it arrived, and the app that started in between gets its path;
+    a frame pipelined behind the head is still decoded once the 101 is out."""
+    bench = make_bench()
+    record = bench.record()
+    arrived = time_ns()
+    pipelined = client_frame(Opcode.TEXT, b"early")
+    frames = record.on_bytes_in(arrived, upgrade_request("/ws/held") + pipelined)
+    assert not frames
+    assert record.request is None  # held, not decoded yet
+    assert record.path == "/ws/held"  # but in: checked, with its path
+    assert record.handshake_start == arrived
+    app = bench.app_start(record)
+    bench.bytes_out(record, response_101())
+    (handshake,) = bench.named(vocab.WS_HANDSHAKE)  # from the head, decoded by now
+    assert handshake.start_time == arrived
+    assert handshake.attributes[vocab.URL_PATH] == "/ws/held"
+    assert handshake.attributes[vocab.HTTP_REQUEST_METHOD] == "GET"
+    assert handshake.attributes[vocab.WS_VERSION] == "13"
+    assert [[f.frame.payload_length for f in m.frames] for m in record.completed] == [[5]]
+    end(record, app)
+    (app_span,) = bench.named(vocab.ASGI_APP)
+    assert app_span.attributes[vocab.URL_PATH] == "/ws/held"
+    (connection,) = bench.named(vocab.CONNECTION)
+    assert connection.attributes[vocab.URL_PATH] == "/ws/held"
+
+
+def test_a_held_request_head_names_the_app_that_ends_before_any_answer() -> None:
+    bench = make_bench()
+    record = bench.record()
+    bench.bytes_in(record, upgrade_request("/ws/quick"))
+    app = bench.app_start(record)
+    end(record, app)
+    (app_span,) = bench.named(vocab.ASGI_APP)
+    assert app_span.attributes[vocab.URL_PATH] == "/ws/quick"
+    (handshake,) = bench.named(vocab.WS_HANDSHAKE)
+    assert handshake.attributes[vocab.HTTP_REQUEST_METHOD] == "GET"
+
+
+def test_a_malformed_request_head_is_decoded_as_it_comes() -> None:
+    bench = make_bench()
+    record = bench.record()
+    arrived = time_ns()
+    record.on_bytes_in(arrived, b"GET /ws HTTP/1.1\r\nBad Header: x\r\n\r\n")
+    assert record.held_request is None
+    assert [(at, error.kind) for at, error in record.wire_errors] == [(arrived, "bad-header-line")]
+    assert record.path is None
+
+
+def test_a_request_head_in_pieces_is_decoded_as_it_comes() -> None:
+    bench = make_bench()
+    record = bench.record()
+    head = upgrade_request("/ws/split")
+    bench.bytes_in(record, head[:10])
+    assert record.held_request is None and record.request is None
+    bench.bytes_in(record, head[10:])
+    assert record.request is not None and record.path == "/ws/split"

@@ -22,7 +22,7 @@ from tests.support.records import (
 )
 from tracer import vocab
 from tracer._contain import errors
-from tracer.recorder import abandoned
+from tracer.recorder import ConnectionRecord, abandoned
 from tracer.recorder.phase import (
     APP_TRANSITIONS,
     INVALID,
@@ -354,3 +354,24 @@ def test_every_transition_is_taken_by_a_scenario() -> None:
         ("app", p, e) for p, e in APP_TRANSITIONS
     }
     assert allowed - taken == set()
+
+
+def test_a_held_request_head_that_fails_to_decode_leaves_the_answer_recorded(
+    bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held head is decoded as the 101 goes out: a failure there is counted, and the
+    101 itself is still decoded and ends the handshake."""
+
+    def broken(self, start, data):
+        raise RuntimeError("decoder bug")
+
+    record = bench.record()
+    bench.bytes_in(record, upgrade_request("/ws"))
+    assert record.held_request is not None
+    monkeypatch.setattr(ConnectionRecord, "_decode_request", broken)
+    bench.bytes_out(record, response_101())
+    assert errors.counts == {"recorder.request": 1}
+    assert record.phase == Phase.OPEN
+    (hs,) = bench.named(vocab.WS_HANDSHAKE)
+    assert hs.attributes[vocab.HTTP_RESPONSE_STATUS_CODE] == 101
+    errors.reset()

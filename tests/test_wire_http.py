@@ -24,6 +24,7 @@ from tracer.wire.http import (
     ResponseHead,
     ResponseHeadDecoder,
     is_websocket_upgrade,
+    request_target,
 )
 
 pytestmark = pytest.mark.fast  # pure: no server, no subprocess
@@ -97,6 +98,13 @@ def test_pipelined_first_frame_is_trailing() -> None:
     assert decoder.trailing == frame
     frames = FrameDecoder(client_side=True).feed(decoder.trailing)
     assert len(frames) == 1 and frames[0].offset == 0
+
+
+def test_trailing_bytes_are_bytes_whatever_was_fed() -> None:
+    _, data = websockets_request()
+    decoder = RequestHeadDecoder()
+    decoder.feed(bytearray(data + b"\x81\x00"))
+    assert type(decoder.trailing) is bytes and decoder.trailing == b"\x81\x00"
 
 
 def test_every_split_point_with_pipelined_frame() -> None:
@@ -473,3 +481,29 @@ def test_whole_head_check_agrees_with_line_by_line(
     head = start + eol + b"".join(line + eol for line in lines)
     make = ResponseHeadDecoder if response else RequestHeadDecoder
     assert make()._parse(head, len(head)) == make()._parse_lines(head, len(head))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    stream=st.one_of(
+        st.binary(max_size=200),
+        st.lists(
+            st.sampled_from(
+                [b"GET", b" ", b"/x?y", b"HTTP/1.1", b"\r\n", b"\n", b"\r", b":", b"Host",
+                 b"\t", b"\x00", b"\xe9", b"a"]
+            ),
+            max_size=40,
+        ).map(b"".join),
+    ),
+    limit=st.sampled_from([20, 65536]),
+)
+def test_request_target_says_exactly_when_a_chunk_decodes_to_a_head(
+    stream: bytes, limit: int
+) -> None:
+    """What a caller notes now and decodes later is what the decoder would have made."""
+    outcome = RequestHeadDecoder(max_head_bytes=limit).feed(stream)
+    target = request_target(stream, limit)
+    if isinstance(outcome, RequestHead):
+        assert target == outcome.target
+    else:
+        assert target is None

@@ -85,6 +85,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         "handshake_ends_on_response",
         "handshake_error",
         "handshake_start",
+        "held_request",
         "http",
         "http_code",
         "id",
@@ -241,6 +242,8 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
     def _handshake_over(self) -> None:
         """Emit the handshake spans, once: when it has ended and its response is on the wire
         (the phase reaches OPEN or REJECTED), or when the record finishes without them."""
+        if self.held_request is not None:
+            self.release_request()
         if self.recording:
             try:
                 emit_handshake(self)
@@ -258,6 +261,8 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
     def on_lost(self, at: int, exc: BaseException | None) -> None:
         if self.phase == _FINISHED or self.app_phase == _ORPHANED:
             return  # lost already (or finished by uninstrument())
+        if self.held_request is not None:
+            self.release_request()
         self.lost_at = at
         if exc is not None:
             self.lost_error = type(exc).__name__
@@ -281,6 +286,8 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         if self.phase == _FINISHED:
             return
         try:
+            if self.held_request is not None:
+                self.release_request()
             self._close_handling(at)
             if self.phase < _OPEN:  # finished before the handshake was over: emit what is known
                 self._handshake_over()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tracer import vocab
+from tracer._contain import errors
 from tracer.recorder.emit.messages import emit_control_frame
 from tracer.recorder.phase import Event, Phase
 from tracer.recorder.records import (
@@ -29,6 +30,7 @@ from tracer.wire import (
     RequestHeadDecoder,
     ResponseHead,
     ResponseHeadDecoder,
+    request_target,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +54,9 @@ class WireSide:
         self.client_frames: FrameDecoder | None = None
         self.server_frames: FrameDecoder | None = None
         self.pre_handshake_bytes = b""
+        self.held_request: tuple[int, bytes] | None = None
+        """The chunk holding the whole request head, and when it arrived, until it is decoded
+        (:meth:`release_request`)."""
         self.request: RequestHead | None = None
         self.response: ResponseHead | None = None
         self.status = 0
@@ -79,27 +84,29 @@ class WireSide:
 
         Returns the frames they completed; :meth:`on_bytes_in_done` stamps their end once the
         protocol has processed the chunk, so a frame span covers the server's work on it.
+
+        A first chunk that holds a whole, well-formed request head (as uvicorn hands it over)
+        is checked and kept as it is, with its time: the request is in, with its path, and
+        the head is decoded after the server has answered (:meth:`release_request`), off the
+        client's wait.  Anything else is decoded as it comes.
         """
         if self.phase == _FINISHED:
             return None
-        if self.request_decoder is not None:
-            result = self.request_decoder.feed(data)
-            if result is None:
-                return None
-            trailing = self.request_decoder.trailing
-            self.request_decoder = None
-            if isinstance(result, ProtocolError):
-                self._wire_error(start, result)
-                return None
-            self._on_request(start, result)
-            if not trailing:
-                return None
-            data = trailing
+        decoder = self.request_decoder
+        if decoder is not None:
+            if self.held_request is None and not decoder.bytes_fed and len(data) <= MAX_EARLY_BYTES:
+                target = request_target(data)
+                if target is not None:
+                    self.held_request = (start, bytes(data))  # the caller's, if mutable
+                    self._request_in(start, target)
+                    return None
+            self.release_request()  # what came first goes first
+            if self.request_decoder is not None:
+                data = self._decode_request(start, data)
+                if not data:
+                    return None
         if self.client_frames is None:
-            # Frames pipelined before the 101: decoded once the extensions are known.
-            room = MAX_EARLY_BYTES - len(self.pre_handshake_bytes)
-            if room > 0:
-                self.pre_handshake_bytes += data[:room]
+            self._keep_early(data)
             return None
         records: list[FrameRecord] = []
         for item in self.client_frames.feed(data):
@@ -111,6 +118,42 @@ class WireSide:
                 self._on_client_frame(record)
         return records
 
+    def release_request(self) -> None:
+        """Decode the held request head (see :meth:`on_bytes_in`), as of when it arrived:
+        before the server's answer is decoded, before the app's span ends (the head names its
+        path), and before the connection ends, whichever comes first."""
+        held = self.held_request
+        if held is None:
+            return
+        self.held_request = None
+        start, data = held
+        try:  # contained here: the caller goes on with its own bytes (the answer, the end)
+            after = self._decode_request(start, data)
+            if after:
+                self._keep_early(after)
+        except Exception as exc:
+            errors.record("recorder.request", exc)
+
+    def _decode_request(self, start: int, data: bytes) -> bytes:
+        """Feed the request head's decoder; returns the bytes after the head, if it ended."""
+        decoder = self.request_decoder
+        assert decoder is not None
+        result = decoder.feed(data)
+        if result is None:
+            return b""
+        self.request_decoder = None
+        if isinstance(result, ProtocolError):
+            self._wire_error(start, result)
+            return b""
+        self._on_request(start, result)
+        return decoder.trailing
+
+    def _keep_early(self, data: bytes) -> None:
+        """Frames pipelined before the 101: decoded once the extensions are known."""
+        room = MAX_EARLY_BYTES - len(self.pre_handshake_bytes)
+        if room > 0:
+            self.pre_handshake_bytes += data[:room]
+
     def on_bytes_in_done(self, records: list[FrameRecord], end: int) -> None:
         for record in records:
             record.end = end
@@ -120,6 +163,8 @@ class WireSide:
     def on_bytes_out(self, start: int, end: int, data: bytes) -> None:
         if self.phase == _FINISHED:
             return
+        if self.held_request is not None:
+            self.release_request()  # the request, then its answer
         if self.response_decoder is not None:
             result = self.response_decoder.feed(data)
             if result is None:
@@ -143,7 +188,12 @@ class WireSide:
 
     def _on_request(self, at: int, head: RequestHead) -> None:
         self.request = head
-        self.path = head.target.partition("?")[0]
+        if self.path is None:  # not noted when it arrived (held)
+            self._request_in(at, head.target)
+
+    def _request_in(self, at: int, target: str) -> None:
+        """A well-formed request head has arrived at ``at``: its path, and the handshake."""
+        self.path = target.partition("?")[0]
         if self.recording:
             self.span.set_attribute(vocab.URL_PATH, self.path)
             self.span.set_attribute(vocab.URL_SCHEME, "ws")

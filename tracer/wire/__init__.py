@@ -31,6 +31,7 @@ from tracer.wire.http import (
     ResponseHead,
     ResponseHeadDecoder,
     is_websocket_upgrade,
+    request_target,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "is_valid_close_code",
     "is_websocket_upgrade",
     "opcode_name",
+    "request_target",
     "unmask",
     "validate_client_key",
 ]

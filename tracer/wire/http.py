@@ -37,6 +37,7 @@ __all__ = [
     "ResponseHead",
     "ResponseHeadDecoder",
     "is_websocket_upgrade",
+    "request_target",
 ]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -57,15 +58,12 @@ The SP after the code is accepted missing (``HTTP/1.1 101``), as most clients do
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*")
 """RFC 9112 §5: ``field-name ":" OWS field-value OWS``; values are VCHAR, obs-text, SP, HTAB."""
 
-_FIELD_BLOCK = re.compile(
-    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*"
-)
-"""Every field line of a head at once (on its Latin-1 text): one check for a well-formed head."""
-
-_FIELDS = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r?\n")
-"""One field line of a well-formed head: name and value without the optional whitespace."""
+_FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r?\n)*")
+"""Every field line of a head at once: one check for a well-formed head."""
 
 _HEAD_END = re.compile(rb"\n\r?\n")
+_EMPTY_LINE_STARTS = (b"\r", b"\n", b"")
+"""First bytes that need the buffered way: empty lines to skip, or nothing at all."""
 _HTTP_SLASH = b"HTTP/"
 
 
@@ -133,6 +131,27 @@ class ResponseHead(_HeaderAccess):
     length: int
 
 
+def request_target(data: bytes, max_head_bytes: int = 65536) -> str | None:
+    """The request target of the whole, well-formed request head that ``data`` (the first
+    bytes of a stream) starts with, or ``None``.
+
+    Exactly when :class:`RequestHeadDecoder` fed ``data`` would decode a head (with this
+    target) from it: checked by the same expressions, without building the head.  Lets a
+    caller note the request now and decode it later.
+    """
+    if data[:1] in _EMPTY_LINE_STARTS:
+        return None
+    end = _HEAD_END.search(data)
+    if end is None or end.end() > max_head_bytes:
+        return None
+    first = data.find(b"\n") + 1
+    stop = first - 2 if data[first - 2 : first - 1] == b"\r" else first - 1
+    match = _REQUEST_LINE.fullmatch(data, 0, stop)
+    if match is None or _FIELD_BLOCK.fullmatch(data, first, end.start() + 1) is None:
+        return None
+    return match[2].decode("latin-1")
+
+
 def is_websocket_upgrade(head: RequestHead) -> bool:
     """Whether ``head`` asks to open a WebSocket (RFC 6455 §4.1, §4.2.1 items 1, 3 and 4).
 
@@ -198,6 +217,10 @@ class HeadDecoder:
         if self.done:
             return None
         buf = self._buf
+        if not buf and data[:1] not in _EMPTY_LINE_STARTS:
+            whole = self._whole(data)
+            if whole is not None:
+                return whole
         buf += data
         if not self._first_line_ok:
             outcome = self._check_start()
@@ -219,6 +242,29 @@ class HeadDecoder:
             self.error = outcome
         else:
             self.result = outcome
+        return outcome
+
+    def _whole(self, data: bytes) -> RequestHead | ResponseHead | ProtocolError | None:
+        """The usual case: a whole head (and maybe more) in the first chunk, nothing buffered.
+
+        Decided exactly as :meth:`feed` would byte by byte (the property tests compare the
+        two), without copying the chunk into the buffer first.  ``None`` when the head does
+        not end in this chunk within the limit: the chunk then goes the buffered way.
+        """
+        match = _HEAD_END.search(data)
+        if match is None:
+            return None
+        end = match.end()
+        if self._skipped + end > self._max:
+            return None
+        outcome = self._check_first_bytes(data)
+        if outcome is None:
+            outcome = self._parse(data[: match.start() + 1], self._skipped + end)
+            if isinstance(outcome, ProtocolError):
+                self.error = outcome
+            else:
+                self.result = outcome
+            self.trailing = bytes(data[end:])
         return outcome
 
     def eof(self) -> ProtocolError | None:
@@ -300,10 +346,16 @@ class HeadDecoder:
         wrong and where.
         """
         first = head.find(b"\n") + 1
-        match = self._start_pattern().fullmatch(head[: first - 1].removesuffix(b"\r"))
-        block = head[first:].decode("latin-1")
-        if match is not None and _FIELD_BLOCK.fullmatch(block) is not None:
-            headers = [(name.lower(), value) for name, value in _FIELDS.findall(block)]
+        stop = first - 2 if head[first - 2 : first - 1] == b"\r" else first - 1
+        match = self._start_pattern().fullmatch(head, 0, stop)
+        if match is not None and _FIELD_BLOCK.fullmatch(head, first) is not None:
+            # A checked block: every line is ``name ":" value [CR] LF``, the name holds no colon
+            # and neither holds CR or LF, so splitting on LF and the first colon is exact.
+            headers: list[tuple[str, str]] = []
+            lines = head[first:-1].decode("latin-1").split("\n") if first < len(head) else ()
+            for line in lines:
+                name, _, value = line.partition(":")
+                headers.append((name.lower(), value.strip(" \t\r")))
             return self._make_head(match, headers, length)
         return self._parse_lines(head, length)
 
