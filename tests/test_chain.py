@@ -72,15 +72,20 @@ def test_layers_nest_and_the_chain_answers_for_the_innermost(kind: str) -> None:
 def test_a_layer_leaving_out_of_order_keeps_the_innermost_right(kind: str) -> None:
     chain, base, memory = make_chain(kind)
     first = chain.enter("First", {}, None)
+    first_context = chain.get_span_context()
     second = chain.enter("Second", {}, None)
     third = chain.enter("Third", {}, None)
     third_context = chain.get_span_context()
     chain.leave(second, "Second", {}, None)  # an app running inner apps side by side
     assert chain.get_span_context() == third_context
+    fourth = chain.enter("Fourth", {}, None)  # under Third, the innermost
+    chain.leave(fourth, "Fourth", {}, None)
+    assert chain.get_span_context() == third_context
     chain.leave(third, "Third", {}, None)
-    assert chain.get_span_context() != third_context
+    assert chain.get_span_context() == first_context  # Second left already
     chain.leave(first, "First", {}, None)
     spans = by_name(memory)
+    assert spans["Fourth"].parent == spans["Third"].context
     assert spans["Third"].parent == spans["Second"].context
     assert spans["Second"].parent == spans["First"].context
     assert chain.get_span_context() == base.get_span_context()
@@ -103,8 +108,9 @@ def test_a_foreign_span_in_between_becomes_the_parent(kind: str) -> None:
 
 def test_a_recorded_layer_kept_as_a_parent_stays_put() -> None:
     chain, _, _ = make_chain("recorded")
-    layer = chain.enter("Layer", {}, None)
+    chain.enter("Layer", {}, None)
     kept = innermost_span(chain)
+    layer = kept.get_span_context().span_id
     assert isinstance(kept, LayerRef) and kept.is_recording()
     chain.enter("Deeper", {}, None)
     assert kept.get_span_context().span_id == layer

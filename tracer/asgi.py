@@ -41,7 +41,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.chain import Chain, RecordedChain
+from tracer.chain import Chain, RecordedChain, is_disconnect
 from tracer.config import TracerConfig
 from tracer.recorder import (
     ConnectionRecord,
@@ -70,21 +70,22 @@ async def run_layer(chain: Chain, layer: LayerSpec, awaitable: Any) -> Any:
 
     The layer's coroutine is created by the (synchronous) wrapper and awaited here: one
     coroutine per layer, which lives as long as the connection, rather than two.  An idle
-    connection holds one of these per layer, so its frame is kept small: the work is done
-    by :func:`_enter_layer` and :func:`_leave_layer`."""
+    connection holds one of these per layer, so its frame is kept small: few locals (the
+    layer's result reuses ``awaitable``'s), a small-int handle, and the work done by
+    :func:`_enter_layer` and the chain's ``returned`` / ``raised``."""
     handle = _enter_layer(chain, layer)
     if handle is None:
         return await awaitable
     try:
-        result = await awaitable
-    except BaseException as exc:
-        _leave_layer(chain, handle, layer, exc)
+        awaitable = await awaitable
+    except BaseException:
+        chain.raised(handle, layer)
         raise
-    _leave_layer(chain, handle, layer, None)
-    return result
+    chain.returned(handle, layer)
+    return awaitable
 
 
-def _enter_layer(chain: Chain, layer: LayerSpec) -> Any:
+def _enter_layer(chain: Chain, layer: LayerSpec) -> int | None:
     """The layer's handle in ``chain``, or None (the tracer failed: the layer runs untraced)."""
     try:
         current = trace.get_current_span()
@@ -103,24 +104,6 @@ def _enter_layer(chain: Chain, layer: LayerSpec) -> Any:
     except Exception as failure:
         errors.record("asgi.layer", failure)
         return None
-
-
-def _leave_layer(
-    chain: Chain, handle: Any, layer: LayerSpec, exc: BaseException | None
-) -> None:
-    try:
-        token = chain.release_token(handle)
-        if token is not None:
-            otel_context.detach(token)
-        error = None if exc is None or _is_disconnect(exc) else type(exc).__name__
-        chain.leave(handle, layer[0], layer[1], error)
-    except Exception as failure:
-        errors.record("asgi.span", failure)
-
-
-def _is_disconnect(exc: BaseException) -> bool:
-    """A client going away is how WebSocket handlers end, not a failure of the layer."""
-    return type(exc).__name__ in ("WebSocketDisconnect", "ClientDisconnected", "CancelledError")
 
 
 _wrapped_lock = threading.Lock()
@@ -430,7 +413,7 @@ def with_trace_headers(scope: Scope) -> Scope:
     propagate.inject(carrier)
     if "traceparent" not in carrier:
         return scope
-    kept = [(k, v) for k, v in scope.get("headers") or [] if k not in _TRACE_HEADERS]
+    kept = [header for header in scope.get("headers") or () if header[0] not in _TRACE_HEADERS]
     ours = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in carrier.items()]
     return {**scope, "headers": [*kept, *ours]}
 
@@ -530,7 +513,7 @@ def _new_record(middleware: TracingMiddleware, scope: Scope) -> ConnectionRecord
 def _end_alone(record: ConnectionRecord, failure: BaseException | None) -> None:
     """The app returned: nothing more will happen on this connection."""
     at = time_ns()
-    error = None if failure is None or _is_disconnect(failure) else type(failure).__name__
+    error = None if failure is None or is_disconnect(failure) else type(failure).__name__
     try:
         if not record.inert:
             record.on_app_end(at, error)

@@ -20,21 +20,27 @@ Two kinds:
   idle connection holds a dozen layers open, so that is what they weigh.
 
 Layers are entered and left in order by the chain's own task; a layer left out of order (an
-app running inner apps concurrently) is removed where it is, so the innermost stays right.
+app running inner apps concurrently) is marked left where it is, and dropped once every layer
+inside it has left too, so the innermost stays right.  A layer's handle is its position in the
+chain: a small int, which Python does not allocate, held by the layer's wrapper coroutine for as
+long as the layer runs.
 """
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Callable
 from time import time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
+from tracer._contain import errors
 
 OpenLayer = Callable[[str, dict[str, Any], trace.Span], trace.Span]
 """``(name, attributes, parent) -> span``: how a :class:`Chain` starts its layers' spans."""
@@ -61,22 +67,46 @@ class Chain(trace.Span):
         layers = self._layers
         return layers[-1] if layers else self._base
 
-    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> Any:
+    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> int:
         """A layer starts and becomes the innermost.  Its parent is the innermost layer, or
         ``outer`` when something inside the chain made its own span current since.  Returns
-        the handle :meth:`leave` takes."""
+        the handle :meth:`leave` takes (the layer's position)."""
         assert self._open is not None
         span = self._open(name, attributes, outer if outer is not None else self.innermost)
         self._layers.append(span)
-        return span
+        return len(self._layers) - 1
 
-    def leave(self, layer: Any, name: str, attributes: dict[str, Any], error: str | None) -> None:
+    def leave(self, layer: int, name: str, attributes: dict[str, Any], error: str | None) -> None:
         """A layer returned (or raised ``error``): its span ends; it is no longer innermost."""
+        span = self._layers[layer]
         self._remove(layer)
         if error is not None:
-            layer.set_attribute(vocab.ERROR_TYPE, error)
-            layer.set_status(Status(StatusCode.ERROR, error))
-        layer.end()
+            span.set_attribute(vocab.ERROR_TYPE, error)
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end()
+
+    def returned(self, layer: int, spec: tuple[str, dict[str, Any]]) -> None:
+        """The layer ``spec`` entered as ``layer`` returned (see :func:`tracer.asgi.run_layer`).
+        Never raises: the tracer's failures are its own."""
+        try:
+            token = self.release_token(layer)
+            if token is not None:
+                otel_context.detach(token)
+            self.leave(layer, spec[0], spec[1], None)
+        except Exception as failure:
+            errors.record("asgi.span", failure)
+
+    def raised(self, layer: int, spec: tuple[str, dict[str, Any]]) -> None:
+        """As :meth:`returned`, for a layer that raised the exception being handled now."""
+        try:
+            token = self.release_token(layer)
+            if token is not None:
+                otel_context.detach(token)
+            exc = sys.exc_info()[1]
+            error = None if exc is None or is_disconnect(exc) else type(exc).__name__
+            self.leave(layer, spec[0], spec[1], error)
+        except Exception as failure:
+            errors.record("asgi.span", failure)
 
     def hold_token(self, layer: Any, token: Any) -> None:
         """Keep the context token of a layer that made the chain current again under a span
@@ -89,14 +119,16 @@ class Chain(trace.Span):
         """The token :meth:`hold_token` kept for ``layer``, if any."""
         return self._tokens.pop(layer, None) if self._tokens else None
 
-    def _remove(self, layer: Any) -> int:
+    def _remove(self, layer: int) -> None:
+        """Layer ``layer`` left: dropped if innermost (with the layers below it that left out of
+        order), else marked left, so that every open layer keeps its position."""
         layers = self._layers
-        if layers and layers[-1] is layer:
+        if layer == len(layers) - 1:
             layers.pop()
-            return len(layers)
-        index = layers.index(layer)
-        del layers[index]
-        return index
+            while layers and layers[-1] is None:
+                layers.pop()
+        else:
+            layers[layer] = None
 
     # --- trace.Span: the innermost layer answers ----------------------------------------------
 
@@ -153,6 +185,10 @@ _BASE = 0
 base (0 is no valid span id)."""
 
 
+_LEFT = -1
+"""In :class:`RecordedChain`'s start times: a layer that left while a layer inside it runs."""
+
+
 class RecordedChain(Chain):
     """A chain whose open layers are span ids and start times, finished into
     ``ReadableSpan``\\s for the SDK's processors when they return.
@@ -196,7 +232,7 @@ class RecordedChain(Chain):
             return self._base
         return LayerRef(self._layer_context(layers[-1]))
 
-    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> Any:
+    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> int:
         span_id = self._sdk.new_span_id()
         layers = self._layers
         if outer is not None:
@@ -209,22 +245,23 @@ class RecordedChain(Chain):
         layers.append(span_id)
         self._parents.append(parent)
         self._starts.append(time_ns())
-        return span_id
+        return len(layers) - 1
 
-    def leave(self, layer: Any, name: str, attributes: dict[str, Any], error: str | None) -> None:
+    def leave(self, layer: int, name: str, attributes: dict[str, Any], error: str | None) -> None:
         end = time_ns()
-        index = self._remove(layer)
-        parent_id = self._parents.pop(index)
-        start = self._starts.pop(index)
-        context = self._layer_context(layer)
-        foreign = self._foreign.pop(layer, None) if self._foreign else None
+        span_id = self._layers[layer]
+        parent_id = self._parents[layer]
+        start = self._starts[layer]
+        self._remove(layer)
+        context = self._layer_context(span_id)
+        foreign = self._foreign.pop(span_id, None) if self._foreign else None
         if foreign is not None:
             parent = foreign
         elif parent_id == _BASE:
             parent = self._context
         else:  # the layer below it, which leaves next: its context is built now, kept for then
             parent = self._layer_context(parent_id)
-        written = self._written.pop(layer, None) if self._written else None
+        written = self._written.pop(span_id, None) if self._written else None
         status: Status | None = None
         events: Any = ()
         if written is not None:
@@ -236,6 +273,19 @@ class RecordedChain(Chain):
             attributes = {**attributes, vocab.ERROR_TYPE: error}
             status = Status(StatusCode.ERROR, error)
         self._sdk.emit(name, context, parent, start, end, attributes, events=events, status=status)
+
+    def _remove(self, layer: int) -> None:
+        layers, parents, starts = self._layers, self._parents, self._starts
+        if layer == len(layers) - 1:
+            layers.pop()
+            parents.pop()
+            starts.pop()
+            while starts and starts[-1] == _LEFT:
+                layers.pop()
+                parents.pop()
+                starts.pop()
+        else:
+            starts[layer] = _LEFT
 
     # --- trace.Span: written to the innermost layer -------------------------------------------
 
@@ -286,6 +336,11 @@ class RecordedChain(Chain):
 
     def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
         self.add_event("exception", {"exception.type": type(exception).__name__})
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """A client going away is how WebSocket handlers end, not a failure of the layer."""
+    return type(exc).__name__ in ("WebSocketDisconnect", "ClientDisconnected", "CancelledError")
 
 
 def innermost_span(span: trace.Span) -> trace.Span:

@@ -159,7 +159,7 @@ def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
             return wrapped(*args, **kwargs)
         transport = args[0] if args else kwargs.get("transport")
         try:
-            upgrade = upgrading.get()
+            upgrade, upgrading.value = upgrading.value, None  # handed over once
             record = recorder.new_connection(
                 impl_http=upgrade.impl_http if upgrade else "unknown",
                 impl_ws=family.name,
