@@ -23,6 +23,7 @@ Bytes are seen on the wire: ``data_received`` on the way in and a
 
 from __future__ import annotations
 
+import sys
 from contextvars import Token
 from dataclasses import dataclass
 from time import time_ns
@@ -216,7 +217,10 @@ def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
 
 
 # The async wrappers below dispatch synchronously: a connection that is not traced goes
-# straight to the original coroutine function, with no extra coroutine frame on its path.
+# straight to the original coroutine function, with no extra coroutine frame on its path.  A
+# traced one gets the original's coroutine, made at once (so wrapt's ``args`` and ``kwargs``
+# are not kept), awaited by a wrapper whose frame stays small: ``run_asgi``'s lives as long as
+# the connection, ``receive``'s as long as it is idle.
 
 
 def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -224,48 +228,69 @@ def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     if record is None:
         return wrapped(*args, **kwargs)
     if record.inert:
-        return _owned_run_asgi(record, wrapped, args, kwargs)
-    return _traced_run_asgi(record, instance, wrapped, args, kwargs)
+        return _owned_run_asgi(record, wrapped(*args, **kwargs))
+    return _traced_run_asgi(record, getattr(instance, "app", None), wrapped(*args, **kwargs))
 
 
-async def _owned_run_asgi(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
+async def _owned_run_asgi(record: ConnectionRecord, run: Any) -> Any:
     """A connection not sampled: only say that the server layer owns it (nothing to record)."""
     record.claim()
-    return await wrapped(*args, **kwargs)
+    return await run
 
 
-async def _traced_run_asgi(
-    record: ConnectionRecord, instance: Any, wrapped: Any, args: Any, kwargs: Any
-) -> Any:
-    context_token = chain_token = None
-    entry: ChainEntry | None = None
+async def _traced_run_asgi(record: ConnectionRecord, app: Any, run: Any) -> Any:
+    context_token, chain_token, app = _app_started(record, app)  # app: now the chain's entry
     try:
-        record.on_app_start(time_ns(), getattr(instance, "app", None))
+        run = await run
+    except BaseException:
+        _app_raised(record, context_token, chain_token, app)
+        raise
+    _app_ended(record, context_token, chain_token, app, None)
+    return run
+
+
+def _app_started(record: ConnectionRecord, app: Any) -> tuple[Any, Any, ChainEntry | None]:
+    """The app task starts: ``asgi.app`` and, under it, the ASGI chain become current.
+    Returns the tokens :func:`_app_ended` takes back (with the chain's entry)."""
+    context_token = chain_token = entry = None
+    try:
+        record.on_app_start(time_ns(), app)
         if record.app_span is not None:
             # Spans made inside the app (the ASGI chain, FastAPI's own telemetry, other
             # instrumentations) join this connection's trace under asgi.app.
             current: Any = record.app_span
             entry = Active.chain
             chain = entry and entry.enter(
-                instance.app, record.app_span, record.recorder.tracer, record.recorder
+                app, record.app_span, record.recorder.tracer, record.recorder
             )
             if chain is not None:
                 current, chain_token = chain
             context_token = otel_context.attach(trace.set_span_in_context(current))
     except Exception as exc:
         errors.record("ws.run_asgi", exc)
-    failure: BaseException | None = None
-    try:
-        return await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        if chain_token is not None and entry is not None:
-            entry.leave(chain_token)
-        if context_token is not None:
-            otel_context.detach(context_token)
-        errors.call("ws.run_asgi", record.on_app_end, time_ns(), _error_name(failure))
+    return context_token, chain_token, entry
+
+
+def _app_ended(
+    record: ConnectionRecord,
+    context_token: Any,
+    chain_token: Any,
+    entry: ChainEntry | None,
+    error: str | None,
+) -> None:
+    """The app task returned (or raised ``error``): take back what :func:`_app_started` did."""
+    if chain_token is not None and entry is not None:
+        entry.leave(chain_token)
+    if context_token is not None:
+        otel_context.detach(context_token)
+    errors.call("ws.run_asgi", record.on_app_end, time_ns(), error)
+
+
+def _app_raised(
+    record: ConnectionRecord, context_token: Any, chain_token: Any, entry: ChainEntry | None
+) -> None:
+    """As :func:`_app_ended`, for the exception being handled now."""
+    _app_ended(record, context_token, chain_token, entry, _error_name(sys.exc_info()[1]))
 
 
 def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -303,21 +328,31 @@ def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
     if record is None or record.inert:
         return wrapped(*args, **kwargs)
-    return _traced_receive(record, wrapped, args, kwargs)
+    return _traced_receive(record, wrapped(*args, **kwargs))
 
 
-async def _traced_receive(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
+async def _traced_receive(record: ConnectionRecord, message: Any) -> Any:
+    """``message``: the original ``receive()``'s coroutine, then what it returned."""
+    asked = _receive_entered(record)
+    message = await message
+    _receive_exited(record, asked, message)
+    return message
+
+
+def _receive_entered(record: ConnectionRecord) -> int:
     asked = time_ns()
     try:
         record.on_receive_enter(asked)
     except Exception as exc:
         errors.record("ws.receive", exc)
-    message = await wrapped(*args, **kwargs)
+    return asked
+
+
+def _receive_exited(record: ConnectionRecord, asked: int, message: Any) -> None:
     try:
         record.on_receive_exit(asked, time_ns(), message)
     except Exception as exc:
         errors.record("ws.receive", exc)
-    return message
 
 
 # --- Wrappers on the libraries' handshake functions ----------------------------------------------

@@ -160,7 +160,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.handshake_start = 0
         self.handshake_end = 0
         self.handshake_error: str | None = None
-        self.validations: list[tuple[int, int, str | None]] = []
+        self.validations: list[tuple[int, int, str | None]] | tuple[()] = ()
         self.response_start = 0
         self.response_end = 0
 
@@ -225,6 +225,8 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self._step(Event.REQUEST)
 
     def on_validate(self, start: int, end: int, error: str | None) -> None:
+        if type(self.validations) is tuple:
+            self.validations = []
         self.validations.append((start, end, error))
 
     def on_response_start(self, at: int) -> None:
@@ -250,8 +252,9 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.http = None
         self.request = None
         self.response = None
-        self.validations = []
+        self.validations = ()
         self.accept_stack = None
+        self.accept_parent = None
 
     # --- The end ---------------------------------------------------------------------------
 

@@ -253,7 +253,7 @@ def emit_undelivered(record: ConnectionRecord, at: int) -> None:
         span.set_attribute(vocab.ERROR_TYPE, "undelivered")
         span.set_status(Status(StatusCode.ERROR, "message not delivered to the app"))
         span.end(end_time=max(at, message.first_arrival))
-    record.completed.clear()
+    record.completed = ()
     record.assembling = None
 
 
