@@ -41,7 +41,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.chain import Chain, RecordedChain, is_disconnect
+from tracer.chain import LAYER_CODES, Chain, RecordedChain, is_disconnect
 from tracer.config import TracerConfig
 from tracer.recorder import (
     ConnectionRecord,
@@ -165,6 +165,7 @@ def _wrap(owner: type, attribute: str) -> None:
             return  # already wrapped, or not an ASGI coroutine we can time
         wrapt.wrap_function_wrapper(owner, attribute, _make_layer_wrapper(owner, attribute))
         _wrapped[key] = (owner, attribute, original)
+        LAYER_CODES.add(original.__code__)
 
 
 def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
@@ -191,6 +192,7 @@ def unwrap_chain() -> None:
         for owner, attribute, original in _wrapped.values():
             setattr(owner, attribute, original)
         _wrapped.clear()
+        LAYER_CODES.clear()
         _chains.clear()
 
 
@@ -292,6 +294,9 @@ def _wrap_endpoint(route: Any) -> None:
     with _wrapped_lock:
         _wrapped[(id(dependant), "call")] = (dependant, "call", call)
         dependant.call = wrapt.FunctionWrapper(call, endpoint)
+        code = getattr(call, "__code__", None)
+        if code is not None:
+            LAYER_CODES.add(code)
 
 
 def enter_server_chain(

@@ -42,6 +42,11 @@ from opentelemetry.trace import Status, StatusCode
 from tracer import vocab
 from tracer._contain import errors
 
+LAYER_CODES: set[Any] = set()
+"""The code of every function whose calls are chain layers (middleware ``__call__`` methods, route
+endpoints): a coroutine frame running one of them is a layer of a connection, alive as long as
+the connection (see :func:`tracer.recorder.spans.capture_stack`)."""
+
 OpenLayer = Callable[[str, dict[str, Any], trace.Span], trace.Span]
 """``(name, attributes, parent) -> span``: how a :class:`Chain` starts its layers' spans."""
 

@@ -15,7 +15,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.chain import innermost_span
+from tracer.chain import LAYER_CODES, innermost_span
 from tracer.recorder.emit.messages import emit_message, emit_send, flush_greeting
 from tracer.recorder.phase import AppEvent, AppPhase
 from tracer.recorder.records import (
@@ -104,7 +104,7 @@ class AppSide:
                 self.accept_parent = current  # the innermost ASGI layer (TracingMiddleware)
             if self.config.handshake_stack and self.recording:
                 # The server's send is being entered, not yet running: it is the innermost frame.
-                self.accept_stack = capture_stack(app=self.app)
+                self.accept_stack = capture_stack(app=self.app, stop=LAYER_CODES)
                 if self.send_frame is not None:
                     self.accept_stack.append(self.send_frame)
         return None

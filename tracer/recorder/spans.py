@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from time import time_ns
 from types import MappingProxyType
@@ -398,7 +398,9 @@ _stacks: weakref.WeakKeyDictionary[Any, dict[Any, tuple[tuple[str, str, int], ..
 """app -> (its innermost call sites -> the whole stack) for stacks already walked."""
 
 
-def capture_stack(skip: int = 1, app: Any = None) -> list[tuple[str, str, int]]:
+def capture_stack(
+    skip: int = 1, app: Any = None, stop: Collection[Any] = ()
+) -> list[tuple[str, str, int]]:
     """The live Python stack, outermost first, without wstrace's own frames.
 
     Coroutine frames chain through ``f_back`` while they run, so inside the server's
@@ -406,9 +408,11 @@ def capture_stack(skip: int = 1, app: Any = None) -> list[tuple[str, str, int]]:
 
     Walking materialises a frame object for every coroutine on the way, and each stays alive
     as long as its coroutine: for the ASGI chain, the whole connection.  So with ``app`` (the
-    ASGI app the connection runs), the innermost few call sites are read and, if this app
-    reached ``accept`` through them before, the stack walked then — the same code, hence the
-    same rows — is returned without walking the rest.
+    ASGI app the connection runs), the innermost few call sites are read — up to the first
+    frame running a code in ``stop`` (the innermost layer of the chain, most often the
+    endpoint: the frames outside it live on, and are not touched) — and, if this app reached
+    ``accept`` through them before, the stack walked then — the same code, hence the same
+    rows — is returned without walking the rest.
     """
     frame = sys._getframe(skip)
     known = None
@@ -417,7 +421,10 @@ def capture_stack(skip: int = 1, app: Any = None) -> list[tuple[str, str, int]]:
         sites = []
         innermost: Any = frame
         while innermost is not None and len(sites) < _PROBE_DEPTH:
-            sites.append((innermost.f_code, innermost.f_lasti))
+            code = innermost.f_code
+            sites.append((code, innermost.f_lasti))
+            if code in stop:
+                break
             innermost = innermost.f_back
         probe = tuple(sites)
         try:
