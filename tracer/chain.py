@@ -190,7 +190,7 @@ _BASE = 0
 base (0 is no valid span id)."""
 
 
-_LEFT = -1
+_LEFT = 0
 """In :class:`RecordedChain`'s start times: a layer that left while a layer inside it runs."""
 
 
@@ -203,31 +203,30 @@ class RecordedChain(Chain):
     when the middleware records it alone).
     """
 
-    __slots__ = ("_context", "_foreign", "_parents", "_sdk", "_starts", "_top", "_written")
+    __slots__ = ("_context", "_foreign", "_sdk", "_top", "_written")
 
     def __init__(self, base: trace.Span, sdk: Any, tracer: Any) -> None:
         super().__init__(base, None, tracer)
         self._sdk = sdk
         self._context = base.get_span_context()
-        # One machine word per open layer in each array, rather than a list slot and an int
-        # object: an idle connection holds its whole chain open.
-        self._layers = array("Q")  # the open layers' span ids, outermost first
-        self._parents = array("Q")  # each one's parent: the span id below it, or _BASE
-        self._starts = array("q")
+        # Three machine words per open layer in one array — its span id, its parent's (the
+        # span id below it, or _BASE) and its start time (_LEFT once it left out of order),
+        # outermost first — rather than list slots and int objects: an idle connection holds
+        # its whole chain open.
+        self._layers = array("Q")
         self._foreign: dict[int, trace.SpanContext] | None = None
         """Layer -> the span made current inside the chain that it nests under (rare)."""
-        self._top: tuple[int, trace.SpanContext] | None = None  # the last context built
+        self._top: trace.SpanContext | None = None  # the last context built
         self._written: dict[int, _Written] | None = None
 
     def _layer_context(self, span_id: int) -> trace.SpanContext:
         top = self._top
-        if top is not None and top[0] == span_id:
-            return top[1]
+        if top is not None and top.span_id == span_id:
+            return top
         base = self._context
-        context = trace.SpanContext(
+        context = self._top = trace.SpanContext(
             base.trace_id, span_id, False, base.trace_flags, base.trace_state
         )
-        self._top = (span_id, context)
         return context
 
     @property
@@ -235,7 +234,7 @@ class RecordedChain(Chain):
         layers = self._layers
         if not layers:
             return self._base
-        return LayerRef(self._layer_context(layers[-1]))
+        return LayerRef(self._layer_context(layers[-3]))
 
     def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> int:
         span_id = self._sdk.new_span_id()
@@ -246,17 +245,16 @@ class RecordedChain(Chain):
             self._foreign[span_id] = outer.get_span_context()
             parent = _BASE
         else:
-            parent = layers[-1] if layers else _BASE
+            parent = layers[-3] if layers else _BASE
         layers.append(span_id)
-        self._parents.append(parent)
-        self._starts.append(time_ns())
-        return len(layers) - 1
+        layers.append(parent)
+        layers.append(time_ns())
+        return len(layers) // 3 - 1
 
     def leave(self, layer: int, name: str, attributes: dict[str, Any], error: str | None) -> None:
         end = time_ns()
-        span_id = self._layers[layer]
-        parent_id = self._parents[layer]
-        start = self._starts[layer]
+        at = 3 * layer
+        span_id, parent_id, start = self._layers[at : at + 3]
         self._remove(layer)
         context = self._layer_context(span_id)
         foreign = self._foreign.pop(span_id, None) if self._foreign else None
@@ -280,17 +278,14 @@ class RecordedChain(Chain):
         self._sdk.emit(name, context, parent, start, end, attributes, events=events, status=status)
 
     def _remove(self, layer: int) -> None:
-        layers, parents, starts = self._layers, self._parents, self._starts
-        if layer == len(layers) - 1:
-            layers.pop()
-            parents.pop()
-            starts.pop()
-            while starts and starts[-1] == _LEFT:
-                layers.pop()
-                parents.pop()
-                starts.pop()
+        layers = self._layers
+        at = 3 * layer
+        if at == len(layers) - 3:
+            del layers[at:]
+            while layers and layers[-1] == _LEFT:
+                del layers[-3:]
         else:
-            starts[layer] = _LEFT
+            layers[at + 2] = _LEFT
 
     # --- trace.Span: written to the innermost layer -------------------------------------------
 
@@ -299,9 +294,10 @@ class RecordedChain(Chain):
             return None
         if self._written is None:
             self._written = {}
-        written = self._written.get(self._layers[-1])
+        span_id = self._layers[-3]
+        written = self._written.get(span_id)
         if written is None:
-            written = self._written[self._layers[-1]] = _Written()
+            written = self._written[span_id] = _Written()
         return written
 
     def is_recording(self) -> bool:
