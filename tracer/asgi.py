@@ -301,18 +301,21 @@ def _wrap_endpoint(route: Any) -> None:
 
 def enter_server_chain(
     app: Any, base: Any, tracer: Any, recorder: Any
-) -> tuple[Chain, contextvars.Token[Any]] | None:
+) -> tuple[Chain, Chain | None] | None:
     """Called by the server hooks as the ASGI app starts: trace the chain if it is wrapped.
 
     Returns the connection's :class:`Chain` (to be made the current span, under ``base``) and
-    a token for :func:`leave_server_chain` when the app contains a :class:`TracingMiddleware`
+    what :func:`leave_server_chain` restores when the app contains a :class:`TracingMiddleware`
     (the user asked for the ASGI layer to be traced): the outer layers, such as uvicorn's
-    ``ProxyHeadersMiddleware``, then get spans too.
+    ``ProxyHeadersMiddleware``, then get spans too.  (The chain before, not a token: the hooks
+    keep it as long as the connection, and a token is one more object.)
     """
     if not instrument_chain(app):
         return None
     chain = server_chain(base, tracer, recorder)
-    return chain, _current_chain.set(chain)
+    previous = _current_chain.get()
+    _current_chain.set(chain)
+    return chain, previous
 
 
 def server_chain(base: Any, tracer: Any, recorder: Any) -> Chain:
@@ -324,8 +327,8 @@ def server_chain(base: Any, tracer: Any, recorder: Any) -> Chain:
     return Chain(base, recorder.start_layer, tracer)
 
 
-def leave_server_chain(token: contextvars.Token[Any]) -> None:
-    _current_chain.reset(token)
+def leave_server_chain(previous: Chain | None) -> None:
+    _current_chain.set(previous)
 
 
 # --- The middleware ------------------------------------------------------------------------------

@@ -219,14 +219,16 @@ class RecordedChain(Chain):
         self._top: trace.SpanContext | None = None  # the last context built
         self._written: dict[int, _Written] | None = None
 
-    def _layer_context(self, span_id: int) -> trace.SpanContext:
+    def _layer_context(self, span_id: int, keep: bool = True) -> trace.SpanContext:
         top = self._top
         if top is not None and top.span_id == span_id:
             return top
         base = self._context
-        context = self._top = trace.SpanContext(
+        context = trace.SpanContext(
             base.trace_id, span_id, False, base.trace_flags, base.trace_state
         )
+        if keep:
+            self._top = context
         return context
 
     @property
@@ -234,7 +236,9 @@ class RecordedChain(Chain):
         layers = self._layers
         if not layers:
             return self._base
-        return LayerRef(self._layer_context(layers[-3]))
+        # Not kept: asked for while the chain runs (the accept's parent…), it would stay for
+        # an idle connection's life; leaving layers keep their parents' (see leave).
+        return LayerRef(self._layer_context(layers[-3], keep=False))
 
     def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> int:
         span_id = self._sdk.new_span_id()

@@ -18,8 +18,8 @@ class ChainEntry:
 
     The hooks sit beside the ASGI layer, not above it: the instrumentor, which knows both,
     plugs the ASGI layer's entry and exit in here.  ``enter(app, base_span, tracer, recorder)``
-    returns ``(current_span, token)`` when the app's chain is traced, else ``None``;
-    ``leave(token)`` undoes it when the app returns.
+    returns ``(current_span, restore)`` when the app's chain is traced, else ``None``;
+    ``leave(restore)`` undoes it when the app returns.
     """
 
     enter: Callable[[Any, Any, Any, Any], tuple[Any, Any] | None]

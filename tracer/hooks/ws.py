@@ -239,58 +239,65 @@ async def _owned_run_asgi(record: ConnectionRecord, run: Any) -> Any:
 
 
 async def _traced_run_asgi(record: ConnectionRecord, app: Any, run: Any) -> Any:
-    context_token, chain_token, app = _app_started(record, app)  # app: now the chain's entry
+    context, chain, app = _app_started(record, app)  # app: now the chain's entry
     try:
         run = await run
     except BaseException:
-        _app_raised(record, context_token, chain_token, app)
+        _app_raised(record, context, chain, app)
         raise
-    _app_ended(record, context_token, chain_token, app, None)
+    _app_ended(record, context, chain, app, None)
     return run
+
+
+_NOT_ATTACHED = object()
 
 
 def _app_started(record: ConnectionRecord, app: Any) -> tuple[Any, Any, ChainEntry | None]:
     """The app task starts: ``asgi.app`` and, under it, the ASGI chain become current.
-    Returns the tokens :func:`_app_ended` takes back (with the chain's entry)."""
-    context_token = chain_token = entry = None
+
+    Returns what :func:`_app_ended` restores: the OpenTelemetry context before (not attach's
+    token: it would be one more object for the connection's life), and, when the chain was
+    entered, what its entry's ``leave`` takes, with the entry."""
+    context: Any = _NOT_ATTACHED
+    chain: Any = None
+    entry: ChainEntry | None = None
     try:
         record.on_app_start(time_ns(), app)
         if record.app_span is not None:
             # Spans made inside the app (the ASGI chain, FastAPI's own telemetry, other
             # instrumentations) join this connection's trace under asgi.app.
             current: Any = record.app_span
-            entry = Active.chain
-            chain = entry and entry.enter(
+            active = Active.chain
+            entered = active and active.enter(
                 app, record.app_span, record.recorder.tracer, record.recorder
             )
-            if chain is not None:
-                current, chain_token = chain
-            context_token = otel_context.attach(trace.set_span_in_context(current))
+            if entered is not None:
+                current, chain = entered
+                entry = active
+            before = otel_context.get_current()
+            otel_context.attach(trace.set_span_in_context(current))
+            context = before
     except Exception as exc:
         errors.record("ws.run_asgi", exc)
-    return context_token, chain_token, entry
+    return context, chain, entry
 
 
 def _app_ended(
-    record: ConnectionRecord,
-    context_token: Any,
-    chain_token: Any,
-    entry: ChainEntry | None,
-    error: str | None,
+    record: ConnectionRecord, context: Any, chain: Any, entry: ChainEntry | None, error: str | None
 ) -> None:
     """The app task returned (or raised ``error``): take back what :func:`_app_started` did."""
-    if chain_token is not None and entry is not None:
-        entry.leave(chain_token)
-    if context_token is not None:
-        otel_context.detach(context_token)
+    if entry is not None:
+        entry.leave(chain)
+    if context is not _NOT_ATTACHED:
+        otel_context.attach(context)
     errors.call("ws.run_asgi", record.on_app_end, time_ns(), error)
 
 
 def _app_raised(
-    record: ConnectionRecord, context_token: Any, chain_token: Any, entry: ChainEntry | None
+    record: ConnectionRecord, context: Any, chain: Any, entry: ChainEntry | None
 ) -> None:
     """As :func:`_app_ended`, for the exception being handled now."""
-    _app_ended(record, context_token, chain_token, entry, _error_name(sys.exc_info()[1]))
+    _app_ended(record, context, chain, entry, _error_name(sys.exc_info()[1]))
 
 
 def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
