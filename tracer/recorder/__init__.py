@@ -230,6 +230,8 @@ def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> Non
             handling.sends_dropped += len(sends)
             return
         handling.held += len(sends)
+        if type(handling.explicit_broadcasts) is tuple:
+            handling.explicit_broadcasts = []
         handling.explicit_broadcasts.append((started, ended, sends))
         return
     owner = sends[0].recipient

@@ -124,18 +124,29 @@ class AppSide:
                 owner.sends_dropped += 1
                 return
             owner.held += 1
-            owner.sends.append(send)
-            if not owner.message_type and len(owner.sends) >= GREETING_FLUSH:
+            sends = owner.sends
+            if type(sends) is tuple:
+                sends = owner.sends = []
+            sends.append(send)
+            if not owner.message_type and len(sends) >= GREETING_FLUSH:
                 flush_greeting(owner)
         elif self.recording:
             # A send from outside any handler (a background task): straight under its connection.
             emit_send(self, self.span, send, self)
 
     def on_receive_enter(self, at: int) -> None:
-        """The app asks for the next message: the previous one has been handled."""
+        """The app asks for the next message: the previous one has been handled.
+
+        Before the first message, the greeting phase goes on (it ends when a message is
+        received, which may be never), but what it sent so far goes out now, as a push-only
+        app's batches do, rather than staying with a connection that now waits."""
         handling = self.handling
-        if handling is not None and handling.message_type:
+        if handling is None:
+            return
+        if handling.message_type:
             self._close_handling(at)
+        elif handling.held and not handling.closed:
+            flush_greeting(handling)
 
     def on_receive_exit(self, token_at: int, at: int, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
