@@ -111,6 +111,10 @@ _wrapped: dict[tuple[int, str], tuple[Any, str, Any]] = {}
 """(id(owner), attribute) -> (owner, attribute, original) for every chain wrapper installed:
 classes, module functions and route endpoints, all put back by :func:`unwrap_chain`."""
 
+_describers: dict[tuple[int, str], tuple[Callable[[Any], LayerSpec], Any]] = {}
+"""(id(owner), attribute) -> (how its wrapper describes an instance, the original), for the
+classes whose ``__call__`` is a chain layer (see :func:`_direct_layer`)."""
+
 _TRANSPARENT: set[str] = {"TracingMiddleware"}
 
 
@@ -126,7 +130,8 @@ def _layer_name(cls: type, owner: type, attribute: str) -> str:
     return owner.__name__
 
 
-def _make_layer_wrapper(owner: type, attribute: str) -> Any:
+def _make_layer_wrapper(owner: type, attribute: str) -> tuple[Any, Callable[[Any], LayerSpec]]:
+    """The class-level wrapper of ``owner.attribute``, and how it describes an instance."""
     original = owner.__dict__[attribute]
     attrs = code_attributes(original)
     described: dict[tuple[type, Any], LayerSpec] = {}
@@ -152,7 +157,7 @@ def _make_layer_wrapper(owner: type, attribute: str) -> Any:
             return wrapped(*args, **kwargs)
         return run_layer(chain, describe(instance), wrapped(*args, **kwargs))
 
-    return layer
+    return layer, describe
 
 
 def _wrap(owner: type, attribute: str) -> None:
@@ -163,9 +168,25 @@ def _wrap(owner: type, attribute: str) -> None:
         original = owner.__dict__[attribute]
         if isinstance(original, wrapt.FunctionWrapper) or not inspect.iscoroutinefunction(original):
             return  # already wrapped, or not an ASGI coroutine we can time
-        wrapt.wrap_function_wrapper(owner, attribute, _make_layer_wrapper(owner, attribute))
+        wrapper, describe = _make_layer_wrapper(owner, attribute)
+        wrapt.wrap_function_wrapper(owner, attribute, wrapper)
         _wrapped[key] = (owner, attribute, original)
+        _describers[key] = (describe, original)
         LAYER_CODES.add(original.__code__)
+
+
+def _direct_layer(app: Any) -> tuple[LayerSpec, Any] | None:
+    """``app``'s layer (its span's name and attributes) and its unwrapped ``__call__``, when
+    its class's ``__call__`` is a chain layer: :class:`TracingMiddleware` then awaits it as
+    :func:`run_layer` would, rather than through one more coroutine."""
+    for klass in type(app).__mro__:
+        if "__call__" in klass.__dict__:
+            found = _describers.get((id(klass), "__call__"))
+            if found is None:
+                return None
+            describe, original = found
+            return describe(app), original
+    return None
 
 
 def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
@@ -192,6 +213,7 @@ def unwrap_chain() -> None:
         for owner, attribute, original in _wrapped.values():
             setattr(owner, attribute, original)
         _wrapped.clear()
+        _describers.clear()
         LAYER_CODES.clear()
         _chains.clear()
 
@@ -359,6 +381,27 @@ class TracingMiddleware:
         if scope.get("type") != "websocket":
             await self.app(scope, receive, send)
             return
+        # This coroutine lives as long as the connection: its frame is kept small, the work
+        # done by _websocket.
+        chain, layer, handle, run = self._websocket(scope, receive, send)
+        if handle is None:
+            await run
+            return
+        # The app's outermost layer, awaited here as run_layer would (its span ends when it
+        # returns): one coroutine less for every connection.
+        try:
+            await run
+        except BaseException:
+            chain.raised(handle, layer)
+            raise
+        chain.returned(handle, layer)
+
+    def _websocket(
+        self, scope: Scope, receive: Any, send: Any
+    ) -> tuple[Any, LayerSpec | None, int | None, Any]:
+        """What :meth:`__call__` awaits for a WebSocket connection: ``(chain, layer, handle,
+        awaitable)``; with a ``handle``, the awaitable is the app's outermost layer, entered in
+        ``chain``, which :meth:`__call__` leaves when it returns."""
         try:
             instrument_chain(self.app, force=True)  # cached per app; again after unwrap_chain
         except Exception as exc:
@@ -369,25 +412,36 @@ class TracingMiddleware:
             if client is not None and handling.record.recording:
                 errors.call("asgi.link", handling.record.span.add_link, client, _CLIENT_LINK)
             scope = with_trace_headers(scope)
-        if handling is not None and not handling.record.recording:
-            await self.app(scope, receive, send)  # owned by the server layer, not sampled
-            return
-        if handling is not None:
-            if _current_chain.get() is not None:  # the server hooks opened the chain
-                await self.app(scope, receive, send)
-                return
+        if handling is None:
+            return None, None, None, run_alone(self, scope, receive, send)
+        if not handling.record.recording:  # owned by the server layer, not sampled
+            return None, None, None, self.app(scope, receive, send)
+        chain = _current_chain.get()
+        if chain is None:
             # The hooks own this connection but did not see this middleware in the app they
             # started: the chain starts here, under whatever span is current.
-            chain = server_chain(trace.get_current_span(), self.tracer, handling.record.recorder)
-            token = _current_chain.set(chain)
-            context_token = otel_context.attach(trace.set_span_in_context(chain))
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                otel_context.detach(context_token)
-                _current_chain.reset(token)
-            return
-        await run_alone(self, scope, receive, send)
+            return None, None, None, _run_chain(self, handling, scope, receive, send)
+        # The server hooks opened the chain.
+        direct = _direct_layer(self.app)
+        if direct is None:
+            return None, None, None, self.app(scope, receive, send)
+        layer, original = direct
+        run = original(self.app, scope, receive, send)
+        return chain, layer, _enter_layer(chain, layer), run
+
+
+async def _run_chain(
+    middleware: TracingMiddleware, handling: Any, scope: Scope, receive: Any, send: Any
+) -> None:
+    """The app, with a chain of its own made current under the current span."""
+    chain = server_chain(trace.get_current_span(), middleware.tracer, handling.record.recorder)
+    token = _current_chain.set(chain)
+    context_token = otel_context.attach(trace.set_span_in_context(chain))
+    try:
+        await middleware.app(scope, receive, send)
+    finally:
+        otel_context.detach(context_token)
+        _current_chain.reset(token)
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
