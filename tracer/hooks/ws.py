@@ -24,7 +24,7 @@ Bytes are seen on the wire: ``data_received`` on the way in and a
 from __future__ import annotations
 
 import sys
-from contextvars import Token
+from contextvars import Token, copy_context
 from dataclasses import dataclass
 from time import time_ns
 from typing import Any
@@ -192,17 +192,26 @@ def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> A
     except Exception as exc:
         errors.record("ws.data_received", exc)
         frames = None
-    token = _share_record(record)
     try:
+        if record.phase < _OPEN:
+            # The record is shared (see _share_record) in a copy of the context: the reader's
+            # own, which lives as long as the connection, would otherwise keep the set-and-reset
+            # (new context variable mappings) for its whole life.
+            return copy_context().run(_shared_call, record, wrapped, args, kwargs)
         return wrapped(*args, **kwargs)
     finally:
-        if token is not None:
-            current_record.reset(token)
         if frames:
             try:
                 record.on_bytes_in_done(frames, time_ns())
             except Exception as exc:
                 errors.record("ws.data_received", exc)
+
+
+def _shared_call(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
+    """``wrapped(*args, **kwargs)`` with ``record`` as the ``current_record`` (run in a copy of
+    the context, which is let go afterwards: nothing to reset)."""
+    current_record.set(record)
+    return wrapped(*args, **kwargs)
 
 
 def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
