@@ -241,6 +241,9 @@ class RecordedChain(Chain):
         return LayerRef(self._layer_context(layers[-3], keep=False))
 
     def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> int:
+        # A layer leaving kept its parent's context for when that one leaves too; a layer
+        # entering means the parent runs on (solve_dependencies, then the endpoint): let it go.
+        self._top = None
         span_id = self._sdk.new_span_id()
         layers = self._layers
         if outer is not None:

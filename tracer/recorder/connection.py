@@ -41,6 +41,9 @@ _OPEN = int(Phase.OPEN)
 _FINISHED = int(Phase.FINISHED)
 _ORPHANED = int(AppPhase.ORPHANED)
 _RUNNING = (int(AppPhase.RUNNING), _ORPHANED)
+_HAPPENED = 1
+"""A handshake timestamp once its spans are out: true (it happened), and a small int, which
+Python does not allocate."""
 _NO_CODE: dict[str, Attributes] = {}
 """No ``code.*`` attributes per stage: the middleware alone cannot see the server's code."""
 
@@ -255,6 +258,17 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.validations = ()
         self.accept_stack = None
         self.accept_parent = None
+        # Its timestamps are ints of their own: from now on, only whether each happened counts.
+        if self.handshake_start:
+            self.handshake_start = _HAPPENED
+        if self.handshake_end:
+            self.handshake_end = _HAPPENED
+        if self.response_start:
+            self.response_start = _HAPPENED
+        if self.response_end:
+            self.response_end = _HAPPENED
+        if self.accept_start:
+            self.accept_start = _HAPPENED
 
     # --- The end ---------------------------------------------------------------------------
 
