@@ -209,10 +209,11 @@ class RecordedChain(Chain):
         super().__init__(base, None, tracer)
         self._sdk = sdk
         self._context = base.get_span_context()
-        # Three machine words per open layer in one array — its span id, its parent's (the
-        # span id below it, or _BASE) and its start time (_LEFT once it left out of order),
-        # outermost first — rather than list slots and int objects: an idle connection holds
-        # its whole chain open.
+        # Two machine words per open layer in one array — its span id and its start time
+        # (_LEFT once it left out of order), outermost first — rather than list slots and int
+        # objects: an idle connection holds its whole chain open.  A layer's parent is the
+        # layer below it (still there: only the innermost are dropped), the base for the
+        # outermost, or the span in _foreign.
         self._layers = array("Q")
         self._foreign: dict[int, trace.SpanContext] | None = None
         """Layer -> the span made current inside the chain that it nests under (rare)."""
@@ -238,7 +239,7 @@ class RecordedChain(Chain):
             return self._base
         # Not kept: asked for while the chain runs (the accept's parent…), it would stay for
         # an idle connection's life; leaving layers keep their parents' (see leave).
-        return LayerRef(self._layer_context(layers[-3], keep=False))
+        return LayerRef(self._layer_context(layers[-2], keep=False))
 
     def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> int:
         # A layer leaving kept its parent's context for when that one leaves too; a layer
@@ -250,18 +251,16 @@ class RecordedChain(Chain):
             if self._foreign is None:
                 self._foreign = {}
             self._foreign[span_id] = outer.get_span_context()
-            parent = _BASE
-        else:
-            parent = layers[-3] if layers else _BASE
         layers.append(span_id)
-        layers.append(parent)
         layers.append(time_ns())
-        return len(layers) // 3 - 1
+        return len(layers) // 2 - 1
 
     def leave(self, layer: int, name: str, attributes: dict[str, Any], error: str | None) -> None:
         end = time_ns()
-        at = 3 * layer
-        span_id, parent_id, start = self._layers[at : at + 3]
+        at = 2 * layer
+        layers = self._layers
+        span_id, start = layers[at], layers[at + 1]
+        parent_id = layers[at - 2] if at else _BASE
         self._remove(layer)
         context = self._layer_context(span_id)
         foreign = self._foreign.pop(span_id, None) if self._foreign else None
@@ -286,13 +285,13 @@ class RecordedChain(Chain):
 
     def _remove(self, layer: int) -> None:
         layers = self._layers
-        at = 3 * layer
-        if at == len(layers) - 3:
+        at = 2 * layer
+        if at == len(layers) - 2:
             del layers[at:]
             while layers and layers[-1] == _LEFT:
-                del layers[-3:]
+                del layers[-2:]
         else:
-            layers[at + 2] = _LEFT
+            layers[at + 1] = _LEFT
 
     # --- trace.Span: written to the innermost layer -------------------------------------------
 
@@ -301,7 +300,7 @@ class RecordedChain(Chain):
             return None
         if self._written is None:
             self._written = {}
-        span_id = self._layers[-3]
+        span_id = self._layers[-2]
         written = self._written.get(span_id)
         if written is None:
             written = self._written[span_id] = _Written()
