@@ -115,3 +115,25 @@ def test_a_recorded_layer_kept_as_a_parent_stays_put() -> None:
     chain.enter("Deeper", {}, None)
     assert kept.get_span_context().span_id == layer
     assert chain.get_span_context().span_id != layer
+
+
+def test_the_app_span_shares_its_code_attributes_until_written_or_ended() -> None:
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    recorder = Recorder(provider)
+    connection = recorder.start("ws.connection", None, 1)
+    code = {"code.function.name": "run_asgi"}
+    quiet = recorder.start_app(connection, 2, code, "/quiet")
+    written = recorder.start_app(connection, 3, code, "/written")
+    assert dict(quiet.attributes) == {**code, vocab.URL_PATH: "/quiet"}
+    written.set_attribute("app.annotated", True)
+    written.set_status(trace.Status(trace.StatusCode.ERROR, "boom"))
+    quiet.end(end_time=4)
+    written.end(end_time=5)
+    assert code == {"code.function.name": "run_asgi"}  # shared, never written to
+    spans = {span.attributes[vocab.URL_PATH]: span for span in memory.get_finished_spans()}
+    assert list(spans["/quiet"].attributes) == [*code, vocab.URL_PATH]
+    assert list(spans["/written"].attributes) == [*code, vocab.URL_PATH, "app.annotated"]
+    assert spans["/written"].status.status_code.name == "ERROR"
+    assert spans["/quiet"].parent == connection.get_span_context()

@@ -45,6 +45,7 @@ from tracer.recorder.records import (
 )
 from tracer.recorder.spans import (
     _ROOT_CONTEXT,
+    AppSpan,
     PendingSpan,
     SdkParts,
     code_attributes,
@@ -164,6 +165,21 @@ class Recorder:
         return self.tracer.start_span(
             name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
         )
+
+    def start_app(self, parent: Any, start: int, code: Attributes, path: str) -> Any:
+        """``asgi.app`` under ``parent``, with ``code`` (shared, not copied) and the path."""
+        sdk = self._sdk
+        if sdk is None or parent is None or not parent.is_recording():
+            return self.start(vocab.ASGI_APP, parent, start, {**code, vocab.URL_PATH: path})
+        parent_context = parent.get_span_context()
+        context = trace.SpanContext(
+            parent_context.trace_id,
+            sdk.new_span_id(),
+            False,
+            parent_context.trace_flags,
+            parent_context.trace_state,
+        )
+        return AppSpan(sdk, context, parent_context, start, code, path)
 
     def start_layer(self, name: str, attributes: Attributes, parent: Any) -> Any:
         """A layer of an ASGI chain starts now (see :class:`tracer.chain.Chain`)."""

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from tracer.recorder.connection import ConnectionRecord
 
 _NOT_STARTED = int(AppPhase.NOT_STARTED)
+_NO_ATTRIBUTES: dict[str, Any] = {}
 _ORPHANED = int(AppPhase.ORPHANED)
 
 
@@ -66,8 +67,8 @@ class AppSide:
         self._app_step(AppEvent.START)
         self.app = app
         if self.recording and app_span:
-            attrs = {**self.ws_code.get(vocab.ASGI_APP, {}), vocab.URL_PATH: self.path or ""}
-            self.app_span = self.recorder.start(vocab.ASGI_APP, self.span, at, attrs)
+            code = self.ws_code.get(vocab.ASGI_APP, _NO_ATTRIBUTES)
+            self.app_span = self.recorder.start_app(self.span, at, code, self.path or "")
             self.open_spans.append(self.app_span)
         greeting = Handling(self, None, asked_at=at)
         self.handling = greeting

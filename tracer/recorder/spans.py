@@ -342,6 +342,45 @@ class PendingSpan(trace.Span):
         )
 
 
+class AppSpan(PendingSpan):
+    """``asgi.app``: a pending span whose attributes are its stage's shared ``code.*`` mapping
+    and the connection's path, kept apart until it is written to or ends.
+
+    It is open as long as its connection, idle or not: a mapping of its own from the start
+    would weigh on every idle connection.  The path goes in where it always stood (after
+    ``code.*``, before anything written later)."""
+
+    __slots__ = ("_path",)
+
+    def __init__(
+        self, sdk: SdkParts, context: trace.SpanContext, parent: trace.SpanContext,
+        start: int, code: Attributes, path: str,
+    ) -> None:
+        super().__init__(sdk, vocab.ASGI_APP, context, parent, start, code, None, SpanKind.INTERNAL)
+        self._path: str | None = path
+
+    attributes = property(
+        lambda self: MappingProxyType(
+            self._attributes if self._path is None else self._with_path()
+        )
+    )
+
+    def _with_path(self) -> dict[str, Any]:
+        return {**self._attributes, vocab.URL_PATH: self._path}
+
+    def _own(self) -> dict[str, Any]:
+        if self._path is not None:
+            self._attributes = self._with_path()
+            self._owned = True
+            self._path = None
+        return super()._own()
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._sdk is not None:
+            self._own()
+        super().end(end_time)
+
+
 _UNSET = facts.UNSET
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
