@@ -72,15 +72,20 @@ def test_layers_nest_and_the_chain_answers_for_the_innermost(kind: str) -> None:
 def test_a_layer_leaving_out_of_order_keeps_the_innermost_right(kind: str) -> None:
     chain, base, memory = make_chain(kind)
     first = chain.enter("First", {}, None)
+    first_context = chain.get_span_context()
     second = chain.enter("Second", {}, None)
     third = chain.enter("Third", {}, None)
     third_context = chain.get_span_context()
     chain.leave(second, "Second", {}, None)  # an app running inner apps side by side
     assert chain.get_span_context() == third_context
+    fourth = chain.enter("Fourth", {}, None)  # under Third, the innermost
+    chain.leave(fourth, "Fourth", {}, None)
+    assert chain.get_span_context() == third_context
     chain.leave(third, "Third", {}, None)
-    assert chain.get_span_context() != third_context
+    assert chain.get_span_context() == first_context  # Second left already
     chain.leave(first, "First", {}, None)
     spans = by_name(memory)
+    assert spans["Fourth"].parent == spans["Third"].context
     assert spans["Third"].parent == spans["Second"].context
     assert spans["Second"].parent == spans["First"].context
     assert chain.get_span_context() == base.get_span_context()
@@ -103,9 +108,32 @@ def test_a_foreign_span_in_between_becomes_the_parent(kind: str) -> None:
 
 def test_a_recorded_layer_kept_as_a_parent_stays_put() -> None:
     chain, _, _ = make_chain("recorded")
-    layer = chain.enter("Layer", {}, None)
+    chain.enter("Layer", {}, None)
     kept = innermost_span(chain)
+    layer = kept.get_span_context().span_id
     assert isinstance(kept, LayerRef) and kept.is_recording()
     chain.enter("Deeper", {}, None)
     assert kept.get_span_context().span_id == layer
     assert chain.get_span_context().span_id != layer
+
+
+def test_the_app_span_shares_its_code_attributes_until_written_or_ended() -> None:
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    recorder = Recorder(provider)
+    connection = recorder.start("ws.connection", None, 1)
+    code = {"code.function.name": "run_asgi"}
+    quiet = recorder.start_app(connection, 2, code, "/quiet")
+    written = recorder.start_app(connection, 3, code, "/written")
+    assert dict(quiet.attributes) == {**code, vocab.URL_PATH: "/quiet"}
+    written.set_attribute("app.annotated", True)
+    written.set_status(trace.Status(trace.StatusCode.ERROR, "boom"))
+    quiet.end(end_time=4)
+    written.end(end_time=5)
+    assert code == {"code.function.name": "run_asgi"}  # shared, never written to
+    spans = {span.attributes[vocab.URL_PATH]: span for span in memory.get_finished_spans()}
+    assert list(spans["/quiet"].attributes) == [*code, vocab.URL_PATH]
+    assert list(spans["/written"].attributes) == [*code, vocab.URL_PATH, "app.annotated"]
+    assert spans["/written"].status.status_code.name == "ERROR"
+    assert spans["/quiet"].parent == connection.get_span_context()

@@ -41,7 +41,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.chain import Chain, RecordedChain
+from tracer.chain import LAYER_CODES, Chain, RecordedChain, is_disconnect
 from tracer.config import TracerConfig
 from tracer.recorder import (
     ConnectionRecord,
@@ -70,21 +70,22 @@ async def run_layer(chain: Chain, layer: LayerSpec, awaitable: Any) -> Any:
 
     The layer's coroutine is created by the (synchronous) wrapper and awaited here: one
     coroutine per layer, which lives as long as the connection, rather than two.  An idle
-    connection holds one of these per layer, so its frame is kept small: the work is done
-    by :func:`_enter_layer` and :func:`_leave_layer`."""
+    connection holds one of these per layer, so its frame is kept small: few locals (the
+    layer's result reuses ``awaitable``'s), a small-int handle, and the work done by
+    :func:`_enter_layer` and the chain's ``returned`` / ``raised``."""
     handle = _enter_layer(chain, layer)
     if handle is None:
         return await awaitable
     try:
-        result = await awaitable
-    except BaseException as exc:
-        _leave_layer(chain, handle, layer, exc)
+        awaitable = await awaitable
+    except BaseException:
+        chain.raised(handle, layer)
         raise
-    _leave_layer(chain, handle, layer, None)
-    return result
+    chain.returned(handle, layer)
+    return awaitable
 
 
-def _enter_layer(chain: Chain, layer: LayerSpec) -> Any:
+def _enter_layer(chain: Chain, layer: LayerSpec) -> int | None:
     """The layer's handle in ``chain``, or None (the tracer failed: the layer runs untraced)."""
     try:
         current = trace.get_current_span()
@@ -105,28 +106,14 @@ def _enter_layer(chain: Chain, layer: LayerSpec) -> Any:
         return None
 
 
-def _leave_layer(
-    chain: Chain, handle: Any, layer: LayerSpec, exc: BaseException | None
-) -> None:
-    try:
-        token = chain.release_token(handle)
-        if token is not None:
-            otel_context.detach(token)
-        error = None if exc is None or _is_disconnect(exc) else type(exc).__name__
-        chain.leave(handle, layer[0], layer[1], error)
-    except Exception as failure:
-        errors.record("asgi.span", failure)
-
-
-def _is_disconnect(exc: BaseException) -> bool:
-    """A client going away is how WebSocket handlers end, not a failure of the layer."""
-    return type(exc).__name__ in ("WebSocketDisconnect", "ClientDisconnected", "CancelledError")
-
-
 _wrapped_lock = threading.Lock()
 _wrapped: dict[tuple[int, str], tuple[Any, str, Any]] = {}
 """(id(owner), attribute) -> (owner, attribute, original) for every chain wrapper installed:
 classes, module functions and route endpoints, all put back by :func:`unwrap_chain`."""
+
+_describers: dict[tuple[int, str], tuple[Callable[[Any], LayerSpec], Any]] = {}
+"""(id(owner), attribute) -> (how its wrapper describes an instance, the original), for the
+classes whose ``__call__`` is a chain layer (see :func:`_direct_layer`)."""
 
 _TRANSPARENT: set[str] = {"TracingMiddleware"}
 
@@ -143,7 +130,8 @@ def _layer_name(cls: type, owner: type, attribute: str) -> str:
     return owner.__name__
 
 
-def _make_layer_wrapper(owner: type, attribute: str) -> Any:
+def _make_layer_wrapper(owner: type, attribute: str) -> tuple[Any, Callable[[Any], LayerSpec]]:
+    """The class-level wrapper of ``owner.attribute``, and how it describes an instance."""
     original = owner.__dict__[attribute]
     attrs = code_attributes(original)
     described: dict[tuple[type, Any], LayerSpec] = {}
@@ -169,7 +157,7 @@ def _make_layer_wrapper(owner: type, attribute: str) -> Any:
             return wrapped(*args, **kwargs)
         return run_layer(chain, describe(instance), wrapped(*args, **kwargs))
 
-    return layer
+    return layer, describe
 
 
 def _wrap(owner: type, attribute: str) -> None:
@@ -180,8 +168,25 @@ def _wrap(owner: type, attribute: str) -> None:
         original = owner.__dict__[attribute]
         if isinstance(original, wrapt.FunctionWrapper) or not inspect.iscoroutinefunction(original):
             return  # already wrapped, or not an ASGI coroutine we can time
-        wrapt.wrap_function_wrapper(owner, attribute, _make_layer_wrapper(owner, attribute))
+        wrapper, describe = _make_layer_wrapper(owner, attribute)
+        wrapt.wrap_function_wrapper(owner, attribute, wrapper)
         _wrapped[key] = (owner, attribute, original)
+        _describers[key] = (describe, original)
+        LAYER_CODES.add(original.__code__)
+
+
+def _direct_layer(app: Any) -> tuple[LayerSpec, Any] | None:
+    """``app``'s layer (its span's name and attributes) and its unwrapped ``__call__``, when
+    its class's ``__call__`` is a chain layer: :class:`TracingMiddleware` then awaits it as
+    :func:`run_layer` would, rather than through one more coroutine."""
+    for klass in type(app).__mro__:
+        if "__call__" in klass.__dict__:
+            found = _describers.get((id(klass), "__call__"))
+            if found is None:
+                return None
+            describe, original = found
+            return describe(app), original
+    return None
 
 
 def _wrap_function(module: Any, attribute: str, span_name: str) -> None:
@@ -208,6 +213,8 @@ def unwrap_chain() -> None:
         for owner, attribute, original in _wrapped.values():
             setattr(owner, attribute, original)
         _wrapped.clear()
+        _describers.clear()
+        LAYER_CODES.clear()
         _chains.clear()
 
 
@@ -309,22 +316,28 @@ def _wrap_endpoint(route: Any) -> None:
     with _wrapped_lock:
         _wrapped[(id(dependant), "call")] = (dependant, "call", call)
         dependant.call = wrapt.FunctionWrapper(call, endpoint)
+        code = getattr(call, "__code__", None)
+        if code is not None:
+            LAYER_CODES.add(code)
 
 
 def enter_server_chain(
     app: Any, base: Any, tracer: Any, recorder: Any
-) -> tuple[Chain, contextvars.Token[Any]] | None:
+) -> tuple[Chain, Chain | None] | None:
     """Called by the server hooks as the ASGI app starts: trace the chain if it is wrapped.
 
     Returns the connection's :class:`Chain` (to be made the current span, under ``base``) and
-    a token for :func:`leave_server_chain` when the app contains a :class:`TracingMiddleware`
+    what :func:`leave_server_chain` restores when the app contains a :class:`TracingMiddleware`
     (the user asked for the ASGI layer to be traced): the outer layers, such as uvicorn's
-    ``ProxyHeadersMiddleware``, then get spans too.
+    ``ProxyHeadersMiddleware``, then get spans too.  (The chain before, not a token: the hooks
+    keep it as long as the connection, and a token is one more object.)
     """
     if not instrument_chain(app):
         return None
     chain = server_chain(base, tracer, recorder)
-    return chain, _current_chain.set(chain)
+    previous = _current_chain.get()
+    _current_chain.set(chain)
+    return chain, previous
 
 
 def server_chain(base: Any, tracer: Any, recorder: Any) -> Chain:
@@ -336,8 +349,8 @@ def server_chain(base: Any, tracer: Any, recorder: Any) -> Chain:
     return Chain(base, recorder.start_layer, tracer)
 
 
-def leave_server_chain(token: contextvars.Token[Any]) -> None:
-    _current_chain.reset(token)
+def leave_server_chain(previous: Chain | None) -> None:
+    _current_chain.set(previous)
 
 
 # --- The middleware ------------------------------------------------------------------------------
@@ -368,6 +381,27 @@ class TracingMiddleware:
         if scope.get("type") != "websocket":
             await self.app(scope, receive, send)
             return
+        # This coroutine lives as long as the connection: its frame is kept small, the work
+        # done by _websocket.
+        chain, layer, handle, run = self._websocket(scope, receive, send)
+        if handle is None:
+            await run
+            return
+        # The app's outermost layer, awaited here as run_layer would (its span ends when it
+        # returns): one coroutine less for every connection.
+        try:
+            await run
+        except BaseException:
+            chain.raised(handle, layer)
+            raise
+        chain.returned(handle, layer)
+
+    def _websocket(
+        self, scope: Scope, receive: Any, send: Any
+    ) -> tuple[Any, LayerSpec | None, int | None, Any]:
+        """What :meth:`__call__` awaits for a WebSocket connection: ``(chain, layer, handle,
+        awaitable)``; with a ``handle``, the awaitable is the app's outermost layer, entered in
+        ``chain``, which :meth:`__call__` leaves when it returns."""
         try:
             instrument_chain(self.app, force=True)  # cached per app; again after unwrap_chain
         except Exception as exc:
@@ -378,25 +412,36 @@ class TracingMiddleware:
             if client is not None and handling.record.recording:
                 errors.call("asgi.link", handling.record.span.add_link, client, _CLIENT_LINK)
             scope = with_trace_headers(scope)
-        if handling is not None and not handling.record.recording:
-            await self.app(scope, receive, send)  # owned by the server layer, not sampled
-            return
-        if handling is not None:
-            if _current_chain.get() is not None:  # the server hooks opened the chain
-                await self.app(scope, receive, send)
-                return
+        if handling is None:
+            return None, None, None, run_alone(self, scope, receive, send)
+        if not handling.record.recording:  # owned by the server layer, not sampled
+            return None, None, None, self.app(scope, receive, send)
+        chain = _current_chain.get()
+        if chain is None:
             # The hooks own this connection but did not see this middleware in the app they
             # started: the chain starts here, under whatever span is current.
-            chain = server_chain(trace.get_current_span(), self.tracer, handling.record.recorder)
-            token = _current_chain.set(chain)
-            context_token = otel_context.attach(trace.set_span_in_context(chain))
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                otel_context.detach(context_token)
-                _current_chain.reset(token)
-            return
-        await run_alone(self, scope, receive, send)
+            return None, None, None, _run_chain(self, handling, scope, receive, send)
+        # The server hooks opened the chain.
+        direct = _direct_layer(self.app)
+        if direct is None:
+            return None, None, None, self.app(scope, receive, send)
+        layer, original = direct
+        run = original(self.app, scope, receive, send)
+        return chain, layer, _enter_layer(chain, layer), run
+
+
+async def _run_chain(
+    middleware: TracingMiddleware, handling: Any, scope: Scope, receive: Any, send: Any
+) -> None:
+    """The app, with a chain of its own made current under the current span."""
+    chain = server_chain(trace.get_current_span(), middleware.tracer, handling.record.recorder)
+    token = _current_chain.set(chain)
+    context_token = otel_context.attach(trace.set_span_in_context(chain))
+    try:
+        await middleware.app(scope, receive, send)
+    finally:
+        otel_context.detach(context_token)
+        _current_chain.reset(token)
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
@@ -430,7 +475,7 @@ def with_trace_headers(scope: Scope) -> Scope:
     propagate.inject(carrier)
     if "traceparent" not in carrier:
         return scope
-    kept = [(k, v) for k, v in scope.get("headers") or [] if k not in _TRACE_HEADERS]
+    kept = [header for header in scope.get("headers") or () if header[0] not in _TRACE_HEADERS]
     ours = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in carrier.items()]
     return {**scope, "headers": [*kept, *ours]}
 
@@ -530,7 +575,7 @@ def _new_record(middleware: TracingMiddleware, scope: Scope) -> ConnectionRecord
 def _end_alone(record: ConnectionRecord, failure: BaseException | None) -> None:
     """The app returned: nothing more will happen on this connection."""
     at = time_ns()
-    error = None if failure is None or _is_disconnect(failure) else type(failure).__name__
+    error = None if failure is None or is_disconnect(failure) else type(failure).__name__
     try:
         if not record.inert:
             record.on_app_end(at, error)

@@ -20,21 +20,32 @@ Two kinds:
   idle connection holds a dozen layers open, so that is what they weigh.
 
 Layers are entered and left in order by the chain's own task; a layer left out of order (an
-app running inner apps concurrently) is removed where it is, so the innermost stays right.
+app running inner apps concurrently) is marked left where it is, and dropped once every layer
+inside it has left too, so the innermost stays right.  A layer's handle is its position in the
+chain: a small int, which Python does not allocate, held by the layer's wrapper coroutine for as
+long as the layer runs.
 """
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Callable
 from time import time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
+from tracer._contain import errors
+
+LAYER_CODES: set[Any] = set()
+"""The code of every function whose calls are chain layers (middleware ``__call__`` methods, route
+endpoints): a coroutine frame running one of them is a layer of a connection, alive as long as
+the connection (see :func:`tracer.recorder.spans.capture_stack`)."""
 
 OpenLayer = Callable[[str, dict[str, Any], trace.Span], trace.Span]
 """``(name, attributes, parent) -> span``: how a :class:`Chain` starts its layers' spans."""
@@ -61,22 +72,46 @@ class Chain(trace.Span):
         layers = self._layers
         return layers[-1] if layers else self._base
 
-    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> Any:
+    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> int:
         """A layer starts and becomes the innermost.  Its parent is the innermost layer, or
         ``outer`` when something inside the chain made its own span current since.  Returns
-        the handle :meth:`leave` takes."""
+        the handle :meth:`leave` takes (the layer's position)."""
         assert self._open is not None
         span = self._open(name, attributes, outer if outer is not None else self.innermost)
         self._layers.append(span)
-        return span
+        return len(self._layers) - 1
 
-    def leave(self, layer: Any, name: str, attributes: dict[str, Any], error: str | None) -> None:
+    def leave(self, layer: int, name: str, attributes: dict[str, Any], error: str | None) -> None:
         """A layer returned (or raised ``error``): its span ends; it is no longer innermost."""
+        span = self._layers[layer]
         self._remove(layer)
         if error is not None:
-            layer.set_attribute(vocab.ERROR_TYPE, error)
-            layer.set_status(Status(StatusCode.ERROR, error))
-        layer.end()
+            span.set_attribute(vocab.ERROR_TYPE, error)
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end()
+
+    def returned(self, layer: int, spec: tuple[str, dict[str, Any]]) -> None:
+        """The layer ``spec`` entered as ``layer`` returned (see :func:`tracer.asgi.run_layer`).
+        Never raises: the tracer's failures are its own."""
+        try:
+            token = self.release_token(layer)
+            if token is not None:
+                otel_context.detach(token)
+            self.leave(layer, spec[0], spec[1], None)
+        except Exception as failure:
+            errors.record("asgi.span", failure)
+
+    def raised(self, layer: int, spec: tuple[str, dict[str, Any]]) -> None:
+        """As :meth:`returned`, for a layer that raised the exception being handled now."""
+        try:
+            token = self.release_token(layer)
+            if token is not None:
+                otel_context.detach(token)
+            exc = sys.exc_info()[1]
+            error = None if exc is None or is_disconnect(exc) else type(exc).__name__
+            self.leave(layer, spec[0], spec[1], error)
+        except Exception as failure:
+            errors.record("asgi.span", failure)
 
     def hold_token(self, layer: Any, token: Any) -> None:
         """Keep the context token of a layer that made the chain current again under a span
@@ -89,14 +124,16 @@ class Chain(trace.Span):
         """The token :meth:`hold_token` kept for ``layer``, if any."""
         return self._tokens.pop(layer, None) if self._tokens else None
 
-    def _remove(self, layer: Any) -> int:
+    def _remove(self, layer: int) -> None:
+        """Layer ``layer`` left: dropped if innermost (with the layers below it that left out of
+        order), else marked left, so that every open layer keeps its position."""
         layers = self._layers
-        if layers and layers[-1] is layer:
+        if layer == len(layers) - 1:
             layers.pop()
-            return len(layers)
-        index = layers.index(layer)
-        del layers[index]
-        return index
+            while layers and layers[-1] is None:
+                layers.pop()
+        else:
+            layers[layer] = None
 
     # --- trace.Span: the innermost layer answers ----------------------------------------------
 
@@ -153,6 +190,10 @@ _BASE = 0
 base (0 is no valid span id)."""
 
 
+_LEFT = 0
+"""In :class:`RecordedChain`'s start times: a layer that left while a layer inside it runs."""
+
+
 class RecordedChain(Chain):
     """A chain whose open layers are span ids and start times, finished into
     ``ReadableSpan``\\s for the SDK's processors when they return.
@@ -162,31 +203,33 @@ class RecordedChain(Chain):
     when the middleware records it alone).
     """
 
-    __slots__ = ("_context", "_foreign", "_parents", "_sdk", "_starts", "_top", "_written")
+    __slots__ = ("_context", "_foreign", "_sdk", "_top", "_written")
 
     def __init__(self, base: trace.Span, sdk: Any, tracer: Any) -> None:
         super().__init__(base, None, tracer)
         self._sdk = sdk
         self._context = base.get_span_context()
-        # One machine word per open layer in each array, rather than a list slot and an int
-        # object: an idle connection holds its whole chain open.
-        self._layers = array("Q")  # the open layers' span ids, outermost first
-        self._parents = array("Q")  # each one's parent: the span id below it, or _BASE
-        self._starts = array("q")
+        # Two machine words per open layer in one array — its span id and its start time
+        # (_LEFT once it left out of order), outermost first — rather than list slots and int
+        # objects: an idle connection holds its whole chain open.  A layer's parent is the
+        # layer below it (still there: only the innermost are dropped), the base for the
+        # outermost, or the span in _foreign.
+        self._layers = array("Q")
         self._foreign: dict[int, trace.SpanContext] | None = None
         """Layer -> the span made current inside the chain that it nests under (rare)."""
-        self._top: tuple[int, trace.SpanContext] | None = None  # the last context built
+        self._top: trace.SpanContext | None = None  # the last context built
         self._written: dict[int, _Written] | None = None
 
-    def _layer_context(self, span_id: int) -> trace.SpanContext:
+    def _layer_context(self, span_id: int, keep: bool = True) -> trace.SpanContext:
         top = self._top
-        if top is not None and top[0] == span_id:
-            return top[1]
+        if top is not None and top.span_id == span_id:
+            return top
         base = self._context
         context = trace.SpanContext(
             base.trace_id, span_id, False, base.trace_flags, base.trace_state
         )
-        self._top = (span_id, context)
+        if keep:
+            self._top = context
         return context
 
     @property
@@ -194,37 +237,40 @@ class RecordedChain(Chain):
         layers = self._layers
         if not layers:
             return self._base
-        return LayerRef(self._layer_context(layers[-1]))
+        # Not kept: asked for while the chain runs (the accept's parent…), it would stay for
+        # an idle connection's life; leaving layers keep their parents' (see leave).
+        return LayerRef(self._layer_context(layers[-2], keep=False))
 
-    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> Any:
+    def enter(self, name: str, attributes: dict[str, Any], outer: trace.Span | None) -> int:
+        # A layer leaving kept its parent's context for when that one leaves too; a layer
+        # entering means the parent runs on (solve_dependencies, then the endpoint): let it go.
+        self._top = None
         span_id = self._sdk.new_span_id()
         layers = self._layers
         if outer is not None:
             if self._foreign is None:
                 self._foreign = {}
             self._foreign[span_id] = outer.get_span_context()
-            parent = _BASE
-        else:
-            parent = layers[-1] if layers else _BASE
         layers.append(span_id)
-        self._parents.append(parent)
-        self._starts.append(time_ns())
-        return span_id
+        layers.append(time_ns())
+        return len(layers) // 2 - 1
 
-    def leave(self, layer: Any, name: str, attributes: dict[str, Any], error: str | None) -> None:
+    def leave(self, layer: int, name: str, attributes: dict[str, Any], error: str | None) -> None:
         end = time_ns()
-        index = self._remove(layer)
-        parent_id = self._parents.pop(index)
-        start = self._starts.pop(index)
-        context = self._layer_context(layer)
-        foreign = self._foreign.pop(layer, None) if self._foreign else None
+        at = 2 * layer
+        layers = self._layers
+        span_id, start = layers[at], layers[at + 1]
+        parent_id = layers[at - 2] if at else _BASE
+        self._remove(layer)
+        context = self._layer_context(span_id)
+        foreign = self._foreign.pop(span_id, None) if self._foreign else None
         if foreign is not None:
             parent = foreign
         elif parent_id == _BASE:
             parent = self._context
         else:  # the layer below it, which leaves next: its context is built now, kept for then
             parent = self._layer_context(parent_id)
-        written = self._written.pop(layer, None) if self._written else None
+        written = self._written.pop(span_id, None) if self._written else None
         status: Status | None = None
         events: Any = ()
         if written is not None:
@@ -237,6 +283,16 @@ class RecordedChain(Chain):
             status = Status(StatusCode.ERROR, error)
         self._sdk.emit(name, context, parent, start, end, attributes, events=events, status=status)
 
+    def _remove(self, layer: int) -> None:
+        layers = self._layers
+        at = 2 * layer
+        if at == len(layers) - 2:
+            del layers[at:]
+            while layers and layers[-1] == _LEFT:
+                del layers[-2:]
+        else:
+            layers[at + 1] = _LEFT
+
     # --- trace.Span: written to the innermost layer -------------------------------------------
 
     def _innermost_written(self) -> _Written | None:
@@ -244,9 +300,10 @@ class RecordedChain(Chain):
             return None
         if self._written is None:
             self._written = {}
-        written = self._written.get(self._layers[-1])
+        span_id = self._layers[-2]
+        written = self._written.get(span_id)
         if written is None:
-            written = self._written[self._layers[-1]] = _Written()
+            written = self._written[span_id] = _Written()
         return written
 
     def is_recording(self) -> bool:
@@ -286,6 +343,11 @@ class RecordedChain(Chain):
 
     def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
         self.add_event("exception", {"exception.type": type(exception).__name__})
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """A client going away is how WebSocket handlers end, not a failure of the layer."""
+    return type(exc).__name__ in ("WebSocketDisconnect", "ClientDisconnected", "CancelledError")
 
 
 def innermost_span(span: trace.Span) -> trace.Span:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,8 @@ class ChainEntry:
 
     The hooks sit beside the ASGI layer, not above it: the instrumentor, which knows both,
     plugs the ASGI layer's entry and exit in here.  ``enter(app, base_span, tracer, recorder)``
-    returns ``(current_span, token)`` when the app's chain is traced, else ``None``;
-    ``leave(token)`` undoes it when the app returns.
+    returns ``(current_span, restore)`` when the app's chain is traced, else ``None``;
+    ``leave(restore)`` undoes it when the app returns.
     """
 
     enter: Callable[[Any, Any, Any, Any], tuple[Any, Any] | None]
@@ -42,10 +43,16 @@ class Upgrade:
     http_code: dict[str, Attributes]
 
 
-upgrading: contextvars.ContextVar[Upgrade | None] = contextvars.ContextVar(
-    "wstrace_upgrading", default=None
-)
-"""Set while an HTTP protocol's ``handle_websocket_upgrade`` runs."""
+class _Upgrading(threading.local):
+    """The upgrade under way in this thread, if any: ``value``."""
+
+    value: Upgrade | None = None
+
+
+upgrading = _Upgrading()
+"""Set while an HTTP protocol's ``handle_websocket_upgrade`` runs (synchronously: a per-thread
+slot, not a context variable, so that the ASGI task created meanwhile does not carry it in its
+context for the connection's whole life); taken by the WebSocket protocol it creates."""
 
 current_record: contextvars.ContextVar[ConnectionRecord | None] = contextvars.ContextVar(
     "wstrace_current_record", default=None

@@ -114,12 +114,12 @@ def make_switch_wrapper(impl: str, http_code: dict[str, Attributes]) -> Any:
         if stages is None or Active.recorder is None:
             return wrapped(*args, **kwargs)
         stages.switch_start = time_ns()
-        token = upgrading.set(Upgrade(stages, impl, http_code))
+        previous, upgrading.value = upgrading.value, Upgrade(stages, impl, http_code)
         try:
             return wrapped(*args, **kwargs)
         finally:
             stages.switch_end = time_ns()
-            upgrading.reset(token)
+            upgrading.value = previous
 
     return wrap_handle_websocket_upgrade
 

@@ -23,7 +23,8 @@ Bytes are seen on the wire: ``data_received`` on the way in and a
 
 from __future__ import annotations
 
-from contextvars import Token
+import sys
+from contextvars import Token, copy_context
 from dataclasses import dataclass
 from time import time_ns
 from typing import Any
@@ -159,7 +160,7 @@ def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
             return wrapped(*args, **kwargs)
         transport = args[0] if args else kwargs.get("transport")
         try:
-            upgrade = upgrading.get()
+            upgrade, upgrading.value = upgrading.value, None  # handed over once
             record = recorder.new_connection(
                 impl_http=upgrade.impl_http if upgrade else "unknown",
                 impl_ws=family.name,
@@ -191,17 +192,26 @@ def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> A
     except Exception as exc:
         errors.record("ws.data_received", exc)
         frames = None
-    token = _share_record(record)
     try:
+        if record.phase < _OPEN:
+            # The record is shared (see _share_record) in a copy of the context: the reader's
+            # own, which lives as long as the connection, would otherwise keep the set-and-reset
+            # (new context variable mappings) for its whole life.
+            return copy_context().run(_shared_call, record, wrapped, args, kwargs)
         return wrapped(*args, **kwargs)
     finally:
-        if token is not None:
-            current_record.reset(token)
         if frames:
             try:
                 record.on_bytes_in_done(frames, time_ns())
             except Exception as exc:
                 errors.record("ws.data_received", exc)
+
+
+def _shared_call(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
+    """``wrapped(*args, **kwargs)`` with ``record`` as the ``current_record`` (run in a copy of
+    the context, which is let go afterwards: nothing to reset)."""
+    current_record.set(record)
+    return wrapped(*args, **kwargs)
 
 
 def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -216,7 +226,10 @@ def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
 
 
 # The async wrappers below dispatch synchronously: a connection that is not traced goes
-# straight to the original coroutine function, with no extra coroutine frame on its path.
+# straight to the original coroutine function, with no extra coroutine frame on its path.  A
+# traced one gets the original's coroutine, made at once (so wrapt's ``args`` and ``kwargs``
+# are not kept), awaited by a wrapper whose frame stays small: ``run_asgi``'s lives as long as
+# the connection, ``receive``'s as long as it is idle.
 
 
 def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -224,48 +237,76 @@ def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     if record is None:
         return wrapped(*args, **kwargs)
     if record.inert:
-        return _owned_run_asgi(record, wrapped, args, kwargs)
-    return _traced_run_asgi(record, instance, wrapped, args, kwargs)
+        return _owned_run_asgi(record, wrapped(*args, **kwargs))
+    return _traced_run_asgi(record, getattr(instance, "app", None), wrapped(*args, **kwargs))
 
 
-async def _owned_run_asgi(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
+async def _owned_run_asgi(record: ConnectionRecord, run: Any) -> Any:
     """A connection not sampled: only say that the server layer owns it (nothing to record)."""
     record.claim()
-    return await wrapped(*args, **kwargs)
+    return await run
 
 
-async def _traced_run_asgi(
-    record: ConnectionRecord, instance: Any, wrapped: Any, args: Any, kwargs: Any
-) -> Any:
-    context_token = chain_token = None
+async def _traced_run_asgi(record: ConnectionRecord, app: Any, run: Any) -> Any:
+    context, chain, app = _app_started(record, app)  # app: now the chain's entry
+    try:
+        run = await run
+    except BaseException:
+        _app_raised(record, context, chain, app)
+        raise
+    _app_ended(record, context, chain, app, None)
+    return run
+
+
+_NOT_ATTACHED = object()
+
+
+def _app_started(record: ConnectionRecord, app: Any) -> tuple[Any, Any, ChainEntry | None]:
+    """The app task starts: ``asgi.app`` and, under it, the ASGI chain become current.
+
+    Returns what :func:`_app_ended` restores: the OpenTelemetry context before (not attach's
+    token: it would be one more object for the connection's life), and, when the chain was
+    entered, what its entry's ``leave`` takes, with the entry."""
+    context: Any = _NOT_ATTACHED
+    chain: Any = None
     entry: ChainEntry | None = None
     try:
-        record.on_app_start(time_ns(), getattr(instance, "app", None))
+        record.on_app_start(time_ns(), app)
         if record.app_span is not None:
             # Spans made inside the app (the ASGI chain, FastAPI's own telemetry, other
             # instrumentations) join this connection's trace under asgi.app.
             current: Any = record.app_span
-            entry = Active.chain
-            chain = entry and entry.enter(
-                instance.app, record.app_span, record.recorder.tracer, record.recorder
+            active = Active.chain
+            entered = active and active.enter(
+                app, record.app_span, record.recorder.tracer, record.recorder
             )
-            if chain is not None:
-                current, chain_token = chain
-            context_token = otel_context.attach(trace.set_span_in_context(current))
+            if entered is not None:
+                current, chain = entered
+                entry = active
+            before = otel_context.get_current()
+            otel_context.attach(trace.set_span_in_context(current))
+            context = before
     except Exception as exc:
         errors.record("ws.run_asgi", exc)
-    failure: BaseException | None = None
-    try:
-        return await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        if chain_token is not None and entry is not None:
-            entry.leave(chain_token)
-        if context_token is not None:
-            otel_context.detach(context_token)
-        errors.call("ws.run_asgi", record.on_app_end, time_ns(), _error_name(failure))
+    return context, chain, entry
+
+
+def _app_ended(
+    record: ConnectionRecord, context: Any, chain: Any, entry: ChainEntry | None, error: str | None
+) -> None:
+    """The app task returned (or raised ``error``): take back what :func:`_app_started` did."""
+    if entry is not None:
+        entry.leave(chain)
+    if context is not _NOT_ATTACHED:
+        otel_context.attach(context)
+    errors.call("ws.run_asgi", record.on_app_end, time_ns(), error)
+
+
+def _app_raised(
+    record: ConnectionRecord, context: Any, chain: Any, entry: ChainEntry | None
+) -> None:
+    """As :func:`_app_ended`, for the exception being handled now."""
+    _app_ended(record, context, chain, entry, _error_name(sys.exc_info()[1]))
 
 
 def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -303,21 +344,31 @@ def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = record_of(instance)
     if record is None or record.inert:
         return wrapped(*args, **kwargs)
-    return _traced_receive(record, wrapped, args, kwargs)
+    return _traced_receive(record, wrapped(*args, **kwargs))
 
 
-async def _traced_receive(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
+async def _traced_receive(record: ConnectionRecord, message: Any) -> Any:
+    """``message``: the original ``receive()``'s coroutine, then what it returned."""
+    asked = _receive_entered(record)
+    message = await message
+    _receive_exited(record, asked, message)
+    return message
+
+
+def _receive_entered(record: ConnectionRecord) -> int:
     asked = time_ns()
     try:
         record.on_receive_enter(asked)
     except Exception as exc:
         errors.record("ws.receive", exc)
-    message = await wrapped(*args, **kwargs)
+    return asked
+
+
+def _receive_exited(record: ConnectionRecord, asked: int, message: Any) -> None:
     try:
         record.on_receive_exit(asked, time_ns(), message)
     except Exception as exc:
         errors.record("ws.receive", exc)
-    return message
 
 
 # --- Wrappers on the libraries' handshake functions ----------------------------------------------

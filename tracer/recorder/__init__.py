@@ -46,6 +46,7 @@ from tracer.recorder.records import (
 )
 from tracer.recorder.spans import (
     _ROOT_CONTEXT,
+    AppSpan,
     PendingSpan,
     SdkParts,
     code_attributes,
@@ -180,6 +181,15 @@ class Recorder:
         context = sdk.child_context(parent_context)
         return FamilyRoot(sdk, name, context, parent_context, start, attributes, kind)
 
+    def start_app(self, parent: Any, start: int, code: Attributes, path: str) -> Any:
+        """``asgi.app`` under ``parent``, with ``code`` (shared, not copied) and the path."""
+        sdk = self._sdk
+        if sdk is None or parent is None or not parent.is_recording():
+            return self.start(vocab.ASGI_APP, parent, start, {**code, vocab.URL_PATH: path})
+        parent_context = parent.get_span_context()
+        context = sdk.child_context(parent_context)
+        return AppSpan(sdk, context, parent_context, start, code, path)
+
     def start_layer(self, name: str, attributes: Attributes, parent: Any) -> Any:
         """A layer of an ASGI chain starts now (see :class:`tracer.chain.Chain`)."""
         return self.start(name, parent, time_ns(), attributes)
@@ -248,6 +258,8 @@ def _collect_broadcast(started: int, ended: int, sends: list[SendRecord]) -> Non
             handling.sends_dropped += len(sends)
             return
         handling.held += len(sends)
+        if type(handling.explicit_broadcasts) is tuple:
+            handling.explicit_broadcasts = []
         handling.explicit_broadcasts.append((started, ended, sends))
         return
     owner = sends[0].recipient

@@ -15,7 +15,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.chain import innermost_span
+from tracer.chain import LAYER_CODES, innermost_span
 from tracer.recorder.emit.messages import emit_message, emit_send, flush_greeting
 from tracer.recorder.phase import AppEvent, AppPhase
 from tracer.recorder.records import (
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from tracer.recorder.connection import ConnectionRecord
 
 _NOT_STARTED = int(AppPhase.NOT_STARTED)
+_NO_ATTRIBUTES: dict[str, Any] = {}
 _ORPHANED = int(AppPhase.ORPHANED)
 
 
@@ -66,8 +67,8 @@ class AppSide:
         self._app_step(AppEvent.START)
         self.app = app
         if self.recording and app_span:
-            attrs = {**self.ws_code.get(vocab.ASGI_APP, {}), vocab.URL_PATH: self.path or ""}
-            self.app_span = self.recorder.start(vocab.ASGI_APP, self.span, at, attrs)
+            code = self.ws_code.get(vocab.ASGI_APP, _NO_ATTRIBUTES)
+            self.app_span = self.recorder.start_app(self.span, at, code, self.path or "")
             self.open_spans.append(self.app_span)
         greeting = Handling(self, None, asked_at=at)
         self.handling = greeting
@@ -104,7 +105,7 @@ class AppSide:
                 self.accept_parent = current  # the innermost ASGI layer (TracingMiddleware)
             if self.config.handshake_stack and self.recording:
                 # The server's send is being entered, not yet running: it is the innermost frame.
-                self.accept_stack = capture_stack(app=self.app)
+                self.accept_stack = capture_stack(app=self.app, stop=LAYER_CODES)
                 if self.send_frame is not None:
                     self.accept_stack.append(self.send_frame)
         return None
@@ -124,18 +125,29 @@ class AppSide:
                 owner.sends_dropped += 1
                 return
             owner.held += 1
-            owner.sends.append(send)
-            if not owner.message_type and len(owner.sends) >= GREETING_FLUSH:
+            sends = owner.sends
+            if type(sends) is tuple:
+                sends = owner.sends = []
+            sends.append(send)
+            if not owner.message_type and len(sends) >= GREETING_FLUSH:
                 flush_greeting(owner)
         elif self.recording:
             # A send from outside any handler (a background task): straight under its connection.
             emit_send(self, self.span, send, self)
 
     def on_receive_enter(self, at: int) -> None:
-        """The app asks for the next message: the previous one has been handled."""
+        """The app asks for the next message: the previous one has been handled.
+
+        Before the first message, the greeting phase goes on (it ends when a message is
+        received, which may be never), but what it sent so far goes out now, as a push-only
+        app's batches do, rather than staying with a connection that now waits."""
         handling = self.handling
-        if handling is not None and handling.message_type:
+        if handling is None:
+            return
+        if handling.message_type:
             self._close_handling(at)
+        elif handling.held and not handling.closed:
+            flush_greeting(handling)
 
     def on_receive_exit(self, token_at: int, at: int, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None

@@ -41,6 +41,9 @@ _OPEN = int(Phase.OPEN)
 _FINISHED = int(Phase.FINISHED)
 _ORPHANED = int(AppPhase.ORPHANED)
 _RUNNING = (int(AppPhase.RUNNING), _ORPHANED)
+_HAPPENED = 1
+"""A handshake timestamp once its spans are out: true (it happened), and a small int, which
+Python does not allocate."""
 _NO_CODE: dict[str, Attributes] = {}
 """No ``code.*`` attributes per stage: the middleware alone cannot see the server's code."""
 
@@ -161,7 +164,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.handshake_start = 0
         self.handshake_end = 0
         self.handshake_error: str | None = None
-        self.validations: list[tuple[int, int, str | None]] = []
+        self.validations: list[tuple[int, int, str | None]] | tuple[()] = ()
         self.response_start = 0
         self.response_end = 0
 
@@ -226,6 +229,8 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self._step(Event.REQUEST)
 
     def on_validate(self, start: int, end: int, error: str | None) -> None:
+        if type(self.validations) is tuple:
+            self.validations = []
         self.validations.append((start, end, error))
 
     def on_response_start(self, at: int) -> None:
@@ -253,8 +258,20 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.http = None
         self.request = None
         self.response = None
-        self.validations = []
+        self.validations = ()
         self.accept_stack = None
+        self.accept_parent = None
+        # Its timestamps are ints of their own: from now on, only whether each happened counts.
+        if self.handshake_start:
+            self.handshake_start = _HAPPENED
+        if self.handshake_end:
+            self.handshake_end = _HAPPENED
+        if self.response_start:
+            self.response_start = _HAPPENED
+        if self.response_end:
+            self.response_end = _HAPPENED
+        if self.accept_start:
+            self.accept_start = _HAPPENED
 
     # --- The end ---------------------------------------------------------------------------
 

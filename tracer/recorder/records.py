@@ -95,8 +95,10 @@ class Handling:
     delivered_at: int = 0
     size: int = 0
     message_type: str = ""
-    sends: list[SendRecord] = field(default_factory=list)
-    explicit_broadcasts: list[tuple[int, int, list[SendRecord]]] = field(default_factory=list)
+    # Lists made by the first send (an empty tuple until then): a handling lives as long as
+    # the app waits for the next message, an idle connection's for its whole idleness.
+    sends: list[SendRecord] | tuple[()] = ()
+    explicit_broadcasts: list[tuple[int, int, list[SendRecord]]] | tuple[()] = ()
     sends_dropped: int = 0
     held: int = 0
     """Sends held in ``sends`` and ``explicit_broadcasts`` together (bounded)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from time import time_ns
 from types import MappingProxyType
@@ -369,6 +369,45 @@ class PendingSpan(_AfterTheFact):
         )
 
 
+class AppSpan(PendingSpan):
+    """``asgi.app``: a pending span whose attributes are its stage's shared ``code.*`` mapping
+    and the connection's path, kept apart until it is written to or ends.
+
+    It is open as long as its connection, idle or not: a mapping of its own from the start
+    would weigh on every idle connection.  The path goes in where it always stood (after
+    ``code.*``, before anything written later)."""
+
+    __slots__ = ("_path",)
+
+    def __init__(
+        self, sdk: SdkParts, context: trace.SpanContext, parent: trace.SpanContext,
+        start: int, code: Attributes, path: str,
+    ) -> None:
+        super().__init__(sdk, vocab.ASGI_APP, context, parent, start, code, None, SpanKind.INTERNAL)
+        self._path: str | None = path
+
+    attributes = property(
+        lambda self: MappingProxyType(
+            self._attributes if self._path is None else self._with_path()
+        )
+    )
+
+    def _with_path(self) -> dict[str, Any]:
+        return {**self._attributes, vocab.URL_PATH: self._path}
+
+    def _own(self) -> dict[str, Any]:
+        if self._path is not None:
+            self._attributes = self._with_path()
+            self._owned = True
+            self._path = None
+        return super()._own()
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._sdk is not None:
+            self._own()
+        super().end(end_time)
+
+
 _UNSET = facts.UNSET
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
@@ -429,7 +468,9 @@ _stacks: weakref.WeakKeyDictionary[Any, dict[Any, tuple[tuple[str, str, int], ..
 """app -> (its innermost call sites -> the whole stack) for stacks already walked."""
 
 
-def capture_stack(skip: int = 1, app: Any = None) -> list[tuple[str, str, int]]:
+def capture_stack(
+    skip: int = 1, app: Any = None, stop: Collection[Any] = ()
+) -> list[tuple[str, str, int]]:
     """The live Python stack, outermost first, without wstrace's own frames.
 
     Coroutine frames chain through ``f_back`` while they run, so inside the server's
@@ -437,9 +478,11 @@ def capture_stack(skip: int = 1, app: Any = None) -> list[tuple[str, str, int]]:
 
     Walking materialises a frame object for every coroutine on the way, and each stays alive
     as long as its coroutine: for the ASGI chain, the whole connection.  So with ``app`` (the
-    ASGI app the connection runs), the innermost few call sites are read and, if this app
-    reached ``accept`` through them before, the stack walked then — the same code, hence the
-    same rows — is returned without walking the rest.
+    ASGI app the connection runs), the innermost few call sites are read — up to the first
+    frame running a code in ``stop`` (the innermost layer of the chain, most often the
+    endpoint: the frames outside it live on, and are not touched) — and, if this app reached
+    ``accept`` through them before, the stack walked then — the same code, hence the same
+    rows — is returned without walking the rest.
     """
     frame = sys._getframe(skip)
     known = None
@@ -448,7 +491,10 @@ def capture_stack(skip: int = 1, app: Any = None) -> list[tuple[str, str, int]]:
         sites = []
         innermost: Any = frame
         while innermost is not None and len(sites) < _PROBE_DEPTH:
-            sites.append((innermost.f_code, innermost.f_lasti))
+            code = innermost.f_code
+            sites.append((code, innermost.f_lasti))
+            if code in stop:
+                break
             innermost = innermost.f_back
         probe = tuple(sites)
         try:

@@ -61,14 +61,15 @@ class WireSide:
         self.response: ResponseHead | None = None
         self.status = 0
         """The response's status code once it is on the wire (the head itself is let go)."""
-        self.wire_errors: list[tuple[int, ProtocolError]] = []
+        # Made on first use (an empty tuple until then): an idle connection has none of these.
+        self.wire_errors: list[tuple[int, ProtocolError]] | tuple[()] = ()
         self.wire_errors_dropped = 0
 
         # Messages arriving, not yet received by the app.
         self.assembling: InMessage | None = None
         # A list, not a deque: it is short (messages arrived but not yet received by the
         # app), and an empty deque weighs 600 bytes more on every idle connection.
-        self.completed: list[InMessage] = []
+        self.completed: list[InMessage] | tuple[()] = ()
         self.frames_held = 0
         self.path: str | None = None
 
@@ -77,7 +78,7 @@ class WireSide:
         self.close_initiator: str | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self.close_frames: list[tuple[str, FrameRecord]] = []
+        self.close_frames: list[tuple[str, FrameRecord]] | tuple[()] = ()
 
     def on_bytes_in(self, start: int, data: bytes) -> list[FrameRecord] | None:
         """Bytes from the client, decoded before the protocol sees them.
@@ -247,10 +248,13 @@ class WireSide:
             if frame.fin:
                 message.complete_at = record.start
                 self.assembling = None
-                if len(self.completed) >= MAX_PENDING_MESSAGES:
-                    self._release(self.completed.pop(0))
+                completed = self.completed
+                if type(completed) is tuple:
+                    completed = self.completed = []
+                if len(completed) >= MAX_PENDING_MESSAGES:
+                    self._release(completed.pop(0))
                     self.recorder.stats["messages_dropped"] += 1
-                self.completed.append(message)
+                completed.append(message)
         elif opcode == Opcode.CLOSE:
             self._on_close_frame(vocab.INITIATOR_CLIENT, record)
 
@@ -270,14 +274,20 @@ class WireSide:
             emit_control_frame(self, vocab.WS_FRAME_SEND, record)
 
     def _wire_error(self, at: int, error: ProtocolError) -> None:
-        if len(self.wire_errors) < MAX_WIRE_ERRORS:
-            self.wire_errors.append((at, error))
+        wire_errors = self.wire_errors
+        if len(wire_errors) < MAX_WIRE_ERRORS:
+            if type(wire_errors) is tuple:
+                wire_errors = self.wire_errors = []
+            wire_errors.append((at, error))
         else:
             self.wire_errors_dropped += 1
 
     def _on_close_frame(self, side: str, record: FrameRecord) -> None:
-        if len(self.close_frames) < MAX_CLOSE_FRAMES:
-            self.close_frames.append((side, record))
+        close_frames = self.close_frames
+        if len(close_frames) < MAX_CLOSE_FRAMES:
+            if type(close_frames) is tuple:
+                close_frames = self.close_frames = []
+            close_frames.append((side, record))
         if self.close_initiator is None:
             self.close_initiator = side
             self.close_start = record.start

@@ -8,7 +8,7 @@ holds the frames it came in, the handler's sends and the frames each send put on
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -122,8 +122,8 @@ def _message_attributes(
 def flush_greeting(greeting: Handling) -> None:
     """Emit a greeting phase's sends so far; the phase itself goes on (a push-only app never
     receives, and its record must stay bounded)."""
-    sends, greeting.sends = greeting.sends, []
-    explicit, greeting.explicit_broadcasts = greeting.explicit_broadcasts, []
+    sends, greeting.sends = greeting.sends, ()
+    explicit, greeting.explicit_broadcasts = greeting.explicit_broadcasts, ()
     greeting.held = 0
     record = greeting.record
     try:
@@ -162,7 +162,7 @@ def emit_control_frame(record: ConnectionRecord, name: str, frame: FrameRecord) 
 
 
 def emit_sends(
-    record: ConnectionRecord, parent: Any, sends: list[SendRecord], *, owner: ConnectionRecord
+    record: ConnectionRecord, parent: Any, sends: Sequence[SendRecord], *, owner: ConnectionRecord
 ) -> None:
     """Sends of one handling; runs to other connections become ``ws.broadcast`` spans."""
     if not sends:  # the usual case when the app groups its fan-out in tracer.broadcast()
@@ -254,11 +254,13 @@ def emit_undelivered(record: ConnectionRecord, at: int) -> None:
         span.set_attribute(vocab.ERROR_TYPE, "undelivered")
         span.set_status(Status(StatusCode.ERROR, "message not delivered to the app"))
         span.end(end_time=max(at, message.first_arrival))
-    record.completed.clear()
+    record.completed = ()
     record.assembling = None
 
 
-def group_fan_out(sends: list[SendRecord], owner: ConnectionRecord) -> Iterable[list[SendRecord]]:
+def group_fan_out(
+    sends: Sequence[SendRecord], owner: ConnectionRecord
+) -> Iterable[list[SendRecord]]:
     """Split a handling's sends into single sends and fan-out runs.
 
     A run is a maximal sequence of sends to distinct connections that includes at least one
