@@ -462,10 +462,11 @@ def stack_event_attributes(stack: Sequence[tuple[str, str, int]]) -> Attributes:
 
 
 _PROBE_DEPTH = 8
-_stacks: weakref.WeakKeyDictionary[Any, dict[Any, tuple[tuple[str, str, int], ...]]] = (
-    weakref.WeakKeyDictionary()
-)
-"""app -> (its innermost call sites -> the whole stack) for stacks already walked."""
+_stacks: weakref.WeakKeyDictionary[
+    Any, dict[Any, tuple[tuple[tuple[str, str, int], ...], tuple[Any, ...]]]
+] = weakref.WeakKeyDictionary()
+"""app -> (its innermost call sites -> the whole stack, and the codes of those sites) for
+stacks already walked."""
 
 
 def capture_stack(
@@ -487,13 +488,18 @@ def capture_stack(
     frame = sys._getframe(skip)
     known = None
     probe: tuple[Any, ...] = ()
+    codes: list[Any] = []
     if app is not None:
+        # Call sites by the code's id: hashing a code object hashes its constants, on every
+        # handshake.  The cache keeps the codes alive with the stack, so no id is reused.
+        stop_ids = {id(code) for code in stop}
         sites = []
         innermost: Any = frame
         while innermost is not None and len(sites) < _PROBE_DEPTH:
             code = innermost.f_code
-            sites.append((code, innermost.f_lasti))
-            if code in stop:
+            codes.append(code)
+            sites.append((id(code), innermost.f_lasti))
+            if id(code) in stop_ids:
                 break
             innermost = innermost.f_back
         probe = tuple(sites)
@@ -501,8 +507,10 @@ def capture_stack(
             known = _stacks.setdefault(app, {})
         except TypeError:  # an app that cannot be weakly referenced: walk every time
             known = None
-        if known is not None and probe in known:
-            return list(known[probe])
+        if known is not None:
+            seen = known.get(probe)
+            if seen is not None:
+                return list(seen[0])
     frames: list[tuple[str, str, int]] = []
     while frame is not None:
         code = frame.f_code
@@ -522,5 +530,5 @@ def capture_stack(
         frame = frame.f_back
     frames.reverse()
     if known is not None and len(known) < 64:
-        known[probe] = tuple(frames)
+        known[probe] = (tuple(frames), tuple(codes))
     return frames
