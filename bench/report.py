@@ -213,7 +213,7 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
                  f"({_ratio(f['handshake_cpu_us']['ratio'])})",
                  f"trace written {_fmt(f['trace_bytes'] / 1024, 0)} KiB/round"]
         writer = f.get("writer_cpu_per_msg_us", {}).get("value")
-        if writer:
+        if isinstance(writer, (int, float)) and math.isfinite(writer) and writer > 0:
             extra.append(f"span-export threads {_fmt(writer, 1)} µs/msg of the server's CPU")
         if f["errors"]:
             extra.append(f"[red]{f['errors']} unexpected replies[/]")
