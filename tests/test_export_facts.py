@@ -162,6 +162,36 @@ def test_a_value_pickle_cannot_carry_travels_as_text_in_a_fact(tmp_path: Path) -
     ]
 
 
+def test_a_value_pickle_cannot_carry_travels_as_text_deep_in_a_family(tmp_path: Path) -> None:
+    class Opaque:  # local: pickle cannot name it
+        def __str__(self) -> str:
+            return "opaque <value>"
+
+    collector = support.FactCollector()
+    tp = support.provider()
+    tp.add_span_processor(collector)
+    recorder = Recorder(tp)
+    root = recorder.start(vocab.CONNECTION, None, support.T0)
+    message = recorder.start_family(vocab.WS_MESSAGE_RECEIVE, root, support.T0 + 1, {"m": 1})
+    send = recorder.start(vocab.WS_MESSAGE_SEND, message, support.T0 + 2, {"s": 1})
+    send.set_attribute("weird", Opaque())
+    send.add_event("e", {"also": Opaque()}, support.T0 + 3)
+    send.end(support.T0 + 4)
+    message.end(support.T0 + 5)
+    (family,) = collector.facts
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export([family]).name == "SUCCESS"
+    exporter.shutdown()
+    assert exporter.outcome() == (2, 0, 2)
+    spans = {s["name"]: s for s in spans_in(tmp_path / "out.otlp.jsonl").values()}
+    values = {a["key"]: a["value"] for a in spans[vocab.WS_MESSAGE_SEND]["attributes"]}
+    assert values["weird"] == {"stringValue": "opaque <value>"}
+    assert spans[vocab.WS_MESSAGE_SEND]["events"][0]["attributes"] == [
+        {"key": "also", "value": {"stringValue": "opaque <value>"}}
+    ]
+    assert spans[vocab.WS_MESSAGE_SEND]["parentSpanId"] == spans[vocab.WS_MESSAGE_RECEIVE]["spanId"]
+
+
 # --- A real server on wstrace serve's set-up -----------------------------------------------------
 
 

@@ -435,17 +435,21 @@ def plain(fact: Fact, value: Any) -> Fact:
             return ({str(k): value(v) for k, v in attributes[0].items()}, attributes[1])
         return {str(k): value(v) for k, v in attributes.items()}
 
-    def plain_member(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    def events_and_links(events: Any, links: Any) -> tuple[Any, Any]:
+        return (
+            tuple((n, t, attrs(a)) for n, t, a in events),
+            tuple((*link[:5], attrs(link[5])) for link in links),
+        )
+
+    def plain_copy(item: tuple[Any, ...]) -> tuple[Any, ...]:
         span_id, name, start, end, kind, status, attributes, events, links, dropped, members = item
         return (span_id, name, start, end, kind, status, attrs(attributes),
-                tuple((n, t, attrs(a)) for n, t, a in events),
-                tuple((*link[:5], attrs(link[5])) for link in links), dropped,
-                tuple(plain_member(m) for m in members))  # fmt: skip
+                *events_and_links(events, links), dropped,
+                tuple(plain_copy(m) for m in members))  # fmt: skip
 
-    events = tuple((n, t, attrs(a)) for n, t, a in fact[Field.EVENTS])
-    links = tuple((*link[:5], attrs(link[5])) for link in fact[Field.LINKS])
-    plain_fact = (*fact[: Field.ATTRIBUTES], attrs(fact[Field.ATTRIBUTES]), events, links,
+    plain_fact = (*fact[: Field.ATTRIBUTES], attrs(fact[Field.ATTRIBUTES]),
+                  *events_and_links(fact[Field.EVENTS], fact[Field.LINKS]),
                   fact[Field.DROPPED])  # fmt: skip
     if len(fact) > SPANS:
-        return family(plain_fact, tuple(plain_member(m) for m in fact[MEMBERS]), fact[SPANS])
+        return family(plain_fact, tuple(plain_copy(m) for m in fact[MEMBERS]), fact[SPANS])
     return plain_fact
