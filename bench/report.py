@@ -272,10 +272,17 @@ def render_hooks(raw: dict[str, Any], console: Any = None) -> None:
     summary = raw.get("summary", {})
     base = summary.get(BASELINE, {}).get("cpu_per_msg_us", {}).get("value")
     traced = summary.get("conn-spans", {}).get("cpu_per_msg_us", {}).get("value")
+    discarded = summary.get("conn-discard", {}).get("cpu_per_msg_us", {}).get("value")
     measured = ""
     if base and traced and math.isfinite(base) and math.isfinite(traced):
         extra = traced - base
         measured = f"; in the server, conn-spans costs {extra:.1f} µs/msg more than untraced"
+        if discarded and math.isfinite(discarded):
+            # conn-discard records the same spans and drops them: the rest is the hand-over.
+            measured += (
+                f", of which {discarded - base:.1f} recording the spans (conn-discard) and "
+                f"{traced - discarded:.1f} handing them to the export process"
+            )
     console.print(
         f"hooks per echoed message, connection shape, spans as facts (bench/hooks.py, medians, "
         f"µs): {stages}; total {total:.1f} µs{measured}"
