@@ -138,58 +138,45 @@ def test_the_file_written_through_the_export_process_is_the_in_process_file(
     assert len(spans_in(tmp_path / "facts.otlp.jsonl")) == ended
 
 
-def test_a_value_pickle_cannot_carry_travels_as_text_in_a_fact(tmp_path: Path) -> None:
+def _opaque() -> Any:
     class Opaque:  # local: pickle cannot name it
         def __str__(self) -> str:
             return "opaque <value>"
 
+    return Opaque()
+
+
+@pytest.mark.parametrize("in_family", [False, True], ids=["a span's own fact", "in a family"])
+def test_a_value_pickle_cannot_carry_travels_as_text(tmp_path: Path, in_family: bool) -> None:
     collector = support.FactCollector()
     tp = support.provider()
     tp.add_span_processor(collector)
     recorder = Recorder(tp)
+    # The odd values sit on a root (its own fact) or on a send deep in a message's family.
     root = recorder.start("odd", None, support.T0, {"fine": 7})
-    root.set_attribute("weird", Opaque())
-    root.add_event("e", {"also": Opaque()}, support.T0 + 1)
-    root.end(support.T0 + 2)
+    odd = root
+    if in_family:
+        message = recorder.start_family(vocab.WS_MESSAGE_RECEIVE, root, support.T0 + 1)
+        odd = recorder.start(vocab.WS_MESSAGE_SEND, message, support.T0 + 2, {"fine": 7})
+    odd.set_attribute("weird", _opaque())
+    odd.add_event("e", {"also": _opaque()}, support.T0 + 3)
+    if in_family:
+        odd.end(support.T0 + 4)
+        message.end(support.T0 + 5)
+    root.end(support.T0 + 6)
     exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
     assert exporter.export(collector.facts).name == "SUCCESS"
     exporter.shutdown()
-    (written,) = spans_in(tmp_path / "out.otlp.jsonl").values()
+    assert exporter.outcome() == ((3, 0, 3) if in_family else (1, 0, 1))
+    spans = {s["name"]: s for s in spans_in(tmp_path / "out.otlp.jsonl").values()}
+    written = spans[vocab.WS_MESSAGE_SEND if in_family else "odd"]
     values = {a["key"]: a["value"] for a in written["attributes"]}
     assert values == {"fine": {"intValue": "7"}, "weird": {"stringValue": "opaque <value>"}}
     assert written["events"][0]["attributes"] == [
         {"key": "also", "value": {"stringValue": "opaque <value>"}}
     ]
-
-
-def test_a_value_pickle_cannot_carry_travels_as_text_deep_in_a_family(tmp_path: Path) -> None:
-    class Opaque:  # local: pickle cannot name it
-        def __str__(self) -> str:
-            return "opaque <value>"
-
-    collector = support.FactCollector()
-    tp = support.provider()
-    tp.add_span_processor(collector)
-    recorder = Recorder(tp)
-    root = recorder.start(vocab.CONNECTION, None, support.T0)
-    message = recorder.start_family(vocab.WS_MESSAGE_RECEIVE, root, support.T0 + 1, {"m": 1})
-    send = recorder.start(vocab.WS_MESSAGE_SEND, message, support.T0 + 2, {"s": 1})
-    send.set_attribute("weird", Opaque())
-    send.add_event("e", {"also": Opaque()}, support.T0 + 3)
-    send.end(support.T0 + 4)
-    message.end(support.T0 + 5)
-    (family,) = collector.facts
-    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
-    assert exporter.export([family]).name == "SUCCESS"
-    exporter.shutdown()
-    assert exporter.outcome() == (2, 0, 2)
-    spans = {s["name"]: s for s in spans_in(tmp_path / "out.otlp.jsonl").values()}
-    values = {a["key"]: a["value"] for a in spans[vocab.WS_MESSAGE_SEND]["attributes"]}
-    assert values["weird"] == {"stringValue": "opaque <value>"}
-    assert spans[vocab.WS_MESSAGE_SEND]["events"][0]["attributes"] == [
-        {"key": "also", "value": {"stringValue": "opaque <value>"}}
-    ]
-    assert spans[vocab.WS_MESSAGE_SEND]["parentSpanId"] == spans[vocab.WS_MESSAGE_RECEIVE]["spanId"]
+    if in_family:
+        assert written["parentSpanId"] == spans[vocab.WS_MESSAGE_RECEIVE]["spanId"]
 
 
 # --- A real server on wstrace serve's set-up -----------------------------------------------------
