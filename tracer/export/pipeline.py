@@ -71,7 +71,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -84,7 +83,8 @@ from tracer.export.accounting import (
     MiB,
     estimate_bytes,
 )
-from tracer.export.facts import FLAGS, SAMPLED, SPANS, TRACE_ID, Fact, span_count
+from tracer.export.buffer import TraceBuffer
+from tracer.export.facts import FLAGS, SAMPLED, SPANS, TRACE_ID, Fact
 
 logger = logging.getLogger("wstrace")
 
@@ -163,21 +163,12 @@ class ExportPipeline(SpanProcessor):
         self.serial = ExportPipeline._created
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
-        self._pending: dict[int, list[ReadableSpan | Fact]] = {}
-        """Trace id -> its waiting spans; in the order traces arrived."""
-        self._pending_spans = 0
-        self._held = 0  # spans waiting or being exported
-        self._peak = 0
-        self._peak_bytes = 0
+        self._ledger = Ledger(name, self.target, max_bytes)
+        self._buffer = TraceBuffer(self._ledger, max_bytes, span_bytes)
         self._arrived = 0
         self._facts = 0
-        self._span_bytes = span_bytes
-        self._budget = max(1, max_bytes // span_bytes)
-        """Spans that fit under ``max_bytes`` at the average size measured so far."""
         self._batch_ready = self._ready_at()
         """Spans waiting that wake the writer before :data:`SCHEDULE_DELAY_S` is up."""
-        self._in_flight = 0
-        self._ledger = Ledger(name, self.target, max_bytes)
         self._stopping = False
         self._flushes_asked = 0
         self._flushes_done = 0
@@ -234,23 +225,11 @@ class ExportPipeline(SpanProcessor):
             if self._stopping:
                 self._ledger.drop(DropReason.AFTER_SHUTDOWN, spans)
                 return False
-            if self._ledger.dropping and self._ledger.drop_more(trace_id, spans):
+            buffer = self._buffer
+            before = buffer.waiting
+            if not buffer.hold(span, trace_id, spans):
                 return False
-            if self._held + spans > self._budget and not self._make_room(trace_id, spans):
-                self._drop_trace(trace_id, span, DropReason.BUFFER_FULL, spans)
-                return False
-            waiting = self._pending.get(trace_id)
-            if waiting is None:
-                self._pending[trace_id] = [span]
-            else:
-                waiting.append(span)
-            before = self._pending_spans
-            self._pending_spans = before + spans
-            self._held += spans
-            if self._held > self._peak:
-                self._peak = self._held
-                self._peak_bytes = max(self._peak_bytes, self._held * self._span_bytes)
-            if before < self._batch_ready <= self._pending_spans:
+            if before < self._batch_ready <= buffer.waiting:
                 self._cond.notify()
         return True
 
@@ -280,13 +259,7 @@ class ExportPipeline(SpanProcessor):
         deadline = time.monotonic() + drain if drain is not None else None
         self._worker.join(drain)
         with self._mutex:
-            left = self._pending
-            self._pending = {}
-            self._pending_spans = 0
-            for trace_id, spans in left.items():
-                count = _spans_in(spans)
-                self._held -= count
-                self._drop_trace(trace_id, spans[0], DropReason.DRAIN_TIMEOUT, count)
+            self._buffer.drop_all(DropReason.DRAIN_TIMEOUT)
             alive = self._worker.is_alive()
             markers = self._ledger.take_markers() if self.mark_loss and not alive else []
         if markers:  # the worker is done: the exporter is free for the last markers
@@ -306,57 +279,21 @@ class ExportPipeline(SpanProcessor):
     def counts(self) -> ExportCounts:
         with self._mutex:
             c = self._ledger.counts
+            buffer = self._buffer
             snapshot = ExportCounts(
                 c.name,
                 c.target,
                 written=c.written,
                 failed=c.failed,
                 dropped=dict(c.dropped),
-                pending=self._pending_spans + self._in_flight,
+                pending=buffer.waiting + buffer.in_flight,
                 incomplete_traces=c.incomplete_traces,
-                buffered_bytes=self._held * self._span_bytes,
-                peak_bytes=self._peak_bytes,
+                buffered_bytes=buffer.held * buffer.span_bytes,
+                peak_bytes=buffer.peak_bytes,
                 max_bytes=c.max_bytes,
                 as_facts=self._facts,
             )
         return snapshot
-
-    # --- Dropping whole traces ----------------------------------------------------------------
-
-    def _make_room(self, trace_id: int, spans: int) -> bool:
-        """Drop the traces that reached the buffer after ``trace_id``'s, newest first, until
-        ``spans`` more fit.  False: even so they would not (``trace_id`` is the newest)."""
-        if trace_id not in self._pending:
-            return False
-        victims = []
-        freed = 0
-        for other in reversed(self._pending):
-            if other == trace_id:
-                break
-            victims.append(other)
-            freed += _spans_in(self._pending[other])
-            if self._held - freed + spans <= self._budget:
-                break
-        if self._held - freed + spans > self._budget:
-            return False
-        for other in victims:
-            waiting = self._pending.pop(other)
-            count = _spans_in(waiting)
-            self._pending_spans -= count
-            self._held -= count
-            self._drop_trace(other, waiting[0], DropReason.EVICTED, count)
-        return True
-
-    def _drop_trace(
-        self, trace_id: int, span: ReadableSpan | Fact, reason: str, spans: int
-    ) -> None:
-        """Count ``spans`` of ``trace_id`` as dropped, with its spans still in the buffer, and
-        every later one of it too."""
-        waiting = _spans_in(self._pending.pop(trace_id, None) or ())
-        if waiting:
-            self._pending_spans -= waiting
-            self._held -= waiting
-        self._ledger.drop_trace(trace_id, span, reason, spans, waiting)
 
     # --- The writer thread --------------------------------------------------------------------
 
@@ -373,10 +310,11 @@ class ExportPipeline(SpanProcessor):
         """One round of the writer: export a batch (and loss markers); True when done."""
         with self._cond:
             self._await_batch()
-            batch = self._take_batch()
+            batch = self._buffer.take_batch(self.batch_spans)
             flush_ticket = self._flushes_asked
             stopping = self._stopping
-            markers = self._ledger.take_markers() if self.mark_loss and not self._pending else []
+            pending = self._buffer.pending
+            markers = self._ledger.take_markers() if self.mark_loss and not pending else []
         if batch:
             self._export(batch)
         if markers:
@@ -384,7 +322,7 @@ class ExportPipeline(SpanProcessor):
         self._log_loss()
         if not batch:
             with self._cond:
-                if not self._pending:
+                if not self._buffer.pending:
                     self._flushes_done = flush_ticket
                     self._cond.notify_all()
                     if stopping:
@@ -401,7 +339,7 @@ class ExportPipeline(SpanProcessor):
         while the writer waits."""
         deadline = None
         while (
-            self._pending_spans < self._batch_ready
+            self._buffer.waiting < self._batch_ready
             and not self._stopping
             and self._flushes_done == self._flushes_asked
         ):
@@ -414,21 +352,7 @@ class ExportPipeline(SpanProcessor):
 
     def _ready_at(self) -> int:
         """Spans that make a batch ready: ``batch_spans``, or half the budget if less."""
-        return max(1, min(self.batch_spans, self._budget // 2))
-
-    def _take_batch(self) -> list[ReadableSpan | Fact]:
-        """Up to ``batch_spans`` spans (or just past it), whole traces in the order they
-        arrived."""
-        batch: list[ReadableSpan | Fact] = []
-        taken = 0
-        while self._pending and taken < self.batch_spans:
-            trace_id = next(iter(self._pending))
-            items = self._pending.pop(trace_id)
-            batch.extend(items)
-            taken += _spans_in(items)
-        self._pending_spans -= taken
-        self._in_flight = taken
-        return batch
+        return max(1, min(self.batch_spans, self._buffer.budget // 2))
 
     def _export(self, batch: list[ReadableSpan | Fact]) -> None:
         try:
@@ -438,25 +362,21 @@ class ExportPipeline(SpanProcessor):
             result = SpanExportResult.FAILURE
         with self._mutex:
             counts = self._ledger.counts
-            spans = self._in_flight
+            spans = self._buffer.settle_batch()
             if result is SpanExportResult.SUCCESS:
                 counts.written += spans
             else:
                 counts.failed += spans
-            self._in_flight = 0
-            self._held -= spans
 
     def _measure(self, span: ReadableSpan | Fact, spans: int = 1) -> None:
         """A moving average of the spans' size: the budget follows their real weight."""
         measured = max(1, estimate_bytes(span) // spans)
         with self._mutex:
-            if self._arrived == 1:
-                self._span_bytes = measured
-            else:
-                self._span_bytes = max(1, (7 * self._span_bytes + measured) // 8)
-            self._budget = max(1, self.max_bytes // self._span_bytes)
+            buffer = self._buffer
+            average = buffer.span_bytes
+            buffer.resize(measured if self._arrived == 1 else max(1, (7 * average + measured) // 8))
             self._batch_ready = self._ready_at()
-            if self._pending_spans >= self._batch_ready:
+            if buffer.waiting >= self._batch_ready:
                 self._cond.notify()  # heavier spans: the batch waiting may be ready already
 
     def _export_markers(self, markers: list[ReadableSpan]) -> None:
@@ -486,11 +406,6 @@ class ExportPipeline(SpanProcessor):
         self._last_log = now
         self._logged_loss = counts.lost
         logger.warning("wstrace export: %s", counts.summary())
-
-
-def _spans_in(items: Sequence[ReadableSpan | Fact]) -> int:
-    """How many spans a list of the buffer's items stands for (families count theirs)."""
-    return sum(span_count(item) for item in items)
 
 
 def collector_pipeline(exporter: SpanExporter, endpoint: str | None = None) -> ExportPipeline:
