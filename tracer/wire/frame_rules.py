@@ -39,72 +39,63 @@ class HeaderRules:
         """Every rule of RFC 6455 §5 that a header alone can break.  Also moves the decoder's
         state on: whether a fragmented message is open (§5.4) and whether a close was seen."""
         errors: list[ProtocolError] = []
-        offset = frame.offset
-        opcode = frame.opcode
         if self._closed:
             errors.append(
-                ProtocolError("frame-after-close", offset, "no frame may follow a close frame")
+                ProtocolError(
+                    "frame-after-close", frame.offset, "no frame may follow a close frame"
+                )
             )
         if frame.rsv:
             self._check_rsv(frame, errors)
         if frame.masked is not self._client_side:
-            if self._client_side:
-                errors.append(
-                    ProtocolError("unmasked-client-frame", offset, "client frames MUST be masked")
-                )
-            else:
-                errors.append(
-                    ProtocolError("masked-server-frame", offset, "server frames MUST NOT be masked")
-                )
-        length = frame.payload_length
-        if len7 == 126 and length < 126:
-            errors.append(
-                ProtocolError(
-                    "non-minimal-length", offset, f"{length} bytes sent with a 16-bit length"
-                )
-            )
-        elif len7 == 127:
-            if length >> 63:
-                errors.append(
-                    ProtocolError(
-                        "length-msb-set",
-                        offset,
-                        "the most significant bit of a 64-bit length MUST be 0",
-                    )
-                )
-            elif length < 0x10000:
-                errors.append(
-                    ProtocolError(
-                        "non-minimal-length", offset, f"{length} bytes sent with a 64-bit length"
-                    )
-                )
+            self._check_masking(frame, errors)
+        if len7 >= 126:
+            _check_length(frame, len7, errors)
+        opcode = frame.opcode
         if opcode >= CONTROL_OPCODES_START:
             self._check_control(frame, errors)
-        elif opcode == OP_CONTINUATION:
+        elif opcode <= OP_BINARY:
+            self._check_sequence(frame, errors)
+        else:
+            errors.append(
+                ProtocolError("reserved-opcode", frame.offset, f"opcode 0x{opcode:x} is reserved")
+            )
+        return errors
+
+    def _check_masking(self, frame: Frame, errors: list[ProtocolError]) -> None:
+        """A frame masked the wrong way for its side (§5.1)."""
+        if self._client_side:
+            errors.append(
+                ProtocolError("unmasked-client-frame", frame.offset, "client frames MUST be masked")
+            )
+        else:
+            errors.append(
+                ProtocolError(
+                    "masked-server-frame", frame.offset, "server frames MUST NOT be masked"
+                )
+            )
+
+    def _check_sequence(self, frame: Frame, errors: list[ProtocolError]) -> None:
+        """A data frame's place in its message (§5.4): a continuation continues a fragmented
+        message, a text or binary frame starts a new one; moves the fragmentation state on."""
+        if frame.opcode == OP_CONTINUATION:
             if not self._fragmented:
                 errors.append(
                     ProtocolError(
                         "unexpected-continuation",
-                        offset,
+                        frame.offset,
                         "continuation frame without a fragmented message to continue",
                     )
                 )
-            self._fragmented = not frame.fin
-        elif opcode <= OP_BINARY:
-            if self._fragmented:
-                errors.append(
-                    ProtocolError(
-                        "expected-continuation",
-                        offset,
-                        f"{frame.opcode_name} frame inside a fragmented message",
-                    )
-                )
-            self._fragmented = not frame.fin
-        else:
+        elif self._fragmented:
             errors.append(
-                ProtocolError("reserved-opcode", offset, f"opcode 0x{opcode:x} is reserved")
+                ProtocolError(
+                    "expected-continuation",
+                    frame.offset,
+                    f"{frame.opcode_name} frame inside a fragmented message",
+                )
             )
-        return errors
+        self._fragmented = not frame.fin
 
     def _check_rsv(self, frame: Frame, errors: list[ProtocolError]) -> None:
         """RSV bits need an extension (§5.2); RSV1 only on first frames of data (RFC 7692 §6.1)."""
@@ -209,3 +200,30 @@ def parse_close(frame: Frame, payload: bytes, complete: bool) -> list[ProtocolEr
                 )
             )
     return errors
+
+
+def _check_length(frame: Frame, len7: int, errors: list[ProtocolError]) -> None:
+    """An extended payload length (§5.2): the shortest form that holds it, and a 64-bit one
+    with its most significant bit 0."""
+    length = frame.payload_length
+    if len7 == 126:
+        if length < 126:
+            errors.append(
+                ProtocolError(
+                    "non-minimal-length", frame.offset, f"{length} bytes sent with a 16-bit length"
+                )
+            )
+    elif length >> 63:
+        errors.append(
+            ProtocolError(
+                "length-msb-set",
+                frame.offset,
+                "the most significant bit of a 64-bit length MUST be 0",
+            )
+        )
+    elif length < 0x10000:
+        errors.append(
+            ProtocolError(
+                "non-minimal-length", frame.offset, f"{length} bytes sent with a 64-bit length"
+            )
+        )

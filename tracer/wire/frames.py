@@ -221,21 +221,34 @@ class FrameDecoder(HeaderRules):
                 errors: list[ProtocolError] = []
             else:
                 errors = self._check_header(frame, len7)
-            pos += hl
-            if self._arrange_payload(frame, errors, out):
-                if pos >= n:
-                    break
-                pos = self._collect(data, pos, out)
-                if self._pending is not None:
-                    break
-            skip = self._skip
-            if skip:
-                if skip >= n - pos:
-                    self._skip = skip - (n - pos)
-                    break
-                pos += skip
-                self._skip = 0
+            pos = self._after_header(data, pos + hl, frame, errors, out)
+            if pos < 0:
+                break
         return out
+
+    def _after_header(
+        self, data: bytes, pos: int, frame: Frame, errors: list[ProtocolError],
+        out: list[Frame | ProtocolError],
+    ) -> int:
+        """The slow path of :meth:`feed`, for a frame that breaks a rule or whose payload is
+        inspected: report it (now, or once the bytes it waits for are in) and pass over its
+        payload.  ``pos``: where its payload starts.  Returns where the next header starts,
+        or -1 when this chunk is used up."""
+        n = len(data)
+        if self._arrange_payload(frame, errors, out):
+            if pos >= n:
+                return -1
+            pos = self._collect(data, pos, out)
+            if self._pending is not None:
+                return -1
+        skip = self._skip
+        if skip:
+            if skip >= n - pos:
+                self._skip = skip - (n - pos)
+                return -1
+            pos += skip
+            self._skip = 0
+        return pos
 
     def _resume(self, data: bytes, out: list[Frame | ProtocolError]) -> int:
         """Finish what the previous chunk left open; return the position of the next header.
@@ -278,45 +291,18 @@ class FrameDecoder(HeaderRules):
         """
         errors: list[ProtocolError] = []
         if self._hbuf:
-            have = len(self._hbuf)
-            need = _header_length(self._hbuf)
-            missing = f"{need - have}" if need else "at least 1"
-            errors.append(
-                ProtocolError(
-                    "truncated",
-                    self._hstart,
-                    f"stream ended in a frame header: {have} bytes received, {missing} missing",
-                )
-            )
+            errors.append(_truncated_header(self._hbuf, self._hstart))
             self._hbuf = None
         elif self._pending is not None:
-            frame = self._pending
-            got = len(self._collected or b"")
             errors.extend(self._pending_errors)
-            errors.append(
-                ProtocolError(
-                    "truncated",
-                    frame.offset,
-                    f"stream ended in the payload of a {frame.opcode_name} frame: "
-                    f"{got} of {frame.payload_length} bytes received, "
-                    f"{frame.payload_length - got} missing",
-                )
-            )
+            errors.append(_truncated_payload(self._pending, len(self._collected or b"")))
             self._pending = None
             self._pending_errors = _NO_ERRORS
             self._collected = None
         elif self._skip:
             frame = self._skipping
             assert frame is not None
-            errors.append(
-                ProtocolError(
-                    "truncated",
-                    frame.offset,
-                    f"stream ended in the payload of a {frame.opcode_name} frame: "
-                    f"{frame.payload_length - self._skip} of {frame.payload_length} bytes "
-                    f"received, {self._skip} missing",
-                )
-            )
+            errors.append(_truncated_payload(frame, frame.payload_length - self._skip))
             self._skip = 0
             self._skipping = None
         return errors
@@ -453,3 +439,24 @@ def _parse_header(
     return buf[pos], b1, length, hl, key
 
 
+def _truncated_header(header: bytes | bytearray, offset: int) -> ProtocolError:
+    """The stream ended in the header that starts at ``offset``: ``header`` came of it."""
+    have = len(header)
+    need = _header_length(header)
+    missing = f"{need - have}" if need else "at least 1"
+    return ProtocolError(
+        "truncated",
+        offset,
+        f"stream ended in a frame header: {have} bytes received, {missing} missing",
+    )
+
+
+def _truncated_payload(frame: Frame, got: int) -> ProtocolError:
+    """The stream ended in ``frame``'s payload, ``got`` bytes of it received."""
+    length = frame.payload_length
+    return ProtocolError(
+        "truncated",
+        frame.offset,
+        f"stream ended in the payload of a {frame.opcode_name} frame: "
+        f"{got} of {length} bytes received, {length - got} missing",
+    )
