@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, hooks, profile, report
+from bench.load import PHASES
 from bench.runner import QUICK, Options, Sizes, py_spy_path, run
 from bench.variants import VARIANTS, resolve
 
@@ -63,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument("--compression", action="store_true",
                         help="clients offer permessage-deflate (off by default)")
-    parser.add_argument("--phases", default="idle,echo,fanout,handshakes",
-                        help="comma-separated subset of idle,echo,fanout,handshakes")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument(
         "--profile", metavar="DIR",
         help="attach py-spy to each server while it is loaded, write collapsed stacks to DIR "
@@ -109,6 +110,11 @@ def options_from(args: argparse.Namespace) -> Options:
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise SystemExit(
+            f"--phases: {', '.join(unknown) or 'none given'}: choose among {', '.join(PHASES)}"
+        )
     return Options(
         variants=variants,
         sizes=sizes,

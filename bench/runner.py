@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.load import PHASES
 from bench.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,7 @@ class Options:
     loop: str = "auto"
     compression: bool = False
     parallel_start: bool = False
-    phases: tuple[str, ...] = ("idle", "echo", "fanout", "handshakes")
+    phases: tuple[str, ...] = PHASES
     profile_dir: str | None = None
     """Attach ``py-spy record`` to each server while it is loaded; collapsed stacks go here."""
     profile_rate: int = 400

@@ -254,3 +254,12 @@ def test_only_a_full_run_rewrites_the_results_file_by_default(argv: list[str], f
     from bench.__main__ import _full_run, parse_args
 
     assert _full_run(parse_args(argv), argv) is full
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("phases", ["echo,handshake", "", " , "])
+def test_phases_are_checked_before_any_server_starts(phases: str) -> None:
+    from bench.__main__ import options_from, parse_args
+
+    with pytest.raises(SystemExit, match="choose among idle, echo, fanout, handshakes"):
+        options_from(parse_args(["--phases", phases]))
