@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     report.render(result, result["summary"], result["bar"])
     report.render_floor(result)
     report.render_hooks(result)
+    report.render_handshake_split(result)
     if result["profiles"]:
         result["hotspots"] = profile.report_run(result)
     if args.json:

@@ -270,23 +270,61 @@ def render_hooks(raw: dict[str, Any], console: Any = None) -> None:
     total = sum(figures[name] for name in STAGES)
     stages = ", ".join(f"{name} {figures[name]:.1f}" for name in STAGES)
     summary = raw.get("summary", {})
-    base = summary.get(BASELINE, {}).get("cpu_per_msg_us", {}).get("value")
-    traced = summary.get("conn-spans", {}).get("cpu_per_msg_us", {}).get("value")
-    discarded = summary.get("conn-discard", {}).get("cpu_per_msg_us", {}).get("value")
     measured = ""
-    if base and traced and math.isfinite(base) and math.isfinite(traced):
-        extra = traced - base
+    split = _split(summary, "cpu_per_msg_us")
+    if split is not None:
+        extra, recording = split
         measured = f"; in the server, conn-spans costs {extra:.1f} µs/msg more than untraced"
-        if discarded and math.isfinite(discarded):
+        if recording is not None:
             # conn-discard records the same spans and drops them: the rest is the hand-over.
             measured += (
-                f", of which {discarded - base:.1f} recording the spans (conn-discard) and "
-                f"{traced - discarded:.1f} handing them to the export process"
+                f", of which {recording:.1f} recording the spans (conn-discard) and "
+                f"{extra - recording:.1f} handing them to the export process"
             )
     console.print(
         f"hooks per echoed message, connection shape, spans as facts (bench/hooks.py, medians, "
         f"µs): {stages}; total {total:.1f} µs{measured}"
     )
+
+
+def render_handshake_split(raw: dict[str, Any], console: Any = None) -> None:
+    """What the connection shape adds to a handshake, split as for messages: recording the
+    spans (conn-discard) and handing them on, in latency and in the server's CPU for the
+    whole connect, greeting and close that the latency loop runs."""
+    summary = raw.get("summary", {})
+    latency = _split(summary, "handshake_ms_p50")
+    cpu = _split(summary, "handshake_cpu_us")
+    if latency is None or cpu is None:
+        return
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    parts = []
+    for (extra, recording), unit, digits in ((latency, "ms", 2), (cpu, "µs", 0)):
+        text = f"+{extra:.{digits}f} {unit}"
+        if recording is not None:
+            text += (f" (recording {recording:+.{digits}f}, handing on "
+                     f"{extra - recording:+.{digits}f})")
+        parts.append(text)
+    console.print(
+        f"handshakes, connection shape against untraced: p50 latency {parts[0]}; server CPU "
+        f"per connection (connect, greeting, close) {parts[1]}"
+    )
+
+
+def _split(summary: dict[str, Any], key: str) -> tuple[float, float | None] | None:
+    """conn-spans' ``key`` over untraced's, and conn-discard's (the spans recorded and
+    dropped: what recording costs), or None if the run lacks the figures."""
+
+    def value(variant: str) -> float | None:
+        figure = summary.get(variant, {}).get(key, {}).get("value")
+        return figure if isinstance(figure, (int, float)) and math.isfinite(figure) else None
+
+    base, traced, discarded = value(BASELINE), value("conn-spans"), value("conn-discard")
+    if base is None or traced is None:
+        return None
+    return traced - base, (discarded - base if discarded is not None else None)
 
 
 RESULTS_HEADER = """\
@@ -300,8 +338,8 @@ bounds the connection shape: [README.md](README.md).
 
 
 def write_results(path: Any, raw: dict[str, Any]) -> None:
-    """Write what :func:`render`, :func:`render_floor` and :func:`render_hooks` print, as
-    Markdown, to ``path``.
+    """Write what :func:`render`, :func:`render_floor`, :func:`render_hooks` and
+    :func:`render_handshake_split` print, as Markdown, to ``path``.
 
     The printed tables are the one source of the figures: the file holds them verbatim, with
     the commit they measured, so the README can point here instead of repeating numbers.
@@ -317,6 +355,7 @@ def write_results(path: Any, raw: dict[str, Any]) -> None:
     render(raw, raw["summary"], raw["bar"], console=console)
     render_floor(raw, console=console)
     render_hooks(raw, console=console)
+    render_handshake_split(raw, console=console)
     text = console.export_text(styles=False)
     root = Path(__file__).resolve().parent.parent
     try:

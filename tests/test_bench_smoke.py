@@ -63,6 +63,8 @@ def test_the_results_file_holds_what_was_printed(quick_run: dict) -> None:
     assert text.startswith("# Benchmark results")
     assert "performance bar" in text and "span work alone" in text
     assert "hooks per echoed message" in text
+    assert "handshakes, connection shape against untraced: p50 latency" in text
+    assert "(recording " in text  # split with conn-discard, one of the default variants
     for variant in DEFAULT_VARIANTS:
         assert f"\n│ {variant} " in text, variant  # a row of the figures table
     assert "\x1b[" not in text  # no terminal colour codes in a Markdown file
