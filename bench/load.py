@@ -86,14 +86,16 @@ class ServerControl:
     async def flush(self) -> float:
         return float((await self.ask("flush"))["cpu"])
 
-    async def cpus(self, flush: bool = False) -> tuple[float, float, float]:
-        """CPU seconds of the server, of its span export process (0 without one) and of the
-        server's span-export threads (part of the server's)."""
+    async def cpus(self, flush: bool = False) -> tuple[float, float, float, float]:
+        """CPU seconds of the server, of its span export process (0 without one), of the
+        server's span-export threads (part of the server's), and seconds the server spent in
+        its garbage collector (part of the server's too)."""
         reply = await self.ask("flush" if flush else "cpu")
         return (
             float(reply["cpu"]),
             float(reply.get("export_cpu", 0.0)),
             float(reply.get("writer_cpu", 0.0)),
+            float(reply.get("gc", 0.0)),
         )
 
     async def rss(self) -> int:
@@ -204,11 +206,11 @@ class Load:
 
         await run([args.warmup] * len(rooms), 0.0)
         await control.flush()
-        cpu0, export0, writer0 = await control.cpus()
+        cpu0, export0, writer0, gc0 = await control.cpus()
         t0 = time.perf_counter()
         total = await run(share, args.echo_seconds)
         wall = time.perf_counter() - t0
-        cpu1, export1, writer1 = await control.cpus(flush=True)
+        cpu1, export1, writer1, gc1 = await control.cpus(flush=True)
         await self.close_all(clients)
         return {
             "messages": total,
@@ -218,6 +220,7 @@ class Load:
             "cpu_per_msg_us": (cpu1 - cpu0) / total * 1e6,
             "export_cpu_per_msg_us": (export1 - export0) / total * 1e6,
             "writer_cpu_per_msg_us": (writer1 - writer0) / total * 1e6,
+            "gc_per_msg_us": (gc1 - gc0) / total * 1e6,
             "total_cpu_per_msg_us": (cpu1 - cpu0 + export1 - export0) / total * 1e6,
             "msg_per_s": total / wall,
         }

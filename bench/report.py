@@ -23,6 +23,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "cpu_per_msg_us": ("ratio", "server CPU µs per echoed message"),
     "export_cpu_per_msg_us": ("value", "span export process CPU µs per echoed message"),
     "writer_cpu_per_msg_us": ("value", "of the server's, its span-export threads' µs per message"),
+    "gc_per_msg_us": ("value", "of the server's, µs per message in its garbage collector"),
     "total_cpu_per_msg_us": ("ratio", "server + span export process CPU µs per message"),
     "msg_per_s": ("ratio", "echoed messages per second"),
     "handshake_ms_p50": ("ratio", "handshake latency p50, ms"),
@@ -215,6 +216,9 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
         writer = f.get("writer_cpu_per_msg_us", {}).get("value")
         if isinstance(writer, (int, float)) and math.isfinite(writer) and writer > 0:
             extra.append(f"span-export threads {_fmt(writer, 1)} µs/msg of the server's CPU")
+        collecting = f.get("gc_per_msg_us", {}).get("value")
+        if isinstance(collecting, (int, float)) and math.isfinite(collecting):
+            extra.append(f"garbage collector {_fmt(collecting, 1)} µs/msg")
         if f["errors"]:
             extra.append(f"[red]{f['errors']} unexpected replies[/]")
         note = raw["notes"].get(variant, {})
@@ -281,6 +285,14 @@ def render_hooks(raw: dict[str, Any], console: Any = None) -> None:
                 f", of which {recording:.1f} recording the spans (conn-discard) and "
                 f"{extra - recording:.1f} handing them to the export process"
             )
+            collecting = _split(summary, "gc_per_msg_us")
+            if collecting is not None and collecting[1] is not None:
+                measured += (
+                    f"; of the recording, {collecting[1]:.1f} more in the garbage collector, "
+                    f"{total:.1f} the hooks' own code (as timed alone), and "
+                    f"{recording - collecting[1] - total:.1f} neither: the hooks and the "
+                    "server's own code run slower side by side than alone"
+                )
     console.print(
         f"hooks per echoed message, connection shape, spans as facts (bench/hooks.py, medians, "
         f"µs): {stages}; total {total:.1f} µs{measured}"

@@ -10,10 +10,11 @@ When it is serving it prints one JSON line on stdout::
 The **control port** is a plain TCP line protocol served by a thread of this process, outside
 the app (so it adds no spans and no ASGI work).  One command per line, one JSON reply per line:
 
-- ``cpu``   → ``{"cpu": s, "export_cpu": s, "writer_cpu": s}``: this process's user+system
-  CPU time (``time.process_time()``, every thread: the event loop, the span processor's
-  thread, …), its export child's, and its span-export threads' alone
-  and that of the child process encoding and writing spans, if the variant has one.
+- ``cpu``   → ``{"cpu": s, "export_cpu": s, "writer_cpu": s, "gc": s}``: this process's
+  user+system CPU time (``time.process_time()``, every thread: the event loop, the span
+  processor's thread, …), its export child's (the child process encoding and writing spans,
+  if the variant has one), its span-export threads' alone, and the time this process spent
+  in the cyclic garbage collector (:class:`GcClock`).
 - ``flush`` → the same after ``force_flush()`` on the tracer provider and the exporter, so
   the export of the spans a measured window produced is charged to that window.
 - ``rss``   → ``{"rss": bytes}`` after a flush and ``gc.collect()``.
@@ -247,12 +248,30 @@ def _writer_cpu() -> float:
     return 0.0
 
 
+class GcClock:
+    """Seconds this process spends in the cyclic garbage collector, from ``gc.callbacks``:
+    what the tracer's allocations cost beyond its own code (collections run more often, and
+    each walks what the tracer keeps)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
 class Control:
     """The control port: a daemon thread answering ``cpu`` / ``flush`` / ``rss`` / ``info``."""
 
     def __init__(self, provider: Any, exporter: Any = None) -> None:
         self.provider = provider
         self.exporter = exporter
+        self.gc_clock = GcClock()
         self.info: dict[str, Any] = {}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -268,7 +287,12 @@ class Control:
 
     def _cpu(self) -> dict[str, float]:
         """This process's CPU time and, when spans are exported by a child process, its CPU."""
-        reading = {"cpu": time.process_time(), "export_cpu": 0.0, "writer_cpu": _writer_cpu()}
+        reading = {
+            "cpu": time.process_time(),
+            "export_cpu": 0.0,
+            "writer_cpu": _writer_cpu(),
+            "gc": self.gc_clock.seconds,
+        }
         pid = getattr(self.exporter, "child_pid", None)
         if pid is not None:
             import psutil
