@@ -43,6 +43,20 @@ def spans_in(path: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def chain_layers(spans: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The spans of the ASGI chain's layers: under ``asgi.app``, through layers only (not
+    ``ws.accept``, the greeting's sends and what is under them)."""
+
+    def in_chain(span: dict[str, Any]) -> bool:
+        parent = spans[span["parentSpanId"]]
+        return parent["name"] == vocab.ASGI_APP or (
+            not parent["name"].startswith("ws.") and "parentSpanId" in parent and in_chain(parent)
+        )
+
+    return [s for s in spans.values() if "parentSpanId" in s and not s["name"].startswith("ws.")
+            and s["name"] != vocab.ASGI_APP and in_chain(s)]  # fmt: skip
+
+
 def assert_whole_tree(spans: dict[str, dict[str, Any]]) -> None:
     """One trace, one root, every parent in the file."""
     assert len({s["traceId"] for s in spans.values()}) == 1
@@ -214,12 +228,12 @@ def test_a_connection_on_the_serve_set_up_travels_as_facts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: str, ws: str
 ) -> None:
     made = ReadableSpansMade(monkeypatch)
-    families: list[int] = []
+    families: list[tuple[Any, ...]] = []
     on_fact = ExportPipeline.on_fact
 
     def noting_families(pipeline: ExportPipeline, fact: Any) -> None:
         if facts.span_count(fact) > 1:
-            families.append(facts.span_count(fact))
+            families.append(fact)
         on_fact(pipeline, fact)
 
     monkeypatch.setattr(ExportPipeline, "on_fact", noting_families)
@@ -229,13 +243,19 @@ def test_a_connection_on_the_serve_set_up_travels_as_facts(
     assert counts.written > 20 and counts.dropped_total == 0 and counts.failed == 0
     assert counts.as_facts == counts.written
     assert made.count == 0  # no ReadableSpan of wstrace's was built in the server
-    # Each echoed message went as one family (itself, its frame, its send and the send's
-    # frame), and so did the close with its two close frames.
-    assert families == [4, 4, 4, 3]
     assert exporter.path is not None
     spans = spans_in(exporter.path)
     assert len(spans) == counts.written
     assert_whole_tree(spans)
+    # Each echoed message went as one family (itself, its frame, its send and the send's
+    # frame), the ASGI chain as another (every layer, from the outermost in), and the close
+    # with its two close frames as a third.
+    sizes = [facts.span_count(fact) for fact in families]
+    assert sizes == [4, 4, 4, len(chain_layers(spans)), 3]
+    assert {f"{fact[facts.Field.SPAN_ID]:016x}" for fact in families[3:4]} == {
+        layer["spanId"] for layer in chain_layers(spans)
+        if spans[layer["parentSpanId"]]["name"] == vocab.ASGI_APP
+    }
     names = [s["name"] for s in spans.values()]
     assert names.count(vocab.WS_MESSAGE_RECEIVE) == 3 and names.count(vocab.WS_FRAME_SEND) >= 3
 
@@ -419,6 +439,69 @@ def test_a_family_expanded_after_the_pipe_is_the_spans_built_here(limits: Any) -
     assert items_to_otlp_bytes(expanded, message[3]) == spans_to_otlp_bytes(built)
     limited = next(s for s in rebuilt if s.name == "limited")
     assert limited.dropped_events + limited.dropped_links > 0  # SpanLimits held for members
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("limits", [support.LIMITS, support.NO_EVENTS_OR_LINKS])
+def test_a_chain_goes_as_one_family_and_is_the_spans_built_here(limits: Any) -> None:
+    collector, memory, ended = support.both_ways(support.make_chain, limits)
+
+    # The outermost layer with every layer inside it is one fact; the layer under the app's
+    # own span goes alone, its parent being no layer of the chain.
+    assert collector.spans == []
+    by_name = {fact[facts.Field.NAME]: fact for fact in collector.facts}
+    assert sorted(by_name) == sorted(["Outer", "UnderAppsOwn", vocab.ASGI_APP, vocab.CONNECTION])
+    assert facts.span_count(by_name["Outer"]) == 4  # Outer, solve_dependencies, Middle, Inner
+    assert sum(facts.span_count(fact) for fact in collector.facts) == ended
+    numbers = {fact[facts.ORIGIN] for fact in collector.facts}
+    message = pickle.loads(_dumps(
+        ("spans", collector.facts, True, {n: facts.origin_parts(n) for n in numbers})
+    ))  # fmt: skip
+    expanded = [one for fact in message[1] for one in facts.expand(fact)]
+    rebuilt = {s.context.span_id: s for s in (facts.rebuild(f, message[3]) for f in expanded)}
+    built = {s.context.span_id: s for s in memory.get_finished_spans()}
+    assert len(built) == ended
+    assert {i: support.described(s) for i, s in rebuilt.items()} == {
+        i: support.described(s) for i, s in built.items()
+    }
+    spans = {s.name: s for s in built.values()}
+    assert spans["Inner"].parent.span_id == spans["Middle renamed"].context.span_id
+    assert spans["UnderAppsOwn"].parent.span_id == 0x999
+    assert spans["Inner"].status.status_code is trace.StatusCode.ERROR
+    if limits is support.LIMITS:
+        assert spans["Middle renamed"].dropped_attributes and spans["Middle renamed"].dropped_events
+
+
+@pytest.mark.fast
+def test_a_chain_goes_out_layer_by_layer_when_a_processor_needs_spans_before_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collector = support.FactCollector()
+    memory = InMemorySpanExporter()
+    tp = support.provider()
+    tp.add_span_processor(collector)
+
+    from tracer import chain as chain_module
+
+    leave = chain_module.RecordedChain.leave
+
+    def leaving(chain: Any, layer: int, name: str, *args: Any) -> None:
+        if name == "Middle":  # the layers inside it went as members: spans needed now
+            tp.add_span_processor(SimpleSpanProcessor(memory))
+        leave(chain, layer, name, *args)
+
+    monkeypatch.setattr(chain_module.RecordedChain, "leave", leaving)
+    ended = support.make_chain(tp)
+
+    spans = {s.name: s for s in [*collector.spans, *memory.get_finished_spans()]}
+    assert set(spans) >= {"Inner", "Middle renamed", "Outer", "solve_dependencies"}
+    for child, parent in [("Inner", "Middle renamed"), ("Middle renamed", "Outer"),
+                          ("solve_dependencies", "Outer")]:  # fmt: skip
+        assert spans[child].parent.span_id == spans[parent].context.span_id
+    # Before the change: the layer under the app's own span, as a fact; after it, every
+    # span reached both processors as a span, the members held until then included.
+    assert [fact[facts.Field.NAME] for fact in collector.facts] == ["UnderAppsOwn"]
+    assert len(memory.get_finished_spans()) == ended - 1
 
 
 @pytest.mark.fast

@@ -17,7 +17,11 @@ Two kinds:
   middleware alone, with any tracer);
 - :class:`RecordedChain` — under the server hooks with the OpenTelemetry SDK, an open layer is
   only its span id and start time; the finished span is built when the layer returns.  An
-  idle connection holds a dozen layers open, so that is what they weigh.
+  idle connection holds a dozen layers open, so that is what they weigh.  Where every span
+  processor takes facts (``wstrace serve``), a layer that returns inside another is kept as a
+  family member of the layer around it, and the outermost goes to the pipeline with all of
+  them as one family fact (:mod:`tracer.export.facts`): one hand-over per connection, not one
+  per layer.
 
 Layers are entered and left in order by the chain's own task; a layer left out of order (an
 app running inner apps concurrently) is marked left where it is, and dropped once every layer
@@ -203,7 +207,7 @@ class RecordedChain(Chain):
     when the middleware records it alone).
     """
 
-    __slots__ = ("_context", "_foreign", "_sdk", "_top", "_written")
+    __slots__ = ("_context", "_foreign", "_held", "_sdk", "_top", "_written")
 
     def __init__(self, base: trace.Span, sdk: Any, tracer: Any) -> None:
         super().__init__(base, None, tracer)
@@ -219,6 +223,8 @@ class RecordedChain(Chain):
         """Layer -> the span made current inside the chain that it nests under (rare)."""
         self._top: trace.SpanContext | None = None  # the last context built
         self._written: dict[int, _Written] | None = None
+        self._held: dict[int, list[tuple[Any, ...]]] | None = None
+        """Layer -> the layers inside it that left, as family members, until it leaves too."""
 
     def _layer_context(self, span_id: int, keep: bool = True) -> trace.SpanContext:
         top = self._top
@@ -262,14 +268,34 @@ class RecordedChain(Chain):
         span_id, start = layers[at], layers[at + 1]
         parent_id = layers[at - 2] if at else _BASE
         self._remove(layer)
-        context = self._layer_context(span_id)
         foreign = self._foreign.pop(span_id, None) if self._foreign else None
+        name, attributes, events, status = self._as_written(span_id, name, attributes, error)
+        held = self._held.pop(span_id, None) if self._held else None
+        members = tuple(held) if held else ()
+        sdk = self._sdk
+        if foreign is None and parent_id != _BASE and sdk.families():
+            # Inside another layer of the chain, which leaves later: it goes with that one.
+            if self._held is None:
+                self._held = {}
+            self._held.setdefault(parent_id, []).append(
+                sdk.member(span_id, name, start, end, attributes, events, status, members)
+            )
+            return
+        context = self._layer_context(span_id)
         if foreign is not None:
             parent = foreign
         elif parent_id == _BASE:
             parent = self._context
         else:  # the layer below it, which leaves next: its context is built now, kept for then
             parent = self._layer_context(parent_id)
+        sdk.emit(name, context, parent, start, end, attributes, events=events, status=status,
+                 members=members)  # fmt: skip
+
+    def _as_written(
+        self, span_id: int, name: str, attributes: dict[str, Any], error: str | None
+    ) -> tuple[str, dict[str, Any], Any, Status | None]:
+        """A leaving layer's name, attributes, events and status: its own, with what code
+        running in it wrote to it (:class:`_Written`) and the error it raised."""
         written = self._written.pop(span_id, None) if self._written else None
         status: Status | None = None
         events: Any = ()
@@ -281,7 +307,7 @@ class RecordedChain(Chain):
         if error is not None:
             attributes = {**attributes, vocab.ERROR_TYPE: error}
             status = Status(StatusCode.ERROR, error)
-        self._sdk.emit(name, context, parent, start, end, attributes, events=events, status=status)
+        return name, attributes, events, status
 
     def _remove(self, layer: int) -> None:
         layers = self._layers

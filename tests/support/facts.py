@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -243,3 +244,41 @@ def make_family(tp: TracerProvider) -> int:
     message.end(T0 + 50)
     root.end(T0 + 100)
     return 8
+
+
+def make_chain(tp: TracerProvider) -> int:
+    """A connection whose ASGI chain returns as the chain wrappers drive it, on a clock that
+    ticks the same for every provider: a layer that leaves before its sibling enters, one
+    that code running in it writes to (attributes and events over every ``SpanLimits``, a
+    new name, a status), one that raised, and one under a span of the app's own; returns
+    how many spans were ended."""
+    from tracer import chain as chain_module
+
+    recorder = Recorder(tp)
+    root = recorder.start(vocab.CONNECTION, None, T0, {vocab.CONNECTION_ID: 1},
+                          kind=SpanKind.SERVER)  # fmt: skip
+    app = recorder.start(vocab.ASGI_APP, root, T0 + 1, {"app": 1})
+    apps_own = trace.NonRecordingSpan(
+        trace.SpanContext(0xABC, 0x999, False, trace.TraceFlags(1))
+    )
+    clock = itertools.count(T0 + 10, 5)
+    with patch.object(chain_module, "time_ns", lambda: next(clock)):
+        chain = chain_module.RecordedChain(app, recorder.sdk, recorder.tracer)
+        outer = chain.enter("Outer", {vocab.MIDDLEWARE_LAYER: "Outer"}, None)
+        chain.leave(chain.enter("solve_dependencies", {"deps": 1}, None), "solve_dependencies",
+                    {"deps": 1}, None)  # fmt: skip
+        middle = chain.enter("Middle", {f"m{n}": n for n in range(7)}, None)
+        chain.set_attribute("written", "w" * 40)
+        for n in range(3):
+            chain.add_event(f"noted{n}", {"p": 1, "q": 2, "r": 3}, T0 + 12 + n)
+        chain.update_name("Middle renamed")
+        chain.set_status(Status(StatusCode.OK))
+        under_app = chain.enter("UnderAppsOwn", {"own": 1}, apps_own)
+        chain.leave(under_app, "UnderAppsOwn", {"own": 1}, None)
+        inner = chain.enter("Inner", {"inner": 1}, None)
+        chain.leave(inner, "Inner", {"inner": 1}, "ValueError")
+        chain.leave(middle, "Middle", {f"m{n}": n for n in range(7)}, None)
+        chain.leave(outer, "Outer", {vocab.MIDDLEWARE_LAYER: "Outer"}, None)
+    app.end(T0 + 200)
+    root.end(T0 + 300)
+    return 7

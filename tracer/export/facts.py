@@ -264,17 +264,29 @@ def check(fact: Fact, origins: dict[int, Any]) -> None:
         raise TypeError("span fact ids must be ints")
 
 
-def leaf_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Status]:
-    """``(name, start, end, attributes, status)`` of a member with no events, links or
-    members of its own (a leaf made as its family's fact holds it)."""
-    status = member[5]
+def member_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Any, Status]:
+    """``(name, start, end, attributes, events, status)`` of a member with no links and kind
+    ``INTERNAL`` (a frame made as its family's fact holds it, a layer of a chain), as the SDK
+    holds them: for handing it on as a span of its own after all."""
+    _, name, start, end, _, status, attributes, events, _, dropped, _ = member
+    span_events: Any = ()
+    if events:
+        span_events = [Event(n, _rebuilt_attributes(a), t) for n, t, a in events]
+    if dropped is not None and dropped[0]:
+        span_events = _bounded(list(span_events), dropped[0])
     return (
-        member[1],
-        member[2],
-        member[3],
-        _rebuilt_attributes(member[6]),
+        name,
+        start,
+        end,
+        _rebuilt_attributes(attributes),
+        span_events,
         UNSET if status is None else Status(StatusCode(status[0]), status[1]),
     )
+
+
+def members_count(members: tuple[Any, ...]) -> int:
+    """How many spans ``members`` hold, theirs included."""
+    return sum(1 + members_count(one[-1]) if one[-1] else 1 for one in members)
 
 
 def plain_member(

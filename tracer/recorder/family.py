@@ -225,8 +225,7 @@ def _emit_spread(sdk: SdkParts, root: FamilyRoot, end: int) -> None:
     place(root._members, root._context)
     for one, context, parent in ended:
         if type(one) is tuple:  # a leaf, as the family's fact holds it
-            name, start, stop, attributes, status = facts.leaf_parts(one)
-            sdk.emit(name, context, parent, start, stop, attributes, status=status)
+            sdk.emit_members(parent, (one,))
             continue
         sdk.emit(
             one._name, context, parent, one._start, max(one._end or end, one._start),

@@ -150,10 +150,16 @@ class SdkParts:
         kind: SpanKind = SpanKind.INTERNAL,
         status: Status | None = None,
         started: bool = False,
+        members: tuple[Any, ...] = (),
     ) -> None:
         """Hand a finished span to the provider's processors: the one place spans are built
         without the SDK's tracer.  Unless it was ``started`` already, processors that act in
         ``on_start`` see it start first (see :mod:`tracer.recorder.promises`).
+
+        ``members``: its finished children, made by :meth:`member` while every processor
+        took facts (the layers of a chain, which leave one after the other): they travel in
+        its fact, as one family; if some processor needs spans by now, each goes as its own
+        span first.
 
         When every processor takes facts (:class:`~tracer.recorder.promises.FactTakers`:
         ``wstrace serve``'s export process), each gets the span's
@@ -162,6 +168,8 @@ class SdkParts:
         would go as a span: facts hold only local spans.)"""
         sink = self.facts
         takers = sink.takers() if sink is not None and not context[2] else None
+        if members and takers is None:
+            self.emit_members(context, members)
         if takers is None and not started and self.starters is not None and self.starters.any():
             span = PendingSpan(self, name, context, parent, start, attributes, links, kind)
             span._events = list(events) or None
@@ -177,6 +185,8 @@ class SdkParts:
                 sink.origin,  # type: ignore[union-attr]  # takers come from the sink
                 name, context, parent, start, end, attributes, events, links, kind, status,
             )
+            if members:
+                fact = facts.family(fact, members, 1 + facts.members_count(members))
             for take in takers:
                 take(fact)
             return
@@ -196,6 +206,39 @@ class SdkParts:
                 instrumentation_scope=self.scope,
             )
         )
+
+    def member(
+        self,
+        span_id: int,
+        name: str,
+        start: int,
+        end: int,
+        attributes: Attributes,
+        events: Sequence[sdk_trace.Event],
+        status: Status | None,
+        members: tuple[Any, ...],
+    ) -> tuple[Any, ...]:
+        """A finished ``INTERNAL`` span with ``members`` under it, as a family member that
+        its parent's :meth:`emit` will carry (``members``), within the ``SpanLimits``."""
+        if self.limits is not None and (len(attributes) > self.max_attributes or events):
+            attributes, events, _ = within_limits(self.limits, attributes, events, ())
+        return facts.member(
+            span_id, name, start, end, attributes, events, (), SpanKind.INTERNAL, status, members
+        )
+
+    def emit_members(self, parent: trace.SpanContext, members: tuple[Any, ...]) -> None:
+        """Family members (made by :meth:`member`, or frames made as their family's fact
+        holds them) handed on one by one as spans of their own, each after its own members,
+        under ``parent``: some processor needs spans after all."""
+        for one in members:
+            context = trace.SpanContext(
+                parent.trace_id, one[0], False, parent.trace_flags, parent.trace_state
+            )
+            if one[-1]:
+                self.emit_members(context, one[-1])
+            name, start, end, attributes, events, status = facts.member_parts(one)
+            self.emit(name, context, parent, start, end, attributes, events=events,
+                      status=status)  # fmt: skip
 
     def families(self) -> bool:
         """Whether a span's finished children may travel in its fact
