@@ -98,6 +98,8 @@ SAMPLED = int(TraceFlags.SAMPLED)
 UNSET = Status(StatusCode.UNSET)
 """The status of a span nobody set one on (shared: it never changes)."""
 _INTERNAL = SpanKind.INTERNAL
+_KIND_VALUES = {kind: kind.value for kind in SpanKind}
+"""A kind's int (an enum's ``value`` is a Python-level lookup each time)."""
 
 
 # --- Origins: resource and scope, once per process --------------------------------------------
@@ -179,7 +181,11 @@ def make(
     trace_id = context[0]
     flags = context[3]
     state = context[4]
-    events, links, dropped = _events_and_links(events, links)
+    if events or links or type(events) is BoundedList or type(links) is BoundedList:
+        events, links, dropped = _events_and_links(events, links)
+    else:  # the usual span: nothing to convert, nothing dropped
+        events = links = ()
+        dropped = None
     return (
         number,
         name,
@@ -197,7 +203,7 @@ def make(
         None if state is DEFAULT_TRACE_STATE or not state else tuple(state.items()),
         start,
         end,
-        0 if kind is _INTERNAL else kind.value,
+        0 if kind is _INTERNAL else _KIND_VALUES[kind],
         None if status is None or status is UNSET else fact_status(status),
         attributes if type(attributes) is dict else fact_attributes(attributes),
         events or (),

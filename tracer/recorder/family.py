@@ -129,7 +129,19 @@ class FamilyRoot(PendingSpan):
         attributes: Attributes | None,
         kind: SpanKind,
     ) -> None:
-        super().__init__(sdk, name, context, parent, start, attributes, None, kind)
+        # PendingSpan's fields, set here: one call less (and its parent's) for every message.
+        self._name = name
+        self._start = start
+        self._attributes = attributes if attributes is not None else {}
+        self._owned = attributes is None
+        self._links = ()
+        self._events = None
+        self._kind = kind
+        self._status = _UNSET
+        self._sdk = sdk
+        self._parent = parent
+        self._context = context
+        self._started = False
         self._members: list[Any] | None = None
 
     member = FamilyMember.member

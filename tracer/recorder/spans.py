@@ -268,9 +268,9 @@ class SdkParts:
     def child_context(self, parent: trace.SpanContext) -> trace.SpanContext:
         """A new span's context under ``parent``: a new id, the parent's trace and sampling
         (as the SDK's default ``ParentBased`` sampler decides)."""
-        return trace.SpanContext(
-            parent.trace_id, self.new_span_id(), False, parent.trace_flags, parent.trace_state
-        )
+        # By index: a SpanContext is a tuple (trace id, span id, remote, flags, state, valid),
+        # and its properties are a Python call each.
+        return trace.SpanContext(parent[0], self.new_span_id(), False, parent[3], parent[4])
 
 
 class _AfterTheFact(trace.Span):

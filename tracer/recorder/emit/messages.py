@@ -206,7 +206,8 @@ def emit_broadcast(
     )
     for send in sends:
         emit_send(record, broadcast, send, record)
-    broadcast.end(end_time=max([end, start, *(s.end for s in sends)]))
+    last = max(send.end for send in sends) if sends else end
+    broadcast.end(end_time=max(end, start, last))
 
 
 def emit_send(
