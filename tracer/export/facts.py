@@ -33,9 +33,10 @@ chunk of them runs in C from end to end), in the order of :class:`Field`:
 ======================  ==================================================================
 
 **Families.**  A received message is one span with its frames, sends and broadcasts under it,
-all finished together when the app asks for the next message.  Handing the pipeline five
-facts for it costs the event loop five times what one costs, so such a span goes as one
-*family* fact (:func:`family`): its own fact, then
+all finished together when the app asks for the next message; a connection's ASGI layers
+return one inside the other when it ends.  Handing the pipeline a fact for each span costs
+the event loop that many times what one costs, so such a span goes as one *family* fact
+(:func:`family`): its own fact, then
 
 ======================  ==================================================================
 ``spans``               how many spans the family stands for (itself and every member):
