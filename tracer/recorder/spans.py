@@ -20,10 +20,7 @@ from tracer import vocab
 from tracer.export import facts
 from tracer.recorder.promises import FactTakers, Starters, fast_attribute_limit, within_limits
 from tracer.recorder.records import Attributes
-from tracer.wire import (
-    Frame,
-    ProtocolError,
-)
+from tracer.wire import Frame, ProtocolError, opcode_name
 
 _TRACER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 """wstrace's own package: its frames are left out of captured stacks."""
@@ -466,7 +463,7 @@ def frame_attributes(
         vocab.WS_FIN: frame.fin,
         vocab.WS_RSV: frame.rsv,
         vocab.WS_OPCODE: frame.opcode,
-        vocab.WS_OPCODE_NAME: frame.opcode_name,
+        vocab.WS_OPCODE_NAME: opcode_name(frame.opcode),
         vocab.WS_MASK: frame.masked,
         vocab.WS_PAYLOAD_LENGTH: frame.payload_length,
         vocab.WS_HEADER_LENGTH: frame.header_length,
