@@ -59,8 +59,41 @@ def _pooled(key: str, results: list[dict[str, Any]]) -> float:
     return percentile(samples, 50 if key == "handshake_ms_p50" else 99)
 
 
+def _round_value(key: str, result: dict[str, Any]) -> float | None:
+    """A pooled figure as one round alone measured it (None if the round lacks it)."""
+    if key == "idle_kib_per_conn":
+        if "idle_rss_after" not in result or not result.get("idle"):
+            return None
+        return (result["idle_rss_after"] - result["idle_rss_before"]) / result["idle"] / 1024.0
+    samples = result.get("handshake_ms")
+    if not samples:
+        return None
+    return percentile(samples, 50 if key == "handshake_ms_p50" else 99)
+
+
+def _paired(key: str, mode: str, results: list[dict[str, Any]],
+            base_by_round: dict[int, dict[str, Any]]) -> list[float]:
+    """Each round's ratio (or difference) to the untraced server of the same round."""
+    paired = []
+    for result in results:
+        base_result = base_by_round.get(result["round"])
+        if base_result is None:
+            continue
+        if key in POOLED:
+            v, b = _round_value(key, result), _round_value(key, base_result)
+        else:
+            v, b = result.get(key), base_result.get(key)
+        if v is None or b is None:
+            continue
+        v, b = float(v), float(b)
+        paired.append((v / b if b else math.nan) if mode == "ratio" else v - b)
+    return paired
+
+
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
-    """``{variant: {figure: {"value", "ratio" | "delta", "how", "rounds"}}}`` from a run."""
+    """``{variant: {figure: {"value", "ratio" | "delta", "how", "rounds", "paired"}}}`` from a
+    run; ``paired``: each round's ratio or difference to untraced, however the figure itself
+    is computed (its spread says how much the machine moved the figure)."""
     rounds: dict[str, list[dict[str, Any]]] = raw["rounds"]
     base_results = rounds.get(BASELINE, [])
     base_by_round = {r["round"]: r for r in base_results}
@@ -70,6 +103,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         for key, (mode, _text) in FIGURES.items():
             per_round = [float(r[key]) for r in results if key in r]
             entry: dict[str, Any] = {"rounds": per_round}
+            paired = _paired(key, mode, results, base_by_round) if mode != "value" else []
+            entry["paired"] = paired
             if key in POOLED:
                 entry["how"] = "pooled over rounds"
                 value = _pooled(key, results)
@@ -80,13 +115,6 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
             else:
                 entry["how"] = "median over rounds"
                 entry["value"] = _median(per_round)
-                paired = []
-                for result in results:
-                    base_result = base_by_round.get(result["round"])
-                    if base_result is None or key not in base_result or key not in result:
-                        continue
-                    b, v = float(base_result[key]), float(result[key])
-                    paired.append((v / b if b else math.nan) if mode == "ratio" else v - b)
                 if mode != "value":
                     entry[mode] = _median(paired) if paired else None
             figures[key] = entry
@@ -103,6 +131,7 @@ def check_bar(summary: dict[str, Any]) -> list[dict[str, Any]]:
         figure = BAR_FIGURE[bar.figure]
         entry = summary.get(bar.variant, {}).get(figure)
         measured = None if entry is None else entry.get(bar.mode)
+        rounds = [x for x in (entry or {}).get("paired", ()) if math.isfinite(x)]
         if measured is None or not math.isfinite(measured):
             verdict = "not run"
         else:
@@ -110,6 +139,7 @@ def check_bar(summary: dict[str, Any]) -> list[dict[str, Any]]:
         lines.append({
             "text": bar.text, "variant": bar.variant, "figure": figure, "mode": bar.mode,
             "limit": bar.limit, "measured": measured, "verdict": verdict,
+            "spread": (min(rounds), max(rounds)) if len(rounds) > 1 else None,
         })
     return lines
 
@@ -196,13 +226,16 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
     bar_table = Table(title="performance bar (bench/variants.py BAR)", header_style="bold")
     bar_table.add_column("criterion")
     bar_table.add_column("measured", justify="right")
+    bar_table.add_column("rounds: lowest – highest", justify="right")
     bar_table.add_column("limit", justify="right")
     bar_table.add_column("verdict")
     for line in bar:
         fmt = _ratio if line["mode"] == "ratio" else (lambda v: f"{_delta(v)} KiB")
         limit = f"{line['limit']:.2f}×" if line["mode"] == "ratio" else f"+{line['limit']:.0f} KiB"
         colour = {"PASS": "green", "FAIL": "red"}.get(line["verdict"], "yellow")
-        bar_table.add_row(line["text"], fmt(line["measured"]), limit,
+        spread = line.get("spread")
+        rounds = f"{fmt(spread[0])} – {fmt(spread[1])}" if spread else "—"
+        bar_table.add_row(line["text"], fmt(line["measured"]), rounds, limit,
                           f"[{colour}]{line['verdict']}[/]")
     console.print(bar_table)
 

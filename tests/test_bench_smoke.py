@@ -185,6 +185,13 @@ def test_ratios_pair_rounds_and_pool_handshakes_and_memory() -> None:
     p50 = summary["conn-spans"]["handshake_ms_p50"]
     assert p50["value"] == pytest.approx(3.5)  # of 2, 3, 4, 5
     assert p50["ratio"] == pytest.approx(3.5 / 2.0)
+    # Each round against the untraced server of the same round: what the machine moved.
+    assert cpu["paired"] == pytest.approx([1.2, 1.3, 1.1])
+    assert p50["paired"] == pytest.approx([2.5 / 1.5, 4.0 / 3.0])  # round 3: no baseline
+    assert idle["paired"] == pytest.approx([6.0, 3.0, 6.0])
+    spreads = {(b["variant"], b["figure"]): b["spread"] for b in report.check_bar(summary)}
+    assert spreads[("conn-spans", "cpu_per_msg_us")] == pytest.approx((1.1, 1.3))
+    assert spreads[("conn-spans", "idle_kib_per_conn")] == pytest.approx((3.0, 6.0))
     verdicts = {(b["variant"], b["figure"]): b["verdict"] for b in report.check_bar(summary)}
     assert verdicts[("conn-spans", "cpu_per_msg_us")] == "PASS"
     assert verdicts[("conn-spans", "idle_kib_per_conn")] == "PASS"
