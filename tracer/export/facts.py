@@ -271,22 +271,28 @@ def check(fact: Fact, origins: dict[int, Any]) -> None:
         raise TypeError("span fact ids must be ints")
 
 
-def member_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Any, Status]:
-    """``(name, start, end, attributes, events, status)`` of a member with no links and kind
-    ``INTERNAL`` (a frame made as its family's fact holds it, a layer of a chain), as the SDK
-    holds them: for handing it on as a span of its own after all."""
-    _, name, start, end, _, status, attributes, events, _, dropped, _ = member
+def member_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Any, Any, SpanKind, Status]:
+    """``(name, start, end, attributes, events, links, kind, status)`` of a family member, as
+    the SDK holds them (with what ``SpanLimits`` dropped): for handing it on as a span of its
+    own after all."""
+    _, name, start, end, kind, status, attributes, events, links, dropped, _ = member
     span_events: Any = ()
+    span_links: Any = ()
     if events:
         span_events = [Event(n, _rebuilt_attributes(a), t) for n, t, a in events]
-    if dropped is not None and dropped[0]:
-        span_events = _bounded(list(span_events), dropped[0])
+    if links:
+        span_links = [Link(_context(*link[:5]), _rebuilt_attributes(link[5])) for link in links]
+    if dropped is not None:
+        span_events = _bounded(list(span_events), dropped[0]) if dropped[0] else span_events
+        span_links = _bounded(list(span_links), dropped[1]) if dropped[1] else span_links
     return (
         name,
         start,
         end,
         _rebuilt_attributes(attributes),
         span_events,
+        span_links,
+        _KINDS[kind],
         UNSET if status is None else Status(StatusCode(status[0]), status[1]),
     )
 

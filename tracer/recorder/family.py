@@ -161,29 +161,16 @@ FAMILY_TYPES = (FamilyRoot, FamilyMember)
 
 def emit_family(sdk: SdkParts, root: FamilyRoot, end: int) -> None:
     """Hand a :class:`FamilyRoot` and its members to the processors as one family fact,
-    each span within the provider's ``SpanLimits``; as separate spans if the processors
-    changed since the family started and some now need spans."""
-    sink = sdk.facts
-    takers = sink.takers() if sink is not None else None
-    if takers is None:
-        _emit_spread(sdk, root, end)
-        return
+    each span within the provider's ``SpanLimits`` (as separate spans if the processors
+    changed since the family started and some now need spans: see
+    :meth:`~tracer.recorder.spans.SdkParts.emit`)."""
     counted = [1]
     members = _members_as_facts(sdk, root._members, end, counted)
-    attributes, events, links = root._attributes, root._events or (), root._links
-    if sdk.limits is not None and (len(attributes) > sdk.max_attributes or events or links):
-        attributes, events, links = within_limits(sdk.limits, attributes, events, links)
-    fact = facts.family(
-        facts.make(
-            sink.origin,  # type: ignore[union-attr]  # takers come from the sink
-            root._name, root._context, root._parent, root._start, end, attributes, events,
-            links, root._kind, root._status,
-        ),
-        members,
-        counted[0],
+    sdk.emit(
+        root._name, root._context, root._parent, root._start, end, root._attributes,
+        events=root._events or (), links=root._links, kind=root._kind, status=root._status,
+        started=root._started, members=members, spans=counted[0],
     )  # fmt: skip
-    for take in takers:
-        take(fact)
 
 
 def _members_as_facts(
@@ -217,35 +204,3 @@ def _members_as_facts(
             )
     counted[0] += len(made)
     return tuple(made)
-
-
-def _emit_spread(sdk: SdkParts, root: FamilyRoot, end: int) -> None:
-    """A family's spans one by one, as :meth:`~tracer.recorder.spans.SdkParts.emit` would have
-    had them without the family."""
-    ended: list[tuple[Any, trace.SpanContext, trace.SpanContext]] = []
-
-    def place(members: list[Any] | None, parent: trace.SpanContext) -> None:
-        for one in members or ():
-            context = trace.SpanContext(
-                parent.trace_id, one[0] if type(one) is tuple else one._id, False,
-                parent.trace_flags, parent.trace_state,
-            )  # fmt: skip
-            if type(one) is not tuple:
-                place(one._members, context)
-            ended.append((one, context, parent))
-
-    place(root._members, root._context)
-    for one, context, parent in ended:
-        if type(one) is tuple:  # a leaf, as the family's fact holds it
-            sdk.emit_members(parent, (one,))
-            continue
-        sdk.emit(
-            one._name, context, parent, one._start, max(one._end or end, one._start),
-            one._attributes, events=one._events or (), links=one._links, kind=one._kind,
-            status=one._status,
-        )  # fmt: skip
-    sdk.emit(
-        root._name, root._context, root._parent, root._start, end, root._attributes,
-        events=root._events or (), links=root._links, kind=root._kind, status=root._status,
-        started=root._started,
-    )  # fmt: skip

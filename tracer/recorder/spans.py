@@ -148,15 +148,19 @@ class SdkParts:
         status: Status | None = None,
         started: bool = False,
         members: tuple[Any, ...] = (),
+        spans: int = 0,
+        limited: bool = False,
     ) -> None:
         """Hand a finished span to the provider's processors: the one place spans are built
         without the SDK's tracer.  Unless it was ``started`` already, processors that act in
         ``on_start`` see it start first (see :mod:`tracer.recorder.promises`).
 
-        ``members``: its finished children, made by :meth:`member` while every processor
-        took facts (the layers of a chain, which leave one after the other): they travel in
-        its fact, as one family; if some processor needs spans by now, each goes as its own
-        span first.
+        ``members``: its finished children as a family's fact holds them, made while every
+        processor took facts (a message's frames and sends, a chain's layers, within the
+        ``SpanLimits`` already; ``spans``: how many spans they are with this one, if the
+        caller counted them): they travel in its fact, as one family; if some processor needs
+        spans by now, each goes as its own span first.  ``limited``: the span was cut to the
+        ``SpanLimits`` already (a member handed on after all).
 
         When every processor takes facts (:class:`~tracer.recorder.promises.FactTakers`:
         ``wstrace serve``'s export process), each gets the span's
@@ -175,7 +179,11 @@ class SdkParts:
             span._sdk = None  # it ends here: nobody may end it again
             attributes, events, status = span._attributes, span._events or (), span._status
             name = span._name
-        if self.limits is not None and (len(attributes) > self.max_attributes or events or links):
+        if (
+            self.limits is not None
+            and not limited
+            and (len(attributes) > self.max_attributes or events or links)
+        ):
             attributes, events, links = within_limits(self.limits, attributes, events, links)
         if takers is not None:
             fact = facts.make(
@@ -183,7 +191,7 @@ class SdkParts:
                 name, context, parent, start, end, attributes, events, links, kind, status,
             )
             if members:
-                fact = facts.family(fact, members, 1 + facts.members_count(members))
+                fact = facts.family(fact, members, spans or 1 + facts.members_count(members))
             for take in takers:
                 take(fact)
             return
@@ -224,18 +232,15 @@ class SdkParts:
         )
 
     def emit_members(self, parent: trace.SpanContext, members: tuple[Any, ...]) -> None:
-        """Family members (made by :meth:`member`, or frames made as their family's fact
-        holds them) handed on one by one as spans of their own, each after its own members,
-        under ``parent``: some processor needs spans after all."""
+        """Family members handed on one by one as spans of their own, each after its own
+        members, under ``parent``: some processor needs spans after all."""
         for one in members:
-            context = trace.SpanContext(
-                parent.trace_id, one[0], False, parent.trace_flags, parent.trace_state
-            )
+            context = trace.SpanContext(parent[0], one[0], False, parent[3], parent[4])
             if one[-1]:
                 self.emit_members(context, one[-1])
-            name, start, end, attributes, events, status = facts.member_parts(one)
-            self.emit(name, context, parent, start, end, attributes, events=events,
-                      status=status)  # fmt: skip
+            name, start, end, attributes, events, links, kind, status = facts.member_parts(one)
+            self.emit(name, context, parent, start, end, attributes, events=events, links=links,
+                      kind=kind, status=status, limited=True)  # fmt: skip
 
     def families(self) -> bool:
         """Whether a span's finished children may travel in its fact
