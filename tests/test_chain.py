@@ -1,4 +1,4 @@
-"""The ASGI chain as one current span: both kinds give the same spans, in any leaving order.
+"""The ASGI chain as one current span: every kind gives the same spans, in any leaving order.
 
 Real OpenTelemetry SDK, in-memory exporter; the chain is driven the way ``run_layer`` drives
 it (the server-level behaviour is covered end to end in ``test_asgi_trace.py``).
@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.support.facts import FactCollector
 from tracer import vocab
 from tracer.chain import Chain, LayerRef, RecordedChain, innermost_span
 from tracer.recorder import Recorder
@@ -21,18 +22,23 @@ from tracer.recorder import Recorder
 pytestmark = pytest.mark.fast  # pure: no server, no subprocess
 
 
-def make_chain(kind: str) -> tuple[Chain, Any, InMemorySpanExporter]:
+def make_chain(kind: str) -> tuple[Chain, Any, Any]:
+    """A chain of ``kind`` under a connection's ``asgi.app``, and what its spans reach (as
+    spans, or as facts that give the spans they stand for back)."""
     provider = TracerProvider()
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory: Any = FactCollector() if kind == "recorded-as-facts" else InMemorySpanExporter()
+    as_facts = kind == "recorded-as-facts"
+    provider.add_span_processor(memory if as_facts else SimpleSpanProcessor(memory))
     recorder = Recorder(provider)
     base = recorder.start("asgi.app", recorder.start("ws.connection", None, 1), 2)
-    if kind == "recorded":
+    if kind.startswith("recorded"):
         return RecordedChain(base, recorder.sdk, recorder.tracer), base, memory
     return Chain(base, recorder.start_layer, recorder.tracer), base, memory
 
 
-KINDS = pytest.mark.parametrize("kind", ["recorded", "span-objects"])
+KINDS = pytest.mark.parametrize("kind", ["recorded", "recorded-as-facts", "span-objects"])
+"""The middleware alone with any tracer (span objects), the server hooks with the SDK (span
+ids and start times), and the same on ``wstrace serve``'s set-up (layers as a family fact)."""
 
 
 def by_name(memory: InMemorySpanExporter) -> dict[str, Any]:

@@ -267,13 +267,14 @@ class RecordedChain(Chain):
         layers = self._layers
         span_id, start = layers[at], layers[at + 1]
         parent_id = layers[at - 2] if at else _BASE
+        parent_runs = parent_id != _BASE and layers[at - 1] != _LEFT
         self._remove(layer)
         foreign = self._foreign.pop(span_id, None) if self._foreign else None
         name, attributes, events, status = self._as_written(span_id, name, attributes, error)
         held = self._held.pop(span_id, None) if self._held else None
         members = tuple(held) if held else ()
         sdk = self._sdk
-        if foreign is None and parent_id != _BASE and sdk.families():
+        if foreign is None and parent_runs and sdk.families():
             # Inside another layer of the chain, which leaves later: it goes with that one.
             if self._held is None:
                 self._held = {}

@@ -130,6 +130,16 @@ class FactCollector(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         self.spans.append(span)
 
+    def get_finished_spans(self) -> list[ReadableSpan]:
+        """The spans the facts stand for (families expanded), as the export process builds
+        them, then any that came as spans: an ``InMemorySpanExporter``'s answer."""
+        rebuilt = [
+            facts.rebuild(one, {one[facts.ORIGIN]: facts.origin_parts(one[facts.ORIGIN])})
+            for fact in self.facts
+            for one in facts.expand(fact)
+        ]
+        return [*rebuilt, *self.spans]
+
 
 class GatedExportProcess(Gated, SubprocessExporter):
     """The real export process, held at its first export until the test opens the gate."""
