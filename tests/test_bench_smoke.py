@@ -272,3 +272,26 @@ def test_phases_are_checked_before_any_server_starts(phases: str) -> None:
 
     with pytest.raises(SystemExit, match="choose among idle, echo, fanout, handshakes"):
         options_from(parse_args(["--phases", phases]))
+
+
+@pytest.mark.fast
+def test_the_bar_shows_a_figure_just_over_its_limit_with_one_digit_more() -> None:
+    import io
+
+    from rich.console import Console
+
+    bar = [
+        {"text": "just over", "mode": "ratio", "limit": 1.3, "measured": 1.3004,
+         "verdict": "FAIL", "spread": (0.951, 1.9)},
+        {"text": "well under", "mode": "ratio", "limit": 1.3, "measured": 1.1,
+         "verdict": "PASS", "spread": None},
+        {"text": "memory", "mode": "delta", "limit": 8.0, "measured": 6.6,
+         "verdict": "PASS", "spread": (5.8, 8.0)},
+    ]  # fmt: skip
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    report.render_bar(bar, console)
+    rows = {line.split("│")[1].strip(): line for line in console.file.getvalue().splitlines()
+            if line.startswith("│")}  # fmt: skip
+    assert "1.300×" in rows["just over"] and "0.95× – 1.90×" in rows["just over"]
+    assert "1.10×" in rows["well under"] and "—" in rows["well under"]
+    assert "+6.6 KiB" in rows["memory"] and "+5.8 KiB – +8.0 KiB" in rows["memory"]
