@@ -473,6 +473,31 @@ def test_a_chain_goes_as_one_family_and_is_the_spans_built_here(limits: Any) -> 
 
 
 @pytest.mark.fast
+@pytest.mark.parametrize("switch", [False, True], ids=["from-the-start", "before-it-ends"])
+def test_a_member_handed_on_after_all_keeps_its_limits_and_counts(switch: bool) -> None:
+    """A member is cut to the SpanLimits when it is made; handed on as a span after all, to a
+    processor that writes to it in on_start, it loses no count and stays within them."""
+    stamping = support.Stamping()
+    tp = support.provider()
+    tp.add_span_processor(support.FactCollector())
+    if not switch:
+        tp.add_span_processor(stamping)  # spans needed from the start: no family at all
+    recorder = Recorder(tp)
+    root = recorder.start(vocab.CONNECTION, None, support.T0, {vocab.CONNECTION_ID: 1})
+    message = recorder.start_family(vocab.WS_MESSAGE_RECEIVE, root, support.T0 + 10, {})
+    limited = recorder.start("limited", message, support.T0 + 31, None, None)
+    support.over_every_limit(limited)
+    limited.end(support.T0 + 40)
+    if switch:
+        tp.add_span_processor(stamping)
+    message.end(support.T0 + 50)
+
+    span = {s.name: s for s in stamping.memory.get_finished_spans()}["limited"]
+    assert span.attributes["stamped"] == 1
+    assert support.limit_counts(span) == (6, 5, 2, 2, 2, 1)
+
+
+@pytest.mark.fast
 def test_a_chain_goes_out_layer_by_layer_when_a_processor_needs_spans_before_it_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -141,6 +141,24 @@ class FactCollector(SpanProcessor):
         return [*rebuilt, *self.spans]
 
 
+class Stamping(SimpleSpanProcessor):
+    """A processor that writes to every span in ``on_start`` (as ``BaggageSpanProcessor``
+    does) and keeps the finished spans in ``memory``."""
+
+    def __init__(self) -> None:
+        self.memory = InMemorySpanExporter()
+        super().__init__(self.memory)
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        span.set_attribute("stamped", 1)
+
+
+def limit_counts(span: ReadableSpan) -> tuple[int, ...]:
+    """How many attributes, events and links ``span`` kept, and how many of each it lost."""
+    return (len(span.attributes or {}), span.dropped_attributes, len(span.events),
+            span.dropped_events, len(span.links), span.dropped_links)  # fmt: skip
+
+
 class GatedExportProcess(Gated, SubprocessExporter):
     """The real export process, held at its first export until the test opens the gate."""
 

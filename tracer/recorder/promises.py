@@ -125,7 +125,9 @@ def fast_attribute_limit(limits: Any) -> int:
 def _bounded_attributes(limit: int | None, length: int | None, attributes: Any) -> Any:
     if not attributes or (length is None and (limit is None or len(attributes) <= limit)):
         return attributes
-    return BoundedAttributes(limit, attributes, immutable=False, max_value_len=length)
+    bounded = BoundedAttributes(limit, attributes, immutable=False, max_value_len=length)
+    bounded.dropped += getattr(attributes, "dropped", 0)  # cut before: what it lost counts
+    return bounded
 
 
 def within_limits(
@@ -144,8 +146,9 @@ def within_limits(
             or any(each is not None and len(e.attributes or ()) > each for e in events)
         ):
             bounded = BoundedList(limits.max_events)
+            bounded.dropped = getattr(events, "dropped", 0)  # cut before: what it lost counts
             for event in events:
-                attrs = _bounded_attributes(each, length, dict(event.attributes or {}))
+                attrs = _bounded_attributes(each, length, event.attributes or {})
                 bounded.append(Event(event.name, attrs, event.timestamp))
             events = bounded
     if links:
@@ -153,8 +156,9 @@ def within_limits(
         each = limits.max_link_attributes
         if over or any(each is not None and len(li.attributes or ()) > each for li in links):
             bounded_links = BoundedList(limits.max_links)
+            bounded_links.dropped = getattr(links, "dropped", 0)
             for link in links:
-                attrs = _bounded_attributes(each, length, dict(link.attributes or {}))
+                attrs = _bounded_attributes(each, length, link.attributes or {})
                 bounded_links.append(Link(link.context, attrs))
             links = bounded_links
     return attributes, events, links

@@ -13,7 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracer import vocab
@@ -160,7 +162,8 @@ class SdkParts:
         ``SpanLimits`` already; ``spans``: how many spans they are with this one, if the
         caller counted them): they travel in its fact, as one family; if some processor needs
         spans by now, each goes as its own span first.  ``limited``: the span was cut to the
-        ``SpanLimits`` already (a member handed on after all).
+        ``SpanLimits`` already, its attributes and events carrying what was dropped (a member
+        handed on after all): cut again only if a processor's ``on_start`` touched it.
 
         When every processor takes facts (:class:`~tracer.recorder.promises.FactTakers`:
         ``wstrace serve``'s export process), each gets the span's
@@ -173,12 +176,15 @@ class SdkParts:
             self.emit_members(context, members)
         if takers is None and not started and self.starters is not None and self.starters.any():
             span = PendingSpan(self, name, context, parent, start, attributes, links, kind)
-            span._events = list(events) or None
+            # A BoundedList is kept as it is: it counts what the limits dropped already.
+            span._events = events if type(events) is BoundedList else (list(events) or None)
             span._status = status or _UNSET
             self.processor.on_start(span, parent_context=None)
             span._sdk = None  # it ends here: nobody may end it again
-            attributes, events, status = span._attributes, span._events or (), span._status
+            attributes, status = span._attributes, span._status
+            events = span._events if span._events is not None else ()
             name = span._name
+            limited = False  # what on_start added must keep the limits too
         if (
             self.limits is not None
             and not limited
@@ -313,7 +319,16 @@ class _AfterTheFact(trace.Span):
 
     def _own(self) -> dict[str, Any]:
         if not self._owned:
-            self._attributes = dict(self._attributes)
+            attributes = self._attributes
+            if type(attributes) is BoundedAttributes:  # cut to the limits already: still counts
+                copy = BoundedAttributes(
+                    attributes.maxlen, attributes, immutable=False,
+                    max_value_len=attributes.max_value_len,
+                )  # fmt: skip
+                copy.dropped = attributes.dropped
+                self._attributes = copy
+            else:
+                self._attributes = dict(attributes)
             self._owned = True
         return self._attributes
 
