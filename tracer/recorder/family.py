@@ -181,23 +181,25 @@ def _members_as_facts(
     if not members:
         return ()
     made = []
-    limits = sdk.limits
     for one in members:
         if type(one) is tuple:
             made.append(one)
             continue
-        attributes, events, links = one._attributes, one._events or (), one._links
-        if limits is not None and (len(attributes) > sdk.max_attributes or events or links):
-            attributes, events, links = within_limits(limits, attributes, events, links)
+        attributes = one._attributes
         under = _members_as_facts(sdk, one._members, end, counted) if one._members else ()
         stop = max(one._end or end, one._start)
-        plain = not (one._events or one._links) and one._kind is _INTERNAL
-        if not plain or type(attributes) is not dict:
+        if (
+            one._events
+            or one._links
+            or one._kind is not _INTERNAL
+            or (sdk.limits is not None and len(attributes) > sdk.max_attributes)
+            or type(attributes) is not dict
+        ):
             made.append(
-                facts.member(one._id, one._name, one._start, stop, attributes, events, links,
-                             one._kind, one._status, under)
+                sdk.member(one._id, one._name, one._start, stop, attributes, one._events or (),
+                           one._status, under, one._links, one._kind)
             )  # fmt: skip
-        else:  # the usual member (a send, a broadcast)
+        else:  # the usual member (a send, a broadcast): nothing to cut or convert
             status = None if one._status is _UNSET else facts.fact_status(one._status)
             made.append(
                 facts.plain_member(one._id, one._name, one._start, stop, status, attributes, under)

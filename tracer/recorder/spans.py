@@ -228,13 +228,15 @@ class SdkParts:
         events: Sequence[sdk_trace.Event],
         status: Status | None,
         members: tuple[Any, ...],
+        links: Sequence[Link] = (),
+        kind: SpanKind = SpanKind.INTERNAL,
     ) -> tuple[Any, ...]:
-        """A finished ``INTERNAL`` span with ``members`` under it, as a family member that
-        its parent's :meth:`emit` will carry (``members``), within the ``SpanLimits``."""
-        if self.limits is not None and (len(attributes) > self.max_attributes or events):
-            attributes, events, _ = within_limits(self.limits, attributes, events, ())
+        """A finished span with ``members`` under it, as a family member that its parent's
+        :meth:`emit` will carry (``members``), within the ``SpanLimits``."""
+        if self.limits is not None and (len(attributes) > self.max_attributes or events or links):
+            attributes, events, links = within_limits(self.limits, attributes, events, links)
         return facts.member(
-            span_id, name, start, end, attributes, events, (), SpanKind.INTERNAL, status, members
+            span_id, name, start, end, attributes, events, links, kind, status, members
         )
 
     def emit_members(self, parent: trace.SpanContext, members: tuple[Any, ...]) -> None:
