@@ -247,12 +247,18 @@ def test_a_connection_on_the_serve_set_up_travels_as_facts(
     spans = spans_in(exporter.path)
     assert len(spans) == counts.written
     assert_whole_tree(spans)
-    # Each echoed message went as one family (itself, its frame, its send and the send's
-    # frame), the ASGI chain as another (every layer, from the outermost in), and the close
-    # with its two close frames as a third.
+    # The handshake went as one family (itself, its checks and its answer), each echoed
+    # message as one (itself, its frame, its send and the send's frame), the ASGI chain as
+    # another (every layer, from the outermost in), and the close with its two close frames.
+    (handshake,) = [s for s in spans.values() if s["name"] == vocab.WS_HANDSHAKE]
+    under_handshake = [s for s in spans.values() if s.get("parentSpanId") == handshake["spanId"]]
+    assert {s["name"] for s in under_handshake} == {
+        vocab.WS_HANDSHAKE_VALIDATE, vocab.WS_HANDSHAKE_RESPONSE
+    }
     sizes = [facts.span_count(fact) for fact in families]
-    assert sizes == [4, 4, 4, len(chain_layers(spans)), 3]
-    assert {f"{fact[facts.Field.SPAN_ID]:016x}" for fact in families[3:4]} == {
+    assert sizes == [1 + len(under_handshake), 4, 4, 4, len(chain_layers(spans)), 3]
+    assert f"{families[0][facts.Field.SPAN_ID]:016x}" == handshake["spanId"]
+    assert {f"{fact[facts.Field.SPAN_ID]:016x}" for fact in families[4:5]} == {
         layer["spanId"] for layer in chain_layers(spans)
         if spans[layer["parentSpanId"]]["name"] == vocab.ASGI_APP
     }

@@ -48,11 +48,12 @@ processors changes):
   the spans it is given) — the set-up of ``wstrace serve`` and ``wstrace demo``.  The server
   makes the ids (so ``traceparent`` and the app's own spans join the same trace), samples,
   applies the provider's ``SpanLimits`` and hands each pipeline a fact; no ``ReadableSpan``
-  of wstrace's is made in the server (but the rare loss marker).  A received message (and a
-  close) goes with the spans under it as one *family* fact (:mod:`tracer.recorder.family`),
-  and so does a connection's ASGI chain, from its outermost layer in (:mod:`tracer.chain`);
-  the pipeline counts, holds and drops it span by span all the same.  Spans the app makes through
-  the SDK are built and arrive as usual, and share the batches.
+  of wstrace's is made in the server (but the rare loss marker).  A received message (and the
+  handshake, and the close) goes with the spans under it as one *family* fact
+  (:mod:`tracer.recorder.family`), and so does a connection's ASGI chain, from its outermost
+  layer in (:mod:`tracer.chain`); the pipeline counts, holds and drops it span by span all the
+  same.  Spans the app makes through the SDK are built and arrive as usual, and share the
+  batches.
 - **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
   of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
   in ``on_start``), ``wstrace serve --export-in-process``, an exporter running in the server.

@@ -6,8 +6,10 @@ the fact.  Where every span processor takes facts (``wstrace serve``'s export pr
 server: nothing there refers to them.  So the message is a :class:`FamilyRoot`, the spans made
 under it are :class:`FamilyMember`\\s (leaves are made as plain tuples at once), and when the
 message ends the whole family goes to the pipeline as one
-:func:`~tracer.export.facts.family` fact.  Members get their ids here as they are made (every
-output writes a span under the same id), and their spans are built where they are exported.
+:func:`~tracer.export.facts.family` fact.  The opening handshake (with its checks and its
+answer) and the close (with its close frames) go the same way.  Members get their ids here as
+they are made (every output writes a span under the same id), and their spans are built where
+they are exported.
 """
 
 from __future__ import annotations

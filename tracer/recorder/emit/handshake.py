@@ -49,7 +49,8 @@ def emit_handshake(record: ConnectionRecord) -> None:
         error = error or str(status)
     elif status is None:
         error = error or "no-response"
-    hs = record.recorder.start(vocab.WS_HANDSHAKE, record.span, start, attrs)
+    # Its checks and answer are over when it is: one family (see Recorder.start_family).
+    hs = record.recorder.start_family(vocab.WS_HANDSHAKE, record.span, start, attrs)
     _emit_validations(record, hs, request, key)
     if record.response is not None:
         _emit_response(record, hs, record.response, start, key)
