@@ -276,15 +276,7 @@ def member_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Any, Any,
     the SDK holds them (with what ``SpanLimits`` dropped): for handing it on as a span of its
     own after all."""
     _, name, start, end, kind, status, attributes, events, links, dropped, _ = member
-    span_events: Any = ()
-    span_links: Any = ()
-    if events:
-        span_events = [Event(n, _rebuilt_attributes(a), t) for n, t, a in events]
-    if links:
-        span_links = [Link(_context(*link[:5]), _rebuilt_attributes(link[5])) for link in links]
-    if dropped is not None:
-        span_events = _bounded(list(span_events), dropped[0]) if dropped[0] else span_events
-        span_links = _bounded(list(span_links), dropped[1]) if dropped[1] else span_links
+    span_events, span_links = _rebuilt_events_and_links(events, links, dropped)
     return (
         name,
         start,
@@ -293,7 +285,7 @@ def member_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Any, Any,
         span_events,
         span_links,
         _KINDS[kind],
-        UNSET if status is None else Status(StatusCode(status[0]), status[1]),
+        _rebuilt_status(status),
     )
 
 
@@ -403,6 +395,26 @@ def _context(trace_id: int, span_id: int, remote: bool, flags: int, state: Any) 
     return SpanContext(trace_id, span_id, remote, _flags(flags), _trace_state(state))
 
 
+def _rebuilt_events_and_links(events: Any, links: Any, dropped: Any) -> tuple[Any, Any]:
+    """A fact's events and links as the SDK holds them, with what ``SpanLimits`` dropped."""
+    span_events: Any = ()
+    span_links: Any = ()
+    if events:
+        span_events = [Event(n, _rebuilt_attributes(a), t) for n, t, a in events]
+    if links:
+        span_links = [
+            Link(_context(*link[:5]), _rebuilt_attributes(link[5])) for link in links
+        ]
+    if dropped is not None:
+        span_events = _bounded(list(span_events), dropped[0]) if dropped[0] else span_events
+        span_links = _bounded(list(span_links), dropped[1]) if dropped[1] else span_links
+    return span_events, span_links
+
+
+def _rebuilt_status(status: Any) -> Status:
+    return UNSET if status is None else Status(StatusCode(status[0]), status[1])
+
+
 def rebuild(fact: Fact, origins: dict[int, tuple[Any, Any]]) -> ReadableSpan:
     """The ``ReadableSpan`` a fact stands for, with the resource and scope ``origins`` holds
     for its origin number: field for field the span the server would have built."""
@@ -418,17 +430,7 @@ def rebuild(fact: Fact, origins: dict[int, tuple[Any, Any]]) -> ReadableSpan:
         parent_context = SpanContext(trace_id, parent, False, trace_flags, trace_state)
     else:
         parent_context = _context(*parent)
-    span_events: Any = ()
-    span_links: Any = ()
-    if events:
-        span_events = [Event(n, _rebuilt_attributes(a), t) for n, t, a in events]
-    if links:
-        span_links = [
-            Link(_context(*link[:5]), _rebuilt_attributes(link[5])) for link in links
-        ]
-    if dropped is not None:
-        span_events = _bounded(list(span_events), dropped[0]) if dropped[0] else span_events
-        span_links = _bounded(list(span_links), dropped[1]) if dropped[1] else span_links
+    span_events, span_links = _rebuilt_events_and_links(events, links, dropped)
     resource, scope = origins[number]
     return ReadableSpan(
         name=name,
@@ -439,7 +441,7 @@ def rebuild(fact: Fact, origins: dict[int, tuple[Any, Any]]) -> ReadableSpan:
         events=span_events,
         links=span_links,
         kind=_KINDS[kind],
-        status=UNSET if status is None else Status(StatusCode(status[0]), status[1]),
+        status=_rebuilt_status(status),
         start_time=start,
         end_time=end,
         instrumentation_scope=scope,
