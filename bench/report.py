@@ -59,18 +59,6 @@ def _pooled(key: str, results: list[dict[str, Any]]) -> float:
     return percentile(samples, 50 if key == "handshake_ms_p50" else 99)
 
 
-def _round_value(key: str, result: dict[str, Any]) -> float | None:
-    """A pooled figure as one round alone measured it (None if the round lacks it)."""
-    if key == "idle_kib_per_conn":
-        if "idle_rss_after" not in result or not result.get("idle"):
-            return None
-        return (result["idle_rss_after"] - result["idle_rss_before"]) / result["idle"] / 1024.0
-    samples = result.get("handshake_ms")
-    if not samples:
-        return None
-    return percentile(samples, 50 if key == "handshake_ms_p50" else 99)
-
-
 def _paired(key: str, mode: str, results: list[dict[str, Any]],
             base_by_round: dict[int, dict[str, Any]]) -> list[float]:
     """Each round's ratio (or difference) to the untraced server of the same round."""
@@ -79,12 +67,14 @@ def _paired(key: str, mode: str, results: list[dict[str, Any]],
         base_result = base_by_round.get(result["round"])
         if base_result is None:
             continue
-        if key in POOLED:
-            v, b = _round_value(key, result), _round_value(key, base_result)
+        if key in POOLED:  # the pooled figure of this round alone
+            v, b = _pooled(key, [result]), _pooled(key, [base_result])
+            if not (math.isfinite(v) and math.isfinite(b)):
+                continue
         else:
             v, b = result.get(key), base_result.get(key)
-        if v is None or b is None:
-            continue
+            if v is None or b is None:
+                continue
         v, b = float(v), float(b)
         paired.append((v / b if b else math.nan) if mode == "ratio" else v - b)
     return paired
