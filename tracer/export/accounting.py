@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from tracer import vocab
-from tracer.export.facts import MEMBERS, SPANS, Fact, Field, origin_parts
+from tracer.export.facts import MEMBERS, SPANS, Fact, Field, built, origin_parts
 
 MiB = 1024 * 1024
 MAX_DROPPED_TRACES = 65_536
@@ -97,7 +97,9 @@ def estimate_bytes(span: ReadableSpan | Fact) -> int:
 
 
 def _fact_bytes(fact: Fact) -> int:
-    """A fact's estimate; a family's is that of all its spans."""
+    """A fact's estimate; a family's is that of all its spans (a template's, of the spans it
+    stands for)."""
+    fact = built(fact)
     size = _one_fact_bytes(fact[Field.ATTRIBUTES], fact[Field.EVENTS])
     if len(fact) > SPANS:
         size += _members_bytes(fact[MEMBERS])

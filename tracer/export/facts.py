@@ -50,6 +50,11 @@ Members get their ids in the server, as they are made (every output of the serve
 same span under the same id), but no span context, fact or pipeline entry of their own:
 :func:`expand` makes their facts where the spans are built, in the order the server would
 have ended them, children first.
+
+**Templates.**  A received message's family may come as a *template* instead: its head as
+above, with the values of the spans' attributes where the attributes and members go, and one
+more field saying which template it is (:mod:`tracer.export.message_facts`).  :func:`built`
+makes the family fact of it; everything that reads a fact's members goes through it.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
+
+from tracer.export import message_facts
 
 Fact = tuple[Any, ...]
 
@@ -95,6 +102,8 @@ SPANS = len(Field)
 """In a family fact: how many spans it stands for."""
 MEMBERS = SPANS + 1
 """In a family fact: its members."""
+TEMPLATE = MEMBERS + 1
+"""In a template fact: which template it is (see :func:`built`)."""
 SAMPLED = int(TraceFlags.SAMPLED)
 UNSET = Status(StatusCode.UNSET)
 """The status of a span nobody set one on (shared: it never changes)."""
@@ -224,7 +233,7 @@ def _events_and_links(events: Sequence[Event], links: Sequence[Link]) -> tuple[A
         events = tuple((e.name, e.timestamp, fact_attributes(e.attributes)) for e in events)
     if links:
         links = tuple(
-            (*_link_context(link.context), fact_attributes(link.attributes)) for link in links
+            (*link_context(link.context), fact_attributes(link.attributes)) for link in links
         )
     return events or (), links or (), dropped
 
@@ -314,6 +323,15 @@ def family(fact: Fact, members: tuple[Any, ...], spans: int) -> Fact:
     return (*fact, spans, members)
 
 
+def built(fact: Fact) -> Fact:
+    """``fact`` itself, or the family fact a template fact stands for."""
+    if len(fact) <= TEMPLATE:
+        return fact
+    if fact[TEMPLATE] != message_facts.TEMPLATE_MESSAGE:
+        raise ValueError(f"unknown fact template {fact[TEMPLATE]!r}")
+    return message_facts.build(fact)
+
+
 def span_count(item: Any) -> int:
     """How many spans a pipeline item stands for: a family's count, else one."""
     return item[SPANS] if type(item) is tuple and len(item) > SPANS else 1
@@ -322,6 +340,7 @@ def span_count(item: Any) -> int:
 def expand(fact: Fact) -> list[Fact]:
     """A family's spans as plain facts, in the order they ended: children before their
     parent, itself last."""
+    fact = built(fact)
     if len(fact) <= SPANS:
         return [fact]
     number, _, trace_id, span_id, _, flags, state = fact[:7]
@@ -353,7 +372,8 @@ def fact_status(status: Status | None) -> tuple[int, str | None] | None:
     return code.value, status.description
 
 
-def _link_context(context: SpanContext) -> tuple[int, int, bool, int, Any]:
+def link_context(context: SpanContext) -> tuple[int, int, bool, int, Any]:
+    """A link's context as a fact holds it: ``(trace_id, span_id, remote, flags, state)``."""
     trace_id, span_id, remote, flags, state = context[:5]
     return trace_id, span_id, remote, int(flags), _state(state)
 
@@ -454,6 +474,7 @@ def rebuild(fact: Fact, origins: dict[int, tuple[Any, Any]]) -> ReadableSpan:
 def plain(fact: Fact, value: Any) -> Fact:
     """``fact`` with every attribute value passed through ``value`` (a function that makes a
     value pickle can carry): the rare fallback when a chunk would not pickle."""
+    fact = built(fact)
 
     def attrs(attributes: Any) -> Any:
         if attributes is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from time import time_ns
 from types import MappingProxyType
@@ -19,10 +19,10 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracer import vocab
-from tracer.export import facts
+from tracer.export import facts, message_facts
 from tracer.recorder.promises import FactTakers, Starters, fast_attribute_limit, within_limits
 from tracer.recorder.records import Attributes
-from tracer.wire import Frame, ProtocolError, opcode_name
+from tracer.wire import Frame, ProtocolError
 
 _TRACER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 """wstrace's own package: its frames are left out of captured stacks."""
@@ -72,6 +72,9 @@ class SdkParts:
     starters: Starters | None = None
     facts: FactTakers | None = None
     """Whether the processors take facts instead of spans (see :meth:`emit`)."""
+    templates: bool = False
+    """Whether ``limits`` leave a received message's family whole, so that it may go to
+    processors that take facts as its values (:func:`tracer.export.message_facts.fits`)."""
 
     @classmethod
     def of(cls, tracer: Any) -> SdkParts | None:
@@ -93,6 +96,7 @@ class SdkParts:
             fast_attribute_limit(limits),
             Starters(processor),
             FactTakers(processor, tracer.resource, getattr(tracer, "_instrumentation_scope", None)),
+            message_facts.fits(limits),
         )
 
     def root(
@@ -256,6 +260,13 @@ class SdkParts:
         needs to see a child as a span of its own."""
         sink = self.facts
         return sink is not None and sink.takers() is not None
+
+    def template_takers(self) -> tuple[Callable[[Any], None], ...] | None:
+        """The processors' ``on_fact``, when a received message's family may go to them as a
+        template (:mod:`tracer.export.message_facts`): every processor takes facts, and the
+        ``SpanLimits`` cut nothing in the family.  ``None``: its spans are made here."""
+        sink = self.facts
+        return sink.takers() if self.templates and sink is not None else None
 
     def finished(
         self,
@@ -476,31 +487,27 @@ _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 
+def frame_fields(frame: Frame, preview_redactor: Any = None) -> tuple[Any, ...]:
+    """A frame's header fields as :func:`tracer.export.message_facts.frame_attributes` takes
+    them after ``code``: the masking key as hex, the preview redacted and as text."""
+    key = frame.masking_key
+    preview = frame.preview
+    if preview is not None:
+        if preview_redactor:
+            preview = preview_redactor(preview)
+        preview = preview.decode("utf-8", "backslashreplace")
+    return (
+        frame.fin, frame.rsv, frame.opcode, frame.masked, frame.payload_length,
+        frame.header_length, frame.offset, None if key is None else key.hex(),
+        frame.close_code, frame.close_reason, preview,
+    )  # fmt: skip
+
+
 def frame_attributes(
     frame: Frame, preview_redactor: Any = None, code: Attributes | None = None
 ) -> Attributes:
     """A frame's attributes, after the ``code.*`` ones of the function that handled it."""
-    attributes: Attributes = {
-        **(code or {}),
-        vocab.WS_FIN: frame.fin,
-        vocab.WS_RSV: frame.rsv,
-        vocab.WS_OPCODE: frame.opcode,
-        vocab.WS_OPCODE_NAME: opcode_name(frame.opcode),
-        vocab.WS_MASK: frame.masked,
-        vocab.WS_PAYLOAD_LENGTH: frame.payload_length,
-        vocab.WS_HEADER_LENGTH: frame.header_length,
-        vocab.FRAME_OFFSET: frame.offset,
-    }
-    if frame.masking_key is not None:
-        attributes[vocab.WS_MASKING_KEY] = frame.masking_key.hex()
-    if frame.close_code is not None:
-        attributes[vocab.WS_CLOSE_CODE] = frame.close_code
-    if frame.close_reason is not None:
-        attributes[vocab.WS_CLOSE_REASON] = frame.close_reason
-    if frame.preview is not None:
-        preview = preview_redactor(frame.preview) if preview_redactor else frame.preview
-        attributes[vocab.WS_PAYLOAD_PREVIEW] = preview.decode("utf-8", "backslashreplace")
-    return attributes
+    return message_facts.frame_attributes(code or {}, *frame_fields(frame, preview_redactor))
 
 
 def error_event(error: ProtocolError) -> tuple[str, Attributes]:

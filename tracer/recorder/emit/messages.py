@@ -8,7 +8,7 @@ holds the frames it came in, the handler's sends and the frames each send put on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -16,14 +16,21 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
+from tracer.export import facts, message_facts
+from tracer.export.message_facts import FrameValues, MessageValues, message_attributes
 from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
-from tracer.recorder.spans import frame_attributes
+from tracer.recorder.spans import frame_attributes, frame_fields
 from tracer.wire import opcode_name
 
 if TYPE_CHECKING:
     from tracer.config import TracerConfig
     from tracer.recorder.connection import ConnectionRecord
 
+
+_NO_CODE: Attributes = {}
+"""A stage without ``code.*`` attributes (shared by every span that has none: never written,
+only spread into new mappings)."""
+_SERVER = SpanKind.SERVER.value
 
 UNDER_CONNECTION = 0
 """Connection shape: a message is a child of its ``ws.connection``."""
@@ -71,13 +78,33 @@ def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None
     start = message.first_arrival if message else handling.delivered_at
     start = min(start, handling.delivered_at or start)
     placement = message_placement(config, index)
-    attrs = _message_attributes(record, handling, start, end, index)
+    values = _message_values(record, handling, start, end, index)
+    if placement == UNDER_CONNECTION:
+        takers = _template_takers(record, handling)
+        if takers is not None:
+            emit_template(record, handling, values, start, end, takers)
+            return
+    emit_spans(record, handling, values, start, end, placement)
+
+
+def emit_spans(
+    record: ConnectionRecord,
+    handling: Handling,
+    values: MessageValues,
+    start: int,
+    end: int,
+    placement: int,
+) -> None:
+    """A received message's spans, made here: under its connection (as a family where every
+    processor takes facts, see ``start_family``), or as the root of a trace of its own."""
     if placement == UNDER_CONNECTION:
         # Its frames, sends and broadcasts end before it does: one family (see start_family).
         span = record.recorder.start_family(
-            vocab.WS_MESSAGE_RECEIVE, record.span, start, attrs, SpanKind.SERVER
-        )
+            vocab.WS_MESSAGE_RECEIVE, record.span, start, message_attributes(*values),
+            SpanKind.SERVER,
+        )  # fmt: skip
     else:
+        attrs = message_attributes(*values)
         if placement == OVERFLOWED:
             attrs[vocab.MESSAGES_OVERFLOWED] = True
         links = [handshake_link(record.span_context)]
@@ -87,36 +114,148 @@ def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None
     if not span.is_recording():
         span.end(end_time=end)
         return
-    if message is not None:
-        emit_frames(record, span, vocab.WS_FRAME_RECEIVE, message.frames)
+    if handling.message is not None:
+        emit_frames(record, span, vocab.WS_FRAME_RECEIVE, handling.message.frames)
     emit_sends(record, span, handling.sends, owner=record)
     emit_explicit_broadcasts(record, span, handling)
     span.end(end_time=max(end, start))
 
 
-def _message_attributes(
+def _message_values(
     record: ConnectionRecord, handling: Handling, start: int, end: int, index: int
-) -> Attributes:
-    attrs: Attributes = {
-        **record.ws_code.get(vocab.WS_MESSAGE_RECEIVE, {}),
-        vocab.WS_MESSAGE_TYPE: handling.message_type,
-        vocab.WS_MESSAGE_SIZE: handling.size,
-        vocab.MESSAGE_INDEX: index,
-        vocab.CONNECTION_ID: record.id,
-    }
+) -> MessageValues:
+    """What :func:`~tracer.export.message_facts.message_attributes` takes."""
     message = handling.message
+    frames = queue_wait = frames_dropped = None
     if message is not None:
         ready = message.complete_at
         asked = handling.asked_at
-        attrs[vocab.WS_MESSAGE_FRAMES] = len(message.frames) + message.frames_dropped
-        attrs[vocab.QUEUE_WAIT_NS] = max(0, asked - ready) if asked > ready else 0
-        if message.frames_dropped:
-            attrs[vocab.FRAMES_DROPPED] = message.frames_dropped
-    attrs[vocab.HANDLER_NS] = max(0, end - handling.delivered_at)
-    attrs[vocab.DELIVERED_NS] = max(0, handling.delivered_at - start)
-    if handling.sends_dropped:
-        attrs[vocab.SENDS_DROPPED] = handling.sends_dropped
-    return attrs
+        frames_dropped = message.frames_dropped
+        frames = len(message.frames) + frames_dropped
+        queue_wait = asked - ready if asked > ready else 0
+    return (
+        record.ws_code.get(vocab.WS_MESSAGE_RECEIVE, _NO_CODE), handling.message_type,
+        handling.size, index, record.id, frames, queue_wait, frames_dropped,
+        max(0, end - handling.delivered_at), max(0, handling.delivered_at - start),
+        handling.sends_dropped,
+    )  # fmt: skip
+
+
+# --- A message as a template: its values, its spans built where they are exported ---------------
+
+
+def _template_takers(
+    record: ConnectionRecord, handling: Handling
+) -> tuple[Callable[[Any], None], ...] | None:
+    """Where a message under its connection goes as a template
+    (:mod:`tracer.export.message_facts`), if it may: the SDK's spans, every processor taking
+    facts, ``SpanLimits`` that cut nothing in the family, and frames as spans (or none) on
+    every connection it touched."""
+    sdk = record.recorder.sdk
+    if sdk is None or record.config.frames == vocab.FRAMES_EVENTS or not record.span.is_recording():
+        return None
+    config = record.config
+    for send in handling.sends:
+        if send.recipient.config is not config:
+            return None
+    for _, _, sends in handling.explicit_broadcasts:
+        for send in sends:
+            if send.recipient.config is not config:
+                return None
+    return sdk.template_takers()
+
+
+def emit_template(
+    record: ConnectionRecord,
+    handling: Handling,
+    values: MessageValues,
+    start: int,
+    end: int,
+    takers: tuple[Callable[[Any], None], ...],
+) -> None:
+    """Hand ``takers`` a message under its connection as a template fact: the values of its
+    spans, with ids made here in the order its spans would have been made."""
+    sdk = record.recorder.sdk
+    assert sdk is not None and sdk.facts is not None  # see _template_takers
+    new_id = sdk.new_span_id
+    span_id = new_id()
+    frames_on = record.config.frames == vocab.FRAMES_SPANS
+    message = handling.message
+    frames = ()
+    if frames_on and message is not None:
+        code = record.ws_code.get(vocab.WS_FRAME_RECEIVE, _NO_CODE)
+        frames = _frame_values(new_id, message.frames, code, record.config.redact_payload)
+    children: list[tuple[Any, ...]] = []
+    if handling.sends:
+        for group in group_fan_out(handling.sends, record):
+            if len(group) == 1 and group[0].recipient is record:
+                children.append(_send_values(new_id, group[0], record, frames_on))
+            else:
+                children.append(_broadcast_values(
+                    new_id, record, group[0].start, group[-1].end, group, "automatic", frames_on
+                ))  # fmt: skip
+    for broadcast_start, broadcast_end, sends in handling.explicit_broadcasts:
+        children.append(_broadcast_values(
+            new_id, record, broadcast_start, broadcast_end, sends, "explicit", frames_on
+        ))  # fmt: skip
+    spans = 1 + len(frames) + sum(_spans_in(child) for child in children)
+    context = record.span_context
+    state = context[4]
+    fact = (
+        sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, context[0], span_id, context[1],
+        int(context[3]), tuple(state.items()) if state else None, start, max(end, start),
+        _SERVER, None, values, (), (), None, spans, (frames, tuple(children)),
+        message_facts.TEMPLATE_MESSAGE,
+    )  # fmt: skip
+    for take in takers:
+        take(fact)
+
+
+def _frame_values(
+    new_id: Callable[[], int], frames: Iterable[FrameRecord], code: Attributes, redactor: Any
+) -> tuple[FrameValues, ...]:
+    return tuple(
+        (new_id(), frame.start, frame.end, code, *frame_fields(frame.frame, redactor))
+        for frame in frames
+    )
+
+
+def _send_values(
+    new_id: Callable[[], int], send: SendRecord, owner: ConnectionRecord, frames_on: bool
+) -> tuple[Any, ...]:
+    recipient = send.recipient
+    span_id = new_id()
+    frames = ()
+    if frames_on:
+        code = recipient.ws_code.get(vocab.WS_FRAME_SEND, _NO_CODE)
+        frames = _frame_values(new_id, send.frames, code, recipient.config.redact_payload)
+    return (
+        message_facts.SEND, span_id, send.start, send.end,
+        recipient.ws_code.get(vocab.WS_MESSAGE_SEND, _NO_CODE), send.message_type, send.size,
+        len(send.frames), recipient.id,
+        None if recipient is owner else facts.link_context(recipient.span_context),
+        send.error, frames,
+    )  # fmt: skip
+
+
+def _broadcast_values(
+    new_id: Callable[[], int],
+    owner: ConnectionRecord,
+    start: int,
+    end: int,
+    sends: list[SendRecord],
+    detected: str,
+    frames_on: bool,
+) -> tuple[Any, ...]:
+    span_id = new_id()
+    made = tuple(_send_values(new_id, send, owner, frames_on) for send in sends)
+    return (message_facts.BROADCAST, span_id, start, end, owner.id, detected, made)
+
+
+def _spans_in(child: tuple[Any, ...]) -> int:
+    if child[0] == message_facts.SEND:
+        return 1 + len(child[-1])
+    return 1 + sum(_spans_in(send) for send in child[-1])
 
 
 def flush_greeting(greeting: Handling) -> None:
@@ -194,16 +333,9 @@ def emit_broadcast(
     if parent is None:
         links = [recipient_link(s.recipient.span_context) for s in sends]
     broadcast = record.recorder.start(
-        vocab.WS_BROADCAST,
-        parent,
-        start,
-        {
-            vocab.BROADCAST_RECIPIENTS: len(sends),
-            vocab.CONNECTION_ID: record.id,
-            vocab.BROADCAST_DETECTED: detected,
-        },
-        links,
-    )
+        vocab.WS_BROADCAST, parent, start,
+        message_facts.broadcast_attributes(len(sends), record.id, detected), links,
+    )  # fmt: skip
     for send in sends:
         emit_send(record, broadcast, send, record)
     last = max(send.end for send in sends) if sends else end
@@ -216,13 +348,10 @@ def emit_send(
     """``ws.message.send`` with the frames it put on its recipient's wire; a send to another
     connection than ``owner`` links to that connection."""
     recipient = send.recipient
-    attrs: Attributes = {
-        **recipient.ws_code.get(vocab.WS_MESSAGE_SEND, {}),
-        vocab.WS_MESSAGE_TYPE: send.message_type,
-        vocab.WS_MESSAGE_SIZE: send.size,
-        vocab.WS_MESSAGE_FRAMES: len(send.frames),
-        vocab.CONNECTION_ID: recipient.id,
-    }
+    attrs = message_facts.send_attributes(
+        recipient.ws_code.get(vocab.WS_MESSAGE_SEND, _NO_CODE), send.message_type, send.size,
+        len(send.frames), recipient.id,
+    )  # fmt: skip
     links = None
     if recipient is not owner:
         links = [recipient_link(recipient.span_context)]

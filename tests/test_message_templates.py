@@ -1,0 +1,220 @@
+"""Message templates: on ``wstrace serve``'s set-up a received message goes to the pipeline as
+its values, and the export process builds its spans (:mod:`tracer.export.message_facts`).
+Every template made here is checked against the family the server would have made of the
+same handling, with the same ids (:func:`tests.support.templates.templates_checked`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+from collections.abc import Iterator
+from time import time_ns
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+import tracer
+from tests.support import facts as support
+from tests.support.raw import client_frame
+from tests.support.records import response_101, upgrade_request
+from tests.support.room_app import room_app
+from tests.support.server import IMPL_PAIRS, run_server
+from tests.support.templates import TemplateCheck, templates_checked
+from tracer import vocab
+from tracer.config import TracerConfig
+from tracer.export import facts, message_facts
+from tracer.recorder import ConnectionRecord, Recorder
+from tracer.wire import Opcode, encode_frame
+
+CODE = {
+    name: {vocab.CODE_FUNCTION_NAME: f"server.{name}", vocab.CODE_FILE_PATH: "/srv/app.py",
+           vocab.CODE_LINE_NUMBER: n}
+    for n, name in enumerate((vocab.WS_MESSAGE_RECEIVE, vocab.WS_FRAME_RECEIVE,
+                              vocab.WS_MESSAGE_SEND, vocab.WS_FRAME_SEND))
+}  # fmt: skip
+"""``code.*`` of each stage, as the server hooks find them."""
+
+
+class Room:
+    """Connections of one recorder driven by hand, as a server's hooks would drive them: the
+    facts go to a collector that takes them, as ``wstrace serve``'s pipeline does."""
+
+    def __init__(self, limits: SpanLimits | None = None, **config: Any) -> None:
+        self.collector = support.FactCollector()
+        provider: TracerProvider = support.provider(limits or SpanLimits())
+        provider.add_span_processor(self.collector)
+        self.recorder = Recorder(provider, TracerConfig(**config))
+
+    def open(self) -> tuple[ConnectionRecord, contextvars.Context]:
+        record = self.recorder.new_connection(
+            impl_http="h11", impl_ws="wsproto", http=None, http_code={}, ws_code=CODE,
+            transport=None, handshake_ends_on_response=True,
+        )  # fmt: skip
+        self.bytes_in(record, upgrade_request("/ws"))
+        now = time_ns()
+        record.on_bytes_out(now, now, response_101())
+        app = contextvars.Context()
+        app.run(record.on_app_start, time_ns())
+        return record, app
+
+    @staticmethod
+    def bytes_in(record: ConnectionRecord, data: bytes) -> None:
+        frames = record.on_bytes_in(time_ns(), data)
+        if frames:
+            record.on_bytes_in_done(frames, time_ns())
+
+    def receive(self, record: ConnectionRecord, app: contextvars.Context, text: str,
+                pieces: int = 1) -> None:  # fmt: skip
+        """The client's ``text`` in ``pieces`` frames, then the app's receive() that gets it."""
+        data = text.encode()
+        size = -(-len(data) // pieces)
+        for n in range(pieces):
+            opcode = Opcode.TEXT if n == 0 else Opcode.CONTINUATION
+            part = data[n * size : (n + 1) * size]
+            self.bytes_in(record, client_frame(opcode, part, fin=n == pieces - 1))
+        asked = time_ns()
+        app.run(record.on_receive_enter, asked)
+        received = {"type": "websocket.receive", "text": text}
+        app.run(record.on_receive_exit, asked, time_ns(), received)
+
+    @staticmethod
+    def send(app: contextvars.Context, to: ConnectionRecord, text: str, frames: int = 1,
+             error: str | None = None) -> None:  # fmt: skip
+        """The app (running in ``app``) sends ``text`` to ``to``, in ``frames`` frames."""
+        app.run(Room.send_here, to, text, frames, error)
+
+    @staticmethod
+    def send_here(to: ConnectionRecord, text: str, frames: int = 1,
+                  error: str | None = None) -> None:  # fmt: skip
+        """:meth:`send` from the app's context, entered already."""
+        send = to.on_send_enter(time_ns(), {"type": "websocket.send", "text": text})
+        for n in range(frames):
+            opcode = Opcode.TEXT if n == 0 else Opcode.CONTINUATION
+            now = time_ns()
+            to.on_bytes_out(now, now, encode_frame(opcode, text.encode(), fin=n == frames - 1))
+        to.on_send_exit(send, time_ns(), error)
+
+    @staticmethod
+    def handled(record: ConnectionRecord, app: contextvars.Context) -> None:
+        """The app asks for the next message: the one it handled is over."""
+        app.run(record.on_receive_enter, time_ns())
+
+    @property
+    def templates(self) -> list[tuple[Any, ...]]:
+        return [f for f in self.collector.facts if len(f) > facts.TEMPLATE]
+
+
+@pytest.fixture
+def check() -> Iterator[TemplateCheck]:
+    with templates_checked() as check:
+        yield check
+    assert check.differences == []
+
+
+def broadcast_in(app: contextvars.Context, body: Any) -> None:
+    """``with tracer.broadcast(): body()``, run in the app's context."""
+
+    def block() -> None:
+        with tracer.broadcast():
+            body()
+
+    app.run(block)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("frames", [vocab.FRAMES_SPANS, vocab.FRAMES_OFF])
+def test_every_kind_of_handling_is_the_family_the_server_would_make(
+    check: TemplateCheck, frames: str
+) -> None:
+    room = Room(frames=frames, capture_payload=8, redact_payload=lambda b: b.upper())
+    owner, app = room.open()
+    others = [room.open()[0] for _ in range(2)]
+    room.receive(owner, app, "fragmented bid", pieces=3)  # frames, a reply in two
+    room.send(app, owner, "ok", frames=2)
+    room.handled(owner, app)
+    room.receive(owner, app, "fan out")  # sends to others: a broadcast found by itself
+    for to in (*others, owner):
+        room.send(app, to, "new bid")
+    room.send(app, owner, "and you", error="ClientDisconnected")  # a send that failed
+    room.handled(owner, app)
+    room.receive(owner, app, "explicit")  # tracer.broadcast(), then nothing at all
+    broadcast_in(app, lambda: [room.send_here(to, "price") for to in (owner, *others)])
+    broadcast_in(app, lambda: None)
+    room.handled(owner, app)
+    room.receive(owner, app, "quiet")  # no sends
+    room.handled(owner, app)
+    assert check.compared == 4 and len(room.templates) == 4
+    spans = room.collector.get_finished_spans()
+    assert len(spans) == sum(facts.span_count(f) for f in room.collector.facts)
+    previews = {s.attributes.get(vocab.WS_PAYLOAD_PREVIEW) for s in spans} - {None}
+    redacted = {"FRAGM", "ENTED", " BID", "OK", "FAN OUT", "NEW BID", "AND YOU", "EXPLICIT",
+                "PRICE", "QUIET"}  # fmt: skip
+    assert previews == (redacted if frames == vocab.FRAMES_SPANS else set())
+
+
+@pytest.mark.fast
+def test_limits_that_could_cut_a_family_keep_it_in_the_server(check: TemplateCheck) -> None:
+    room = Room(SpanLimits(max_span_attributes=8))
+    record, app = room.open()
+    room.receive(record, app, "bid")
+    room.send(app, record, "ok")
+    room.handled(record, app)
+    assert room.templates == [] and check.compared == 0
+    (message,) = [s for s in room.collector.get_finished_spans()
+                  if s.name == vocab.WS_MESSAGE_RECEIVE]  # fmt: skip
+    assert message.dropped_attributes > 0  # cut in the server, as the SDK would
+
+
+@pytest.mark.fast
+def test_fits_only_limits_that_leave_a_family_whole() -> None:
+    assert message_facts.fits(None) and message_facts.fits(SpanLimits())
+    assert not message_facts.fits(SpanLimits(max_attribute_length=64))
+    assert not message_facts.fits(SpanLimits(max_span_attributes=message_facts.MOST_ATTRIBUTES - 1))
+    assert not message_facts.fits(SpanLimits(max_links=0))
+    assert not message_facts.fits(SpanLimits(max_link_attributes=0))
+
+
+@pytest.mark.fast
+def test_an_unknown_template_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fact template"):
+        facts.built((0,) * facts.TEMPLATE + ("ws.nothing",))
+
+
+@pytest.mark.parametrize(("http", "ws"), IMPL_PAIRS)
+def test_a_room_on_a_real_server_makes_the_families_the_server_would(
+    check: TemplateCheck, http: str, ws: str
+) -> None:
+    collector = support.FactCollector()
+    provider = support.provider(SpanLimits())
+    provider.add_span_processor(collector)
+    tracer.instrument(tracer_provider=provider)
+    try:
+        app = tracer.TracingMiddleware(room_app(), tracer_provider=provider)
+        with run_server(app, http=http, ws=ws) as server:
+            asyncio.run(_bid_in_a_room(f"{server.ws_url}/ws/auction/7", bidders=3, bids=4))
+    finally:
+        tracer.uninstrument()
+    provider.shutdown()
+    templates = [f for f in collector.facts if len(f) > facts.TEMPLATE]
+    assert check.compared == len(templates) >= 4  # one a bid (the last may still be open)
+    fan_outs = [f for f in templates if any(c[0] == message_facts.BROADCAST for c in f[-2][1])]
+    assert fan_outs  # each bid went to the whole room
+
+
+async def _bid_in_a_room(url: str, bidders: int, bids: int) -> None:
+    import websockets
+
+    clients = [await websockets.connect(url) for _ in range(bidders)]
+    try:
+        for client in clients:
+            assert await client.recv() == "joined"
+        for n in range(bids):
+            await clients[n % bidders].send(json.dumps({"bid": n}))
+            for client in clients:
+                while json.loads(await asyncio.wait_for(client.recv(), 10)).get("bid") != n:
+                    pass  # "joined" of a later bidder, or an earlier bid's copy
+    finally:
+        for client in clients:
+            await client.close()
