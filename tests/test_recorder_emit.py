@@ -17,11 +17,11 @@ from tracer import vocab
 from tracer._contain import errors
 from tracer.config import TracerConfig
 from tracer.recorder import ConnectionRecord, abandoned
+from tracer.recorder.emit.fan_out import group_fan_out
 from tracer.recorder.emit.messages import (
     OVERFLOWED,
     OWN_TRACE,
     UNDER_CONNECTION,
-    group_fan_out,
     message_placement,
 )
 from tracer.recorder.records import GREETING_FLUSH, SendRecord

@@ -52,8 +52,11 @@ processors changes):
   handshake, and the close) goes with the spans under it as one *family* fact
   (:mod:`tracer.recorder.family`), and so does a connection's ASGI chain, from its outermost
   layer in (:mod:`tracer.chain`); the pipeline counts, holds and drops it span by span all the
-  same.  Spans the app makes through the SDK are built and arrive as usual, and share the
-  batches.
+  same.  A received message under its connection goes further still when the ``SpanLimits``
+  cannot cut anything in its family (the SDK's defaults): as a *template*, the values its
+  spans' attributes are made of, with the spans' ids (:mod:`tracer.export.message_facts`),
+  and the export process lays the attributes out.  Spans the app makes through the SDK are
+  built and arrive as usual, and share the batches.
 - **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
   of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
   in ``on_start``), ``wstrace serve --export-in-process``, an exporter running in the server.

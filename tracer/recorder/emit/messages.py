@@ -8,7 +8,7 @@ holds the frames it came in, the handler's sends and the frames each send put on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -16,21 +16,18 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
-from tracer.export import facts, message_facts
-from tracer.export.message_facts import FrameValues, MessageValues, message_attributes
+from tracer.export import message_facts
+from tracer.export.message_facts import MessageValues, message_attributes
+from tracer.recorder.emit.fan_out import group_fan_out
+from tracer.recorder.emit.templates import NO_CODE, emit_template, template_takers
 from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
-from tracer.recorder.spans import frame_attributes, frame_fields
+from tracer.recorder.spans import frame_attributes
 from tracer.wire import opcode_name
 
 if TYPE_CHECKING:
     from tracer.config import TracerConfig
     from tracer.recorder.connection import ConnectionRecord
 
-
-_NO_CODE: Attributes = {}
-"""A stage without ``code.*`` attributes (shared by every span that has none: never written,
-only spread into new mappings)."""
-_SERVER = SpanKind.SERVER.value
 
 UNDER_CONNECTION = 0
 """Connection shape: a message is a child of its ``ws.connection``."""
@@ -80,7 +77,7 @@ def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None
     placement = message_placement(config, index)
     values = _message_values(record, handling, start, end, index)
     if placement == UNDER_CONNECTION:
-        takers = _template_takers(record, handling)
+        takers = template_takers(record, handling)
         if takers is not None:
             emit_template(record, handling, values, start, end, takers)
             return
@@ -134,128 +131,11 @@ def _message_values(
         frames = len(message.frames) + frames_dropped
         queue_wait = asked - ready if asked > ready else 0
     return (
-        record.ws_code.get(vocab.WS_MESSAGE_RECEIVE, _NO_CODE), handling.message_type,
+        record.ws_code.get(vocab.WS_MESSAGE_RECEIVE, NO_CODE), handling.message_type,
         handling.size, index, record.id, frames, queue_wait, frames_dropped,
         max(0, end - handling.delivered_at), max(0, handling.delivered_at - start),
         handling.sends_dropped,
     )  # fmt: skip
-
-
-# --- A message as a template: its values, its spans built where they are exported ---------------
-
-
-def _template_takers(
-    record: ConnectionRecord, handling: Handling
-) -> tuple[Callable[[Any], None], ...] | None:
-    """Where a message under its connection goes as a template
-    (:mod:`tracer.export.message_facts`), if it may: the SDK's spans, every processor taking
-    facts, ``SpanLimits`` that cut nothing in the family, and frames as spans (or none) on
-    every connection it touched."""
-    sdk = record.recorder.sdk
-    if sdk is None or record.config.frames == vocab.FRAMES_EVENTS or not record.span.is_recording():
-        return None
-    config = record.config
-    for send in handling.sends:
-        if send.recipient.config is not config:
-            return None
-    for _, _, sends in handling.explicit_broadcasts:
-        for send in sends:
-            if send.recipient.config is not config:
-                return None
-    return sdk.template_takers()
-
-
-def emit_template(
-    record: ConnectionRecord,
-    handling: Handling,
-    values: MessageValues,
-    start: int,
-    end: int,
-    takers: tuple[Callable[[Any], None], ...],
-) -> None:
-    """Hand ``takers`` a message under its connection as a template fact: the values of its
-    spans, with ids made here in the order its spans would have been made."""
-    sdk = record.recorder.sdk
-    assert sdk is not None and sdk.facts is not None  # see _template_takers
-    new_id = sdk.new_span_id
-    span_id = new_id()
-    frames_on = record.config.frames == vocab.FRAMES_SPANS
-    message = handling.message
-    frames = ()
-    if frames_on and message is not None:
-        code = record.ws_code.get(vocab.WS_FRAME_RECEIVE, _NO_CODE)
-        frames = _frame_values(new_id, message.frames, code, record.config.redact_payload)
-    children: list[tuple[Any, ...]] = []
-    if handling.sends:
-        for group in group_fan_out(handling.sends, record):
-            if len(group) == 1 and group[0].recipient is record:
-                children.append(_send_values(new_id, group[0], record, frames_on))
-            else:
-                children.append(_broadcast_values(
-                    new_id, record, group[0].start, group[-1].end, group, "automatic", frames_on
-                ))  # fmt: skip
-    for broadcast_start, broadcast_end, sends in handling.explicit_broadcasts:
-        children.append(_broadcast_values(
-            new_id, record, broadcast_start, broadcast_end, sends, "explicit", frames_on
-        ))  # fmt: skip
-    spans = 1 + len(frames) + sum(_spans_in(child) for child in children)
-    context = record.span_context
-    state = context[4]
-    fact = (
-        sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, context[0], span_id, context[1],
-        int(context[3]), tuple(state.items()) if state else None, start, max(end, start),
-        _SERVER, None, values, (), (), None, spans, (frames, tuple(children)),
-        message_facts.TEMPLATE_MESSAGE,
-    )  # fmt: skip
-    for take in takers:
-        take(fact)
-
-
-def _frame_values(
-    new_id: Callable[[], int], frames: Iterable[FrameRecord], code: Attributes, redactor: Any
-) -> tuple[FrameValues, ...]:
-    return tuple(
-        (new_id(), frame.start, frame.end, code, *frame_fields(frame.frame, redactor))
-        for frame in frames
-    )
-
-
-def _send_values(
-    new_id: Callable[[], int], send: SendRecord, owner: ConnectionRecord, frames_on: bool
-) -> tuple[Any, ...]:
-    recipient = send.recipient
-    span_id = new_id()
-    frames = ()
-    if frames_on:
-        code = recipient.ws_code.get(vocab.WS_FRAME_SEND, _NO_CODE)
-        frames = _frame_values(new_id, send.frames, code, recipient.config.redact_payload)
-    return (
-        message_facts.SEND, span_id, send.start, send.end,
-        recipient.ws_code.get(vocab.WS_MESSAGE_SEND, _NO_CODE), send.message_type, send.size,
-        len(send.frames), recipient.id,
-        None if recipient is owner else facts.link_context(recipient.span_context),
-        send.error, frames,
-    )  # fmt: skip
-
-
-def _broadcast_values(
-    new_id: Callable[[], int],
-    owner: ConnectionRecord,
-    start: int,
-    end: int,
-    sends: list[SendRecord],
-    detected: str,
-    frames_on: bool,
-) -> tuple[Any, ...]:
-    span_id = new_id()
-    made = tuple(_send_values(new_id, send, owner, frames_on) for send in sends)
-    return (message_facts.BROADCAST, span_id, start, end, owner.id, detected, made)
-
-
-def _spans_in(child: tuple[Any, ...]) -> int:
-    if child[0] == message_facts.SEND:
-        return 1 + len(child[-1])
-    return 1 + sum(_spans_in(send) for send in child[-1])
 
 
 def flush_greeting(greeting: Handling) -> None:
@@ -349,7 +229,7 @@ def emit_send(
     connection than ``owner`` links to that connection."""
     recipient = send.recipient
     attrs = message_facts.send_attributes(
-        recipient.ws_code.get(vocab.WS_MESSAGE_SEND, _NO_CODE), send.message_type, send.size,
+        recipient.ws_code.get(vocab.WS_MESSAGE_SEND, NO_CODE), send.message_type, send.size,
         len(send.frames), recipient.id,
     )  # fmt: skip
     links = None
@@ -386,34 +266,3 @@ def emit_undelivered(record: ConnectionRecord, at: int) -> None:
         span.end(end_time=max(at, message.first_arrival))
     record.completed = ()
     record.assembling = None
-
-
-def group_fan_out(
-    sends: Sequence[SendRecord], owner: ConnectionRecord
-) -> Iterable[list[SendRecord]]:
-    """Split a handling's sends into single sends and fan-out runs.
-
-    A run is a maximal sequence of sends to distinct connections that includes at least one
-    connection other than the one whose message is being handled: the shape of a broadcast
-    loop.  Sends to the owner alone stay single.
-    """
-    run: list[SendRecord] = []
-    seen: set[int] = set()
-
-    def flush() -> Iterable[list[SendRecord]]:
-        if any(s.recipient is not owner for s in run):
-            yield list(run)
-        else:
-            for s in run:
-                yield [s]
-
-    for send in sends:
-        rid = id(send.recipient)
-        if rid in seen:
-            yield from flush()
-            run.clear()
-            seen.clear()
-        run.append(send)
-        seen.add(rid)
-    if run:
-        yield from flush()

@@ -1,0 +1,141 @@
+"""A received message as a template: the values of its spans, with their ids, handed to
+processors that take facts; the export process builds the spans
+(:mod:`tracer.export.message_facts`).  What it makes is, field for field, the family that
+:func:`tracer.recorder.emit.messages.emit_spans` makes of the same handling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import SpanKind
+
+from tracer import vocab
+from tracer.export import facts, message_facts
+from tracer.export.message_facts import FrameValues, MessageValues
+from tracer.recorder.emit.fan_out import group_fan_out
+from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
+from tracer.recorder.spans import frame_fields
+
+if TYPE_CHECKING:
+    from tracer.recorder.connection import ConnectionRecord
+
+NO_CODE: Attributes = {}
+"""A stage without ``code.*`` attributes (shared by every span that has none: never written,
+only spread into new mappings)."""
+_SERVER = SpanKind.SERVER.value
+
+
+def template_takers(
+    record: ConnectionRecord, handling: Handling
+) -> tuple[Callable[[Any], None], ...] | None:
+    """Where a message under its connection goes as a template
+    (:mod:`tracer.export.message_facts`), if it may: the SDK's spans, every processor taking
+    facts, ``SpanLimits`` that cut nothing in the family, and frames as spans (or none) on
+    every connection it touched."""
+    sdk = record.recorder.sdk
+    if sdk is None or record.config.frames == vocab.FRAMES_EVENTS or not record.span.is_recording():
+        return None
+    config = record.config
+    for send in handling.sends:
+        if send.recipient.config is not config:
+            return None
+    for _, _, sends in handling.explicit_broadcasts:
+        for send in sends:
+            if send.recipient.config is not config:
+                return None
+    return sdk.template_takers()
+
+
+def emit_template(
+    record: ConnectionRecord,
+    handling: Handling,
+    values: MessageValues,
+    start: int,
+    end: int,
+    takers: tuple[Callable[[Any], None], ...],
+) -> None:
+    """Hand ``takers`` a message under its connection as a template fact: the values of its
+    spans, with ids made here in the order its spans would have been made."""
+    sdk = record.recorder.sdk
+    assert sdk is not None and sdk.facts is not None  # see _template_takers
+    new_id = sdk.new_span_id
+    span_id = new_id()
+    frames_on = record.config.frames == vocab.FRAMES_SPANS
+    message = handling.message
+    frames = ()
+    if frames_on and message is not None:
+        code = record.ws_code.get(vocab.WS_FRAME_RECEIVE, NO_CODE)
+        frames = _frame_values(new_id, message.frames, code, record.config.redact_payload)
+    children: list[tuple[Any, ...]] = []
+    if handling.sends:
+        for group in group_fan_out(handling.sends, record):
+            if len(group) == 1 and group[0].recipient is record:
+                children.append(_send_values(new_id, group[0], record, frames_on))
+            else:
+                children.append(_broadcast_values(
+                    new_id, record, group[0].start, group[-1].end, group, "automatic", frames_on
+                ))  # fmt: skip
+    for broadcast_start, broadcast_end, sends in handling.explicit_broadcasts:
+        children.append(_broadcast_values(
+            new_id, record, broadcast_start, broadcast_end, sends, "explicit", frames_on
+        ))  # fmt: skip
+    spans = 1 + len(frames) + sum(_spans_in(child) for child in children)
+    context = record.span_context
+    state = context[4]
+    fact = (
+        sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, context[0], span_id, context[1],
+        int(context[3]), tuple(state.items()) if state else None, start, max(end, start),
+        _SERVER, None, values, (), (), None, spans, (frames, tuple(children)),
+        message_facts.TEMPLATE_MESSAGE,
+    )  # fmt: skip
+    for take in takers:
+        take(fact)
+
+
+def _frame_values(
+    new_id: Callable[[], int], frames: Iterable[FrameRecord], code: Attributes, redactor: Any
+) -> tuple[FrameValues, ...]:
+    return tuple(
+        (new_id(), frame.start, frame.end, code, *frame_fields(frame.frame, redactor))
+        for frame in frames
+    )
+
+
+def _send_values(
+    new_id: Callable[[], int], send: SendRecord, owner: ConnectionRecord, frames_on: bool
+) -> tuple[Any, ...]:
+    recipient = send.recipient
+    span_id = new_id()
+    frames = ()
+    if frames_on:
+        code = recipient.ws_code.get(vocab.WS_FRAME_SEND, NO_CODE)
+        frames = _frame_values(new_id, send.frames, code, recipient.config.redact_payload)
+    return (
+        message_facts.SEND, span_id, send.start, send.end,
+        recipient.ws_code.get(vocab.WS_MESSAGE_SEND, NO_CODE), send.message_type, send.size,
+        len(send.frames), recipient.id,
+        None if recipient is owner else facts.link_context(recipient.span_context),
+        send.error, frames,
+    )  # fmt: skip
+
+
+def _broadcast_values(
+    new_id: Callable[[], int],
+    owner: ConnectionRecord,
+    start: int,
+    end: int,
+    sends: list[SendRecord],
+    detected: str,
+    frames_on: bool,
+) -> tuple[Any, ...]:
+    span_id = new_id()
+    made = tuple(_send_values(new_id, send, owner, frames_on) for send in sends)
+    return (message_facts.BROADCAST, span_id, start, end, owner.id, detected, made)
+
+
+def _spans_in(child: tuple[Any, ...]) -> int:
+    if child[0] == message_facts.SEND:
+        return 1 + len(child[-1])
+    return 1 + sum(_spans_in(send) for send in child[-1])
