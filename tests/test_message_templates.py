@@ -123,12 +123,23 @@ def broadcast_in(app: contextvars.Context, body: Any) -> None:
     app.run(block)
 
 
+SHAPES = {
+    "under its connection": {},
+    "past the connection's cap": {"max_messages_per_trace": 1},
+    "message shape": {"shape": vocab.SHAPE_MESSAGE},
+}
+"""Where the messages go: the first under its connection and the rest in traces of their own
+(linked to it), or all in traces of their own."""
+
+
 @pytest.mark.fast
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("frames", [vocab.FRAMES_SPANS, vocab.FRAMES_OFF])
 def test_every_kind_of_handling_is_the_family_the_server_would_make(
-    check: TemplateCheck, frames: str
+    check: TemplateCheck, frames: str, shape: str
 ) -> None:
-    room = Room(frames=frames, capture_payload=8, redact_payload=lambda b: b.upper())
+    room = Room(frames=frames, capture_payload=8, redact_payload=lambda b: b.upper(),
+                **SHAPES[shape])  # fmt: skip
     owner, app = room.open()
     others = [room.open()[0] for _ in range(2)]
     room.receive(owner, app, "fragmented bid", pieces=3)  # frames, a reply in two
@@ -146,12 +157,26 @@ def test_every_kind_of_handling_is_the_family_the_server_would_make(
     room.receive(owner, app, "quiet")  # no sends
     room.handled(owner, app)
     assert check.compared == 4 and len(room.templates) == 4
+    roots = [t for t in room.templates if t[facts.Field.PARENT] is None]
+    assert len(roots) == {"under its connection": 0, "past the connection's cap": 3,
+                          "message shape": 4}[shape]  # fmt: skip
     spans = room.collector.get_finished_spans()
     assert len(spans) == sum(facts.span_count(f) for f in room.collector.facts)
     previews = {s.attributes.get(vocab.WS_PAYLOAD_PREVIEW) for s in spans} - {None}
     redacted = {"FRAGM", "ENTED", " BID", "OK", "FAN OUT", "NEW BID", "AND YOU", "EXPLICIT",
                 "PRICE", "QUIET"}  # fmt: skip
     assert previews == (redacted if frames == vocab.FRAMES_SPANS else set())
+
+
+@pytest.mark.fast
+def test_a_message_sampled_on_its_own_is_made_in_the_server(check: TemplateCheck) -> None:
+    room = Room(shape=vocab.SHAPE_MESSAGE, message_sampling="independent")
+    record, app = room.open()
+    room.receive(record, app, "bid")
+    room.send(app, record, "ok")
+    room.handled(record, app)
+    assert room.templates == [] and check.compared == 0  # the sampler is asked, given attributes
+    assert vocab.WS_MESSAGE_RECEIVE in {s.name for s in room.collector.get_finished_spans()}
 
 
 @pytest.mark.fast

@@ -18,7 +18,7 @@ from tracer._contain import errors
 from tracer.config import TracerConfig
 from tracer.recorder import ConnectionRecord, abandoned
 from tracer.recorder.emit.fan_out import group_fan_out
-from tracer.recorder.emit.messages import (
+from tracer.recorder.emit.placement import (
     OVERFLOWED,
     OWN_TRACE,
     UNDER_CONNECTION,

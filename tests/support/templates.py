@@ -36,28 +36,36 @@ class TemplateCheck:
     differences: list[Any] = dataclasses.field(default_factory=list)
 
     def emit(self, real: Callable[..., None], record: Any, handling: Any, values: Any,
-             start: int, end: int, takers: tuple[Callable[[Any], None], ...]) -> None:  # fmt: skip
+             start: int, end: int, placement: int,
+             takers: tuple[Callable[[Any], None], ...]) -> None:  # fmt: skip
         recorder = record.recorder
         sdk = recorder.sdk
-        ids: list[int] = []
+        span_ids: list[int] = []
+        trace_ids: list[int] = []
 
-        def new_id() -> int:
-            ids.append(sdk.new_span_id())
-            return ids[-1]
+        def new_span_id() -> int:
+            span_ids.append(sdk.new_span_id())
+            return span_ids[-1]
+
+        def new_trace_id() -> int:
+            trace_ids.append(sdk.new_trace_id())
+            return trace_ids[-1]
 
         template: list[Any] = []
-        family: list[Any] = []
+        made: list[Any] = []
         try:
-            recorder._sdk = dataclasses.replace(sdk, new_span_id=new_id)
-            real(record, handling, values, start, end, (template.append,))
             recorder._sdk = dataclasses.replace(
-                sdk, new_span_id=iter(ids).__next__, templates=False,
-                facts=_Taking(family.append, sdk.facts.origin),
+                sdk, new_span_id=new_span_id, new_trace_id=new_trace_id
+            )
+            real(record, handling, values, start, end, placement, (template.append,))
+            recorder._sdk = dataclasses.replace(
+                sdk, new_span_id=iter(span_ids).__next__, new_trace_id=iter(trace_ids).__next__,
+                templates=False, facts=_Taking(made.append, sdk.facts.origin),
             )  # fmt: skip
-            messages.emit_spans(record, handling, values, start, end, messages.UNDER_CONNECTION)
+            messages.emit_spans(record, handling, values, start, end, placement)
             recorder._sdk = sdk
-            if len(template) != 1 or not self._same(template[0], family):
-                self.differences.append((template, family))
+            if len(template) != 1 or not self._same(template[0], made, placement):
+                self.differences.append((template, made))
         except Exception as exc:  # a difference too: reported by the test, not lost here
             self.differences.append(exc)
         finally:
@@ -68,12 +76,19 @@ class TemplateCheck:
                 take(fact)
 
     @staticmethod
-    def _same(template: Any, family: list[Any]) -> bool:
-        if len(family) != 1 or facts.built(template) != family[0]:
+    def _same(template: Any, made: list[Any], placement: int) -> bool:
+        """Under its connection, the one family fact the server would have made; in a trace
+        of its own, the same spans (the server makes them one by one there)."""
+        if placement == messages.UNDER_CONNECTION and (
+            len(made) != 1 or facts.built(template) != made[0]
+        ):
+            return False
+        spans = facts.expand(template)
+        if spans != [one for fact in made for one in facts.expand(fact)]:
             return False
         origins = {template[facts.ORIGIN]: facts.origin_parts(template[facts.ORIGIN])}
-        return items_to_otlp_bytes(facts.expand(template), origins) == items_to_otlp_bytes(
-            facts.expand(family[0]), origins
+        return items_to_otlp_bytes(spans, origins) == items_to_otlp_bytes(
+            [one for fact in made for one in facts.expand(fact)], origins
         )
 
 

@@ -17,8 +17,9 @@ The attribute functions here (:func:`message_attributes`, :func:`frame_attribute
 server's emitters call them for spans built in the server as well.
 
 A template fact is a family fact's head — ``origin`` to ``dropped``, with the message's
-:data:`MessageValues` where the attributes go — then its span count, its :data:`Parts` where
-the members go, and :data:`TEMPLATE_MESSAGE`:
+:data:`MessageValues` where the attributes go (a message in a trace of its own has its link to
+the handshake among its links) — then its span count, its :data:`Parts` where the members go,
+and :data:`TEMPLATE_MESSAGE`:
 
 ``Parts`` = ``(frames, children)``; ``frames``: the message's frames, each a :data:`FrameValues`;
 ``children``: in the order they were made, each a send
@@ -46,7 +47,8 @@ BROADCAST = 1
 
 MessageValues = tuple[Any, ...]
 """``(code, message_type, size, index, connection_id, frames, queue_wait_ns, frames_dropped,
-handler_ns, delivered_ns, sends_dropped)``: :func:`message_attributes`' arguments."""
+handler_ns, delivered_ns, sends_dropped, overflowed)``: :func:`message_attributes`'
+arguments."""
 FrameValues = tuple[Any, ...]
 """``(span_id, start, end, code, fin, rsv, opcode, masked, payload_length, header_length,
 offset, masking_key, close_code, close_reason, preview)``: a frame's span."""
@@ -77,9 +79,11 @@ def message_attributes(
     handler_ns: int,
     delivered_ns: int,
     sends_dropped: int,
+    overflowed: bool,
 ) -> Attributes:
     """``ws.message.receive``'s attributes; ``frames`` is ``None`` for a handling with no
-    received message (nothing came in, so no frames and no queue wait)."""
+    received message (nothing came in, so no frames and no queue wait); ``overflowed``: a
+    message past its connection's ``max_messages_per_trace``, in a trace of its own."""
     attributes: Attributes = {
         **code,
         vocab.WS_MESSAGE_TYPE: message_type,
@@ -96,6 +100,8 @@ def message_attributes(
     attributes[vocab.DELIVERED_NS] = delivered_ns
     if sends_dropped:
         attributes[vocab.SENDS_DROPPED] = sends_dropped
+    if overflowed:
+        attributes[vocab.MESSAGES_OVERFLOWED] = True
     return attributes
 
 
@@ -185,7 +191,7 @@ def build(template: tuple[Any, ...]) -> tuple[Any, ...]:
     members.extend(
         _send(child) if child[0] == SEND else _broadcast(child) for child in children
     )
-    fact = (*template[:_HEAD], message_attributes(*template[_HEAD]), (), (), None)
+    fact = (*template[:_HEAD], message_attributes(*template[_HEAD]), *template[_HEAD + 1 : _SPANS])
     return (*fact, template[_SPANS], tuple(members)) if members else fact
 
 

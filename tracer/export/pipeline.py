@@ -52,8 +52,9 @@ processors changes):
   handshake, and the close) goes with the spans under it as one *family* fact
   (:mod:`tracer.recorder.family`), and so does a connection's ASGI chain, from its outermost
   layer in (:mod:`tracer.chain`); the pipeline counts, holds and drops it span by span all the
-  same.  A received message under its connection goes further still when the ``SpanLimits``
-  cannot cut anything in its family (the SDK's defaults): as a *template*, the values its
+  same.  A received message goes further still when the ``SpanLimits`` cannot cut anything
+  in its family (the SDK's defaults) and no sampler needs asking (it is under its connection,
+  or in a trace of its own sampled as its connection was): as a *template*, the values its
   spans' attributes are made of, with the spans' ids (:mod:`tracer.export.message_facts`),
   and the export process lays the attributes out.  Spans the app makes through the SDK are
   built and arrive as usual, and share the batches.

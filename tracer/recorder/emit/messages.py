@@ -19,31 +19,14 @@ from tracer._contain import errors
 from tracer.export import message_facts
 from tracer.export.message_facts import MessageValues, message_attributes
 from tracer.recorder.emit.fan_out import group_fan_out
+from tracer.recorder.emit.placement import OVERFLOWED, UNDER_CONNECTION, message_placement
 from tracer.recorder.emit.templates import NO_CODE, emit_template, template_takers
 from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
 from tracer.recorder.spans import frame_attributes
 from tracer.wire import opcode_name
 
 if TYPE_CHECKING:
-    from tracer.config import TracerConfig
     from tracer.recorder.connection import ConnectionRecord
-
-
-UNDER_CONNECTION = 0
-"""Connection shape: a message is a child of its ``ws.connection``."""
-OWN_TRACE = 1
-"""Message shape: every message is the root of its own trace, linked to its connection."""
-OVERFLOWED = 2
-"""Connection shape past ``max_messages_per_trace``: its own linked trace, marked overflowed, so
-that a long-lived connection's trace stays bounded."""
-
-
-def message_placement(config: TracerConfig, index: int) -> int:
-    """Where the ``index``-th message (from 1) of a connection goes: the trace shape, for the
-    server's recorder and the middleware alone alike."""
-    if config.shape == vocab.SHAPE_MESSAGE:
-        return OWN_TRACE
-    return OVERFLOWED if index > config.max_messages_per_trace else UNDER_CONNECTION
 
 
 def handshake_link(connection: SpanContext) -> Link:
@@ -75,12 +58,11 @@ def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None
     start = message.first_arrival if message else handling.delivered_at
     start = min(start, handling.delivered_at or start)
     placement = message_placement(config, index)
-    values = _message_values(record, handling, start, end, index)
-    if placement == UNDER_CONNECTION:
-        takers = template_takers(record, handling)
-        if takers is not None:
-            emit_template(record, handling, values, start, end, takers)
-            return
+    values = _message_values(record, handling, start, end, index, placement == OVERFLOWED)
+    takers = template_takers(record, handling, placement)
+    if takers is not None:
+        emit_template(record, handling, values, start, end, placement, takers)
+        return
     emit_spans(record, handling, values, start, end, placement)
 
 
@@ -101,13 +83,11 @@ def emit_spans(
             SpanKind.SERVER,
         )  # fmt: skip
     else:
-        attrs = message_attributes(*values)
-        if placement == OVERFLOWED:
-            attrs[vocab.MESSAGES_OVERFLOWED] = True
         links = [handshake_link(record.span_context)]
         span = record.recorder.start(
-            vocab.WS_MESSAGE_RECEIVE, None, start, attrs, links, SpanKind.SERVER
-        )
+            vocab.WS_MESSAGE_RECEIVE, None, start, message_attributes(*values), links,
+            SpanKind.SERVER,
+        )  # fmt: skip
     if not span.is_recording():
         span.end(end_time=end)
         return
@@ -119,7 +99,12 @@ def emit_spans(
 
 
 def _message_values(
-    record: ConnectionRecord, handling: Handling, start: int, end: int, index: int
+    record: ConnectionRecord,
+    handling: Handling,
+    start: int,
+    end: int,
+    index: int,
+    overflowed: bool,
 ) -> MessageValues:
     """What :func:`~tracer.export.message_facts.message_attributes` takes."""
     message = handling.message
@@ -134,7 +119,7 @@ def _message_values(
         record.ws_code.get(vocab.WS_MESSAGE_RECEIVE, NO_CODE), handling.message_type,
         handling.size, index, record.id, frames, queue_wait, frames_dropped,
         max(0, end - handling.delivered_at), max(0, handling.delivered_at - start),
-        handling.sends_dropped,
+        handling.sends_dropped, overflowed,
     )  # fmt: skip
 
 

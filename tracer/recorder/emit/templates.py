@@ -15,6 +15,7 @@ from tracer import vocab
 from tracer.export import facts, message_facts
 from tracer.export.message_facts import FrameValues, MessageValues
 from tracer.recorder.emit.fan_out import group_fan_out
+from tracer.recorder.emit.placement import UNDER_CONNECTION
 from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
 from tracer.recorder.spans import frame_fields
 
@@ -28,16 +29,22 @@ _SERVER = SpanKind.SERVER.value
 
 
 def template_takers(
-    record: ConnectionRecord, handling: Handling
+    record: ConnectionRecord, handling: Handling, placement: int
 ) -> tuple[Callable[[Any], None], ...] | None:
-    """Where a message under its connection goes as a template
-    (:mod:`tracer.export.message_facts`), if it may: the SDK's spans, every processor taking
-    facts, ``SpanLimits`` that cut nothing in the family, and frames as spans (or none) on
-    every connection it touched."""
+    """Where a received message goes as a template (:mod:`tracer.export.message_facts`), if it
+    may: the SDK's spans, every processor taking facts, ``SpanLimits`` that cut nothing in the
+    family, frames as spans (or none) on every connection it touched; and either under its
+    connection, still open, or in a trace of its own sampled as its connection was (no
+    sampler to ask: it would be given the attributes)."""
     sdk = record.recorder.sdk
-    if sdk is None or record.config.frames == vocab.FRAMES_EVENTS or not record.span.is_recording():
-        return None
     config = record.config
+    if sdk is None or config.frames == vocab.FRAMES_EVENTS:
+        return None
+    if placement == UNDER_CONNECTION:
+        if not record.span.is_recording():
+            return None
+    elif config.message_sampling != "inherit" or not record.recording:
+        return None
     for send in handling.sends:
         if send.recipient.config is not config:
             return None
@@ -54,13 +61,23 @@ def emit_template(
     values: MessageValues,
     start: int,
     end: int,
+    placement: int,
     takers: tuple[Callable[[Any], None], ...],
 ) -> None:
-    """Hand ``takers`` a message under its connection as a template fact: the values of its
-    spans, with ids made here in the order its spans would have been made."""
+    """Hand ``takers`` a received message as a template fact: the values of its spans, with
+    ids made here in the order its spans would have been made (``placement``: under its
+    connection, or in a trace of its own)."""
     sdk = record.recorder.sdk
-    assert sdk is not None and sdk.facts is not None  # see _template_takers
+    assert sdk is not None and sdk.facts is not None  # see template_takers
     new_id = sdk.new_span_id
+    connection = record.span_context
+    if placement == UNDER_CONNECTION:
+        trace_id, parent, links = connection[0], connection[1], ()
+        state = connection[4]
+        state = tuple(state.items()) if state else None
+    else:  # its own trace, sampled as the connection's, linked to it (see SdkParts.root)
+        trace_id, parent, state = sdk.new_trace_id(), None, None
+        links = ((*facts.link_context(connection), {vocab.LINK: vocab.LINK_HANDSHAKE}),)
     span_id = new_id()
     frames_on = record.config.frames == vocab.FRAMES_SPANS
     message = handling.message
@@ -82,13 +99,10 @@ def emit_template(
             new_id, record, broadcast_start, broadcast_end, sends, "explicit", frames_on
         ))  # fmt: skip
     spans = 1 + len(frames) + sum(_spans_in(child) for child in children)
-    context = record.span_context
-    state = context[4]
     fact = (
-        sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, context[0], span_id, context[1],
-        int(context[3]), tuple(state.items()) if state else None, start, max(end, start),
-        _SERVER, None, values, (), (), None, spans, (frames, tuple(children)),
-        message_facts.TEMPLATE_MESSAGE,
+        sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, trace_id, span_id, parent,
+        int(connection[3]), state, start, max(end, start), _SERVER, None, values, (), links,
+        None, spans, (frames, tuple(children)), message_facts.TEMPLATE_MESSAGE,
     )  # fmt: skip
     for take in takers:
         take(fact)
