@@ -111,10 +111,10 @@ def emit_template(
 def _frame_values(
     new_id: Callable[[], int], frames: Iterable[FrameRecord], code: Attributes, redactor: Any
 ) -> tuple[FrameValues, ...]:
-    return tuple(
+    return tuple([
         (new_id(), frame.start, frame.end, code, *frame_fields(frame.frame, redactor))
         for frame in frames
-    )
+    ])  # fmt: skip
 
 
 def _send_values(
@@ -145,11 +145,13 @@ def _broadcast_values(
     frames_on: bool,
 ) -> tuple[Any, ...]:
     span_id = new_id()
-    made = tuple(_send_values(new_id, send, owner, frames_on) for send in sends)
+    made = tuple([_send_values(new_id, send, owner, frames_on) for send in sends])
     return (message_facts.BROADCAST, span_id, start, end, owner.id, detected, made)
 
 
 def _spans_in(child: tuple[Any, ...]) -> int:
+    """How many spans a send (with its frames) or a broadcast (with its sends) stands for."""
     if child[0] == message_facts.SEND:
         return 1 + len(child[-1])
-    return 1 + sum(_spans_in(send) for send in child[-1])
+    sends = child[-1]
+    return 1 + len(sends) + sum([len(send[-1]) for send in sends])
