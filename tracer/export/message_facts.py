@@ -1,16 +1,17 @@
 """A received message's family as values: its spans' attributes laid out in one place, and
 built where the spans are exported.
 
-A message in ``connection`` shape is one span with its frames, sends and broadcasts under it
-(a family, see :mod:`tracer.export.facts`).  Their attributes are mostly the same keys every
-time — the ``code.*`` of the function that handled each stage, then a frame's header fields,
-a message's size and timings — and building a dict for each of them is most of what making
-the family costs.  So on ``wstrace serve``'s set-up the server hands the pipeline the values
-alone, as a *message template* fact (the layout below), and the export process builds the
-attributes and the members with :func:`build`: the same family fact, field for field, as the
-server would have made.  Ids, times, sampling and trace state are all decided in the server;
-the server sends a template only when the provider's ``SpanLimits`` cannot cut anything in a
-message's family (:func:`fits`), so the limits are decided there too.
+A received message is one span with its frames, sends and broadcasts under it (a family, see
+:mod:`tracer.export.facts`), under its connection or at the root of a trace of its own.  Their
+attributes are mostly the same keys every time — the ``code.*`` of the function that handled
+each stage, then a frame's header fields, a message's size and timings — and building a dict
+for each of them is most of what making the family costs.  So on ``wstrace serve``'s set-up
+the server hands the pipeline the values alone, as a *message template* fact (the layout
+below), and the export process builds the attributes and the members with :func:`build`: the
+same spans, field for field, as the server would have made.  Ids, times, sampling and trace
+state are all decided in the server; the server sends a template only when the provider's
+``SpanLimits`` cannot cut anything in a message's family (:func:`fits`), so the limits are
+decided there too.
 
 The attribute functions here (:func:`message_attributes`, :func:`frame_attributes`,
 :func:`send_attributes`, :func:`broadcast_attributes`) are the one layout of those spans: the

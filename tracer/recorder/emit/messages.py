@@ -108,7 +108,8 @@ def _message_values(
 ) -> MessageValues:
     """What :func:`~tracer.export.message_facts.message_attributes` takes."""
     message = handling.message
-    frames = queue_wait = frames_dropped = None
+    frames = None  # no message came in: no frames, no queue wait
+    queue_wait = frames_dropped = 0
     if message is not None:
         ready = message.complete_at
         asked = handling.asked_at
