@@ -14,9 +14,12 @@ wstrace's own code:
   the server (an exporter in the server process, or another processor beside the pipeline);
 - **pickle** — :class:`~tracer.export.offload.SubprocessExporter`'s per-span cost of handing
   those spans to its export process;
-- **build as facts** and **pickle facts** — the same two on ``wstrace serve``'s own set-up,
-  where the server hands the pipeline the message's spans as one family fact and the export
-  process builds them (:mod:`tracer.export.facts`);
+- **build as facts** and **pickle facts** — the same two where the server hands the pipeline
+  the message's spans as one family fact and the export process builds them
+  (:mod:`tracer.export.facts`): ``wstrace serve``'s set-up when the provider's ``SpanLimits``
+  could cut a message's spans.  With the SDK's defaults a message goes as a template, the
+  values of its spans (:mod:`tracer.export.message_facts`), which :mod:`bench.hooks` times
+  with the hooks that record it (*message spans*);
 - **encode** — OTLP/JSON encoding as the file exporter does it (what an exporter in the server
   process costs instead of pickling; ``python -m bench.encode`` times it on recorded spans).
 
@@ -187,7 +190,7 @@ def main() -> None:
         f"per message of {SPANS_PER_MESSAGE} spans: build {figures['build_us']:.1f} µs, "
         f"pickle for the export process {figures['pickle_us']:.1f} µs "
         f"(or encode OTLP/JSON in-process {figures['encode_us']:.1f} µs); "
-        f"as facts (wstrace serve): build {figures['build_facts_us']:.1f} µs, "
+        f"as one family fact: build {figures['build_facts_us']:.1f} µs, "
         f"pickle {figures['pickle_facts_us']:.1f} µs"
     )
 

@@ -14,10 +14,10 @@ and the auction app drive it:
 - **broadcast** — the app's ``with tracer.broadcast():`` block, entered and left;
 - **send** — the app sends the answer: the send wrapper, without the write below;
 - **data out** — the server writes the answer's frame: the tap decodes it;
-- **message spans** — the message is over: the emitters turn its facts into its five spans
-  (message, frame, broadcast, send, frame), handed as facts, as on ``wstrace serve``'s
-  set-up, to a span processor that keeps nothing.
-  :mod:`bench.floor` times the span-building part of this alone.
+- **message spans** — the message is over: the emitters hand its five spans (message, frame,
+  broadcast, send, frame) as on ``wstrace serve``'s set-up — one template fact, the values
+  the export process builds them from (:mod:`tracer.export.message_facts`) — to a span
+  processor that keeps nothing.
 
 Clock reads between the stages split each message's time with nothing counted twice; each
 stage's figure is its median over thousands of messages.  A message's index stays under

@@ -280,8 +280,10 @@ def render_floor(raw: dict[str, Any], console: Any = None) -> None:
     if "build_facts_us" in figures:
         built, pickled = figures["build_facts_us"], figures["pickle_facts_us"]
         facts = (
-            f"; as facts, on wstrace serve's own set-up: build {built:.1f} µs + pickle "
-            f"{pickled:.1f} µs = {built + pickled:.1f} µs"
+            f"; as one family fact (wstrace serve's set-up when the SpanLimits could cut a "
+            f"message's spans; with the SDK's defaults it goes as a template, timed with the "
+            f"hooks below): build {built:.1f} µs + pickle {pickled:.1f} µs = "
+            f"{built + pickled:.1f} µs"
         )
     console.print(
         "span work alone, per message of 5 spans (bench/floor.py, best of 5): spans built in "
