@@ -6,104 +6,19 @@ same handling, with the same ids (:func:`tests.support.templates.templates_check
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 from collections.abc import Iterator
-from time import time_ns
-from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits
 
 import tracer
 from tests.support import facts as support
-from tests.support.raw import client_frame
-from tests.support.records import response_101, upgrade_request
 from tests.support.room_app import room_app
 from tests.support.server import IMPL_PAIRS, run_server
-from tests.support.templates import TemplateCheck, templates_checked
+from tests.support.templates import Room, TemplateCheck, broadcast_in, templates_checked
 from tracer import vocab
-from tracer.config import TracerConfig
 from tracer.export import facts, message_facts
-from tracer.recorder import ConnectionRecord, Recorder
-from tracer.wire import Opcode, encode_frame
-
-CODE = {
-    name: {vocab.CODE_FUNCTION_NAME: f"server.{name}", vocab.CODE_FILE_PATH: "/srv/app.py",
-           vocab.CODE_LINE_NUMBER: n}
-    for n, name in enumerate((vocab.WS_MESSAGE_RECEIVE, vocab.WS_FRAME_RECEIVE,
-                              vocab.WS_MESSAGE_SEND, vocab.WS_FRAME_SEND))
-}  # fmt: skip
-"""``code.*`` of each stage, as the server hooks find them."""
-
-
-class Room:
-    """Connections of one recorder driven by hand, as a server's hooks would drive them: the
-    facts go to a collector that takes them, as ``wstrace serve``'s pipeline does."""
-
-    def __init__(self, limits: SpanLimits | None = None, **config: Any) -> None:
-        self.collector = support.FactCollector()
-        provider: TracerProvider = support.provider(limits or SpanLimits())
-        provider.add_span_processor(self.collector)
-        self.recorder = Recorder(provider, TracerConfig(**config))
-
-    def open(self) -> tuple[ConnectionRecord, contextvars.Context]:
-        record = self.recorder.new_connection(
-            impl_http="h11", impl_ws="wsproto", http=None, http_code={}, ws_code=CODE,
-            transport=None, handshake_ends_on_response=True,
-        )  # fmt: skip
-        self.bytes_in(record, upgrade_request("/ws"))
-        now = time_ns()
-        record.on_bytes_out(now, now, response_101())
-        app = contextvars.Context()
-        app.run(record.on_app_start, time_ns())
-        return record, app
-
-    @staticmethod
-    def bytes_in(record: ConnectionRecord, data: bytes) -> None:
-        frames = record.on_bytes_in(time_ns(), data)
-        if frames:
-            record.on_bytes_in_done(frames, time_ns())
-
-    def receive(self, record: ConnectionRecord, app: contextvars.Context, text: str,
-                pieces: int = 1) -> None:  # fmt: skip
-        """The client's ``text`` in ``pieces`` frames, then the app's receive() that gets it."""
-        data = text.encode()
-        size = -(-len(data) // pieces)
-        for n in range(pieces):
-            opcode = Opcode.TEXT if n == 0 else Opcode.CONTINUATION
-            part = data[n * size : (n + 1) * size]
-            self.bytes_in(record, client_frame(opcode, part, fin=n == pieces - 1))
-        asked = time_ns()
-        app.run(record.on_receive_enter, asked)
-        received = {"type": "websocket.receive", "text": text}
-        app.run(record.on_receive_exit, asked, time_ns(), received)
-
-    @staticmethod
-    def send(app: contextvars.Context, to: ConnectionRecord, text: str, frames: int = 1,
-             error: str | None = None) -> None:  # fmt: skip
-        """The app (running in ``app``) sends ``text`` to ``to``, in ``frames`` frames."""
-        app.run(Room.send_here, to, text, frames, error)
-
-    @staticmethod
-    def send_here(to: ConnectionRecord, text: str, frames: int = 1,
-                  error: str | None = None) -> None:  # fmt: skip
-        """:meth:`send` from the app's context, entered already."""
-        send = to.on_send_enter(time_ns(), {"type": "websocket.send", "text": text})
-        for n in range(frames):
-            opcode = Opcode.TEXT if n == 0 else Opcode.CONTINUATION
-            now = time_ns()
-            to.on_bytes_out(now, now, encode_frame(opcode, text.encode(), fin=n == frames - 1))
-        to.on_send_exit(send, time_ns(), error)
-
-    @staticmethod
-    def handled(record: ConnectionRecord, app: contextvars.Context) -> None:
-        """The app asks for the next message: the one it handled is over."""
-        app.run(record.on_receive_enter, time_ns())
-
-    @property
-    def templates(self) -> list[tuple[Any, ...]]:
-        return [f for f in self.collector.facts if len(f) > facts.TEMPLATE]
 
 
 @pytest.fixture
@@ -111,16 +26,6 @@ def check() -> Iterator[TemplateCheck]:
     with templates_checked() as check:
         yield check
     assert check.differences == []
-
-
-def broadcast_in(app: contextvars.Context, body: Any) -> None:
-    """``with tracer.broadcast(): body()``, run in the app's context."""
-
-    def block() -> None:
-        with tracer.broadcast():
-            body()
-
-    app.run(block)
 
 
 SHAPES = {
