@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import SpanLimits
@@ -19,6 +20,10 @@ from tests.support.server import IMPL_PAIRS, run_server
 from tests.support.templates import Room, TemplateCheck, broadcast_in, templates_checked
 from tracer import vocab
 from tracer.export import facts, message_facts
+from tracer.export.accounting import DropReason
+from tracer.export.offload import SubprocessExporter
+from tracer.export.pipeline import ExportPipeline
+from tracer.export.reader import load
 
 
 @pytest.fixture
@@ -95,6 +100,39 @@ def test_limits_that_could_cut_a_family_keep_it_in_the_server(check: TemplateChe
     (message,) = [s for s in room.collector.get_finished_spans()
                   if s.name == vocab.WS_MESSAGE_RECEIVE]  # fmt: skip
     assert message.dropped_attributes > 0  # cut in the server, as the SDK would
+
+
+@pytest.mark.parametrize("room_for", ["all", "one span"])
+def test_templates_are_written_and_dropped_span_by_span(tmp_path: Path, room_for: str) -> None:
+    """Through wstrace serve's pipeline and export process: every span a template stands for
+    is written, or, with room for one span at a time, every one is dropped and counted."""
+    room = Room()
+    record, app = room.open()
+    for n in range(3):
+        room.receive(record, app, f"bid {n}")
+        room.send(app, record, "ok", frames=2)
+        room.handled(record, app)
+    templates = room.templates
+    spans = sum(facts.span_count(t) for t in templates)
+    path = tmp_path / "out.otlp.jsonl"
+    tight = {"max_bytes": 1, "span_bytes": 1} if room_for == "one span" else {}
+    pipeline = ExportPipeline(SubprocessExporter.otlp_file(path), **tight)
+    for template in templates:
+        pipeline.on_fact(template)
+    pipeline.shutdown()
+    counts = pipeline.counts()
+    assert counts.as_facts == spans == 15 and counts.failed == 0 and counts.pending == 0
+    traces = load([path])
+    if room_for == "all":
+        assert counts.written == spans and counts.dropped_total == 0
+        names = sorted(s.name for s in traces.spans)
+        assert names == sorted([vocab.WS_MESSAGE_RECEIVE, vocab.WS_FRAME_RECEIVE,
+                                vocab.WS_MESSAGE_SEND, *[vocab.WS_FRAME_SEND] * 2] * 3)  # fmt: skip
+    else:  # the first goes whole, as does its trace from then on
+        assert counts.dropped == {DropReason.BUFFER_FULL: 5, DropReason.TRACE_DROPPED: 10}
+        assert traces.spans == []
+        trace_id = format(record.span_context.trace_id, "032x")
+        assert traces.lost_spans == {trace_id: spans}
 
 
 @pytest.mark.fast

@@ -131,11 +131,14 @@ class Room:
     """Connections of one recorder driven by hand, as a server's hooks would drive them: the
     facts go to a collector that takes them, as ``wstrace serve``'s pipeline does."""
 
-    def __init__(self, limits: SpanLimits | None = None, **config: Any) -> None:
+    def __init__(
+        self, limits: SpanLimits | None = None, processor: Any = None, **config: Any
+    ) -> None:
+        """``processor``: where the facts go instead of :attr:`collector` (a pipeline)."""
         self.collector = support.FactCollector()
-        provider: TracerProvider = support.provider(limits or SpanLimits())
-        provider.add_span_processor(self.collector)
-        self.recorder = Recorder(provider, TracerConfig(**config))
+        self.provider: TracerProvider = support.provider(limits or SpanLimits())
+        self.provider.add_span_processor(processor or self.collector)
+        self.recorder = Recorder(self.provider, TracerConfig(**config))
 
     def open(self) -> tuple[ConnectionRecord, contextvars.Context]:
         record = self.recorder.new_connection(
