@@ -232,10 +232,13 @@ def _events_and_links(events: Sequence[Event], links: Sequence[Link]) -> tuple[A
     if events:
         events = tuple((e.name, e.timestamp, fact_attributes(e.attributes)) for e in events)
     if links:
-        links = tuple(
-            (*link_context(link.context), fact_attributes(link.attributes)) for link in links
-        )
+        links = tuple(fact_link(link) for link in links)
     return events or (), links or (), dropped
+
+
+def fact_link(link: Link) -> tuple[Any, ...]:
+    """A link as a fact holds it: its context (:func:`link_context`), then its attributes."""
+    return (*link_context(link.context), fact_attributes(link.attributes))
 
 
 def member(

@@ -25,8 +25,9 @@ and :data:`TEMPLATE_MESSAGE`:
 ``Parts`` = ``(frames, children)``; ``frames``: the message's frames, each a :data:`FrameValues`;
 ``children``: in the order they were made, each a send
 ``(SEND, span_id, start, end, code, message_type, size, frames_count, connection_id, link,
-error, frames)`` — ``link``: the context ``(trace_id, span_id, remote, flags, state)`` of the
-connection it went to when that is not the message's own, else ``None`` — or a broadcast
+error, frames)`` — ``link``: the link to the connection it went to when that is not the
+message's own, as a fact holds a link (:func:`tracer.export.facts.fact_link`), else ``None`` —
+or a broadcast
 ``(BROADCAST, span_id, start, end, connection_id, detected, sends)``.
 """
 
@@ -211,7 +212,7 @@ def _send(values: tuple[Any, ...]) -> tuple[Any, ...]:
     if error is not None:
         attributes[vocab.ERROR_TYPE] = error
         status = (_ERROR, error)
-    links = () if link is None else ((*link, {vocab.LINK: vocab.LINK_RECIPIENT}),)
+    links = () if link is None else (link,)
     members = tuple(_frame(vocab.WS_FRAME_SEND, frame) for frame in frames)
     return (span_id, vocab.WS_MESSAGE_SEND, start, max(end, start), _INTERNAL, status,
             attributes, (), links, None, members)  # fmt: skip

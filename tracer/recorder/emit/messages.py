@@ -12,14 +12,20 @@ from collections.abc import Iterable, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
 from tracer.export import message_facts
 from tracer.export.message_facts import MessageValues, message_attributes
 from tracer.recorder.emit.fan_out import group_fan_out
-from tracer.recorder.emit.placement import OVERFLOWED, UNDER_CONNECTION, message_placement
+from tracer.recorder.emit.placement import (
+    OVERFLOWED,
+    UNDER_CONNECTION,
+    handshake_link,
+    message_placement,
+    recipient_link,
+)
 from tracer.recorder.emit.templates import NO_CODE, emit_template, template_takers
 from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
 from tracer.recorder.spans import frame_attributes
@@ -27,16 +33,6 @@ from tracer.wire import opcode_name
 
 if TYPE_CHECKING:
     from tracer.recorder.connection import ConnectionRecord
-
-
-def handshake_link(connection: SpanContext) -> Link:
-    """From a message in its own trace to the connection (and handshake) it arrived on."""
-    return Link(connection, {vocab.LINK: vocab.LINK_HANDSHAKE})
-
-
-def recipient_link(connection: SpanContext) -> Link:
-    """From a send to the connection it went to, when that is another connection's trace."""
-    return Link(connection, {vocab.LINK: vocab.LINK_RECIPIENT})
 
 
 def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None:

@@ -1,9 +1,12 @@
 """Where a received message goes: under its connection, or at the root of a trace of its own
-(the trace shape, and the bound on a connection's trace)."""
+(the trace shape, and the bound on a connection's trace); and the links that tie spans in
+one connection's trace to another's."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from opentelemetry.trace import Link, SpanContext
 
 from tracer import vocab
 
@@ -26,3 +29,13 @@ def message_placement(config: TracerConfig, index: int) -> int:
     if config.shape == vocab.SHAPE_MESSAGE:
         return OWN_TRACE
     return OVERFLOWED if index > config.max_messages_per_trace else UNDER_CONNECTION
+
+
+def handshake_link(connection: SpanContext) -> Link:
+    """From a message in its own trace to the connection (and handshake) it arrived on."""
+    return Link(connection, {vocab.LINK: vocab.LINK_HANDSHAKE})
+
+
+def recipient_link(connection: SpanContext) -> Link:
+    """From a send to the connection it went to, when that is another connection's trace."""
+    return Link(connection, {vocab.LINK: vocab.LINK_RECIPIENT})

@@ -15,7 +15,7 @@ from tracer import vocab
 from tracer.export import facts, message_facts
 from tracer.export.message_facts import FrameValues, MessageValues
 from tracer.recorder.emit.fan_out import group_fan_out
-from tracer.recorder.emit.placement import UNDER_CONNECTION
+from tracer.recorder.emit.placement import UNDER_CONNECTION, handshake_link, recipient_link
 from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
 from tracer.recorder.spans import frame_fields
 
@@ -77,7 +77,7 @@ def emit_template(
         state = tuple(state.items()) if state else None
     else:  # its own trace, sampled as the connection's, linked to it (see SdkParts.root)
         trace_id, parent, state = sdk.new_trace_id(), None, None
-        links = ((*facts.link_context(connection), {vocab.LINK: vocab.LINK_HANDSHAKE}),)
+        links = (facts.fact_link(handshake_link(connection)),)
     span_id = new_id()
     frames_on = record.config.frames == vocab.FRAMES_SPANS
     message = handling.message
@@ -130,7 +130,7 @@ def _send_values(
         message_facts.SEND, span_id, send.start, send.end,
         recipient.ws_code.get(vocab.WS_MESSAGE_SEND, NO_CODE), send.message_type, send.size,
         len(send.frames), recipient.id,
-        None if recipient is owner else facts.link_context(recipient.span_context),
+        None if recipient is owner else facts.fact_link(recipient_link(recipient.span_context)),
         send.error, frames,
     )  # fmt: skip
 
