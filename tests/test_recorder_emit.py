@@ -94,6 +94,22 @@ def test_a_message_holds_its_frames_and_sends() -> None:
     ]
 
 
+def test_a_message_s_size_is_its_bytes_on_the_wire() -> None:
+    bench = make_bench()
+    record, app = opened(bench)
+    receive(bench, record, app, "prix: 10 €")  # 10 characters, 12 bytes of UTF-8
+    send(bench, app, record, "reçu")  # 4 characters, 5 bytes
+    app.run(record.on_receive_enter, time_ns())
+    tree = Tree(bench.spans)
+    (message,) = bench.named(vocab.WS_MESSAGE_RECEIVE)
+    (frame,) = tree.kids(message, vocab.WS_FRAME_RECEIVE)
+    assert message.attributes[vocab.WS_MESSAGE_SIZE] == frame.attributes[
+        vocab.WS_PAYLOAD_LENGTH] == 12  # fmt: skip
+    (sent,) = tree.kids(message, vocab.WS_MESSAGE_SEND)
+    (out,) = tree.kids(sent, vocab.WS_FRAME_SEND)
+    assert sent.attributes[vocab.WS_MESSAGE_SIZE] == out.attributes[vocab.WS_PAYLOAD_LENGTH] == 5
+
+
 def test_sends_to_other_connections_become_a_broadcast() -> None:
     bench = make_bench()
     owner, app = opened(bench)

@@ -126,12 +126,13 @@ def test_every_stage_is_recorded_nested_and_located(http: str, ws: str) -> None:
 
 @pairs
 def test_recorded_frames_equal_the_bytes_on_the_wire(http: str, ws: str) -> None:
-    """Fragments with a ping between them, 126 and 70000 bytes, close 1001 "bye"."""
+    """Fragments of non-ASCII text with a ping between them, 126 and 70000 bytes, close 1001
+    "bye"."""
     key = bytes([1, 2, 3, 4])
     sent = [
-        (0x1, b"Hel", False),
+        (0x1, "Hé".encode(), False),
         (0x9, b"ping!", True),
-        (0x0, b"lo", True),
+        (0x0, "lo€".encode(), True),
         (0x2, bytes(range(126)), True),
         (0x2, os.urandom(70000), True),
         (0x8, (1001).to_bytes(2, "big") + b"bye", True),
@@ -188,7 +189,13 @@ def test_recorded_frames_equal_the_bytes_on_the_wire(http: str, ws: str) -> None
         if s.name == vocab.WS_MESSAGE_RECEIVE and s.attributes[vocab.WS_MESSAGE_TYPE] == "text"
     ]
     assert message_text.attributes[vocab.WS_MESSAGE_FRAMES] == 2
-    assert message_text.attributes[vocab.WS_MESSAGE_SIZE] == 5
+    # Its size is in bytes, as the frames carry it ("Hélo€": 5 characters, 8 bytes of UTF-8),
+    # and so is the echo's.
+    assert message_text.attributes[vocab.WS_MESSAGE_SIZE] == len("Hélo€".encode()) == 8
+    (echo,) = tree.kids(message_text, vocab.WS_MESSAGE_SEND)
+    assert echo.attributes[vocab.WS_MESSAGE_SIZE] == 8
+    assert [f.attributes[vocab.WS_PAYLOAD_LENGTH] for f in tree.kids(echo, vocab.WS_FRAME_SEND)] \
+        == [8]
     (close,) = tree.kids(conn, vocab.WS_CLOSE)
     assert close.attributes[vocab.WS_CLOSE_CODE] == 1001
     assert close.attributes[vocab.WS_CLOSE_REASON] == "bye"

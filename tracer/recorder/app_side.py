@@ -90,12 +90,8 @@ class AppSide:
     def on_send_enter(self, at: int, message: Any) -> SendRecord | None:
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "websocket.send":
-            data = message.get("text")
-            message_type = "text"
-            if data is None:
-                data = message.get("bytes")
-                message_type = "binary"
-            send = SendRecord(at, self, message_type, len(data) if data is not None else 0)
+            message_type, size = payload_of(message)
+            send = SendRecord(at, self, message_type, size)
             self.current_send = send
             return send
         if kind == "websocket.accept" and not self.accept_start:
@@ -157,21 +153,13 @@ class AppSide:
                 if isinstance(code, int):
                     self.close_code = code
             return
-        data = message.get("text")
-        message_type = "text"
-        if data is None:
-            data = message.get("bytes")
-            message_type = "binary"
+        message_type, size = payload_of(message)
         self._close_handling(token_at)  # the greeting phase, if still open
         incoming = self._release(self.completed.pop(0)) if self.completed else None
         handling = Handling(
-            self,
-            incoming,
-            asked_at=token_at,
-            delivered_at=at,
-            size=len(data) if data is not None else 0,
+            self, incoming, asked_at=token_at, delivered_at=at, size=size,
             message_type=message_type,
-        )
+        )  # fmt: skip
         self.handling = handling
         _handling.set(handling)
 
@@ -185,3 +173,16 @@ class AppSide:
             emit_message(self, handling, at)
         except Exception as exc:
             errors.record("recorder.emit_message", exc)
+
+
+def payload_of(message: dict[str, Any]) -> tuple[str, int]:
+    """An ASGI ``websocket.send`` or ``websocket.receive`` message's type (``text`` or
+    ``binary``) and its size in bytes, as its frames carry it: text in UTF-8 (RFC 6455 §5.6),
+    whose length in characters is its size only when it is ASCII."""
+    text = message.get("text")
+    if text is not None:
+        if text.isascii():  # a flag CPython keeps on the string: no scan
+            return "text", len(text)
+        return "text", len(text.encode("utf-8", "surrogatepass"))
+    data = message.get("bytes")
+    return "binary", len(data) if data is not None else 0
