@@ -37,12 +37,11 @@ from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from tracer.broadcast import broadcast
 from tracer.config import TracerConfig
 from tracer.export.facts import span_count
 from tracer.hooks import ws
 from tracer.hooks.context import RECORD_ATTRIBUTE, Active
-from tracer.recorder import ConnectionRecord, Recorder
+from tracer.recorder import ConnectionRecord, Recorder, broadcast
 from tracer.wire import Opcode, accept_key, encode_frame
 
 STAGES = ("receive", "data in", "broadcast", "send", "data out", "message spans")

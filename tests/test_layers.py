@@ -49,6 +49,24 @@ def test_importing_the_light_modules_loads_no_sdk_and_no_server(module: str) -> 
     assert modules_loaded_by(f"import {module}") == []
 
 
+def test_no_submodule_shadows_a_name_the_package_hands_on_lazily() -> None:
+    """``tracer.broadcast`` must stay the function: a submodule of that name, once imported
+    by anyone, would take its place on the package (``'module' object is not callable`` in
+    the app's fan-out loop)."""
+    import importlib.util
+
+    import tracer
+
+    lazy = tracer._LAZY
+    assert [n for n in lazy if importlib.util.find_spec(f"tracer.{n}") is not None] == []
+    probe = (
+        "import inspect, json, tracer, tracer.asgi, tracer.instrumentor, tracer.recorder\n"
+        f"print(json.dumps([callable(getattr(tracer, n)) and not inspect.ismodule("
+        f"getattr(tracer, n)) for n in {sorted(lazy)!r}]))"
+    )
+    assert run_probe(probe) == [True] * len(lazy)
+
+
 @pytest.mark.parametrize(
     "argv",
     [["show", str(SAMPLE)], ["stats", str(SAMPLE)], ["export", str(SAMPLE), "--format",

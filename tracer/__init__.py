@@ -18,12 +18,12 @@ from tracer._version import __version__
 
 if TYPE_CHECKING:
     from tracer.asgi import TracingMiddleware
-    from tracer.broadcast import broadcast
     from tracer.instrumentor import WebSocketInstrumentor
+    from tracer.recorder import broadcast
 
 _LAZY = {
     "TracingMiddleware": "tracer.asgi",
-    "broadcast": "tracer.broadcast",
+    "broadcast": "tracer.recorder",  # no submodule of that name: it would shadow this
     "WebSocketInstrumentor": "tracer.instrumentor",
 }
 
