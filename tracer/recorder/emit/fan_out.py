@@ -1,12 +1,13 @@
 """Fan-out found by itself: which of a handling's sends went to other connections together,
-the shape of a broadcast loop (``for connection in room: await connection.send_text(...)``)."""
+the shape of a broadcast loop (``for connection in room: await connection.send_text(...)``);
+and, with the app's own ``tracer.broadcast()`` blocks, what a handling's sends become."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from tracer.recorder.records import SendRecord
+from tracer.recorder.records import Handling, SendRecord
 
 if TYPE_CHECKING:
     from tracer.recorder.connection import ConnectionRecord
@@ -41,3 +42,19 @@ def group_fan_out(
         seen.add(rid)
     if run:
         yield from flush()
+
+
+def sends_made(
+    handling: Handling, owner: ConnectionRecord
+) -> Iterator[tuple[list[SendRecord], int, int, str | None]]:
+    """What ``handling``'s sends become, in order: ``(sends, start, end, detected)``, a send
+    to ``owner`` alone (``detected`` ``None``) or a ``ws.broadcast`` — ``automatic`` (a run,
+    see :func:`group_fan_out`) or ``explicit`` (a ``tracer.broadcast()`` block)."""
+    if handling.sends:  # none, usually, when the app groups its fan-out in tracer.broadcast()
+        for group in group_fan_out(handling.sends, owner):
+            if len(group) == 1 and group[0].recipient is owner:
+                yield group, group[0].start, group[0].end, None
+            else:
+                yield group, group[0].start, group[-1].end, "automatic"
+    for start, end, sends in handling.explicit_broadcasts:
+        yield sends, start, end, "explicit"

@@ -8,7 +8,7 @@ holds the frames it came in, the handler's sends and the frames each send put on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from tracer import vocab
 from tracer._contain import errors
 from tracer.export import message_facts
 from tracer.export.message_facts import MessageValues, message_attributes
-from tracer.recorder.emit.fan_out import group_fan_out
+from tracer.recorder.emit.fan_out import sends_made
 from tracer.recorder.emit.placement import (
     OVERFLOWED,
     UNDER_CONNECTION,
@@ -42,8 +42,7 @@ def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None
         # The greeting phase (accept, initial sends): no received message to hang it under.
         if record.recording:
             parent = record.app_span or record.span
-            emit_sends(record, parent, handling.sends, owner=record)
-            emit_explicit_broadcasts(record, parent, handling)
+            emit_sends(record, parent, handling)
         return
     config = record.config
     if not record.recording and config.message_sampling == "inherit":
@@ -89,8 +88,7 @@ def emit_spans(
         return
     if handling.message is not None:
         emit_frames(record, span, vocab.WS_FRAME_RECEIVE, handling.message.frames)
-    emit_sends(record, span, handling.sends, owner=record)
-    emit_explicit_broadcasts(record, span, handling)
+    emit_sends(record, span, handling)
     span.end(end_time=max(end, start))
 
 
@@ -162,22 +160,14 @@ def emit_control_frame(record: ConnectionRecord, name: str, frame: FrameRecord) 
         errors.record("recorder.emit_control_frame", exc)
 
 
-def emit_sends(
-    record: ConnectionRecord, parent: Any, sends: Sequence[SendRecord], *, owner: ConnectionRecord
-) -> None:
-    """Sends of one handling; runs to other connections become ``ws.broadcast`` spans."""
-    if not sends:  # the usual case when the app groups its fan-out in tracer.broadcast()
-        return
-    for group in group_fan_out(sends, owner):
-        if len(group) == 1 and group[0].recipient is owner:
-            emit_send(record, parent, group[0], owner)
-            continue
-        emit_broadcast(owner, parent, group[0].start, group[-1].end, group, detected="automatic")
-
-
-def emit_explicit_broadcasts(record: ConnectionRecord, parent: Any, handling: Handling) -> None:
-    for start, end, sends in handling.explicit_broadcasts:
-        emit_broadcast(record, parent, start, end, sends, detected="explicit")
+def emit_sends(record: ConnectionRecord, parent: Any, handling: Handling) -> None:
+    """A handling's sends under ``parent``: each alone, or in a ``ws.broadcast``
+    (:func:`~tracer.recorder.emit.fan_out.sends_made`)."""
+    for sends, start, end, detected in sends_made(handling, record):
+        if detected is None:
+            emit_send(record, parent, sends[0], record)
+        else:
+            emit_broadcast(record, parent, start, end, sends, detected=detected)
 
 
 def emit_broadcast(

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 from tracer import vocab
 from tracer.export import facts, message_facts
 from tracer.export.message_facts import FrameValues, MessageValues
-from tracer.recorder.emit.fan_out import group_fan_out
+from tracer.recorder.emit.fan_out import sends_made
 from tracer.recorder.emit.placement import UNDER_CONNECTION, handshake_link, recipient_link
 from tracer.recorder.records import Attributes, FrameRecord, Handling, SendRecord
 from tracer.recorder.spans import frame_fields
@@ -85,24 +85,16 @@ def emit_template(
     if frames_on and message is not None:
         code = record.ws_code.get(vocab.WS_FRAME_RECEIVE, NO_CODE)
         frames = _frame_values(new_id, message.frames, code, record.config.redact_payload)
-    children: list[tuple[Any, ...]] = []
-    if handling.sends:
-        for group in group_fan_out(handling.sends, record):
-            if len(group) == 1 and group[0].recipient is record:
-                children.append(_send_values(new_id, group[0], record, frames_on))
-            else:
-                children.append(_broadcast_values(
-                    new_id, record, group[0].start, group[-1].end, group, "automatic", frames_on
-                ))  # fmt: skip
-    for broadcast_start, broadcast_end, sends in handling.explicit_broadcasts:
-        children.append(_broadcast_values(
-            new_id, record, broadcast_start, broadcast_end, sends, "explicit", frames_on
-        ))  # fmt: skip
+    children = tuple([
+        _send_values(new_id, sends[0], record, frames_on) if detected is None
+        else _broadcast_values(new_id, record, first, last, sends, detected, frames_on)
+        for sends, first, last, detected in sends_made(handling, record)
+    ])  # fmt: skip
     spans = 1 + len(frames) + sum(_spans_in(child) for child in children)
     fact = (
         sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, trace_id, span_id, parent,
         int(connection[3]), state, start, max(end, start), _SERVER, None, values, (), links,
-        None, spans, (frames, tuple(children)), message_facts.TEMPLATE_MESSAGE,
+        None, spans, (frames, children), message_facts.TEMPLATE_MESSAGE,
     )  # fmt: skip
     for take in takers:
         take(fact)
