@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from opentelemetry.sdk.trace import SpanLimits
 
@@ -22,6 +23,7 @@ from tracer import vocab
 from tracer.export import facts, message_facts
 from tracer.export.accounting import DropReason
 from tracer.export.offload import SubprocessExporter
+from tracer.export.otlp_json import _attributes, items_to_otlp_bytes, layout_text, template_spans
 from tracer.export.pipeline import ExportPipeline
 from tracer.export.reader import load
 
@@ -186,3 +188,50 @@ async def _bid_in_a_room(url: str, bidders: int, bids: int) -> None:
     finally:
         for client in clients:
             await client.close()
+
+
+@pytest.mark.fast
+def test_text_from_the_wire_is_written_escaped_whatever_it_holds(check: TemplateCheck) -> None:
+    """Previews and errors go into the attributes' text as JSON strings: quotes, backslashes,
+    control characters, ``%`` (the text is laid out by ``%`` formatting) and non-ASCII text
+    come back as they went in."""
+    hostile = '%s %d %(x)s "q" \\ \n\t\x00 é€ 🎉 </script> {}'
+    room = Room(capture_payload=256)
+    record, app = room.open()
+    room.receive(record, app, hostile)
+    room.send(app, record, hostile, error='Failed "%s" \\ é')
+    room.handled(record, app)
+    (template,) = room.templates
+    origins = {template[facts.ORIGIN]: facts.origin_parts(template[facts.ORIGIN])}
+    line = json.loads(items_to_otlp_bytes(template_spans(template), origins))
+    (spans,) = [scope["spans"] for r in line["resourceSpans"] for scope in r["scopeSpans"]]
+    values = {
+        (span["name"], pair["key"]): pair["value"].get("stringValue")
+        for span in spans
+        for pair in span["attributes"]
+    }
+    assert values[vocab.WS_FRAME_RECEIVE, vocab.WS_PAYLOAD_PREVIEW] == hostile
+    assert values[vocab.WS_FRAME_SEND, vocab.WS_PAYLOAD_PREVIEW] == hostile
+    assert values[vocab.WS_MESSAGE_SEND, vocab.ERROR_TYPE] == 'Failed "%s" \\ é'
+    assert check.compared == 1  # and the bytes are those of the family fact (the fixture)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    "values",
+    [
+        (True, 0, 1, "text", True, 5, 6, 0, "0a0b0c0d", None, None, "%s"),
+        (False, 4, 8, "close", False, 2**70, 2, -1, None, 1000, "bye \"%d\"", None),
+        (1.5, (1, 2), None, "", b"raw", {"k": "v"}, 0, 0, None, None, None, None),
+    ],
+)
+def test_attributes_written_as_text_are_those_of_their_dict(values: tuple) -> None:
+    """Whatever the types (those a frame has, and others that take the general way), a
+    layout's text is what the attribute dict would be written as."""
+    code = {vocab.CODE_FUNCTION_NAME: "ws.%s", vocab.CODE_LINE_NUMBER: 7}
+    for with_code in (code, {}):
+        as_dict = message_facts.laid_out(with_code, message_facts.FRAME_LAYOUT, values)
+        text = layout_text(with_code, message_facts.FRAME_LAYOUT, values)
+        assert text is not None
+        assert orjson.dumps(orjson.Fragment(text)) == orjson.dumps(_attributes(as_dict))
+    assert layout_text({}, message_facts.FRAME_LAYOUT, (None,) * 12) is None

@@ -13,9 +13,11 @@ state are all decided in the server; the server sends a template only when the p
 ``SpanLimits`` cannot cut anything in a message's family (:func:`fits`), so the limits are
 decided there too.
 
-The attribute functions here (:func:`message_attributes`, :func:`frame_attributes`,
-:func:`send_attributes`, :func:`broadcast_attributes`) are the one layout of those spans: the
-server's emitters call them for spans built in the server as well.
+The layouts here (:data:`MESSAGE_LAYOUT`, :data:`FRAME_LAYOUT`, :data:`SEND_LAYOUT`,
+:data:`BROADCAST_LAYOUT`) are the one layout of those spans' attributes.  They are laid out as
+dicts (:func:`laid_out`: the server's emitters, for spans built in the server, and :func:`build`)
+or, by the export process that writes OTLP/JSON, straight as text
+(:func:`tracer.export.otlp_json.layout_text`).
 
 A template fact is a family fact's head — ``origin`` to ``dropped``, with the message's
 :data:`MessageValues` where the attributes go (a message in a trace of its own has its link to
@@ -33,6 +35,7 @@ or a broadcast
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tracer import vocab
@@ -69,8 +72,51 @@ _SPANS = 15
 _PARTS = 16
 
 
-def message_attributes(
-    code: Attributes,
+Layout = tuple[str, ...]
+"""The attributes of one kind of span after its ``code.*`` ones: their keys, in order.  A
+span's values come in the same order (:func:`message_values` …); a value that is ``None`` is
+left out, as the SDK leaves out an attribute set to ``None``."""
+
+MESSAGE_LAYOUT: Layout = (
+    vocab.WS_MESSAGE_TYPE, vocab.WS_MESSAGE_SIZE, vocab.MESSAGE_INDEX, vocab.CONNECTION_ID,
+    vocab.WS_MESSAGE_FRAMES, vocab.QUEUE_WAIT_NS, vocab.FRAMES_DROPPED, vocab.HANDLER_NS,
+    vocab.DELIVERED_NS, vocab.SENDS_DROPPED, vocab.MESSAGES_OVERFLOWED,
+)  # fmt: skip
+"""``ws.message.receive``."""
+FRAME_LAYOUT: Layout = (
+    vocab.WS_FIN, vocab.WS_RSV, vocab.WS_OPCODE, vocab.WS_OPCODE_NAME, vocab.WS_MASK,
+    vocab.WS_PAYLOAD_LENGTH, vocab.WS_HEADER_LENGTH, vocab.FRAME_OFFSET, vocab.WS_MASKING_KEY,
+    vocab.WS_CLOSE_CODE, vocab.WS_CLOSE_REASON, vocab.WS_PAYLOAD_PREVIEW,
+)  # fmt: skip
+"""``ws.frame.receive`` and ``ws.frame.send`` (and a frame as an event)."""
+SEND_LAYOUT: Layout = (
+    vocab.WS_MESSAGE_TYPE, vocab.WS_MESSAGE_SIZE, vocab.WS_MESSAGE_FRAMES, vocab.CONNECTION_ID,
+    vocab.ERROR_TYPE,
+)  # fmt: skip
+"""``ws.message.send`` (``error.type``: why it failed)."""
+BROADCAST_LAYOUT: Layout = (
+    vocab.BROADCAST_RECIPIENTS, vocab.CONNECTION_ID, vocab.BROADCAST_DETECTED,
+)  # fmt: skip
+"""``ws.broadcast``."""
+NO_CODE: Attributes = {}
+"""A span with no ``code.*`` attributes."""
+
+AttributeMaker = Callable[[Attributes, Layout, tuple[Any, ...]], Any]
+"""What makes a span's attributes of its ``code.*``, its layout and its values: a dict
+(:func:`laid_out`), or whatever the exporter writes (see :func:`build`)."""
+
+
+def laid_out(code: Attributes, layout: Layout, values: tuple[Any, ...]) -> Attributes:
+    """A span's attributes as a dict: its ``code.*``, then ``values`` under ``layout``'s keys
+    (those that are not ``None``)."""
+    attributes: Attributes = {**code}
+    for key, value in zip(layout, values, strict=True):
+        if value is not None:
+            attributes[key] = value
+    return attributes
+
+
+def message_values(
     message_type: str,
     size: int,
     index: int,
@@ -82,33 +128,23 @@ def message_attributes(
     delivered_ns: int,
     sends_dropped: int,
     overflowed: bool,
-) -> Attributes:
-    """``ws.message.receive``'s attributes; ``frames`` is ``None`` for a handling with no
-    received message (nothing came in, so no frames and no queue wait); ``overflowed``: a
-    message past its connection's ``max_messages_per_trace``, in a trace of its own."""
-    attributes: Attributes = {
-        **code,
-        vocab.WS_MESSAGE_TYPE: message_type,
-        vocab.WS_MESSAGE_SIZE: size,
-        vocab.MESSAGE_INDEX: index,
-        vocab.CONNECTION_ID: connection_id,
-    }
-    if frames is not None:
-        attributes[vocab.WS_MESSAGE_FRAMES] = frames
-        attributes[vocab.QUEUE_WAIT_NS] = queue_wait_ns
-        if frames_dropped:
-            attributes[vocab.FRAMES_DROPPED] = frames_dropped
-    attributes[vocab.HANDLER_NS] = handler_ns
-    attributes[vocab.DELIVERED_NS] = delivered_ns
-    if sends_dropped:
-        attributes[vocab.SENDS_DROPPED] = sends_dropped
-    if overflowed:
-        attributes[vocab.MESSAGES_OVERFLOWED] = True
-    return attributes
+) -> tuple[Any, ...]:
+    """``ws.message.receive``'s values in :data:`MESSAGE_LAYOUT`'s order; ``frames`` is
+    ``None`` for a handling with no received message (nothing came in, so no frames and no
+    queue wait); ``overflowed``: a message past its connection's ``max_messages_per_trace``,
+    in a trace of its own."""
+    no_message = frames is None
+    return (message_type, size, index, connection_id, frames,
+            None if no_message else queue_wait_ns, None if no_message else frames_dropped or None,
+            handler_ns, delivered_ns, sends_dropped or None, overflowed or None)  # fmt: skip
 
 
-def frame_attributes(
-    code: Attributes,
+def message_attributes(code: Attributes, *values: Any) -> Attributes:
+    """``ws.message.receive``'s attributes (``values``: :func:`message_values`' arguments)."""
+    return laid_out(code, MESSAGE_LAYOUT, message_values(*values))
+
+
+def frame_values(
     fin: bool,
     rsv: int,
     opcode: int,
@@ -120,51 +156,29 @@ def frame_attributes(
     close_code: int | None,
     close_reason: str | None,
     preview: str | None,
-) -> Attributes:
-    """A frame's attributes, after the ``code.*`` ones of the function that handled it; the
-    masking key as hex, the payload preview as text (redacted already)."""
-    attributes: Attributes = {
-        **code,
-        vocab.WS_FIN: fin,
-        vocab.WS_RSV: rsv,
-        vocab.WS_OPCODE: opcode,
-        vocab.WS_OPCODE_NAME: opcode_name(opcode),
-        vocab.WS_MASK: masked,
-        vocab.WS_PAYLOAD_LENGTH: payload_length,
-        vocab.WS_HEADER_LENGTH: header_length,
-        vocab.FRAME_OFFSET: offset,
-    }
-    if masking_key is not None:
-        attributes[vocab.WS_MASKING_KEY] = masking_key
-    if close_code is not None:
-        attributes[vocab.WS_CLOSE_CODE] = close_code
-    if close_reason is not None:
-        attributes[vocab.WS_CLOSE_REASON] = close_reason
-    if preview is not None:
-        attributes[vocab.WS_PAYLOAD_PREVIEW] = preview
-    return attributes
+) -> tuple[Any, ...]:
+    """A frame's values in :data:`FRAME_LAYOUT`'s order: the masking key as hex, the payload
+    preview as text (redacted already)."""
+    return (fin, rsv, opcode, opcode_name(opcode), masked, payload_length, header_length,
+            offset, masking_key, close_code, close_reason, preview)  # fmt: skip
+
+
+def frame_attributes(code: Attributes, *values: Any) -> Attributes:
+    """A frame's attributes, after the ``code.*`` ones of the function that handled it
+    (``values``: :func:`frame_values`' arguments)."""
+    return laid_out(code, FRAME_LAYOUT, frame_values(*values))
 
 
 def send_attributes(
     code: Attributes, message_type: str, size: int, frames: int, connection_id: int
 ) -> Attributes:
     """``ws.message.send``'s attributes (``connection_id``: the connection it went to)."""
-    return {
-        **code,
-        vocab.WS_MESSAGE_TYPE: message_type,
-        vocab.WS_MESSAGE_SIZE: size,
-        vocab.WS_MESSAGE_FRAMES: frames,
-        vocab.CONNECTION_ID: connection_id,
-    }
+    return laid_out(code, SEND_LAYOUT, (message_type, size, frames, connection_id, None))
 
 
 def broadcast_attributes(recipients: int, connection_id: int, detected: str) -> Attributes:
     """``ws.broadcast``'s attributes (``detected``: ``explicit`` or ``automatic``)."""
-    return {
-        vocab.BROADCAST_RECIPIENTS: recipients,
-        vocab.CONNECTION_ID: connection_id,
-        vocab.BROADCAST_DETECTED: detected,
-    }
+    return laid_out(NO_CODE, BROADCAST_LAYOUT, (recipients, connection_id, detected))
 
 
 def fits(limits: Any) -> bool:
@@ -185,42 +199,44 @@ def fits(limits: Any) -> bool:
 # --- The export process's half ----------------------------------------------------------------
 
 
-def build(template: tuple[Any, ...]) -> tuple[Any, ...]:
+def build(template: tuple[Any, ...], attributes: AttributeMaker = laid_out) -> tuple[Any, ...]:
     """The family fact a message template stands for (see the module's docstring): a plain
-    span fact when nothing was made under the message."""
+    span fact when nothing was made under the message.  ``attributes`` makes each span's
+    attributes: dicts by default; the OTLP/JSON writer makes their text at once
+    (:func:`tracer.export.otlp_json.encoded_template`)."""
     frames, children = template[_PARTS]
-    members = [_frame(vocab.WS_FRAME_RECEIVE, frame) for frame in frames]
+    members = [_frame(vocab.WS_FRAME_RECEIVE, frame, attributes) for frame in frames]
     members.extend(
-        _send(child) if child[0] == SEND else _broadcast(child) for child in children
+        _send(child, attributes) if child[0] == SEND else _broadcast(child, attributes)
+        for child in children
     )
-    fact = (*template[:_HEAD], message_attributes(*template[_HEAD]), *template[_HEAD + 1 : _SPANS])
+    code, *values = template[_HEAD]
+    head = attributes(code, MESSAGE_LAYOUT, message_values(*values))
+    fact = (*template[:_HEAD], head, *template[_HEAD + 1 : _SPANS])
     return (*fact, template[_SPANS], tuple(members)) if members else fact
 
 
-def _frame(name: str, values: FrameValues) -> tuple[Any, ...]:
-    span_id, start, end = values[:3]
-    return (span_id, name, start, max(end, start), _INTERNAL, None,
-            frame_attributes(*values[3:]), (), (), None, ())  # fmt: skip
+def _frame(name: str, values: FrameValues, attributes: AttributeMaker) -> tuple[Any, ...]:
+    span_id, start, end, code = values[:4]
+    laid = attributes(code, FRAME_LAYOUT, frame_values(*values[4:]))
+    return (span_id, name, start, max(end, start), _INTERNAL, None, laid, (), (), None, ())
 
 
-def _send(values: tuple[Any, ...]) -> tuple[Any, ...]:
+def _send(values: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
     _, span_id, start, end, code, message_type, size, count, connection_id, link, error, frames = (
         values
     )
-    attributes = send_attributes(code, message_type, size, count, connection_id)
-    status = None
-    if error is not None:
-        attributes[vocab.ERROR_TYPE] = error
-        status = (_ERROR, error)
+    laid = attributes(code, SEND_LAYOUT, (message_type, size, count, connection_id, error))
+    status = None if error is None else (_ERROR, error)
     links = () if link is None else (link,)
-    members = tuple(_frame(vocab.WS_FRAME_SEND, frame) for frame in frames)
+    members = tuple(_frame(vocab.WS_FRAME_SEND, frame, attributes) for frame in frames)
     return (span_id, vocab.WS_MESSAGE_SEND, start, max(end, start), _INTERNAL, status,
-            attributes, (), links, None, members)  # fmt: skip
+            laid, (), links, None, members)  # fmt: skip
 
 
-def _broadcast(values: tuple[Any, ...]) -> tuple[Any, ...]:
+def _broadcast(values: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
     _, span_id, start, end, connection_id, detected, sends = values
     last = max(send[3] for send in sends) if sends else end
+    laid = attributes(NO_CODE, BROADCAST_LAYOUT, (len(sends), connection_id, detected))
     return (span_id, vocab.WS_BROADCAST, start, max(end, start, last), _INTERNAL, None,
-            broadcast_attributes(len(sends), connection_id, detected), (), (), None,
-            tuple(_send(send) for send in sends))  # fmt: skip
+            laid, (), (), None, tuple(_send(send, attributes) for send in sends))  # fmt: skip

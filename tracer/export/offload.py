@@ -49,7 +49,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -536,19 +536,23 @@ def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
 
 
 def _rebuild_into(
-    batch: list[Any], items: list[Any], origins: dict[int, Any], keep_facts: bool = False
+    batch: list[Any],
+    items: list[Any],
+    origins: dict[int, Any],
+    keep_facts: bool = False,
+    expand: Callable[[facts.Fact], list[facts.Fact]] = facts.expand,
 ) -> int:
-    """Add ``items`` to ``batch``, facts (families expanded) built into spans or, with
-    ``keep_facts`` (an exporter that writes facts itself), checked and kept as plain span
-    facts; returns how many spans could not be (logged and counted as failed: one bad fact
-    must not end the export process)."""
+    """Add ``items`` to ``batch``, facts (families expanded by ``expand``) built into spans
+    or, with ``keep_facts`` (an exporter that writes facts itself), checked and kept as plain
+    span facts; returns how many spans could not be (logged and counted as failed: one bad
+    fact must not end the export process)."""
     failed = 0
     for item in items:
         if type(item) is not tuple:
             batch.append(item)
             continue
         try:
-            spans = facts.expand(item) if len(item) > facts.SPANS else (item,)
+            spans = expand(item) if len(item) > facts.SPANS else (item,)
             if keep_facts:
                 for fact in spans:
                     facts.check(fact, origins)
@@ -587,8 +591,10 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     batch: list[Any] = []
     counts = [0, 0]  # spans exported, failed
     origins: dict[int, tuple[Any, Any]] = {}  # of facts: (resource, scope) by number
-    # wstrace's file exporter writes facts as they are; any other gets ReadableSpans.
+    # wstrace's file exporter writes facts as they are (families expanded its own way); any
+    # other gets ReadableSpans.
     export_facts = getattr(exporter, "export_facts", None)
+    expand = getattr(exporter, "expand_fact", facts.expand)
 
     def export(spans: list[Any]) -> None:
         try:
@@ -607,8 +613,9 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
                 if message[3]:
                     origins.update(message[3])
                 counts[1] += _rebuild_into(
-                    batch, message[1], origins, keep_facts=export_facts is not None
-                )
+                    batch, message[1], origins, keep_facts=export_facts is not None,
+                    expand=expand,
+                )  # fmt: skip
                 if message[2]:
                     export(batch)
                     batch = []

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracer.export.facts import Fact
-from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes
+from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes, template_spans
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,13 @@ class OTLPJsonFileExporter(SpanExporter):
         spans its server sent as facts without building their ``ReadableSpan``\\s."""
         return self._export_lines(items, lambda chunk: items_to_otlp_bytes(chunk, origins))
 
+    @staticmethod
+    def expand_fact(item: Fact) -> list[Fact]:
+        """The plain span facts :meth:`export_facts` takes for a family fact
+        (:func:`~tracer.export.facts.expand`); a message template's with their attributes'
+        text made already (:func:`~tracer.export.otlp_json.template_spans`)."""
+        return template_spans(item)
+
     def _export_lines(
         self, spans: Sequence[Any], encode: Callable[[Sequence[Any]], bytes]
     ) -> SpanExportResult:
@@ -107,7 +114,8 @@ class OTLPJsonFileExporter(SpanExporter):
                 except OSError:
                     logger.exception("OTLPJsonFileExporter: could not write %s", self._path)
                     return SpanExportResult.FAILURE
-            time.sleep(0)  # let the server's event loop have the GIL between lines
+            if threading.active_count() > 1:  # in a server: let its event loop have the GIL
+                time.sleep(0)
         return SpanExportResult.SUCCESS
 
     def _write(self, data: bytes) -> None:

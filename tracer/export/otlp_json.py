@@ -33,9 +33,11 @@ import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from tracer.export.facts import Fact
+from tracer.export.facts import TEMPLATE, Fact, expand
+from tracer.export.message_facts import TEMPLATE_MESSAGE, Layout, build
 
 E = TypeVar("E")
+_TEXT = orjson.Fragment
 
 _FLAG_HAS_IS_REMOTE = 0x100
 _FLAG_IS_REMOTE = 0x200
@@ -122,7 +124,12 @@ def _int_prefix(key: str) -> str:
 
 def _attributes(attributes: Mapping[str, Any]) -> orjson.Fragment:
     """An attribute mapping as the JSON text of a ``KeyValue`` list."""
-    parts = []
+    return orjson.Fragment("[" + ",".join(_attribute_texts(attributes)) + "]")
+
+
+def _attribute_texts(attributes: Mapping[str, Any]) -> list[str]:
+    """Each attribute's ``KeyValue`` as JSON text."""
+    parts: list[str] = []
     add = parts.append
     # The SDK's BoundedAttributes takes a lock per item read; its plain dict is read-only here.
     for key, value in getattr(attributes, "_dict", attributes).items():
@@ -138,7 +145,107 @@ def _attributes(attributes: Mapping[str, Any]) -> orjson.Fragment:
             add(text)
         else:
             add(orjson.dumps({"key": key, "value": encode_value(value)}).decode())
-    return orjson.Fragment("[" + ",".join(parts) + "]")
+    return parts
+
+
+# --- Attributes of a message template: laid out straight as text ------------------------------
+#
+# A message's family is a few kinds of span, each with its attributes in one layout
+# (:mod:`tracer.export.message_facts`), and the values of one kind mostly come with the same
+# types (a frame: bool, int, int, str, bool, int, int, int, then a masking key or None …).  So
+# for each layout and each pattern of value types, one writer is made once: a ``%`` format of
+# the whole ``KeyValue`` list with a slot per value, each value turned into its JSON on the way
+# in.  A span's attribute text is then one call instead of a dict and a cache lookup per key.
+
+_string_texts: dict[str, str] = {}
+"""A short string → its JSON text (opcode names, message types: they repeat)."""
+_JSON_BOOL = ("false", "true")
+_NONE_TYPE = type(None)
+Writer = Callable[[str, tuple[Any, ...]], str]
+_writers: dict[tuple[int, tuple[type, ...]], Writer] = {}
+"""(id of a layout, the types of its values) → the writer of their ``KeyValue`` list, code
+text first.  Layouts are module constants: their ids stay theirs."""
+
+
+def _json_string(value: str) -> str:
+    text = _string_texts.get(value)
+    if text is None:
+        text = orjson.dumps(value).decode()
+        if len(value) < _CACHED_LENGTH and len(_string_texts) < _CACHE_LIMIT:
+            _string_texts[value] = text
+    return text
+
+
+def _json_value(value: Any) -> str:
+    """Any other attribute value's ``AnyValue``, as :func:`_attributes` writes it."""
+    return orjson.dumps(encode_value(value)).decode()
+
+
+def _writer(layout: Layout, types: tuple[type, ...]) -> Writer:
+    """The writer of ``layout``'s attributes for values of ``types``: ``writer(code_text,
+    values)`` (``code_text``: the ``code.*`` ``KeyValue`` items, or empty)."""
+    pieces: list[str] = []
+    arguments: list[str] = []
+    for index, (key, cls) in enumerate(zip(layout, types, strict=True)):
+        if cls is _NONE_TYPE:
+            continue  # left out, as laid_out leaves it out
+        head = orjson.dumps({"key": key}).decode()[:-1].replace("%", "%%") + ',"value":'
+        if cls is int:
+            pieces.append(head + '{"intValue":"%d"}}')
+            arguments.append(f"v[{index}]")
+        elif cls is str:
+            pieces.append(head + '{"stringValue":%s}}')
+            arguments.append(f"string(v[{index}])")
+        elif cls is bool:
+            pieces.append(head + '{"boolValue":%s}}')
+            arguments.append(f"BOOL[v[{index}]]")
+        else:
+            pieces.append(head + "%s}")
+            arguments.append(f"value(v[{index}])")
+    body = ",".join(pieces)
+    if not body:
+        return lambda code, _: "[" + code + "]" if code else ""
+    listed = "".join(argument + "," for argument in arguments)
+    source = f"lambda c, v: (WITH % (c, {listed}) if c else ALONE % ({listed}))"
+    names = {"string": _json_string, "BOOL": _JSON_BOOL, "value": _json_value,
+             "WITH": "[%s," + body + "]", "ALONE": "[" + body + "]"}  # fmt: skip
+    writer: Writer = eval(source, names)  # made here: quoted keys, and indexes into v
+    return writer
+
+
+_code_texts: dict[tuple[tuple[str, Any], ...], str] = {}
+"""The ``code.*`` attributes of a stage (a few dicts, sent with every message) → their text."""
+
+
+def _code_text(code: Mapping[str, Any]) -> str:
+    text = ",".join(_attribute_texts(code))
+    if len(_code_texts) < _CACHE_LIMIT:
+        _code_texts[tuple(code.items())] = text
+    return text
+
+
+def layout_text(code: Mapping[str, Any], layout: Layout, values: tuple[Any, ...]) -> str | None:
+    """:func:`~tracer.export.message_facts.laid_out`'s attributes as the JSON text of their
+    ``KeyValue`` list (what :func:`_attributes` makes of the dict), without the dict: the
+    attribute maker of :func:`template_spans`.  A fact holding its attributes as such a text
+    is written as it is by :func:`encode_fact`."""
+    types = tuple(map(type, values))
+    writer = _writers.get((id(layout), types))
+    if writer is None:
+        writer = _writer(layout, types)
+        if len(_writers) < _CACHE_LIMIT:
+            _writers[id(layout), types] = writer
+    code_text = (_code_texts.get(tuple(code.items())) or _code_text(code)) if code else ""
+    return writer(code_text, values) or None
+
+
+def template_spans(item: Fact) -> list[Fact]:
+    """The plain span facts of a pipeline item (:func:`tracer.export.facts.expand`); a
+    message template's with their attributes as text already (:func:`layout_text`), which
+    :func:`items_to_otlp_bytes` writes as they are: the same bytes, without making the dicts."""
+    if len(item) > TEMPLATE and item[TEMPLATE] == TEMPLATE_MESSAGE:
+        return expand(build(item, layout_text))
+    return expand(item)
 
 
 def _with_attributes(obj: dict[str, Any], attributes: Mapping[str, Any] | None) -> None:
@@ -299,13 +406,33 @@ def encode_span(span: ReadableSpan) -> dict[str, Any]:
 # --- Spans given as facts (the export process of wstrace serve) ---------------------------------
 
 
-def encode_fact(fact: Fact) -> dict[str, Any]:
+_CHILD_SPAN = (
+    '{"traceId":"%s","spanId":"%s","parentSpanId":"%s","name":%s,"kind":%d,'
+    '"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":%s,"status":{},"flags":256}'
+)
+"""A span with a parent in its own trace (neither remote nor with other flags: a fact holds its
+parent's span id alone then), a name, times and attributes, and nothing else: the object
+:func:`encode_fact` makes of it, as orjson writes it."""
+
+
+def encode_fact(fact: Fact) -> Any:
     """:func:`encode_span` of the span a :mod:`~tracer.export.facts` fact stands for, read
     from the fact itself: the same object, without building the ``ReadableSpan`` first."""
     (
         _, name, trace_id, span_id, parent, _, state, start, end, kind, status, attributes,
         events, links, dropped,
     ) = fact  # fmt: skip
+    if (
+        parent.__class__ is int and status is None and not (state or events or links or dropped)
+        and attributes.__class__ is str and name and start and end
+    ):  # fmt: skip
+        # A child of wstrace's with its attributes' text made already (a message template's
+        # spans): the object below, written at once.
+        return _TEXT(_CHILD_SPAN % (
+            trace_id.to_bytes(16, "big").hex(), span_id.to_bytes(8, "big").hex(),
+            parent.to_bytes(8, "big").hex(), _json_string(name), kind + 1, start, end,
+            attributes,
+        ))  # fmt: skip
     obj: dict[str, Any] = {
         "traceId": trace_id.to_bytes(16, "big").hex(),
         "spanId": span_id.to_bytes(8, "big").hex(),
@@ -328,7 +455,8 @@ def encode_fact(fact: Fact) -> dict[str, Any]:
         obj["endTimeUnixNano"] = str(end)
     attributes, dropped_attributes = _fact_attributes(attributes)
     if attributes:
-        obj["attributes"] = _attributes(attributes)
+        text = attributes.__class__ is str  # made by layout_text already
+        obj["attributes"] = _TEXT(attributes) if text else _attributes(attributes)
     if dropped_attributes:
         obj["droppedAttributesCount"] = dropped_attributes
     if events:
