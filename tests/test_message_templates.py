@@ -23,7 +23,7 @@ from tracer import vocab
 from tracer.export import facts, message_facts
 from tracer.export.accounting import DropReason
 from tracer.export.offload import SubprocessExporter
-from tracer.export.otlp_json import _attributes, items_to_otlp_bytes, layout_text, template_spans
+from tracer.export.otlp_json import _attributes, items_to_otlp_bytes, layout_text, written_template
 from tracer.export.pipeline import ExportPipeline
 from tracer.export.reader import load
 
@@ -203,7 +203,7 @@ def test_text_from_the_wire_is_written_escaped_whatever_it_holds(check: Template
     room.handled(record, app)
     (template,) = room.templates
     origins = {template[facts.ORIGIN]: facts.origin_parts(template[facts.ORIGIN])}
-    line = json.loads(items_to_otlp_bytes(template_spans(template), origins))
+    line = json.loads(items_to_otlp_bytes([written_template(template)], origins))
     (spans,) = [scope["spans"] for r in line["resourceSpans"] for scope in r["scopeSpans"]]
     values = {
         (span["name"], pair["key"]): pair["value"].get("stringValue")

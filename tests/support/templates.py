@@ -22,7 +22,7 @@ from tests.support.records import response_101, upgrade_request
 from tracer import vocab
 from tracer.config import TracerConfig
 from tracer.export import facts
-from tracer.export.otlp_json import items_to_otlp_bytes, template_spans
+from tracer.export.otlp_json import items_to_otlp_bytes, written_template
 from tracer.recorder import ConnectionRecord, Recorder
 from tracer.recorder.emit import messages
 from tracer.wire import Opcode, encode_frame
@@ -100,12 +100,12 @@ class TemplateCheck:
         expected = [one for fact in made for one in facts.expand(fact)]
         origins = {template[facts.ORIGIN]: facts.origin_parts(template[facts.ORIGIN])}
         line = items_to_otlp_bytes(expected, origins)
-        # Both ways the export process may write it: from the family fact, and from the
-        # spans whose attributes it writes straight as text.
+        # Both ways the export process may write it: from the family fact, and straight
+        # from the template's values.
         return (
             spans == expected
             and items_to_otlp_bytes(spans, origins) == line
-            and items_to_otlp_bytes(template_spans(template), origins) == line
+            and items_to_otlp_bytes([written_template(template)], origins) == line
         )
 
 

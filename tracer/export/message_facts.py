@@ -66,6 +66,7 @@ provider allowing this many needs no cut on any of them."""
 _ERROR = 2
 """``StatusCode.ERROR``'s value, as a fact holds a status."""
 _INTERNAL = 0
+_SPAN_ID = 3
 _HEAD = 11
 """Fields of a fact before its attributes (see :class:`tracer.export.facts.Field`)."""
 _SPANS = 15
@@ -202,41 +203,95 @@ def fits(limits: Any) -> bool:
 def build(template: tuple[Any, ...], attributes: AttributeMaker = laid_out) -> tuple[Any, ...]:
     """The family fact a message template stands for (see the module's docstring): a plain
     span fact when nothing was made under the message.  ``attributes`` makes each span's
-    attributes: dicts by default; the OTLP/JSON writer makes their text at once
-    (:func:`tracer.export.otlp_json.encoded_template`)."""
+    attributes: dicts by default (:func:`laid_out`)."""
     frames, children = template[_PARTS]
-    members = [_frame(vocab.WS_FRAME_RECEIVE, frame, attributes) for frame in frames]
-    members.extend(
-        _send(child, attributes) if child[0] == SEND else _broadcast(child, attributes)
-        for child in children
-    )
-    code, *values = template[_HEAD]
-    head = attributes(code, MESSAGE_LAYOUT, message_values(*values))
-    fact = (*template[:_HEAD], head, *template[_HEAD + 1 : _SPANS])
+    members = [_member(_frame_parts(vocab.WS_FRAME_RECEIVE, frame), attributes) for frame in frames]
+    for child in children:
+        make = _send_member if child[0] == SEND else _broadcast_member
+        members.append(make(child, attributes))
+    fact = message_fact(template, attributes)
     return (*fact, template[_SPANS], tuple(members)) if members else fact
 
 
-def _frame(name: str, values: FrameValues, attributes: AttributeMaker) -> tuple[Any, ...]:
+def message_fact(template: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
+    """The plain span fact of a template's message, its attributes made by ``attributes``."""
+    code, *values = template[_HEAD]
+    laid = attributes(code, MESSAGE_LAYOUT, message_values(*values))
+    return (*template[:_HEAD], laid, *template[_HEAD + 1 : _SPANS])
+
+
+SpanParts = tuple[Any, ...]
+"""One span under a template's message: ``(span_id, name, start, end, status, links, code,
+layout, values)``, its attributes still to be laid out."""
+
+
+def spans_below(template: tuple[Any, ...]) -> list[tuple[int, SpanParts]]:
+    """``(parent span id, parts)`` of each span under a template's message, in the order
+    :func:`tracer.export.facts.expand` gives the family's spans (children before their
+    parent): for writing them out without making the family first."""
+    message_id = template[_SPAN_ID]
+    frames, children = template[_PARTS]
+    below = [(message_id, _frame_parts(vocab.WS_FRAME_RECEIVE, frame)) for frame in frames]
+    for child in children:
+        if child[0] == SEND:
+            _send_below(below, message_id, child)
+        else:
+            parts, sends = _broadcast_parts(child)
+            for send in sends:
+                _send_below(below, parts[0], send)
+            below.append((message_id, parts))
+    return below
+
+
+def _send_below(
+    below: list[tuple[int, SpanParts]], parent_id: int, values: tuple[Any, ...]
+) -> None:
+    parts, frames = _send_parts(values)
+    below.extend((parts[0], _frame_parts(vocab.WS_FRAME_SEND, frame)) for frame in frames)
+    below.append((parent_id, parts))
+
+
+def _frame_parts(name: str, values: FrameValues) -> SpanParts:
     span_id, start, end, code = values[:4]
-    laid = attributes(code, FRAME_LAYOUT, frame_values(*values[4:]))
-    return (span_id, name, start, max(end, start), _INTERNAL, None, laid, (), (), None, ())
+    return (span_id, name, start, max(end, start), None, (), code, FRAME_LAYOUT,
+            frame_values(*values[4:]))  # fmt: skip
 
 
-def _send(values: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
+def _send_parts(values: tuple[Any, ...]) -> tuple[SpanParts, tuple[FrameValues, ...]]:
     _, span_id, start, end, code, message_type, size, count, connection_id, link, error, frames = (
         values
     )
-    laid = attributes(code, SEND_LAYOUT, (message_type, size, count, connection_id, error))
     status = None if error is None else (_ERROR, error)
     links = () if link is None else (link,)
-    members = tuple(_frame(vocab.WS_FRAME_SEND, frame, attributes) for frame in frames)
-    return (span_id, vocab.WS_MESSAGE_SEND, start, max(end, start), _INTERNAL, status,
-            laid, (), links, None, members)  # fmt: skip
+    laid = (message_type, size, count, connection_id, error)
+    return (span_id, vocab.WS_MESSAGE_SEND, start, max(end, start), status, links, code,
+            SEND_LAYOUT, laid), frames  # fmt: skip
 
 
-def _broadcast(values: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
+def _broadcast_parts(values: tuple[Any, ...]) -> tuple[SpanParts, tuple[tuple[Any, ...], ...]]:
     _, span_id, start, end, connection_id, detected, sends = values
     last = max(send[3] for send in sends) if sends else end
-    laid = attributes(NO_CODE, BROADCAST_LAYOUT, (len(sends), connection_id, detected))
-    return (span_id, vocab.WS_BROADCAST, start, max(end, start, last), _INTERNAL, None,
-            laid, (), (), None, tuple(_send(send, attributes) for send in sends))  # fmt: skip
+    laid = (len(sends), connection_id, detected)
+    return (span_id, vocab.WS_BROADCAST, start, max(end, start, last), None, (), NO_CODE,
+            BROADCAST_LAYOUT, laid), sends  # fmt: skip
+
+
+def _member(
+    parts: SpanParts, attributes: AttributeMaker, members: tuple[Any, ...] = ()
+) -> tuple[Any, ...]:
+    span_id, name, start, end, status, links, code, layout, values = parts
+    laid = attributes(code, layout, values)
+    return (span_id, name, start, end, _INTERNAL, status, laid, (), links, None, members)
+
+
+def _send_member(values: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
+    parts, frames = _send_parts(values)
+    frame_members = tuple(
+        _member(_frame_parts(vocab.WS_FRAME_SEND, frame), attributes) for frame in frames
+    )
+    return _member(parts, attributes, frame_members)
+
+
+def _broadcast_member(values: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
+    parts, sends = _broadcast_parts(values)
+    return _member(parts, attributes, tuple(_send_member(send, attributes) for send in sends))

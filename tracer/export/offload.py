@@ -535,35 +535,51 @@ def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
     return exporter
 
 
+FactExpander = Callable[[facts.Fact, dict[int, Any]], list[Any]]
+"""An exporter's ``expand_fact(item, origins)``: what its ``export_facts`` takes for a family
+fact (see :class:`~tracer.export.otlp_file.OTLPJsonFileExporter`)."""
+
+
+def _expand(item: facts.Fact, origins: dict[int, Any]) -> list[Any]:
+    return facts.expand(item)
+
+
 def _rebuild_into(
     batch: list[Any],
     items: list[Any],
     origins: dict[int, Any],
     keep_facts: bool = False,
-    expand: Callable[[facts.Fact], list[facts.Fact]] = facts.expand,
-) -> int:
-    """Add ``items`` to ``batch``, facts (families expanded by ``expand``) built into spans
-    or, with ``keep_facts`` (an exporter that writes facts itself), checked and kept as plain
-    span facts; returns how many spans could not be (logged and counted as failed: one bad
-    fact must not end the export process)."""
-    failed = 0
+    expand: FactExpander = _expand,
+) -> tuple[int, int]:
+    """Add ``items`` to ``batch``: facts built into spans or, with ``keep_facts`` (an
+    exporter that writes facts itself), checked and kept as plain span facts, families as
+    ``expand`` makes them; returns how many spans were added and how many could not be
+    (logged and counted as failed: one bad fact must not end the export process)."""
+    added = failed = 0
     for item in items:
         if type(item) is not tuple:
             batch.append(item)
+            added += 1
             continue
         try:
-            spans = expand(item) if len(item) > facts.SPANS else (item,)
-            if keep_facts:
+            if len(item) <= facts.SPANS:
+                if keep_facts:
+                    facts.check(item, origins)
+                batch.append(item if keep_facts else facts.rebuild(item, origins))
+            elif keep_facts:
+                spans = expand(item, origins)
                 for fact in spans:
-                    facts.check(fact, origins)
+                    if type(fact) is tuple:  # (not spans the exporter has written already)
+                        facts.check(fact, origins)
                 batch.extend(spans)
             else:
-                batch.extend([facts.rebuild(fact, origins) for fact in spans])
+                batch.extend([facts.rebuild(fact, origins) for fact in facts.expand(item)])
+            added += facts.span_count(item)
         except Exception:
             if not failed:
                 logger.exception("wstrace export process: a span could not be rebuilt")
             failed += facts.span_count(item)
-    return failed
+    return added, failed
 
 
 def _tune_collector() -> None:
@@ -589,12 +605,12 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     exporter = _build_exporter(first[1], first[2])
     _tune_collector()
     batch: list[Any] = []
-    counts = [0, 0]  # spans exported, failed
+    counts = [0, 0, 0]  # spans exported, failed; spans in the batch
     origins: dict[int, tuple[Any, Any]] = {}  # of facts: (resource, scope) by number
     # wstrace's file exporter writes facts as they are (families expanded its own way); any
     # other gets ReadableSpans.
     export_facts = getattr(exporter, "export_facts", None)
-    expand = getattr(exporter, "expand_fact", facts.expand)
+    expand = getattr(exporter, "expand_fact", _expand)
 
     def export(spans: list[Any]) -> None:
         try:
@@ -605,29 +621,32 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
         except Exception:
             logger.exception("the exporter raised")
             ok = False
-        counts[0 if ok else 1] += len(spans)
+        counts[0 if ok else 1] += counts[2]
+        counts[2] = 0
 
     try:
         while (message := _read_message(stdin)) is not None:
             if message[0] == "spans":
                 if message[3]:
                     origins.update(message[3])
-                counts[1] += _rebuild_into(
+                added, failed = _rebuild_into(
                     batch, message[1], origins, keep_facts=export_facts is not None,
                     expand=expand,
                 )  # fmt: skip
+                counts[1] += failed
+                counts[2] += added
                 if message[2]:
                     export(batch)
                     batch = []
             elif message[0] == "flush":
                 exporter.force_flush()
-                stdout.write(b"%d %d %d\n" % (message[1], *counts))
+                stdout.write(b"%d %d %d\n" % (message[1], *counts[:2]))
                 stdout.flush()
     finally:
         if batch:  # the parent stopped in the middle of a batch: keep what came
             export(batch)
         exporter.shutdown()
-        stdout.write(b"end %d %d\n" % tuple(counts))
+        stdout.write(b"end %d %d\n" % tuple(counts[:2]))
         stdout.flush()
     return 0
 

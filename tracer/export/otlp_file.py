@@ -22,8 +22,9 @@ from typing import Any, BinaryIO
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracer.export.facts import Fact
-from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes, template_spans
+from tracer.export.facts import SPANS, TEMPLATE, Fact, check, expand
+from tracer.export.message_facts import TEMPLATE_MESSAGE
+from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes, written_template
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +89,15 @@ class OTLPJsonFileExporter(SpanExporter):
         return self._export_lines(items, lambda chunk: items_to_otlp_bytes(chunk, origins))
 
     @staticmethod
-    def expand_fact(item: Fact) -> list[Fact]:
-        """The plain span facts :meth:`export_facts` takes for a family fact
-        (:func:`~tracer.export.facts.expand`); a message template's with their attributes'
-        text made already (:func:`~tracer.export.otlp_json.template_spans`)."""
-        return template_spans(item)
+    def expand_fact(item: Fact, origins: Mapping[int, Any]) -> list[Any]:
+        """What :meth:`export_facts` takes for a family fact: its spans' facts
+        (:func:`~tracer.export.facts.expand`), or, for a message template, its spans written
+        already (:func:`~tracer.export.otlp_json.written_template`; raises if it could not
+        be written)."""
+        if len(item) > TEMPLATE and item[TEMPLATE] == TEMPLATE_MESSAGE:
+            check(item[:SPANS], origins)
+            return [written_template(item)]
+        return expand(item)
 
     def _export_lines(
         self, spans: Sequence[Any], encode: Callable[[Sequence[Any]], bytes]

@@ -33,11 +33,12 @@ import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from tracer.export.facts import TEMPLATE, Fact, expand
-from tracer.export.message_facts import TEMPLATE_MESSAGE, Layout, build
+from tracer.export.facts import Fact
+from tracer.export.message_facts import Layout, message_fact, spans_below
 
 E = TypeVar("E")
 _TEXT = orjson.Fragment
+_INTERNAL_KIND = SpanKind.INTERNAL.value + 1
 
 _FLAG_HAS_IS_REMOTE = 0x100
 _FLAG_IS_REMOTE = 0x200
@@ -213,39 +214,71 @@ def _writer(layout: Layout, types: tuple[type, ...]) -> Writer:
     return writer
 
 
-_code_texts: dict[tuple[tuple[str, Any], ...], str] = {}
-"""The ``code.*`` attributes of a stage (a few dicts, sent with every message) → their text."""
+_code_texts: dict[int, tuple[Mapping[str, Any], str]] = {}
+"""id of a ``code.*`` dict → the dict (kept, so that the id stays its own) and its text.  A
+stage's dict is one object in the server, and in each batch the export process receives."""
+_CODE_TEXTS = 256
+"""Entries :data:`_code_texts` holds at most (a few stages a batch: then it starts again)."""
 
 
 def _code_text(code: Mapping[str, Any]) -> str:
+    known = _code_texts.get(id(code))
+    if known is not None and known[0] is code:
+        return known[1]
     text = ",".join(_attribute_texts(code))
-    if len(_code_texts) < _CACHE_LIMIT:
-        _code_texts[tuple(code.items())] = text
+    if len(_code_texts) >= _CODE_TEXTS:
+        _code_texts.clear()
+    _code_texts[id(code)] = (code, text)
     return text
 
 
 def layout_text(code: Mapping[str, Any], layout: Layout, values: tuple[Any, ...]) -> str | None:
     """:func:`~tracer.export.message_facts.laid_out`'s attributes as the JSON text of their
     ``KeyValue`` list (what :func:`_attributes` makes of the dict), without the dict: the
-    attribute maker of :func:`template_spans`.  A fact holding its attributes as such a text
-    is written as it is by :func:`encode_fact`."""
+    attribute maker of :func:`written_template`.  A fact holding its attributes as such a
+    text is written as it is by :func:`encode_fact`."""
     types = tuple(map(type, values))
     writer = _writers.get((id(layout), types))
     if writer is None:
         writer = _writer(layout, types)
         if len(_writers) < _CACHE_LIMIT:
             _writers[id(layout), types] = writer
-    code_text = (_code_texts.get(tuple(code.items())) or _code_text(code)) if code else ""
-    return writer(code_text, values) or None
+    return writer(_code_text(code) if code else "", values) or None
 
 
-def template_spans(item: Fact) -> list[Fact]:
-    """The plain span facts of a pipeline item (:func:`tracer.export.facts.expand`); a
-    message template's with their attributes as text already (:func:`layout_text`), which
-    :func:`items_to_otlp_bytes` writes as they are: the same bytes, without making the dicts."""
-    if len(item) > TEMPLATE and item[TEMPLATE] == TEMPLATE_MESSAGE:
-        return expand(build(item, layout_text))
-    return expand(item)
+class Written:
+    """Spans of one origin written as OTLP/JSON already (:func:`written_template`):
+    :func:`items_to_otlp_bytes` puts them in its line as they are."""
+
+    __slots__ = ("origin", "spans")
+
+    def __init__(self, origin: int, spans: list[Any]) -> None:
+        self.origin = origin
+        self.spans = spans
+
+
+def written_template(template: Fact) -> Written:
+    """A message template's spans written from its values
+    (:func:`~tracer.export.message_facts.spans_below`), attributes by :func:`layout_text`: the
+    bytes :func:`encode_fact` writes for the spans of the family it stands for, in the same
+    order, without making the family, its spans' facts or their attribute dicts."""
+    number, _, trace_id, _, _, flags, state = template[:7]
+    trace_hex = trace_id.to_bytes(16, "big").hex()
+    spans: list[Any] = []
+    add = spans.append
+    for parent_id, parts in spans_below(template):
+        own_id, name, start, end, status, links, code, layout, values = parts
+        attributes = layout_text(code, layout, values)
+        if status is None and not (links or state) and start and attributes:
+            add(_TEXT(_CHILD_SPAN % (
+                trace_hex, own_id.to_bytes(8, "big").hex(), parent_id.to_bytes(8, "big").hex(),
+                _json_string(name), _INTERNAL_KIND, start, end, attributes,
+            )))  # fmt: skip
+        else:
+            add(encode_fact((number, name, trace_id, own_id, parent_id, flags, state, start, end,
+                             0, status, attributes, (), links, None)))  # fmt: skip
+    add(encode_fact(message_fact(template, layout_text)))
+    return Written(number, spans)
 
 
 def _with_attributes(obj: dict[str, Any], attributes: Mapping[str, Any] | None) -> None:
@@ -515,7 +548,8 @@ def _grouped(
 ) -> dict[Any, dict[Any, list[E]]]:
     """Encoded spans by resource, then by instrumentation scope, in first-seen order — as the
     SDK's protobuf encoder groups them.  With ``origins``, facts among the spans are encoded
-    by :func:`encode_fact` and take their resource and scope from there.
+    by :func:`encode_fact` and take their resource and scope from there, as do spans
+    :class:`Written` already.
 
     Grouped by identity first: Resource and InstrumentationScope hash by serialising their
     attributes, far too slow per span; equal objects that are not identical merge after.
@@ -524,16 +558,19 @@ def _grouped(
     for span in spans:
         if origins is not None and span.__class__ is tuple:
             resource, scope = origins[span[0]]
-            scope = scope or None
-            encoded: Any = encode_fact(span)
+            encoded: list[Any] = [encode_fact(span)]
+        elif origins is not None and span.__class__ is Written:
+            resource, scope = origins[span.origin]
+            encoded = span.spans
         else:
-            resource, scope = span.resource, span.instrumentation_scope or None
-            encoded = encode(span)
+            resource, scope = span.resource, span.instrumentation_scope
+            encoded = [encode(span)]
+        scope = scope or None
         key = (id(resource), id(scope))
         group = by_identity.get(key)
         if group is None:
             group = by_identity[key] = (resource, scope, [])
-        group[2].append(encoded)
+        group[2].extend(encoded)
     grouped: dict[Any, dict[Any, list[E]]] = {}
     for resource, scope, encoded in by_identity.values():
         grouped.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
