@@ -235,3 +235,25 @@ def test_attributes_written_as_text_are_those_of_their_dict(values: tuple) -> No
         assert text is not None
         assert orjson.dumps(orjson.Fragment(text)) == orjson.dumps(_attributes(as_dict))
     assert layout_text({}, message_facts.FRAME_LAYOUT, (None,) * 12) is None
+
+
+def test_a_template_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
+    """In the export process, a template whose values cannot be written (a span id wider than
+    its 8 bytes, deep in its frames) counts all its spans failed; the one beside it is
+    written."""
+    room = Room()
+    record, app = room.open()
+    for n in range(2):
+        room.receive(record, app, f"bid {n}")
+        room.send(app, record, "ok")
+        room.handled(record, app)
+    good, bad = room.templates
+    frames, children = bad[facts.TEMPLATE - 1]
+    broken_frame = (2**70, *frames[0][1:])
+    broken = (*bad[: facts.TEMPLATE - 1], ((broken_frame,), children), bad[facts.TEMPLATE])
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export([broken, good]).name == "SUCCESS"
+    exporter.shutdown()
+    spans = facts.span_count(good)
+    assert exporter.outcome() == (spans, spans, 2 * spans)
+    assert len(load([tmp_path / "out.otlp.jsonl"]).spans) == spans
