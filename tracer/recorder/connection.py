@@ -87,6 +87,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         "handshake_end",
         "handshake_ends_on_response",
         "handshake_error",
+        "handshake_link_fact",
         "handshake_start",
         "held_request",
         "http",
@@ -184,6 +185,9 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.open_spans = [self.span]
         self.guard = guard(self, self.open_spans)  # ends them if the server forgets us
         self.span_context = self.span.get_span_context()
+        self.handshake_link_fact: tuple[Any, ...] | None = None
+        """A message in a trace of its own links to this connection: the link as a template
+        holds it, made once (see emit.templates)."""
         self.inert = not self.recording and (
             self.config.shape == vocab.SHAPE_CONNECTION or self.config.message_sampling == "inherit"
         )

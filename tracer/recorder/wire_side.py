@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 _PING_PONG = (Opcode.PING, Opcode.PONG)
 _MESSAGE_START = (Opcode.TEXT, Opcode.BINARY)
 _DATA_OPCODES = (Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY)
+_CONTINUATION = int(Opcode.CONTINUATION)
+_CLOSE = int(Opcode.CLOSE)
+"""As plain ints: an enum member read off its class costs a lookup on every frame."""
 _FINISHED = int(Phase.FINISHED)
 
 
@@ -232,10 +235,10 @@ class WireSide:
         frame = record.frame
         opcode = frame.opcode
         if opcode in _MESSAGE_START or (
-            opcode == Opcode.CONTINUATION and self.assembling is not None
+            opcode == _CONTINUATION and self.assembling is not None
         ):
             message = self.assembling
-            if opcode != Opcode.CONTINUATION or message is None:
+            if opcode != _CONTINUATION or message is None:
                 message = self.assembling = InMessage(record.start, [], opcode)
             if (
                 len(message.frames) < self.config.max_frames_per_message
@@ -255,7 +258,7 @@ class WireSide:
                     self._release(completed.pop(0))
                     self.recorder.stats["messages_dropped"] += 1
                 completed.append(message)
-        elif opcode == Opcode.CLOSE:
+        elif opcode == _CLOSE:
             self._on_close_frame(vocab.INITIATOR_CLIENT, record)
 
     def _release(self, message: InMessage) -> InMessage:
@@ -264,7 +267,7 @@ class WireSide:
         return message
 
     def _on_server_frame(self, record: FrameRecord) -> None:
-        if record.frame.opcode == Opcode.CLOSE:
+        if record.frame.opcode == _CLOSE:
             self._on_close_frame(vocab.INITIATOR_SERVER, record)
             return
         send = self.current_send

@@ -77,7 +77,10 @@ def emit_template(
         state = tuple(state.items()) if state else None
     else:  # its own trace, sampled as the connection's, linked to it (see SdkParts.root)
         trace_id, parent, state = sdk.new_trace_id(), None, None
-        links = (facts.fact_link(handshake_link(connection)),)
+        link = record.handshake_link_fact
+        if link is None:
+            link = record.handshake_link_fact = facts.fact_link(handshake_link(connection))
+        links = (link,)
     span_id = new_id()
     frames_on = record.config.frames == vocab.FRAMES_SPANS
     message = handling.message
