@@ -210,7 +210,7 @@ def _writer(layout: Layout, types: tuple[type, ...]) -> Writer:
     source = f"lambda c, v: (WITH % (c, {listed}) if c else ALONE % ({listed}))"
     names = {"string": _json_string, "BOOL": _JSON_BOOL, "value": _json_value,
              "WITH": "[%s," + body + "]", "ALONE": "[" + body + "]"}  # fmt: skip
-    writer: Writer = eval(source, names)  # made here: quoted keys, and indexes into v
+    writer: Writer = eval(source, names)  # the source holds indexes into v, nothing else
     return writer
 
 
@@ -270,10 +270,8 @@ def written_template(template: Fact) -> Written:
         own_id, name, start, end, status, links, code, layout, values = parts
         attributes = layout_text(code, layout, values)
         if status is None and not (links or state) and start and attributes:
-            add(_TEXT(_CHILD_SPAN % (
-                trace_hex, own_id.to_bytes(8, "big").hex(), parent_id.to_bytes(8, "big").hex(),
-                _json_string(name), _INTERNAL_KIND, start, end, attributes,
-            )))  # fmt: skip
+            add(_child_span(trace_hex, own_id, parent_id, name, _INTERNAL_KIND, start, end,
+                            attributes))  # fmt: skip
         else:
             add(encode_fact((number, name, trace_id, own_id, parent_id, flags, state, start, end,
                              0, status, attributes, (), links, None)))  # fmt: skip
@@ -448,6 +446,17 @@ parent's span id alone then), a name, times and attributes, and nothing else: th
 :func:`encode_fact` makes of it, as orjson writes it."""
 
 
+def _child_span(
+    trace_hex: str, span_id: int, parent_id: int, name: str, kind: int, start: int, end: int,
+    attributes: str,
+) -> Any:
+    """:data:`_CHILD_SPAN` filled in (``kind``: its OTLP number)."""
+    return _TEXT(_CHILD_SPAN % (
+        trace_hex, span_id.to_bytes(8, "big").hex(), parent_id.to_bytes(8, "big").hex(),
+        _json_string(name), kind, start, end, attributes,
+    ))  # fmt: skip
+
+
 def encode_fact(fact: Fact) -> Any:
     """:func:`encode_span` of the span a :mod:`~tracer.export.facts` fact stands for, read
     from the fact itself: the same object, without building the ``ReadableSpan`` first."""
@@ -461,11 +470,8 @@ def encode_fact(fact: Fact) -> Any:
     ):  # fmt: skip
         # A child of wstrace's with its attributes' text made already (a message template's
         # spans): the object below, written at once.
-        return _TEXT(_CHILD_SPAN % (
-            trace_id.to_bytes(16, "big").hex(), span_id.to_bytes(8, "big").hex(),
-            parent.to_bytes(8, "big").hex(), _json_string(name), kind + 1, start, end,
-            attributes,
-        ))  # fmt: skip
+        trace_hex = trace_id.to_bytes(16, "big").hex()
+        return _child_span(trace_hex, span_id, parent, name, kind + 1, start, end, attributes)
     obj: dict[str, Any] = {
         "traceId": trace_id.to_bytes(16, "big").hex(),
         "spanId": span_id.to_bytes(8, "big").hex(),
@@ -613,9 +619,9 @@ def items_to_otlp_bytes(
     items: Sequence[ReadableSpan | Fact], origins: Mapping[int, tuple[Any, Any]]
 ) -> bytes:
     """:func:`spans_to_otlp_bytes` for spans of which some are given as their facts (plain span
-    facts, not families: see :func:`tracer.export.facts.expand`), ``origins`` holding the
-    resource and scope of each fact's origin number: the same bytes as for the spans the
-    facts stand for."""
+    facts, not families: see :func:`tracer.export.facts.expand`) or :class:`Written` already,
+    ``origins`` holding the resource and scope of each fact's origin number: the same bytes as
+    for the spans the facts stand for."""
     return orjson.dumps(_request(items, origins), option=orjson.OPT_APPEND_NEWLINE)
 
 
