@@ -23,7 +23,14 @@ from tracer import vocab
 from tracer.export import facts, message_facts
 from tracer.export.accounting import DropReason
 from tracer.export.offload import SubprocessExporter
-from tracer.export.otlp_json import _attributes, items_to_otlp_bytes, layout_text, written_template
+from tracer.export.otlp_file import SPANS_PER_LINE, OTLPJsonFileExporter
+from tracer.export.otlp_json import (
+    Written,
+    _attributes,
+    items_to_otlp_bytes,
+    layout_text,
+    written_template,
+)
 from tracer.export.pipeline import ExportPipeline
 from tracer.export.reader import load
 
@@ -257,3 +264,29 @@ def test_a_template_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
     spans = facts.span_count(good)
     assert exporter.outcome() == (spans, spans, 2 * spans)
     assert len(load([tmp_path / "out.otlp.jsonl"]).spans) == spans
+
+
+@pytest.mark.fast
+def test_templates_written_already_are_lined_up_as_many_spans(tmp_path: Path) -> None:
+    """A file line holds at most SPANS_PER_LINE spans whether they came as facts or as
+    templates written already (a template stands for several)."""
+    room = Room()
+    record, app = room.open()
+    for n in range(40):
+        room.receive(record, app, f"bid {n}")
+        room.send(app, record, "ok")
+        room.handled(record, app)
+    templates = room.templates
+    origins = {t[facts.ORIGIN]: facts.origin_parts(t[facts.ORIGIN]) for t in templates}
+    path = tmp_path / "out.otlp.jsonl"
+    exporter = OTLPJsonFileExporter(path=str(path))
+    items = [one for t in templates for one in exporter.expand_fact(t, origins)]
+    assert all(isinstance(item, Written) for item in items)
+    assert exporter.export_facts(items, origins).name == "SUCCESS"
+    exporter.shutdown()
+    per_line = [
+        sum(len(scope["spans"]) for r in request["resourceSpans"] for scope in r["scopeSpans"])
+        for request in map(json.loads, path.read_text().splitlines())
+    ]
+    assert sum(per_line) == sum(facts.span_count(t) for t in templates) == 160
+    assert max(per_line) <= SPANS_PER_LINE and len(per_line) == -(-160 // SPANS_PER_LINE)

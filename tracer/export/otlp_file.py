@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,7 +24,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracer.export.facts import SPANS, TEMPLATE, Fact, check, expand
 from tracer.export.message_facts import TEMPLATE_MESSAGE
-from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes, written_template
+from tracer.export.otlp_json import (
+    Written,
+    items_to_otlp_bytes,
+    spans_to_otlp_bytes,
+    written_template,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,22 @@ SPANS_PER_LINE = 64
 in one go would stall the traced server's event loop for milliseconds, so a batch is
 written as several lines (each a complete ``{"resourceSpans": ...}`` object) and the GIL is
 handed back between them."""
+
+
+def _lines(items: Sequence[Any]) -> Iterator[list[Any]]:
+    """``items`` in lines of at most :data:`SPANS_PER_LINE` spans, spans :class:`Written`
+    already counted as many as they are (more than that go on a line of their own)."""
+    line: list[Any] = []
+    spans = 0
+    for item in items:
+        count = len(item.spans) if item.__class__ is Written else 1
+        if line and spans + count > SPANS_PER_LINE:
+            yield line
+            line, spans = [], 0
+        line.append(item)
+        spans += count
+    if line:
+        yield line
 
 
 class OTLPJsonFileExporter(SpanExporter):
@@ -107,9 +128,9 @@ class OTLPJsonFileExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
-        for first in range(0, len(spans), SPANS_PER_LINE):
+        for line in _lines(spans):
             try:
-                data = encode(spans[first : first + SPANS_PER_LINE])
+                data = encode(line)
             except Exception:
                 logger.exception("OTLPJsonFileExporter: could not encode %d spans", len(spans))
                 return SpanExportResult.FAILURE
