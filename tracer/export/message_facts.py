@@ -104,7 +104,8 @@ NO_CODE: Attributes = {}
 
 AttributeMaker = Callable[[Attributes, Layout, tuple[Any, ...]], Any]
 """What makes a span's attributes of its ``code.*``, its layout and its values: a dict
-(:func:`laid_out`), or whatever the exporter writes (see :func:`build`)."""
+(:func:`laid_out`), or the text the OTLP/JSON writer writes
+(:func:`tracer.export.otlp_json.layout_text`)."""
 
 
 def laid_out(code: Attributes, layout: Layout, values: tuple[Any, ...]) -> Attributes:
@@ -200,16 +201,14 @@ def fits(limits: Any) -> bool:
 # --- The export process's half ----------------------------------------------------------------
 
 
-def build(template: tuple[Any, ...], attributes: AttributeMaker = laid_out) -> tuple[Any, ...]:
+def build(template: tuple[Any, ...]) -> tuple[Any, ...]:
     """The family fact a message template stands for (see the module's docstring): a plain
-    span fact when nothing was made under the message.  ``attributes`` makes each span's
-    attributes: dicts by default (:func:`laid_out`)."""
+    span fact when nothing was made under the message."""
     frames, children = template[_PARTS]
-    members = [_member(_frame_parts(vocab.WS_FRAME_RECEIVE, frame), attributes) for frame in frames]
+    members = [_member(_frame_parts(vocab.WS_FRAME_RECEIVE, frame)) for frame in frames]
     for child in children:
-        make = _send_member if child[0] == SEND else _broadcast_member
-        members.append(make(child, attributes))
-    fact = message_fact(template, attributes)
+        members.append(_send_member(child) if child[0] == SEND else _broadcast_member(child))
+    fact = message_fact(template, laid_out)
     return (*fact, template[_SPANS], tuple(members)) if members else fact
 
 
@@ -276,22 +275,17 @@ def _broadcast_parts(values: tuple[Any, ...]) -> tuple[SpanParts, tuple[tuple[An
             BROADCAST_LAYOUT, laid), sends  # fmt: skip
 
 
-def _member(
-    parts: SpanParts, attributes: AttributeMaker, members: tuple[Any, ...] = ()
-) -> tuple[Any, ...]:
+def _member(parts: SpanParts, members: tuple[Any, ...] = ()) -> tuple[Any, ...]:
     span_id, name, start, end, status, links, code, layout, values = parts
-    laid = attributes(code, layout, values)
+    laid = laid_out(code, layout, values)
     return (span_id, name, start, end, _INTERNAL, status, laid, (), links, None, members)
 
 
-def _send_member(values: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
+def _send_member(values: tuple[Any, ...]) -> tuple[Any, ...]:
     parts, frames = _send_parts(values)
-    frame_members = tuple(
-        _member(_frame_parts(vocab.WS_FRAME_SEND, frame), attributes) for frame in frames
-    )
-    return _member(parts, attributes, frame_members)
+    return _member(parts, tuple(_member(_frame_parts(vocab.WS_FRAME_SEND, f)) for f in frames))
 
 
-def _broadcast_member(values: tuple[Any, ...], attributes: AttributeMaker) -> tuple[Any, ...]:
+def _broadcast_member(values: tuple[Any, ...]) -> tuple[Any, ...]:
     parts, sends = _broadcast_parts(values)
-    return _member(parts, attributes, tuple(_send_member(send, attributes) for send in sends))
+    return _member(parts, tuple(_send_member(send) for send in sends))
