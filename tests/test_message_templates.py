@@ -116,11 +116,7 @@ def test_templates_are_written_and_dropped_span_by_span(tmp_path: Path, room_for
     """Through wstrace serve's pipeline and export process: every span a template stands for
     is written, or, with room for one span at a time, every one is dropped and counted."""
     room = Room()
-    record, app = room.open()
-    for n in range(3):
-        room.receive(record, app, f"bid {n}")
-        room.send(app, record, "ok", frames=2)
-        room.handled(record, app)
+    record = room.echoed(3, reply_frames=2)
     templates = room.templates
     spans = sum(facts.span_count(t) for t in templates)
     path = tmp_path / "out.otlp.jsonl"
@@ -249,11 +245,7 @@ def test_a_template_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
     its 8 bytes, deep in its frames) counts all its spans failed; the one beside it is
     written."""
     room = Room()
-    record, app = room.open()
-    for n in range(2):
-        room.receive(record, app, f"bid {n}")
-        room.send(app, record, "ok")
-        room.handled(record, app)
+    room.echoed(2)
     good, bad = room.templates
     frames, children = bad[facts.TEMPLATE - 1]
     broken_frame = (2**70, *frames[0][1:])
@@ -271,11 +263,7 @@ def test_templates_written_already_are_lined_up_as_many_spans(tmp_path: Path) ->
     """A file line holds at most SPANS_PER_LINE spans whether they came as facts or as
     templates written already (a template stands for several)."""
     room = Room()
-    record, app = room.open()
-    for n in range(40):
-        room.receive(record, app, f"bid {n}")
-        room.send(app, record, "ok")
-        room.handled(record, app)
+    room.echoed(40)
     templates = room.templates
     origins = {t[facts.ORIGIN]: facts.origin_parts(t[facts.ORIGIN]) for t in templates}
     path = tmp_path / "out.otlp.jsonl"

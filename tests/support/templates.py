@@ -199,6 +199,16 @@ class Room:
         """The app asks for the next message: the one it handled is over."""
         app.run(record.on_receive_enter, time_ns())
 
+    def echoed(self, messages: int, reply_frames: int = 1) -> ConnectionRecord:
+        """A connection that receives ``bid 0``, ``bid 1`` … and answers each ``ok`` (in
+        ``reply_frames`` frames): ``messages`` templates."""
+        record, app = self.open()
+        for n in range(messages):
+            self.receive(record, app, f"bid {n}")
+            self.send(app, record, "ok", frames=reply_frames)
+            self.handled(record, app)
+        return record
+
     @property
     def templates(self) -> list[tuple[Any, ...]]:
         return [f for f in self.collector.facts if len(f) > facts.TEMPLATE]
