@@ -254,7 +254,10 @@ def member(
     members: tuple[Any, ...],
 ) -> tuple[Any, ...]:
     """A family member (see the module's docstring), ``SpanLimits`` applied already."""
-    events, links, dropped = _events_and_links(events, links)
+    if events.__class__ is tuple and links.__class__ is tuple and not (events or links):
+        dropped = None  # none to convert, none dropped (a chain layer, a stage)
+    else:
+        events, links, dropped = _events_and_links(events, links)
     return (
         span_id,
         name,
@@ -302,8 +305,16 @@ def member_parts(member: tuple[Any, ...]) -> tuple[str, int, int, Any, Any, Any,
 
 
 def members_count(members: tuple[Any, ...]) -> int:
-    """How many spans ``members`` hold, theirs included."""
-    return sum(1 + members_count(one[-1]) if one[-1] else 1 for one in members)
+    """How many spans ``members`` hold, theirs included (a chain's layers nest a dozen deep:
+    walked without recursion)."""
+    count = 0
+    pending = [members]
+    while pending:
+        for one in pending.pop():
+            count += 1
+            if one[-1]:
+                pending.append(one[-1])
+    return count
 
 
 def plain_member(
