@@ -87,7 +87,6 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         "handshake_end",
         "handshake_ends_on_response",
         "handshake_error",
-        "handshake_link_fact",
         "handshake_start",
         "held_request",
         "http",
@@ -119,6 +118,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         "started",
         "status",
         "subprotocol",
+        "template_head",
         "validations",
         "wire_errors",
         "wire_errors_dropped",
@@ -185,9 +185,8 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.open_spans = [self.span]
         self.guard = guard(self, self.open_spans)  # ends them if the server forgets us
         self.span_context = self.span.get_span_context()
-        self.handshake_link_fact: tuple[Any, ...] | None = None
-        """A message in a trace of its own links to this connection: the link as a template
-        holds it, made once (see emit.templates)."""
+        self.template_head: tuple[Any, ...] | None = None
+        """What its messages' templates take of the connection (see emit.templates)."""
         self.inert = not self.recording and (
             self.config.shape == vocab.SHAPE_CONNECTION or self.config.message_sampling == "inherit"
         )

@@ -70,17 +70,12 @@ def emit_template(
     sdk = record.recorder.sdk
     assert sdk is not None and sdk.facts is not None  # see template_takers
     new_id = sdk.new_span_id
-    connection = record.span_context
-    if placement == UNDER_CONNECTION:
-        trace_id, parent, links = connection[0], connection[1], ()
-        state = connection[4]
-        state = tuple(state.items()) if state else None
-    else:  # its own trace, sampled as the connection's, linked to it (see SdkParts.root)
+    head = record.template_head or _template_head(record)
+    trace_id, parent, flags, state, link = head
+    if placement != UNDER_CONNECTION:
+        # Its own trace, sampled as the connection's, linked to it (see SdkParts.root).
         trace_id, parent, state = sdk.new_trace_id(), None, None
-        link = record.handshake_link_fact
-        if link is None:
-            link = record.handshake_link_fact = facts.fact_link(handshake_link(connection))
-        links = (link,)
+    links = () if placement == UNDER_CONNECTION else (link,)
     span_id = new_id()
     frames_on = record.config.frames == vocab.FRAMES_SPANS
     message = handling.message
@@ -93,14 +88,32 @@ def emit_template(
         else _broadcast_values(new_id, record, first, last, sends, detected, frames_on)
         for sends, first, last, detected in sends_made(handling, record)
     ])  # fmt: skip
-    spans = 1 + len(frames) + sum(_spans_in(child) for child in children)
+    spans = 1 + len(frames)
+    for child in children:
+        spans += _spans_in(child)
     fact = (
-        sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, trace_id, span_id, parent,
-        int(connection[3]), state, start, max(end, start), _SERVER, None, values, (), links,
-        None, spans, (frames, children), message_facts.TEMPLATE_MESSAGE,
+        sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, trace_id, span_id, parent, flags, state,
+        start, max(end, start), _SERVER, None, values, (), links, None, spans,
+        (frames, children), message_facts.TEMPLATE_MESSAGE,
     )  # fmt: skip
     for take in takers:
         take(fact)
+
+
+def _template_head(record: ConnectionRecord) -> tuple[Any, ...]:
+    """What every message template of ``record`` takes of its connection, as a fact holds it:
+    ``(trace_id, span_id, flags, state, link)`` — its trace and span (a message's parent under
+    it), trace flags and state, and the link from a message in a trace of its own.  Made at
+    its first template, kept on the record."""
+    connection = record.span_context
+    state = connection[4]
+    head = (
+        connection[0], connection[1], int(connection[3]),
+        tuple(state.items()) if state else None,
+        facts.fact_link(handshake_link(connection)),
+    )  # fmt: skip
+    record.template_head = head
+    return head
 
 
 def _frame_values(
