@@ -90,3 +90,20 @@ def test_awkward_values_survive_the_text_path() -> None:
         span.set_status(StatusCode.ERROR, 'bad "thing"')
         span.end()
     assert_same_as_protobuf(memory.get_finished_spans())
+
+
+def test_arrays_kept_as_text_keep_their_element_types() -> None:
+    """Arrays of strings and of ints (a handshake's stack) are written once and their text
+    kept; an array equal to a kept one but of bools or floats is still written as its own."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t", "1.0")
+    for values in ([1, 0], [True, False], [1.0, 0.0], ["1", "0"], [1, 0], [True, False]):
+        tracer.start_span("s", attributes={"a": values}).end()
+    spans = memory.get_finished_spans()
+    (scope,) = spans_to_otlp_dict(spans)["resourceSpans"][0]["scopeSpans"]
+    written = [s["attributes"][0]["value"]["arrayValue"]["values"][0] for s in scope["spans"]]
+    assert written == [{"intValue": "1"}, {"boolValue": True}, {"doubleValue": 1.0},
+                       {"stringValue": "1"}, {"intValue": "1"}, {"boolValue": True}]  # fmt: skip
+    assert_same_as_protobuf(spans)

@@ -144,9 +144,31 @@ def _attribute_texts(attributes: Mapping[str, Any]) -> list[str]:
                 if -_SMALL_INT < value < _SMALL_INT and len(_int_texts) < _CACHE_LIMIT:
                     _int_texts[key, value] = text
             add(text)
+        elif cls is tuple:
+            add(_array_text(key, value))
         else:
             add(orjson.dumps({"key": key, "value": encode_value(value)}).decode())
     return parts
+
+
+_array_texts: dict[tuple[str, tuple[Any, ...]], str] = {}
+"""(key, an array all of strings or all of ints) → the JSON text of its ``KeyValue``: a
+handshake's stack (dozens of call sites, three arrays) is the same on every connection that
+took the same path.  No other arrays: ``(True,)`` and ``(1.0,)`` equal ``(1,)``, and must not
+find its text."""
+_ARRAY_TEXTS = 512
+"""Entries :data:`_array_texts` holds at most (past it, new texts are made and not kept)."""
+
+
+def _array_text(key: str, value: tuple[Any, ...]) -> str:
+    kinds = set(map(type, value))
+    kept = len(kinds) == 1 and (str in kinds or int in kinds)
+    text = _array_texts.get((key, value)) if kept else None
+    if text is None:
+        text = orjson.dumps({"key": key, "value": encode_value(value)}).decode()
+        if kept and len(_array_texts) < _ARRAY_TEXTS:
+            _array_texts[key, value] = text
+    return text
 
 
 # --- Attributes of a message template: laid out straight as text ------------------------------
