@@ -9,13 +9,15 @@ order.
 
 This runs in the exporter for every span, so it is written for speed: Python only lays each
 span out as plain dicts and lists, and orjson (compiled) writes the text.  Attributes, which
-repeat from span to span (stage names, ``code.*``, opcode names), are cached as ready-made
-JSON fragments.  The bytes are those of the plain objects through ``json.dumps(...,
-separators=(",", ":"), ensure_ascii=False, allow_nan=False)``: orjson escapes strings as that
-does (UTF-8 kept; ``"``, ``\\`` and C0 controls escaped, ``\\n``-style where JSON has a short
-form) but spells some doubles differently (``1e-05`` as ``0.00001``), so finite doubles go in
-as fragments of Python's ``repr``.  The test suite pins the bytes to a pure-Python reference
-encoder, to the ecosystem's protobuf encoder and to a golden file.
+repeat from span to span (stage names, ``code.*``, opcode names, a handshake's stack), are
+cached as ready-made JSON fragments; a received message's spans are written straight from
+their values (:func:`written_template`).  The bytes are those of the plain objects through
+``json.dumps(..., separators=(",", ":"), ensure_ascii=False, allow_nan=False)``: orjson
+escapes strings as that does (UTF-8 kept; ``"``, ``\\`` and C0 controls escaped,
+``\\n``-style where JSON has a short form) but spells some doubles differently (``1e-05`` as
+``0.00001``), so finite doubles go in as fragments of Python's ``repr``.  The test suite
+pins the bytes to a pure-Python reference encoder, to the ecosystem's protobuf encoder and to
+a golden file.
 
 What OTLP cannot carry fails the line (the exporter counts its spans as failed) instead of
 writing a file no reader accepts: a string with a lone surrogate (no UTF-8 form) and an id
