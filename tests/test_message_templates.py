@@ -9,10 +9,13 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from opentelemetry.sdk.trace import SpanLimits
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace.span import TraceState
 
 import tracer
 from tests.support import facts as support
@@ -278,3 +281,32 @@ def test_templates_written_already_are_lined_up_as_many_spans(tmp_path: Path) ->
     ]
     assert sum(per_line) == sum(facts.span_count(t) for t in templates) == 160
     assert max(per_line) <= SPANS_PER_LINE and len(per_line) == -(-160 // SPANS_PER_LINE)
+
+
+class _StatefulSampler(Sampler):
+    """Samples everything and gives each root a trace state (as a vendor's sampler may)."""
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None,
+                      trace_state: Any = None) -> SamplingResult:  # fmt: skip
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, TraceState([("k", "v1")]))
+
+    def get_description(self) -> str:
+        return "stateful"
+
+
+@pytest.mark.fast
+def test_a_connection_with_a_trace_state_hands_it_to_its_messages(check: TemplateCheck) -> None:
+    """Under a connection whose trace has a state, every span of a message carries it, as the
+    server's span path writes them (the fixture compares the bytes).  Past the cap, in a trace
+    of its own, none does: that trace is new, sampled as its connection was, its sampler not
+    asked."""
+    room = Room(sampler=_StatefulSampler(), max_messages_per_trace=2)
+    room.echoed(4, reply_frames=2)
+    assert check.compared == 4
+    states = []
+    for template in room.templates:
+        origins = {template[facts.ORIGIN]: facts.origin_parts(template[facts.ORIGIN])}
+        line = items_to_otlp_bytes([written_template(template)], origins)
+        states.append(line.count(b'"traceState":"k=v1"'))
+    assert states == [5, 5, 0, 0]

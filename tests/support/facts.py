@@ -58,12 +58,14 @@ NO_EVENTS_OR_LINKS = SpanLimits(max_events=0, max_links=0)
 """Every event and link dropped: the spans keep only the counts."""
 
 
-def provider(limits: SpanLimits = LIMITS) -> TracerProvider:
-    """A provider like ``wstrace serve``'s, with deterministic ids and tight ``SpanLimits``."""
+def provider(limits: SpanLimits = LIMITS, sampler: Any = None) -> TracerProvider:
+    """A provider like ``wstrace serve``'s, with deterministic ids and tight ``SpanLimits``
+    (and ``sampler``, the SDK's default if ``None``)."""
     return TracerProvider(
         resource=Resource({"service.name": "facts-test", "deployment.environment": "test"}),
         id_generator=CountingIds(),
         span_limits=limits,
+        sampler=sampler,
     )
 
 

@@ -137,11 +137,15 @@ class Room:
     facts go to a collector that takes them, as ``wstrace serve``'s pipeline does."""
 
     def __init__(
-        self, limits: SpanLimits | None = None, processor: Any = None, **config: Any
+        self,
+        limits: SpanLimits | None = None,
+        processor: Any = None,
+        sampler: Any = None,
+        **config: Any,
     ) -> None:
         """``processor``: where the facts go instead of :attr:`collector` (a pipeline)."""
         self.collector = support.FactCollector()
-        self.provider: TracerProvider = support.provider(limits or SpanLimits())
+        self.provider: TracerProvider = support.provider(limits or SpanLimits(), sampler)
         self.provider.add_span_processor(processor or self.collector)
         self.recorder = Recorder(self.provider, TracerConfig(**config))
 
