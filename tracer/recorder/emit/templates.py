@@ -70,12 +70,11 @@ def emit_template(
     sdk = record.recorder.sdk
     assert sdk is not None and sdk.facts is not None  # see template_takers
     new_id = sdk.new_span_id
-    head = record.template_head or _template_head(record)
-    trace_id, parent, flags, state, link = head
-    if placement != UNDER_CONNECTION:
-        # Its own trace, sampled as the connection's, linked to it (see SdkParts.root).
-        trace_id, parent, state = sdk.new_trace_id(), None, None
-    links = () if placement == UNDER_CONNECTION else (link,)
+    trace_id, parent, flags, state, link = record.template_head or _template_head(record)
+    if placement == UNDER_CONNECTION:
+        links: tuple[Any, ...] = ()
+    else:  # its own trace, sampled as the connection's, linked to it (see SdkParts.root)
+        trace_id, parent, state, links = sdk.new_trace_id(), None, None, (link,)
     span_id = new_id()
     frames_on = record.config.frames == vocab.FRAMES_SPANS
     message = handling.message
@@ -106,12 +105,8 @@ def _template_head(record: ConnectionRecord) -> tuple[Any, ...]:
     it), trace flags and state, and the link from a message in a trace of its own.  Made at
     its first template, kept on the record."""
     connection = record.span_context
-    state = connection[4]
-    head = (
-        connection[0], connection[1], int(connection[3]),
-        tuple(state.items()) if state else None,
-        facts.fact_link(handshake_link(connection)),
-    )  # fmt: skip
+    trace_id, span_id, _, flags, state = facts.link_context(connection)
+    head = (trace_id, span_id, flags, state, facts.fact_link(handshake_link(connection)))
     record.template_head = head
     return head
 
