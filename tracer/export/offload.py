@@ -63,7 +63,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from tracer.export import facts
+from tracer.export import facts, priority
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ their resource and scope pickled again; facts carry a number instead), so chunks
 smaller than that.  The child exports the batch as one."""
 _YOUNG_COLLECTION_EVERY = 7000
 """Allocations between young collections in the export process (the default is 700)."""
+_GIVE_WAY = "--give-way"
+"""The export process's argument: it runs at the lowest CPU priority while it keeps up."""
 OTLP_FILE_FACTORY = "tracer.export.otlp_file:OTLPJsonFileExporter"
 OTLP_HTTP_FACTORY = "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter"
 _AUTO_INSTRUMENTATION = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
@@ -101,9 +103,13 @@ class SubprocessExporter(SpanExporter):
         ``rebuilds_spans = True`` on its class."""
         return type(self).export is SubprocessExporter.export
 
-    def __init__(self, factory: str, **kwargs: Any) -> None:
+    def __init__(self, factory: str, *, give_way: bool = True, **kwargs: Any) -> None:
+        """``give_way``: the export process runs at the lowest CPU priority while it keeps up
+        (Linux; see :mod:`tracer.export.priority`)."""
         self._factory = factory
         self._kwargs = kwargs
+        self._give_way = give_way
+        self._pipe: priority.ChildPipe | None = None
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         self._pid = 0
@@ -185,6 +191,8 @@ class SubprocessExporter(SpanExporter):
                 return not self._failed
             self._flushes += 1
             ticket = self._flushes
+            if self._pipe is not None:
+                self._pipe.catch_up()  # waited for: no longer background work
             try:
                 self._send_payload(_dumps(("flush", ticket)))
                 return self._await_ticket(ticket, timeout_millis / 1000)
@@ -213,6 +221,8 @@ class SubprocessExporter(SpanExporter):
             self._lock.release()
         if child is None:
             return
+        if self._pipe is not None:
+            self._pipe.catch_up()
         try:
             if child.poll() is None and child.stdin is not None:
                 child.stdin.close()
@@ -225,6 +235,12 @@ class SubprocessExporter(SpanExporter):
             self._read_reports(child)
             if child.stdout is not None:
                 child.stdout.close()
+
+    @property
+    def fell_behind(self) -> int:
+        """How many times the current export process, giving way to the server, fell behind
+        and was put back at normal priority (:mod:`tracer.export.priority`)."""
+        return self._pipe.fell_behind if self._pipe is not None else 0
 
     def outcome(self) -> tuple[int, int, int]:
         """``(exported, failed, sent)``: spans the child reported exported and failed, and
@@ -265,19 +281,21 @@ class SubprocessExporter(SpanExporter):
         self._sent = 0
         self._confirmed = (0, 0)
         self._origins_sent = set()
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "tracer.export.offload"],
+        give_way = self._give_way and priority.can_give_way()
+        self._child = child = subprocess.Popen(
+            [sys.executable, "-m", "tracer.export.offload", *([_GIVE_WAY] if give_way else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=_child_environment(),
             close_fds=True,
         )
+        assert child.stdin is not None
+        self._pipe = priority.ChildPipe(child.stdin.fileno(), child.pid if give_way else 0)
         self._send_payload(_dumps(("config", self._factory, self._kwargs)))
 
     def _send_payload(self, payload: bytes) -> None:
-        assert self._child is not None and self._child.stdin is not None
-        self._child.stdin.write(_LENGTH.pack(len(payload)) + payload)
-        self._child.stdin.flush()
+        assert self._pipe is not None
+        self._pipe.write(_LENGTH.pack(len(payload)) + payload)
 
     def _await_ticket(self, ticket: int, timeout: float) -> bool:
         assert self._child is not None and self._child.stdout is not None
@@ -594,8 +612,12 @@ def _tune_collector() -> None:
     gc.set_threshold(_YOUNG_COLLECTION_EVERY, older, oldest)
 
 
-def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """The export process: read messages until end of input, export, shut down."""
+def child_main(stdin: BinaryIO, stdout: BinaryIO, give_way: bool = False) -> int:
+    """The export process: read messages until end of input, export, shut down.
+
+    ``give_way``: it runs at the lowest CPU priority whenever it has read everything sent
+    (:mod:`tracer.export.priority`), and at normal priority while the server waits for it.
+    Its exporter is built first, so threads the exporter starts then keep normal priority."""
     first = _read_message(stdin)
     if first is None:
         return 0
@@ -625,7 +647,12 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
         counts[2] = 0
 
     try:
-        while (message := _read_message(stdin)) is not None:
+        while True:
+            if give_way:
+                priority.settle(stdin.fileno())
+            message = _read_message(stdin)
+            if message is None:
+                break
             if message[0] == "spans":
                 if message[3]:
                     origins.update(message[3])
@@ -639,10 +666,14 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
                     export(batch)
                     batch = []
             elif message[0] == "flush":
+                if give_way:
+                    priority.take_turns()  # the server waits for this
                 exporter.force_flush()
                 stdout.write(b"%d %d %d\n" % (message[1], *counts[:2]))
                 stdout.flush()
     finally:
+        if give_way:
+            priority.take_turns()  # the server waits for the end
         if batch:  # the parent stopped in the middle of a batch: keep what came
             export(batch)
         exporter.shutdown()
@@ -657,4 +688,4 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # likewise when the group is terminated
     logging.basicConfig(level=logging.WARNING, format="wstrace export: %(message)s")
-    sys.exit(child_main(sys.stdin.buffer, sys.stdout.buffer))
+    sys.exit(child_main(sys.stdin.buffer, sys.stdout.buffer, give_way=_GIVE_WAY in sys.argv[1:]))
