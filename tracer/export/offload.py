@@ -612,6 +612,62 @@ def _tune_collector() -> None:
     gc.set_threshold(_YOUNG_COLLECTION_EVERY, older, oldest)
 
 
+class _ExportSession:
+    """The export process's exporter and the batch it is receiving (see :func:`child_main`)."""
+
+    def __init__(self, exporter: SpanExporter, stdout: BinaryIO) -> None:
+        self.exporter = exporter
+        self.stdout = stdout
+        self.batch: list[Any] = []
+        self.exported = self.failed = 0
+        self.in_batch = 0  # spans in the batch
+        self.origins: dict[int, tuple[Any, Any]] = {}  # of facts: (resource, scope) by number
+        # wstrace's file exporter writes facts as they are (families expanded its own way);
+        # any other gets ReadableSpans.
+        self.export_facts = getattr(exporter, "export_facts", None)
+        self.expand = getattr(exporter, "expand_fact", _expand)
+
+    def take_spans(self, items: list[Any], last: bool, origins: dict[int, Any] | None) -> None:
+        """Part of a batch; the batch is exported with it when ``last``."""
+        if origins:
+            self.origins.update(origins)
+        added, failed = _rebuild_into(
+            self.batch, items, self.origins, keep_facts=self.export_facts is not None,
+            expand=self.expand,
+        )  # fmt: skip
+        self.failed += failed
+        self.in_batch += added
+        if last:
+            self.export()
+
+    def export(self) -> None:
+        spans, self.batch = self.batch, []
+        try:
+            if self.export_facts is not None:
+                ok = self.export_facts(spans, self.origins) is SpanExportResult.SUCCESS
+            else:
+                ok = self.exporter.export(spans) is SpanExportResult.SUCCESS
+        except Exception:
+            logger.exception("the exporter raised")
+            ok = False
+        if ok:
+            self.exported += self.in_batch
+        else:
+            self.failed += self.in_batch
+        self.in_batch = 0
+
+    def report(self, head: bytes) -> None:
+        """``head exported failed`` on stdout: how the parent learns what became of its spans."""
+        self.stdout.write(b"%s %d %d\n" % (head, self.exported, self.failed))
+        self.stdout.flush()
+
+    def finish(self) -> None:
+        if self.batch:  # the parent stopped in the middle of a batch: keep what came
+            self.export()
+        self.exporter.shutdown()
+        self.report(b"end")
+
+
 def child_main(stdin: BinaryIO, stdout: BinaryIO, give_way: bool = False) -> int:
     """The export process: read messages until end of input, export, shut down.
 
@@ -624,28 +680,8 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO, give_way: bool = False) -> int
     if first[0] != "config":
         logger.error("wstrace export process: expected a config message, got %r", first[0])
         return 2
-    exporter = _build_exporter(first[1], first[2])
+    session = _ExportSession(_build_exporter(first[1], first[2]), stdout)
     _tune_collector()
-    batch: list[Any] = []
-    counts = [0, 0, 0]  # spans exported, failed; spans in the batch
-    origins: dict[int, tuple[Any, Any]] = {}  # of facts: (resource, scope) by number
-    # wstrace's file exporter writes facts as they are (families expanded its own way); any
-    # other gets ReadableSpans.
-    export_facts = getattr(exporter, "export_facts", None)
-    expand = getattr(exporter, "expand_fact", _expand)
-
-    def export(spans: list[Any]) -> None:
-        try:
-            if export_facts is not None:
-                ok = export_facts(spans, origins) is SpanExportResult.SUCCESS
-            else:
-                ok = exporter.export(spans) is SpanExportResult.SUCCESS
-        except Exception:
-            logger.exception("the exporter raised")
-            ok = False
-        counts[0 if ok else 1] += counts[2]
-        counts[2] = 0
-
     try:
         while True:
             if give_way:
@@ -654,31 +690,16 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO, give_way: bool = False) -> int
             if message is None:
                 break
             if message[0] == "spans":
-                if message[3]:
-                    origins.update(message[3])
-                added, failed = _rebuild_into(
-                    batch, message[1], origins, keep_facts=export_facts is not None,
-                    expand=expand,
-                )  # fmt: skip
-                counts[1] += failed
-                counts[2] += added
-                if message[2]:
-                    export(batch)
-                    batch = []
+                session.take_spans(message[1], message[2], message[3])
             elif message[0] == "flush":
                 if give_way:
                     priority.take_turns()  # the server waits for this
-                exporter.force_flush()
-                stdout.write(b"%d %d %d\n" % (message[1], *counts[:2]))
-                stdout.flush()
+                session.exporter.force_flush()
+                session.report(b"%d" % message[1])
     finally:
         if give_way:
             priority.take_turns()  # the server waits for the end
-        if batch:  # the parent stopped in the middle of a batch: keep what came
-            export(batch)
-        exporter.shutdown()
-        stdout.write(b"end %d %d\n" % tuple(counts[:2]))
-        stdout.flush()
+        session.finish()
     return 0
 
 
