@@ -172,7 +172,7 @@ def _wrap(owner: type, attribute: str) -> None:
         wrapt.wrap_function_wrapper(owner, attribute, wrapper)
         _wrapped[key] = (owner, attribute, original)
         _describers[key] = (describe, original)
-        LAYER_CODES.add(original.__code__)
+        LAYER_CODES[id(original.__code__)] = original.__code__
 
 
 def _direct_layer(app: Any) -> tuple[LayerSpec, Any] | None:
@@ -318,7 +318,7 @@ def _wrap_endpoint(route: Any) -> None:
         dependant.call = wrapt.FunctionWrapper(call, endpoint)
         code = getattr(call, "__code__", None)
         if code is not None:
-            LAYER_CODES.add(code)
+            LAYER_CODES[id(code)] = code
 
 
 def enter_server_chain(

@@ -46,10 +46,11 @@ from opentelemetry.trace import Status, StatusCode
 from tracer import vocab
 from tracer._contain import errors
 
-LAYER_CODES: set[Any] = set()
+LAYER_CODES: dict[int, Any] = {}
 """The code of every function whose calls are chain layers (middleware ``__call__`` methods, route
-endpoints): a coroutine frame running one of them is a layer of a connection, alive as long as
-the connection (see :func:`tracer.recorder.spans.capture_stack`)."""
+endpoints), by its id: a coroutine frame running one of them is a layer of a connection, alive
+as long as the connection (see :func:`tracer.recorder.spans.capture_stack`).  By id, because
+hashing a code object hashes its constants; kept here, the codes keep their ids."""
 
 OpenLayer = Callable[[str, dict[str, Any], trace.Span], trace.Span]
 """``(name, attributes, parent) -> span``: how a :class:`Chain` starts its layers' spans."""
@@ -98,9 +99,10 @@ class Chain(trace.Span):
         """The layer ``spec`` entered as ``layer`` returned (see :func:`tracer.asgi.run_layer`).
         Never raises: the tracer's failures are its own."""
         try:
-            token = self.release_token(layer)
-            if token is not None:
-                otel_context.detach(token)
+            if self._tokens:  # (rare: see hold_token)
+                token = self.release_token(layer)
+                if token is not None:
+                    otel_context.detach(token)
             self.leave(layer, spec[0], spec[1], None)
         except Exception as failure:
             errors.record("asgi.span", failure)
@@ -270,7 +272,10 @@ class RecordedChain(Chain):
         parent_runs = parent_id != _BASE and layers[at - 1] != _LEFT
         self._remove(layer)
         foreign = self._foreign.pop(span_id, None) if self._foreign else None
-        name, attributes, events, status = self._as_written(span_id, name, attributes, error)
+        events: Any = ()
+        status: Status | None = None
+        if self._written or error is not None:  # (most layers: neither)
+            name, attributes, events, status = self._as_written(span_id, name, attributes, error)
         held = self._held.pop(span_id, None) if self._held else None
         members = tuple(held) if held else ()
         sdk = self._sdk

@@ -539,7 +539,7 @@ stacks already walked."""
 
 
 def capture_stack(
-    skip: int = 1, app: Any = None, stop: Collection[Any] = ()
+    skip: int = 1, app: Any = None, stop: Collection[int] = ()
 ) -> list[tuple[str, str, int]]:
     """The live Python stack, outermost first, without wstrace's own frames.
 
@@ -549,8 +549,8 @@ def capture_stack(
     Walking materialises a frame object for every coroutine on the way, and each stays alive
     as long as its coroutine: for the ASGI chain, the whole connection.  So with ``app`` (the
     ASGI app the connection runs), the innermost few call sites are read — up to the first
-    frame running a code in ``stop`` (the innermost layer of the chain, most often the
-    endpoint: the frames outside it live on, and are not touched) — and, if this app reached
+    frame running a code whose id is in ``stop`` (the innermost layer of the chain, most often
+    the endpoint: the frames outside it live on, and are not touched) — and, if this app reached
     ``accept`` through them before, the stack walked then — the same code, hence the same
     rows — is returned without walking the rest.
     """
@@ -561,19 +561,20 @@ def capture_stack(
     if app is not None:
         # Call sites by the code's id: hashing a code object hashes its constants, on every
         # handshake.  The cache keeps the codes alive with the stack, so no id is reused.
-        stop_ids = {id(code) for code in stop}
         sites = []
         innermost: Any = frame
         while innermost is not None and len(sites) < _PROBE_DEPTH:
             code = innermost.f_code
             codes.append(code)
             sites.append((id(code), innermost.f_lasti))
-            if id(code) in stop_ids:
+            if id(code) in stop:
                 break
             innermost = innermost.f_back
         probe = tuple(sites)
         try:
-            known = _stacks.setdefault(app, {})
+            known = _stacks.get(app)
+            if known is None:
+                known = _stacks[app] = {}
         except TypeError:  # an app that cannot be weakly referenced: walk every time
             known = None
         if known is not None:
