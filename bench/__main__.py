@@ -144,6 +144,8 @@ def bench(options: Options, *, progress: bool = True, quick: bool = False) -> di
     raw["floor"] = floor.measure(count=500 if quick else 5000)
     say("timing the hooks of one message, stage by stage, in this process (bench/hooks.py)")
     raw["hooks"] = hooks.measure(messages=1800 if quick else 9000)
+    say("timing the hooks of one connection's life, stage by stage, in this process")
+    raw["connection_hooks"] = hooks.measure_connection(connections=600 if quick else 3000)
     return raw
 
 

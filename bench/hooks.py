@@ -19,6 +19,12 @@ and the auction app drive it:
   the export process builds them from (:mod:`tracer.export.message_facts`) — to a span
   processor that keeps nothing.
 
+A connection's own life (:func:`measure_connection`) is played the same way, from the
+socket's ``connection_made`` to its ``connection_lost``, with the auction app's ASGI chain (13
+layers, entered and left through :func:`tracer.asgi.run_layer` as under
+:class:`~tracer.TracingMiddleware`); the HTTP layer's hooks (head parse, upgrade, switch) and
+the middleware's own set-up are not in it.
+
 Clock reads between the stages split each message's time with nothing counted twice; each
 stage's figure is its median over thousands of messages.  A message's index stays under
 ``max_messages_per_trace`` (every message a child of its connection, as at the start of a
@@ -30,21 +36,43 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import statistics
 from collections.abc import Callable
 from time import perf_counter_ns, time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from tracer import vocab
+from tracer.asgi import run_layer, server_chain
 from tracer.config import TracerConfig
 from tracer.export.facts import span_count
 from tracer.hooks import ws
 from tracer.hooks.context import RECORD_ATTRIBUTE, Active
 from tracer.recorder import ConnectionRecord, Recorder, broadcast
-from tracer.wire import Opcode, accept_key, encode_frame
+from tracer.wire import CloseCode, Opcode, accept_key, encode_frame
 
 STAGES = ("receive", "data in", "broadcast", "send", "data out", "message spans")
+CONNECTION_STAGES = (
+    "made", "request", "app start", "accept", "greeting", "close in", "close out", "app end",
+    "lost",
+)  # fmt: skip
+"""A connection's life: the socket connected; the request head arrives; the app and its chain
+start; it accepts (the 101 written, the handshake's spans out); it sends a greeting; the
+client's close frame arrives (the greeting's spans out), and the server's goes back; the
+chain and the app end; the socket is lost (the close and the connection's spans out)."""
+CHAIN_LAYERS = (
+    "ProxyHeadersMiddleware", "FastAPI", "Starlette", "ServerErrorMiddleware",
+    "ExceptionTelemetryMiddleware", "AppBodyLimitMiddleware", "CORSMiddleware",
+    "ExceptionMiddleware", "AsyncExitStackMiddleware", "APIRouter", "APIWebSocketRoute",
+    "websocket_endpoint",
+)  # fmt: skip
+"""The auction app's chain under wstrace, outermost first (``solve_dependencies``, the
+thirteenth, returns before the endpoint runs and is left out)."""
+_CLOSE_CODE = int(CloseCode.NORMAL_CLOSURE).to_bytes(2, "big")
 MESSAGES_PER_CONNECTION = 900
 """Under ``TracerConfig.max_messages_per_trace`` (1000): no message becomes a trace of its own."""
 
@@ -197,6 +225,94 @@ def measure(messages: int = 9000) -> dict[str, float]:
     return {**figures, "spans": counter.ended / max(1, count - 1)}
 
 
+class _App:
+    """Stands in for the ASGI app (the key of its cached handshake stack)."""
+
+
+async def _connection(
+    made: Any, record_of: Callable[[Any], ConnectionRecord], layers: list[Any], app: _App
+) -> list[int]:
+    """One connection's life through the real wrappers; the ns each stage took (in
+    CONNECTION_STAGES order)."""
+    protocol = _Protocol()
+    tapped: list[Any] = []
+    marks = [perf_counter_ns()]
+    made(tapped.append, protocol, (_Transport(),), {})
+    marks.append(perf_counter_ns())
+    ws.wrap_data_received(_ignore, protocol, (_REQUEST,), {})
+    marks.append(perf_counter_ns())
+    record = record_of(protocol)
+    tap = tapped[0]
+    greeting = {"type": "websocket.send", "text": _ANSWER}
+    close_in = encode_frame(Opcode.CLOSE, _CLOSE_CODE, mask=b"\x01\x02\x03\x04")
+
+    async def write_101(message: Any) -> None:
+        tap.write(_RESPONSE)
+
+    async def write_greeting(message: Any) -> None:
+        tap.write(encode_frame(Opcode.TEXT, _ANSWER.encode()))
+
+    async def endpoint() -> None:  # the innermost layer: accept, greet, wait for the close
+        marks.append(perf_counter_ns())
+        await ws.wrap_send(write_101, protocol, ({"type": "websocket.accept"},), {})
+        marks.append(perf_counter_ns())
+        await ws.wrap_send(write_greeting, protocol, (greeting,), {})
+        marks.append(perf_counter_ns())
+        record.on_receive_enter(time_ns())
+        ws.wrap_data_received(_ignore, protocol, (close_in,), {})
+        marks.append(perf_counter_ns())
+        tap.write(encode_frame(Opcode.CLOSE, _CLOSE_CODE))
+        marks.append(perf_counter_ns())
+
+    async def layer(depth: int) -> None:
+        inner = layer(depth + 1) if depth + 1 < len(layers) else endpoint()
+        await run_layer(chain, layers[depth], inner)
+
+    record.on_app_start(time_ns(), app)
+    chain = server_chain(record.app_span, record.recorder.tracer, record.recorder)
+    token = otel_context.attach(trace.set_span_in_context(chain))
+    await layer(0)
+    otel_context.detach(token)
+    record.on_app_end(time_ns(), None)
+    marks.append(perf_counter_ns())
+    ws.wrap_connection_lost(_ignore, protocol, (None,), {})
+    marks.append(perf_counter_ns())
+    return [later - earlier for earlier, later in itertools.pairwise(marks)]
+
+
+def _ignore(*args: Any) -> None:
+    pass
+
+
+def measure_connection(connections: int = 3000) -> dict[str, float]:
+    """Median µs per connection of each of its stages (:data:`CONNECTION_STAGES`) over
+    ``connections`` connections, and how many spans each made (``spans``)."""
+    provider = TracerProvider()
+    counter = _Count()
+    provider.add_span_processor(counter)
+    before, Active.recorder = Active.recorder, Recorder(provider, TracerConfig())
+    family = ws.FAMILIES["websockets-sansio"]
+    made = ws.make_connection_made(family, ws.stage_code(family))
+    layers = [(name, {vocab.MIDDLEWARE_LAYER: name}) for name in CHAIN_LAYERS]
+    app = _App()
+
+    def record_of(protocol: Any) -> ConnectionRecord:
+        return protocol.__dict__[RECORD_ATTRIBUTE]  # type: ignore[no-any-return]
+
+    async def play() -> list[list[int]]:
+        return [await _connection(made, record_of, layers, app) for _ in range(connections)]
+
+    try:
+        played = asyncio.run(play())
+    finally:
+        Active.recorder = before
+        provider.shutdown()
+    kept = played[len(played) // 10 :]  # the first ones fill the caches
+    medians = [statistics.median(stage) / 1000 for stage in zip(*kept, strict=True)]
+    figures = dict(zip(CONNECTION_STAGES, medians, strict=True))
+    return {**figures, "spans": counter.ended / connections}
+
+
 def _row(name: str, us: float, total: float) -> str:
     return f"  {name:<14} {us:6.2f} µs  {us / total:4.0%}"
 
@@ -208,6 +324,13 @@ def main(report: Callable[[str], None] = print) -> None:
            "medians, this process:")
     for name in STAGES:
         report(_row(name, figures[name], total))
+    report(_row("total", total, total))
+    life = measure_connection()
+    total = sum(life[name] for name in CONNECTION_STAGES)
+    report(f"hooks per connection (connection shape, {life['spans']:.0f} spans), medians, "
+           "this process:")
+    for name in CONNECTION_STAGES:
+        report(_row(name, life[name], total))
     report(_row("total", total, total))
 
 

@@ -357,7 +357,23 @@ def render_handshake_split(raw: dict[str, Any], console: Any = None) -> None:
         parts.append(text)
     console.print(
         f"handshakes, connection shape against untraced: p50 latency {parts[0]}; server CPU "
-        f"per connection (connect, greeting, close) {parts[1]}"
+        f"per connection (connect, greeting, close) {parts[1]}{_connection_hooks(raw)}"
+    )
+
+
+def _connection_hooks(raw: dict[str, Any]) -> str:
+    """The hooks' own code over a connection's life, timed alone (``bench/hooks.py``)."""
+    figures = raw.get("connection_hooks")
+    if not figures:
+        return ""
+    from bench.hooks import CONNECTION_STAGES
+
+    total = sum(figures[name] for name in CONNECTION_STAGES)
+    stages = ", ".join(f"{name} {figures[name]:.0f}" for name in CONNECTION_STAGES)
+    return (
+        f"; of the recording, {total:.0f} µs is the hooks' own code as timed alone "
+        f"(bench/hooks.py, medians, µs: {stages}; the HTTP layer's hooks and the middleware's "
+        "set-up not included)"
     )
 
 

@@ -65,6 +65,8 @@ def test_the_results_file_holds_what_was_printed(quick_run: dict) -> None:
     assert "hooks per echoed message" in text
     assert "handshakes, connection shape against untraced: p50 latency" in text
     assert "(recording " in text  # split with conn-discard, one of the default variants
+    flat = " ".join(text.split())  # (a long line may wrap anywhere)
+    assert "µs is the hooks' own code as timed alone (bench/hooks.py, medians, µs: made " in flat
     for variant in DEFAULT_VARIANTS:
         assert f"\n│ {variant} " in text, variant  # a row of the figures table
     assert "\x1b[" not in text  # no terminal colour codes in a Markdown file
@@ -76,6 +78,31 @@ def test_the_hooks_were_timed_stage_by_stage(quick_run: dict) -> None:
     figures = quick_run["hooks"]
     assert all(_positive(figures[name]) for name in STAGES), figures
     assert figures["spans"] == 5  # every stage of the connection shape made its span
+
+
+def test_the_hooks_of_a_connection_were_timed_stage_by_stage(quick_run: dict) -> None:
+    from bench.hooks import CONNECTION_STAGES
+
+    figures = quick_run["connection_hooks"]
+    assert all(_positive(figures[name]) for name in CONNECTION_STAGES), figures
+    assert figures["spans"] == CONNECTION_SPANS
+
+
+CONNECTION_SPANS = 22
+"""What one connection of bench/hooks.py records: ws.connection, asgi.app, the chain's 12
+layers, ws.handshake with its response, ws.accept, the greeting's message and frame, and
+ws.close with both close frames."""
+
+
+@pytest.mark.timeout(120)
+def test_a_connections_life_is_timed_on_traced_connections() -> None:
+    from bench import hooks
+    from tracer.recorder import current_handling
+
+    figures = hooks.measure_connection(connections=30)
+    assert figures["spans"] == CONNECTION_SPANS, figures
+    assert all(_positive(figures[stage]) for stage in hooks.CONNECTION_STAGES), figures
+    assert current_handling() is None
 
 
 def test_the_span_work_floor_was_timed(quick_run: dict) -> None:
