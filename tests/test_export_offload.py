@@ -239,3 +239,30 @@ def test_a_forked_process_exports_through_a_child_and_file_of_its_own(tmp_path: 
         assert sorted(s["name"] for s in spans_of(file.read_text(encoding="utf-8")).values()) == [
             f"s{n}" for n in range(10)
         ]
+
+
+def test_a_server_with_a_thousand_connections_open_can_still_flush(tmp_path: Path) -> None:
+    """Descriptors past 1023 (the sockets of a burst of connections, the open-files limit
+    raised as servers do) are out of ``select()``'s reach: waiting for the export process must
+    not depend on it, or the first flush would fail and every span after it be dropped."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the open-files limit ({hard}) stays below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    held: list[int] = []
+    exporter = SubprocessExporter.otlp_file(tmp_path / "t.otlp.jsonl")
+    try:
+        while not held or held[-1] < 1100:  # what the connections of a burst hold
+            held.append(os.dup(0))
+        spans = synthetic_spans()
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        assert exporter.force_flush()
+        assert exporter.export(spans) is SpanExportResult.SUCCESS  # not failed since
+    finally:
+        for fd in held:
+            os.close(fd)
+        exporter.shutdown()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert exporter.outcome() == (2 * len(spans), 0, 2 * len(spans))

@@ -300,13 +300,16 @@ class SubprocessExporter(SpanExporter):
     def _await_ticket(self, ticket: int, timeout: float) -> bool:
         assert self._child is not None and self._child.stdout is not None
         out = self._child.stdout
+        # poll, not select: a server with a thousand connections open when its export
+        # process started has handed that process descriptors select() cannot watch.
+        waiting = select.poll()
+        waiting.register(out, select.POLLIN)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            ready, _, _ = select.select([out], [], [], remaining)
-            if not ready:
+            if not waiting.poll(remaining * 1000):
                 return False
             line = out.readline()
             if not line:
