@@ -108,11 +108,7 @@ def test_left_waiting_it_runs_at_normal_priority_until_caught_up_and_loses_nothi
 @needs_idle_policy
 def test_asked_not_to_give_way_it_keeps_normal_priority(tmp_path: Path) -> None:
     exporter = SubprocessExporter.otlp_file(tmp_path / "t.otlp.jsonl")
-    plain = SubprocessExporter(
-        "tracer.export.otlp_file:OTLPJsonFileExporter",
-        give_way=False,
-        path=str(tmp_path / "plain.otlp.jsonl"),
-    )
+    plain = SubprocessExporter.otlp_file(tmp_path / "plain.otlp.jsonl", give_way=False)
     try:
         for one in (exporter, plain):
             one.export(some_spans(3))

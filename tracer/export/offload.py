@@ -128,6 +128,7 @@ class SubprocessExporter(SpanExporter):
         *,
         directory: str | os.PathLike[str] = "traces",
         prefix: str = "wstrace",
+        give_way: bool = True,
     ) -> SubprocessExporter:
         """An :class:`~tracer.export.otlp_file.OTLPJsonFileExporter` in a child process.
 
@@ -136,7 +137,7 @@ class SubprocessExporter(SpanExporter):
         from tracer.export.otlp_file import default_file_name
 
         target = Path(path) if path is not None else Path(directory) / default_file_name(prefix)
-        exporter = cls(OTLP_FILE_FACTORY, path=str(target))
+        exporter = cls(OTLP_FILE_FACTORY, give_way=give_way, path=str(target))
         exporter.path = target
         if path is None:
             exporter._named = (Path(directory), prefix)

@@ -87,9 +87,14 @@ def waiting_bytes(fd: int) -> int:
 
 def settle(fd: int) -> None:
     """In the export process, before it waits for its next message on ``fd``: caught up (the
-    pipe is empty), it gives way again, if it was put back at normal priority."""
-    if waiting_bytes(fd) == 0 and not gives_way():
-        give_way()
+    pipe is empty), it gives way again, if it was put back at normal priority.  A system that
+    refuses (a sandbox's syscall filter) leaves it at the priority it has: never a reason to
+    stop exporting."""
+    try:
+        if waiting_bytes(fd) == 0 and not gives_way():
+            give_way()
+    except OSError:
+        pass
 
 
 class ChildPipe:
