@@ -313,25 +313,20 @@ def measure_connection(connections: int = 3000) -> dict[str, float]:
     return {**figures, "spans": counter.ended / connections}
 
 
-def _row(name: str, us: float, total: float) -> str:
-    return f"  {name:<14} {us:6.2f} µs  {us / total:4.0%}"
+def _table(
+    report: Callable[[str], None], what: str, figures: dict[str, float], stages: tuple[str, ...]
+) -> None:
+    total = sum(figures[name] for name in stages)
+    report(f"hooks per {what} (connection shape, {figures['spans']:.0f} spans), medians, "
+           "this process:")
+    for name in (*stages, "total"):
+        us = total if name == "total" else figures[name]
+        report(f"  {name:<14} {us:6.2f} µs  {us / total:4.0%}")
 
 
 def main(report: Callable[[str], None] = print) -> None:
-    figures = measure()
-    total = sum(figures[name] for name in STAGES)
-    report(f"hooks per echoed message (connection shape, {figures['spans']:.0f} spans), "
-           "medians, this process:")
-    for name in STAGES:
-        report(_row(name, figures[name], total))
-    report(_row("total", total, total))
-    life = measure_connection()
-    total = sum(life[name] for name in CONNECTION_STAGES)
-    report(f"hooks per connection (connection shape, {life['spans']:.0f} spans), medians, "
-           "this process:")
-    for name in CONNECTION_STAGES:
-        report(_row(name, life[name], total))
-    report(_row("total", total, total))
+    _table(report, "echoed message", measure(), STAGES)
+    _table(report, "connection", measure_connection(), CONNECTION_STAGES)
 
 
 if __name__ == "__main__":
