@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from time import perf_counter_ns, time_ns
 from typing import Any
 
@@ -200,26 +201,34 @@ async def _messages(
     return stages
 
 
-def measure(messages: int = 9000) -> dict[str, float]:
-    """Median µs per message of each stage over ``messages`` echoed messages, and how many
-    spans were made per message (``spans``: five, if every stage was traced)."""
+@contextlib.contextmanager
+def _recording() -> Iterator[_Count]:
+    """The hooks report to a recorder of their own while the block runs: the counter of the
+    spans it makes."""
     provider = TracerProvider()
     counter = _Count()
     provider.add_span_processor(counter)
     before, Active.recorder = Active.recorder, Recorder(provider, TracerConfig())
+    try:
+        yield counter
+    finally:
+        Active.recorder = before
+        provider.shutdown()
+
+
+def measure(messages: int = 9000) -> dict[str, float]:
+    """Median µs per message of each stage over ``messages`` echoed messages, and how many
+    spans were made per message (``spans``: five, if every stage was traced)."""
     family = ws.FAMILIES["websockets-sansio"]  # the benchmark's server
     code = ws.stage_code(family)
     per_stage: list[list[int]] = [[] for _ in STAGES]
-    try:
+    with _recording() as counter:
         for first in range(0, messages, MESSAGES_PER_CONNECTION):
             count = min(MESSAGES_PER_CONNECTION, messages - first)
             played = asyncio.run(_messages(family, code, count, counter))
             for stages in played[1:]:  # [0]: no previous message to emit
                 for kept, ns in zip(per_stage, stages, strict=True):
                     kept.append(ns)
-    finally:
-        Active.recorder = before
-        provider.shutdown()
     medians = [statistics.median(ns) / 1000 for ns in per_stage]
     figures = dict(zip(STAGES, medians, strict=True))
     return {**figures, "spans": counter.ended / max(1, count - 1)}
@@ -229,9 +238,7 @@ class _App:
     """Stands in for the ASGI app (the key of its cached handshake stack)."""
 
 
-async def _connection(
-    made: Any, record_of: Callable[[Any], ConnectionRecord], layers: list[Any], app: _App
-) -> list[int]:
+async def _connection(made: Any, layers: list[Any], app: _App) -> list[int]:
     """One connection's life through the real wrappers; the ns each stage took (in
     CONNECTION_STAGES order)."""
     protocol = _Protocol()
@@ -241,7 +248,7 @@ async def _connection(
     marks.append(perf_counter_ns())
     ws.wrap_data_received(_ignore, protocol, (_REQUEST,), {})
     marks.append(perf_counter_ns())
-    record = record_of(protocol)
+    record: ConnectionRecord = protocol.__dict__[RECORD_ATTRIBUTE]
     tap = tapped[0]
     greeting = {"type": "websocket.send", "text": _ANSWER}
     close_in = encode_frame(Opcode.CLOSE, _CLOSE_CODE, mask=b"\x01\x02\x03\x04")
@@ -287,26 +294,16 @@ def _ignore(*args: Any) -> None:
 def measure_connection(connections: int = 3000) -> dict[str, float]:
     """Median µs per connection of each of its stages (:data:`CONNECTION_STAGES`) over
     ``connections`` connections, and how many spans each made (``spans``)."""
-    provider = TracerProvider()
-    counter = _Count()
-    provider.add_span_processor(counter)
-    before, Active.recorder = Active.recorder, Recorder(provider, TracerConfig())
     family = ws.FAMILIES["websockets-sansio"]
     made = ws.make_connection_made(family, ws.stage_code(family))
     layers = [(name, {vocab.MIDDLEWARE_LAYER: name}) for name in CHAIN_LAYERS]
     app = _App()
 
-    def record_of(protocol: Any) -> ConnectionRecord:
-        return protocol.__dict__[RECORD_ATTRIBUTE]  # type: ignore[no-any-return]
-
     async def play() -> list[list[int]]:
-        return [await _connection(made, record_of, layers, app) for _ in range(connections)]
+        return [await _connection(made, layers, app) for _ in range(connections)]
 
-    try:
+    with _recording() as counter:
         played = asyncio.run(play())
-    finally:
-        Active.recorder = before
-        provider.shutdown()
     kept = played[len(played) // 10 :]  # the first ones fill the caches
     medians = [statistics.median(stage) / 1000 for stage in zip(*kept, strict=True)]
     figures = dict(zip(CONNECTION_STAGES, medians, strict=True))
