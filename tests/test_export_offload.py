@@ -195,52 +195,6 @@ def test_a_batch_larger_than_a_chunk_is_exported_as_one(tmp_path: Path) -> None:
     assert lines[0] == spans_to_otlp_line(batch[:SPANS_PER_LINE]).rstrip("\n")
 
 
-FORK_SCRIPT = r"""
-import os, sys
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from tracer.export.offload import SubprocessExporter
-
-resource = Resource({"service.name": "forked"})
-spans = [
-    ReadableSpan(name=f"s{n}", context=trace.SpanContext(7, n + 1, False, trace.TraceFlags(1)),
-                 resource=resource, attributes={"n": n}, start_time=n, end_time=n + 1)
-    for n in range(10)
-]
-exporter = SubprocessExporter.otlp_file(directory=sys.argv[1])
-assert exporter.export(spans).name == "SUCCESS" and exporter.force_flush()
-parent_file, parent_child = exporter.path, exporter.child_pid
-pid = os.fork()
-if pid == 0:
-    ok = exporter.export(spans).name == "SUCCESS" and exporter.force_flush()
-    forked = exporter.child_pid != parent_child and exporter.path != parent_file
-    exporter.shutdown()
-    os._exit(0 if ok and forked else 3)
-_, status = os.waitpid(pid, 0)
-exporter.shutdown()
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def test_a_forked_process_exports_through_a_child_and_file_of_its_own(tmp_path: Path) -> None:
-    # In a fresh interpreter: the SDK's TracerProvider hooks fork() (and can hang a child of a
-    # process that made many); this script makes spans without one.
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT, str(tmp_path)], timeout=60, capture_output=True
-    )
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    files = sorted(tmp_path.glob("*.otlp.jsonl"))
-    assert len(files) == 2
-    for file in files:
-        assert sorted(s["name"] for s in spans_of(file.read_text(encoding="utf-8")).values()) == [
-            f"s{n}" for n in range(10)
-        ]
-
-
 def test_a_server_with_a_thousand_connections_open_can_still_flush(tmp_path: Path) -> None:
     """Descriptors past 1023 (the sockets of a burst of connections, the open-files limit
     raised as servers do) are out of ``select()``'s reach: waiting for the export process must

@@ -36,6 +36,7 @@ exported (:meth:`SubprocessExporter.outcome`), even when the child had to be sto
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import gc
 import io
@@ -64,6 +65,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from tracer.export import facts, priority
+from tracer.export.forks import remake_after_fork
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +90,8 @@ class SubprocessExporter(SpanExporter):
     """Hand spans to ``factory(**kwargs)`` running in a child Python process.
 
     ``factory`` is ``"module:callable"`` returning a ``SpanExporter``; ``kwargs`` must be
-    picklable.  The child is started on the first export, and again after a ``fork()``, so each
-    process has its own.  Thread-safe.
+    picklable.  The child is started on the first export, and a forked process starts its own
+    on its first (:mod:`tracer.export.forks`), so each process has its own.  Thread-safe.
     """
 
     path: Path | None = None
@@ -112,7 +114,6 @@ class SubprocessExporter(SpanExporter):
         self._pipe: priority.ChildPipe | None = None
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
-        self._pid = 0
         self._flushes = 0
         self._failed = False
         self._shutdown = False
@@ -120,6 +121,7 @@ class SubprocessExporter(SpanExporter):
         self._sent = 0  # spans sent to the current child
         self._confirmed = (0, 0)  # (exported, failed) as the child last reported
         self._origins_sent: set[int] = set()  # origin numbers the current child knows
+        remake_after_fork(self._forget_parents_child)
 
     @classmethod
     def otlp_file(
@@ -237,6 +239,33 @@ class SubprocessExporter(SpanExporter):
             if child.stdout is not None:
                 child.stdout.close()
 
+    def _forget_parents_child(self) -> None:
+        """In a process just forked from this one: the export process is the parent's.
+
+        Its pipe is let go here, unflushed and untouched, so that it ends when the parent
+        closes it, and no flush or shutdown of this process ever reaches it; the first export
+        of this process starts an export process of its own (:meth:`_ensure_child`).  The lock
+        is made anew: another thread of the parent may have held it when it forked.  A file
+        named by default gets a name of its own, as the file exporter would.
+
+        Nothing here may block: ``subprocess`` runs this too, between its ``fork()`` and
+        ``exec()`` when given a ``preexec_fn``."""
+        self._lock = threading.Lock()
+        if self._named is not None:
+            from tracer.export.otlp_file import default_file_name
+
+            directory, prefix = self._named
+            self.path = directory / default_file_name(prefix)
+            self._kwargs["path"] = str(self.path)
+        child, self._child, self._pipe = self._child, None, None
+        if child is None:
+            return
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()  # this process's copy: unbuffered, so closing takes no lock
+        child.returncode = 0  # not this process's child: never to be waited for here
+
     @property
     def fell_behind(self) -> int:
         """How many times the current export process, giving way to the server, fell behind
@@ -268,17 +297,8 @@ class SubprocessExporter(SpanExporter):
     # --- internals ----------------------------------------------------------------------------
 
     def _ensure_child(self) -> None:
-        if self._child is not None and self._pid == os.getpid():
+        if self._child is not None:
             return
-        if self._pid and self._named is not None:
-            # A fork: this process writes a file of its own, as the file exporter would.
-            from tracer.export.otlp_file import default_file_name
-
-            directory, prefix = self._named
-            self.path = directory / default_file_name(prefix)
-            self._kwargs["path"] = str(self.path)
-        # First export, or a fork: the parent's child is not ours.
-        self._pid = os.getpid()
         self._sent = 0
         self._confirmed = (0, 0)
         self._origins_sent = set()
@@ -289,6 +309,7 @@ class SubprocessExporter(SpanExporter):
             stdout=subprocess.PIPE,
             env=_child_environment(),
             close_fds=True,
+            bufsize=0,  # raw files hold no lock a forked process could find held
         )
         assert child.stdin is not None
         self._pipe = priority.ChildPipe(child.stdin.fileno(), child.pid if give_way else 0)
@@ -621,7 +642,7 @@ class _ExportSession:
 
     def __init__(self, exporter: SpanExporter, stdout: BinaryIO) -> None:
         self.exporter = exporter
-        self.stdout = stdout
+        self.stdout: BinaryIO | None = stdout  # None once the server is gone
         self.batch: list[Any] = []
         self.exported = self.failed = 0
         self.in_batch = 0  # spans in the batch
@@ -661,9 +682,22 @@ class _ExportSession:
         self.in_batch = 0
 
     def report(self, head: bytes) -> None:
-        """``head exported failed`` on stdout: how the parent learns what became of its spans."""
-        self.stdout.write(b"%s %d %d\n" % (head, self.exported, self.failed))
-        self.stdout.flush()
+        """``head exported failed`` on stdout: how the parent learns what became of its spans.
+
+        A server killed outright is no longer there to read it; that is no error: its spans
+        are written all the same."""
+        if self.stdout is None:
+            return
+        try:
+            self.stdout.write(b"%s %d %d\n" % (head, self.exported, self.failed))
+            self.stdout.flush()
+        except BrokenPipeError:
+            stdout, self.stdout = self.stdout, None
+            with contextlib.suppress(OSError, ValueError):
+                # What is left in its buffer goes nowhere, not to an error at exit.
+                nowhere = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(nowhere, stdout.fileno())
+                os.close(nowhere)
 
     def finish(self) -> None:
         if self.batch:  # the parent stopped in the middle of a batch: keep what came

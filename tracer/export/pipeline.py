@@ -91,6 +91,7 @@ from tracer.export.accounting import (
 )
 from tracer.export.buffer import TraceBuffer
 from tracer.export.facts import FLAGS, SAMPLED, SPANS, TRACE_ID, Fact
+from tracer.export.forks import remake_after_fork
 
 logger = logging.getLogger("wstrace")
 
@@ -167,24 +168,43 @@ class ExportPipeline(SpanProcessor):
         self.batch_spans = batch_spans
         ExportPipeline._created += 1
         self.serial = ExportPipeline._created
+        self._stopping = False
+        self._start(span_bytes)
+        self._start_worker()
+        _pipelines.append(self)
+        remake_after_fork(self._remake_after_fork)
+
+    def _start(self, span_bytes: int) -> None:
+        """An empty buffer, its account, its locks and its writer thread (not yet started)."""
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
-        self._ledger = Ledger(name, self.target, max_bytes)
-        self._buffer = TraceBuffer(self._ledger, max_bytes, span_bytes)
+        self._ledger = Ledger(self.name, self.target, self.max_bytes)
+        self._buffer = TraceBuffer(self._ledger, self.max_bytes, span_bytes)
         self._arrived = 0
         self._facts = 0
         self._batch_ready = self._ready_at()
         """Spans waiting that wake the writer before :data:`SCHEDULE_DELAY_S` is up."""
-        self._stopping = False
         self._flushes_asked = 0
         self._flushes_done = 0
         self._last_log = 0.0
         self._logged_loss = 0
         self._worker = threading.Thread(
-            target=self._run, name=f"wstrace-export-{name}", daemon=True
+            target=self._run, name=f"wstrace-export-{self.name}", daemon=True
         )
-        self._worker.start()
-        _pipelines.append(self)
+        self._worker_started = False
+
+    def _start_worker(self) -> None:
+        """Start the writer thread, once (under ``_mutex`` once other threads can see us)."""
+        if not self._worker_started:
+            self._worker_started = True
+            self._worker.start()
+
+    def _remake_after_fork(self) -> None:
+        """In a process forked from this one (see :mod:`tracer.export.forks`): what waits is
+        the parent's to write, and its account the parent's; this process starts with an empty
+        buffer and a fresh account.  Its writer thread starts with its first span or flush, not
+        here: ``subprocess`` runs this too, between ``fork()`` and ``exec()``."""
+        self._start(self._buffer.span_bytes)
 
     # --- SpanProcessor ------------------------------------------------------------------------
 
@@ -231,6 +251,8 @@ class ExportPipeline(SpanProcessor):
             if self._stopping:
                 self._ledger.drop(DropReason.AFTER_SHUTDOWN, spans)
                 return False
+            if not self._worker_started:
+                self._start_worker()
             buffer = self._buffer
             before = buffer.waiting
             if not buffer.hold(span, trace_id, spans):
@@ -243,6 +265,7 @@ class ExportPipeline(SpanProcessor):
         """Wait until every span given so far has been handed to the exporter."""
         deadline = time.monotonic() + timeout_millis / 1000
         with self._cond:
+            self._start_worker()
             self._flushes_asked += 1
             ticket = self._flushes_asked
             self._cond.notify_all()
@@ -259,6 +282,7 @@ class ExportPipeline(SpanProcessor):
         with self._cond:
             if self._stopping:
                 return
+            self._start_worker()  # it writes what waits and settles the account, then ends
             self._stopping = True
             self._cond.notify_all()
         drain = self.drain_timeout_s
