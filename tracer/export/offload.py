@@ -242,11 +242,12 @@ class SubprocessExporter(SpanExporter):
     def _forget_parents_child(self) -> None:
         """In a process just forked from this one: the export process is the parent's.
 
-        Its pipe is let go here, unflushed and untouched, so that it ends when the parent
-        closes it, and no flush or shutdown of this process ever reaches it; the first export
-        of this process starts an export process of its own (:meth:`_ensure_child`).  The lock
-        is made anew: another thread of the parent may have held it when it forked.  A file
-        named by default gets a name of its own, as the file exporter would.
+        This process's ends of its pipes are closed here, with nothing written or flushed, so
+        that it ends when the parent closes its own, and no flush or shutdown of this process
+        ever reaches it; the first export of this process starts an export process of its own
+        (:meth:`_ensure_child`).  The lock is made anew: another thread of the parent may have
+        held it when it forked.  A file named by default gets a name of its own, as the file
+        exporter would.
 
         Nothing here may block: ``subprocess`` runs this too, between its ``fork()`` and
         ``exec()`` when given a ``preexec_fn``."""

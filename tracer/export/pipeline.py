@@ -251,7 +251,7 @@ class ExportPipeline(SpanProcessor):
             if self._stopping:
                 self._ledger.drop(DropReason.AFTER_SHUTDOWN, spans)
                 return False
-            if not self._worker_started:
+            if not self._worker_started:  # only after a fork; tested here, on every span's path
                 self._start_worker()
             buffer = self._buffer
             before = buffer.waiting
