@@ -55,27 +55,17 @@ def test_demo_traces_a_scripted_auction(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(
-    "export", [[], ["--export-in-process"]], ids=["export-process", "export-in-process"]
-)
-def test_serve_traces_any_app_until_interrupted(tmp_path: Path, export: list[str]) -> None:
+def serve_and_echo(command: list[str], path: str, cwd: Path | None = None) -> str:
+    """Start ``command`` (a ``wstrace serve`` on a free port, appended), send "hello" to
+    ``path`` once it listens, then Ctrl-C it; its stderr, once it exited with status 0."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            *WSTRACE,
-            "serve",
-            "tests.support.apps:echo_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--out",
-            str(tmp_path),
-            *export,
-        ],
+        [*command, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        cwd=cwd,
         preexec_fn=as_a_background_job,
     )
     try:
@@ -90,7 +80,7 @@ def test_serve_traces_any_app_until_interrupted(tmp_path: Path, export: list[str
                 time.sleep(0.1)
 
         async def talk() -> str:
-            async with connect(f"ws://127.0.0.1:{port}/echo") as client:
+            async with connect(f"ws://127.0.0.1:{port}{path}") as client:
                 await client.send("hello")
                 return await asyncio.wait_for(client.recv(), 5)
 
@@ -100,11 +90,48 @@ def test_serve_traces_any_app_until_interrupted(tmp_path: Path, export: list[str
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
+    return stderr
+
+
+@pytest.mark.parametrize(
+    "export", [[], ["--export-in-process"]], ids=["export-process", "export-in-process"]
+)
+def test_serve_traces_any_app_until_interrupted(tmp_path: Path, export: list[str]) -> None:
+    stderr = serve_and_echo(
+        [*WSTRACE, "serve", "tests.support.apps:echo_app", "--factory", "--out", str(tmp_path),
+         *export],
+        "/echo",
+    )  # fmt: skip
     assert "traces written to" in stderr
     traces = load([tmp_path])
     (conn,) = traces.connections
     names = {s.name for s in conn.spans}
     assert {vocab.WS_HANDSHAKE, vocab.WS_MESSAGE_RECEIVE, "APIRouter", vocab.WS_ACCEPT} <= names
+
+
+PROJECT_APP = """
+async def app(scope, receive, send):  # an echo, in plain ASGI
+    assert scope["type"] == "websocket"
+    await receive()
+    await send({"type": "websocket.accept"})
+    message = await receive()
+    await send({"type": "websocket.send", "text": message["text"]})
+    await send({"type": "websocket.close"})
+"""
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("wstrace")
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="the wstrace script is not installed")
+def test_serve_finds_an_app_in_the_folder_it_runs_in(tmp_path: Path) -> None:
+    """``wstrace serve main:app`` in a project's folder, as ``uvicorn main:app`` works: the
+    console script's own folder, not the current one, is first on its path."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "wstrace_project_main.py").write_text(PROJECT_APP, encoding="utf-8")
+    serve_and_echo([str(CONSOLE_SCRIPT), "serve", "wstrace_project_main:app"], "/", cwd=project)
+    (conn,) = load([project / "traces"]).connections
+    assert vocab.WS_ACCEPT in {s.name for s in conn.spans}
 
 
 def test_serve_reports_a_port_in_use_in_one_line() -> None:

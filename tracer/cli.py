@@ -552,6 +552,14 @@ def serve(
     factory: Annotated[
         bool, typer.Option("--factory", help="MODULE:APP is a function that returns the app.")
     ] = False,
+    app_dir: Annotated[
+        Path,
+        typer.Option(
+            "--app-dir",
+            metavar="<path>",
+            help="Where MODULE is looked for first, as with uvicorn's --app-dir.",
+        ),
+    ] = Path("."),
     export_in_process: Annotated[
         bool,
         typer.Option(
@@ -574,6 +582,7 @@ def serve(
     import tracer
     from tracer.demo import PortInUse, check_port, make_provider
 
+    sys.path.insert(0, str(app_dir))  # the console script's own folder is first otherwise
     try:
         asgi_app = import_from_string(target)
         if factory:
