@@ -67,6 +67,7 @@ def serve_and_echo(command: list[str], path: str, cwd: Path | None = None) -> st
         env=ENV,
         cwd=cwd,
         preexec_fn=as_a_background_job,
+        process_group=0,  # a group of its own: what it started goes with it if it hangs
     )
     try:
         deadline = time.monotonic() + 30
@@ -88,7 +89,11 @@ def serve_and_echo(command: list[str], path: str, cwd: Path | None = None) -> st
         time.sleep(0.3)
     finally:
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=30)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
     assert process.returncode == 0, stderr
     return stderr
 
@@ -116,6 +121,26 @@ async def app(scope, receive, send):  # an echo, in plain ASGI
     await send({"type": "websocket.accept"})
     message = await receive()
     await send({"type": "websocket.send", "text": message["text"]})
+    await send({"type": "websocket.close"})
+"""
+
+FORKING_APP = """
+import subprocess
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+own = TracerProvider(resource=Resource({"service.name": "the app's own"}))
+
+
+async def app(scope, receive, send):  # echoes through a program it starts
+    await receive()
+    await send({"type": "websocket.accept"})
+    text = (await receive())["text"]
+    done = subprocess.run(  # blocks the loop: a test app
+        ["echo", text], preexec_fn=lambda: None, capture_output=True, text=True, timeout=10
+    )
+    await send({"type": "websocket.send", "text": done.stdout.strip()})
     await send({"type": "websocket.close"})
 """
 
@@ -199,3 +224,12 @@ def test_demo_serve_keeps_the_app_up_for_a_browser(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "stage latency" in out  # the report still comes after Ctrl-C
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="the wstrace script is not installed")
+def test_serve_leaves_an_app_with_its_own_provider_free_to_start_programs(tmp_path: Path) -> None:
+    """An app that makes a TracerProvider with a resource of its own, then starts a program
+    with a ``preexec_fn`` (the SDK's fork hook runs in that child), as it could under uvicorn
+    alone: wstrace's own provider must not leave that child waiting on a lock."""
+    (tmp_path / "wstrace_forking_app.py").write_text(FORKING_APP, encoding="utf-8")
+    serve_and_echo([str(CONSOLE_SCRIPT), "serve", "wstrace_forking_app:app"], "/", cwd=tmp_path)

@@ -11,6 +11,12 @@ uvicorn.
 
 from __future__ import annotations
 
+# Imported first, before any TracerProvider made after wstrace: the SDK's provider hooks fork()
+# to refresh its resource through a thread pool, and when this module is imported after an
+# app's provider (wstrace's own provider detects its resource with it), the app's hook runs in
+# a forked process before this module's, and waits forever for a lock this module holds
+# across fork(): every program the app starts, every process it forks, hangs.
+import concurrent.futures.thread  # noqa: F401
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
