@@ -11,11 +11,11 @@ uvicorn.
 
 from __future__ import annotations
 
-# Imported first, before any TracerProvider made after wstrace: the SDK's provider hooks fork()
-# to refresh its resource through a thread pool, and when this module is imported after an
-# app's provider (wstrace's own provider detects its resource with it), the app's hook runs in
-# a forked process before this module's, and waits forever for a lock this module holds
-# across fork(): every program the app starts, every process it forks, hangs.
+# Imported before an app can make a TracerProvider, so that this module's after-fork hook runs
+# before the provider's.  A provider hooks fork() to refresh its resource through a thread
+# pool; were this module first imported after an app made one (wstrace's own provider imports
+# it, detecting its resource), the app's hook would run first in a forked process and wait
+# forever for the lock this module holds across fork(): every process the app forks would hang.
 import concurrent.futures.thread  # noqa: F401
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
