@@ -88,14 +88,20 @@ def serve_and_echo(command: list[str], path: str, cwd: Path | None = None) -> st
         assert asyncio.run(talk()) == "hello"
         time.sleep(0.3)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, stderr = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
+        _, stderr = interrupt(process)
     assert process.returncode == 0, stderr
     return stderr
+
+
+def interrupt(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """Ctrl-C ``process`` (started in a process group of its own) and read what it printed;
+    if it does not stop, its whole group is killed, so a hang leaves nothing behind."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
 
 
 @pytest.mark.parametrize(
@@ -205,6 +211,7 @@ def test_demo_serve_keeps_the_app_up_for_a_browser(tmp_path: Path) -> None:
         text=True,
         env=ENV,
         preexec_fn=as_a_background_job,
+        process_group=0,
     )
     try:
         assert process.stdout is not None
@@ -219,8 +226,7 @@ def test_demo_serve_keeps_the_app_up_for_a_browser(tmp_path: Path) -> None:
         page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
         assert "Set For Auction" in page
     finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = interrupt(process)
     assert process.returncode == 0, err
     assert "stage latency" in out  # the report still comes after Ctrl-C
     assert "Traceback" not in err

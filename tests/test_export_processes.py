@@ -113,6 +113,7 @@ from tracer.export.pipeline import ExportPipeline
 
 pipeline = ExportPipeline(SubprocessExporter.otlp_file(directory=sys.argv[1]))
 done = threading.Event()
+sent = []  # spans the busy thread gave the pipeline
 def busy():  # spans and flushes going on in another thread while the app starts programs
     first = 0
     while not done.is_set():
@@ -120,7 +121,7 @@ def busy():  # spans and flushes going on in another thread while the app starts
             pipeline.on_end(span)
         pipeline.force_flush()
         first += 20
-    done.sent = first
+    sent.append(first)
 worker = threading.Thread(target=busy)
 worker.start()
 started = 0
@@ -130,7 +131,7 @@ done.set()
 worker.join()
 pipeline.shutdown()
 counts = pipeline.counts()
-print(json.dumps({"started": started, "written": counts.written - done.sent,
+print(json.dumps({"started": started, "written": counts.written - sent[0],
                   "dropped": sum(counts.dropped.values())}))
 """
 
