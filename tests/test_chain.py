@@ -98,6 +98,43 @@ def test_a_layer_leaving_out_of_order_keeps_the_innermost_right(kind: str) -> No
 
 
 @KINDS
+def test_siblings_and_what_left_inside_them_nest_under_the_layer_they_ran_in(kind: str) -> None:
+    """A route runs its dependencies, then its endpoint, at the same depth; what leaves
+    inside each (plainly, or raising) waits for it, and each waits for the route."""
+    chain, base, memory = make_chain(kind)
+    outer = chain.enter("Outer", {"o": 1}, None)
+    route = chain.enter("Route", {"r": 1}, None)
+    deps = chain.enter("Deps", {}, None)
+    chain.leave(chain.enter("DepsInner", {}, None), "DepsInner", {}, None)
+    chain.leave(deps, "Deps", {}, None)
+    endpoint = chain.enter("Endpoint", {}, None)
+    chain.leave(chain.enter("Plain", {}, None), "Plain", {}, None)
+    chain.leave(chain.enter("Raising", {}, None), "Raising", {}, "ValueError")
+    chain.leave(endpoint, "Endpoint", {}, None)
+    chain.leave(route, "Route", {"r": 1}, None)
+    chain.leave(outer, "Outer", {"o": 1}, None)
+    spans = by_name(memory)
+    assert len(memory.get_finished_spans()) == 7
+    parents = {name: span.parent.span_id for name, span in spans.items()}
+    ids = {name: span.context.span_id for name, span in spans.items()}
+    assert parents == {
+        "Outer": base.get_span_context().span_id,
+        "Route": ids["Outer"],
+        "Deps": ids["Route"],
+        "DepsInner": ids["Deps"],
+        "Endpoint": ids["Route"],
+        "Plain": ids["Endpoint"],
+        "Raising": ids["Endpoint"],
+    }
+    assert spans["Raising"].attributes[vocab.ERROR_TYPE] == "ValueError"
+    assert spans["Raising"].status.status_code.name == "ERROR"
+    assert spans["Plain"].status.status_code.name == "UNSET"
+    assert dict(spans["Route"].attributes) == {"r": 1}
+    assert spans["Deps"].end_time <= spans["Endpoint"].start_time
+    assert chain.get_span_context() == base.get_span_context()
+
+
+@KINDS
 def test_a_foreign_span_in_between_becomes_the_parent(kind: str) -> None:
     chain, _, memory = make_chain(kind)
     outer = chain.enter("Outer", {}, None)

@@ -45,6 +45,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 from tracer._contain import errors
+from tracer.export import facts
 
 LAYER_CODES: dict[int, Any] = {}
 """The code of every function whose calls are chain layers (middleware ``__call__`` methods, route
@@ -209,7 +210,7 @@ class RecordedChain(Chain):
     when the middleware records it alone).
     """
 
-    __slots__ = ("_context", "_foreign", "_held", "_sdk", "_top", "_written")
+    __slots__ = ("_context", "_families", "_foreign", "_left", "_sdk", "_top", "_written")
 
     def __init__(self, base: trace.Span, sdk: Any, tracer: Any) -> None:
         super().__init__(base, None, tracer)
@@ -225,8 +226,16 @@ class RecordedChain(Chain):
         """Layer -> the span made current inside the chain that it nests under (rare)."""
         self._top: trace.SpanContext | None = None  # the last context built
         self._written: dict[int, _Written] | None = None
-        self._held: dict[int, list[tuple[Any, ...]]] | None = None
-        """Layer -> the layers inside it that left, as family members, until it leaves too."""
+        self._families = sdk.families()
+        """Whether a layer that returns inside another may wait for it, as a family member
+        (checked once: if a processor needs spans by the time the family goes, ``emit`` hands
+        each member on as a span of its own)."""
+        self._left: list[tuple[Any, ...]] | None = None
+        """The layers that left inside a running layer and wait for it, in the order they left:
+        ``(position, span_id, name, start, end, attributes)``, or ``(position, member)`` for a
+        layer with more to it (events, a status).  Positions say who nests under whom: what
+        left at position ``p + 1`` since the last layer at ``p`` left belongs to the next one
+        at ``p`` to leave (see :meth:`_members_of`)."""
 
     def _layer_context(self, span_id: int, keep: bool = True) -> trace.SpanContext:
         top = self._top
@@ -268,24 +277,39 @@ class RecordedChain(Chain):
         at = 2 * layer
         layers = self._layers
         span_id, start = layers[at], layers[at + 1]
+        if (
+            at
+            and at == len(layers) - 2
+            and error is None
+            and layers[at - 1] != _LEFT
+            and self._families
+            and not self._written
+            and not self._foreign
+        ):
+            # Most layers: the innermost returns, in order, inside a layer that runs on, and
+            # nothing was written to it.  It waits for that layer as it is, made a family
+            # member only when the family goes (one pass, at the outermost layer's leave).
+            del layers[at:]
+            if self._left is None:
+                self._left = []
+            self._left.append((layer, span_id, name, start, end, attributes))
+            return
         parent_id = layers[at - 2] if at else _BASE
         parent_runs = parent_id != _BASE and layers[at - 1] != _LEFT
         self._remove(layer)
         foreign = self._foreign.pop(span_id, None) if self._foreign else None
         events: Any = ()
         status: Status | None = None
-        if self._written or error is not None:  # (most layers: neither)
+        if self._written or error is not None:
             name, attributes, events, status = self._as_written(span_id, name, attributes, error)
-        held = self._held.pop(span_id, None) if self._held else None
-        members = tuple(held) if held else ()
+        members = self._members_of(layer)
         sdk = self._sdk
-        if foreign is None and parent_runs and sdk.families():
+        if foreign is None and parent_runs and self._families:
             # Inside another layer of the chain, which leaves later: it goes with that one.
-            if self._held is None:
-                self._held = {}
-            self._held.setdefault(parent_id, []).append(
-                sdk.member(span_id, name, start, end, attributes, events, status, members)
-            )
+            if self._left is None:
+                self._left = []
+            member = sdk.member(span_id, name, start, end, attributes, events, status, members)
+            self._left.append((layer, member))
             return
         context = self._layer_context(span_id)
         if foreign is not None:
@@ -296,6 +320,42 @@ class RecordedChain(Chain):
             parent = self._layer_context(parent_id)
         sdk.emit(name, context, parent, start, end, attributes, events=events, status=status,
                  members=members)  # fmt: skip
+
+    def _members_of(self, layer: int) -> tuple[Any, ...]:
+        """The family members of the layer at position ``layer``, leaving now: the layers that
+        left inside it and wait (the end of :attr:`_left` past its position), nested."""
+        left = self._left
+        if not left or left[-1][0] <= layer:
+            return ()
+        first = len(left) - 1
+        while first and left[first - 1][0] > layer:
+            first -= 1
+        waiting = left[first:]
+        del left[first:]
+        sdk = self._sdk
+        # Within the SpanLimits as they are (a layer's few attributes, no events or links): made
+        # as they are; else cut to them.
+        unlimited = sdk.limits is None
+        most = sdk.max_attributes
+        below: dict[int, list[tuple[Any, ...]]] = {}  # position -> members made, not yet placed
+        for entry in waiting:
+            position = entry[0]
+            inner = below.pop(position + 1, None)
+            if len(entry) == 2:  # made when it left (its own members placed then)
+                made = entry[1]
+            else:
+                _, span_id, name, start, end, attributes = entry
+                members = tuple(inner) if inner else ()
+                if unlimited or len(attributes) <= most:
+                    made = facts.plain_member(span_id, name, start, end, None, attributes, members)
+                else:
+                    made = sdk.member(span_id, name, start, end, attributes, (), None, members)
+            found = below.get(position)
+            if found is None:
+                below[position] = [made]
+            else:
+                found.append(made)
+        return tuple(below.get(layer + 1, ()))
 
     def _as_written(
         self, span_id: int, name: str, attributes: dict[str, Any], error: str | None
