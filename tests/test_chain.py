@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -132,6 +132,25 @@ def test_siblings_and_what_left_inside_them_nest_under_the_layer_they_ran_in(kin
     assert dict(spans["Route"].attributes) == {"r": 1}
     assert spans["Deps"].end_time <= spans["Endpoint"].start_time
     assert chain.get_span_context() == base.get_span_context()
+
+
+def test_layers_waiting_as_family_members_keep_the_span_limits() -> None:
+    limits = SpanLimits(max_span_attributes=1, max_attribute_length=3)
+    provider = TracerProvider(span_limits=limits)
+    memory = FactCollector()
+    provider.add_span_processor(memory)
+    recorder = Recorder(provider)
+    base = recorder.start("asgi.app", recorder.start("ws.connection", None, 1), 2)
+    chain = RecordedChain(base, recorder.sdk, recorder.tracer)
+    attributes = {"code.function": "__call__", vocab.MIDDLEWARE_LAYER: "Layer"}
+    handles = [chain.enter("Layer", attributes, None) for _ in range(4)]
+    for handle in reversed(handles):
+        chain.leave(handle, "Layer", attributes, None)
+    spans = memory.get_finished_spans()
+    assert len(spans) == 4
+    for span in spans:
+        assert len(span.attributes) == 1 and span.dropped_attributes == 1
+        assert all(len(value) <= 3 for value in span.attributes.values())
 
 
 @KINDS
