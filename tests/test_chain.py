@@ -22,10 +22,10 @@ from tracer.recorder import Recorder
 pytestmark = pytest.mark.fast  # pure: no server, no subprocess
 
 
-def make_chain(kind: str) -> tuple[Chain, Any, Any]:
+def make_chain(kind: str, limits: SpanLimits | None = None) -> tuple[Chain, Any, Any]:
     """A chain of ``kind`` under a connection's ``asgi.app``, and what its spans reach (as
     spans, or as facts that give the spans they stand for back)."""
-    provider = TracerProvider()
+    provider = TracerProvider(span_limits=limits)
     memory: Any = FactCollector() if kind == "recorded-as-facts" else InMemorySpanExporter()
     as_facts = kind == "recorded-as-facts"
     provider.add_span_processor(memory if as_facts else SimpleSpanProcessor(memory))
@@ -136,12 +136,7 @@ def test_siblings_and_what_left_inside_them_nest_under_the_layer_they_ran_in(kin
 
 def test_layers_waiting_as_family_members_keep_the_span_limits() -> None:
     limits = SpanLimits(max_span_attributes=1, max_attribute_length=3)
-    provider = TracerProvider(span_limits=limits)
-    memory = FactCollector()
-    provider.add_span_processor(memory)
-    recorder = Recorder(provider)
-    base = recorder.start("asgi.app", recorder.start("ws.connection", None, 1), 2)
-    chain = RecordedChain(base, recorder.sdk, recorder.tracer)
+    chain, _, memory = make_chain("recorded-as-facts", limits)
     attributes = {"code.function": "__call__", vocab.MIDDLEWARE_LAYER: "Layer"}
     handles = [chain.enter("Layer", attributes, None) for _ in range(4)]
     for handle in reversed(handles):

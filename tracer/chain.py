@@ -230,7 +230,7 @@ class RecordedChain(Chain):
         """Whether a layer that returns inside another may wait for it, as a family member
         (checked once: if a processor needs spans by the time the family goes, ``emit`` hands
         each member on as a span of its own)."""
-        self._left: list[tuple[Any, ...]] | None = None
+        self._left: list[tuple[Any, ...]] = []
         """The layers that left inside a running layer and wait for it, in the order they left:
         ``(position, span_id, name, start, end, attributes)``, or ``(position, member)`` for a
         layer with more to it (events, a status).  Positions say who nests under whom: what
@@ -290,8 +290,6 @@ class RecordedChain(Chain):
             # nothing was written to it.  It waits for that layer as it is, made a family
             # member only when the family goes (one pass, at the outermost layer's leave).
             del layers[at:]
-            if self._left is None:
-                self._left = []
             self._left.append((layer, span_id, name, start, end, attributes))
             return
         parent_id = layers[at - 2] if at else _BASE
@@ -306,8 +304,6 @@ class RecordedChain(Chain):
         sdk = self._sdk
         if foreign is None and parent_runs and self._families:
             # Inside another layer of the chain, which leaves later: it goes with that one.
-            if self._left is None:
-                self._left = []
             member = sdk.member(span_id, name, start, end, attributes, events, status, members)
             self._left.append((layer, member))
             return
