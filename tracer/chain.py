@@ -329,10 +329,6 @@ class RecordedChain(Chain):
         waiting = left[first:]
         del left[first:]
         sdk = self._sdk
-        # Within the SpanLimits as they are (a layer's few attributes, no events or links): made
-        # as they are; else cut to them.
-        unlimited = sdk.limits is None
-        most = sdk.max_attributes
         below: dict[int, list[tuple[Any, ...]]] = {}  # position -> members made, not yet placed
         for entry in waiting:
             position = entry[0]
@@ -342,7 +338,7 @@ class RecordedChain(Chain):
             else:
                 _, span_id, name, start, end, attributes = entry
                 members = tuple(inner) if inner else ()
-                if unlimited or len(attributes) <= most:
+                if sdk.fits_limits(attributes):  # a layer's few attributes, as a rule
                     made = facts.plain_member(span_id, name, start, end, None, attributes, members)
                 else:
                     made = sdk.member(span_id, name, start, end, attributes, (), None, members)

@@ -91,7 +91,7 @@ class FamilyMember(_AfterTheFact):
             status = facts.fact_status(Status(StatusCode.ERROR, error))
         elif attributes is None:
             attributes = {}
-        if sdk.limits is not None and len(attributes) > sdk.max_attributes:
+        if not sdk.fits_limits(attributes):
             attributes = within_limits(sdk.limits, attributes, (), ())[0]
             if type(attributes) is not dict:
                 attributes = facts.fact_attributes(attributes)
@@ -194,7 +194,7 @@ def _members_as_facts(
             one._events
             or one._links
             or one._kind is not _INTERNAL
-            or (sdk.limits is not None and len(attributes) > sdk.max_attributes)
+            or not sdk.fits_limits(attributes)
             or type(attributes) is not dict
         ):
             made.append(

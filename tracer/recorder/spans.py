@@ -222,6 +222,12 @@ class SdkParts:
             )
         )
 
+    def fits_limits(self, attributes: Attributes) -> bool:
+        """Whether a span with ``attributes`` and no events or links keeps the ``SpanLimits``
+        as it is: nothing to cut, so its member is made as it is
+        (:func:`~tracer.export.facts.plain_member`)."""
+        return self.limits is None or len(attributes) <= self.max_attributes
+
     def member(
         self,
         span_id: int,
