@@ -29,13 +29,15 @@ FIGURES: dict[str, tuple[str, str]] = {
     "handshake_ms_p50": ("ratio", "handshake latency p50, ms"),
     "handshake_ms_p99": ("ratio", "handshake latency p99, ms"),
     "handshake_cpu_us": ("ratio", "server CPU µs per connect + greeting + close"),
+    "handshake_gc_us": ("value", "of the server's, µs per connection in its garbage collector"),
+    "paced_ms_p50": ("ratio", "handshake latency p50 on an idle server (paced), ms"),
     "idle_kib_per_conn": ("delta", "server RSS KiB per idle open connection"),
     "fanout_ms_p50": ("ratio", "one bid to the last of N bidders, ms (p50)"),
     "fanout_ms_p99": ("ratio", "one bid to the last of N bidders, ms (p99)"),
     "fanout_cpu_us": ("ratio", "server CPU µs per fan-out"),
 }
 
-POOLED = ("handshake_ms_p50", "handshake_ms_p99", "idle_kib_per_conn")
+POOLED = ("handshake_ms_p50", "handshake_ms_p99", "paced_ms_p50", "idle_kib_per_conn")
 """Figures computed over all rounds' samples at once: the bar asks for percentiles over at
 least 500 handshakes and memory over at least 500 connections, which the rounds share."""
 
@@ -55,8 +57,9 @@ def _pooled(key: str, results: list[dict[str, Any]]) -> float:
         connections = sum(r["idle"] for r in rounds)
         grown = sum(r["idle_rss_after"] - r["idle_rss_before"] for r in rounds)
         return grown / connections / 1024.0 if connections else math.nan
-    samples = [x for r in results for x in r.get("handshake_ms", ())]
-    return percentile(samples, 50 if key == "handshake_ms_p50" else 99)
+    samples_key = "paced_ms" if key == "paced_ms_p50" else "handshake_ms"
+    samples = [x for r in results for x in r.get(samples_key, ())]
+    return percentile(samples, 99 if key == "handshake_ms_p99" else 50)
 
 
 def _paired(key: str, mode: str, results: list[dict[str, Any]],
@@ -221,13 +224,19 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
     for variant, f in summary.items():
         extra = [f"handshake CPU {_fmt(f['handshake_cpu_us']['value'], 0)} µs "
                  f"({_ratio(f['handshake_cpu_us']['ratio'])})",
+                 f"paced handshake p50 {_fmt(f['paced_ms_p50']['value'], 2)} ms "
+                 f"({_ratio(f['paced_ms_p50']['ratio'])})",
                  f"trace written {_fmt(f['trace_bytes'] / 1024, 0)} KiB/round"]
         writer = f.get("writer_cpu_per_msg_us", {}).get("value")
         if isinstance(writer, (int, float)) and math.isfinite(writer) and writer > 0:
             extra.append(f"span-export threads {_fmt(writer, 1)} µs/msg of the server's CPU")
-        collecting = f.get("gc_per_msg_us", {}).get("value")
-        if isinstance(collecting, (int, float)) and math.isfinite(collecting):
-            extra.append(f"garbage collector {_fmt(collecting, 1)} µs/msg")
+        collecting = []
+        for key, digits, unit in _GC_FIGURES:
+            value = f.get(key, {}).get("value")
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                collecting.append(f"{_fmt(value, digits)} µs/{unit}")
+        if collecting:
+            extra.append("garbage collector " + ", ".join(collecting))
         if f["errors"]:
             extra.append(f"[red]{f['errors']} unexpected replies[/]")
         note = raw["notes"].get(variant, {})
@@ -356,8 +365,24 @@ def render_handshake_split(raw: dict[str, Any], console: Any = None) -> None:
                      f"{extra - recording:+.{digits}f})")
         parts.append(text)
     console.print(
-        f"handshakes, connection shape against untraced: p50 latency {parts[0]}; server CPU "
-        f"per connection (connect, greeting, close) {parts[1]}{_connection_hooks(raw)}"
+        f"handshakes, connection shape against untraced: p50 latency {parts[0]}"
+        f"{_paced(summary, latency[0])}"
+        f"; server CPU per connection (connect, greeting, close) {parts[1]}"
+        f"{_connection_hooks(raw)}"
+    )
+
+
+def _paced(summary: dict[str, Any], back_to_back: float) -> str:
+    """The p50 of handshakes paced apart: the handshake's own latency.  Back to back, a
+    handshake also waits for whatever of the connection before it the server still does (its
+    close, its spans)."""
+    paced = _split(summary, "paced_ms_p50")
+    if paced is None:
+        return ""
+    ratio = summary["conn-spans"]["paced_ms_p50"].get("ratio")
+    return (
+        f"; paced (the server idle as each starts) {paced[0]:+.2f} ms ({_ratio(ratio)}), so "
+        f"back to back {back_to_back - paced[0]:+.2f} ms is waiting for the connection before"
     )
 
 
@@ -375,6 +400,10 @@ def _connection_hooks(raw: dict[str, Any]) -> str:
         f"(bench/hooks.py, medians, µs: {stages}; the HTTP layer's hooks and the middleware's "
         "set-up not included)"
     )
+
+
+_GC_FIGURES = (("gc_per_msg_us", 1, "msg"), ("handshake_gc_us", 0, "connection"))
+"""Time in the garbage collector: figure, digits shown, per what."""
 
 
 def _split(summary: dict[str, Any], key: str) -> tuple[float, float | None] | None:
