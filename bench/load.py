@@ -21,9 +21,6 @@ It prints one JSON object (the figures of this server) on stdout.  Phases, in or
    send to the last of the bidders receiving it, and server CPU per fan-out.
 4. **handshakes** — ``--handshakes`` sequential connect / greeting / close loops; the time
    ``connect()`` takes (TCP connect, upgrade request, 101 response) is the handshake latency.
-   Back to back, the next connect reaches a server that may still be closing the last
-   connection; a quarter as many loops follow, :data:`PACE_S` apart, whose latency is the
-   handshake's own on an idle server (``paced_ms``).
 
 Every wait is bounded; a phase that does not finish in time fails the run with an error.
 """
@@ -44,11 +41,6 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 
 PHASES = ("idle", "echo", "fanout", "handshakes")
-
-PACE_S = 0.005
-"""The pause between paced handshakes: longer than a connection's close takes the server."""
-PACED_SHARE = 4
-"""Paced handshakes are this fraction of ``--handshakes`` (one in four)."""
 
 BID_PREFIX = '{"type":"bid"'
 """How the auction app's broadcast of an accepted bid starts (compact JSON, type first)."""
@@ -284,23 +276,14 @@ class Load:
             await ws.close()
             return took
 
-        async def loop(count: int, pause: float = 0.0) -> list[float]:
-            took = []
-            for _ in range(count):
-                took.append(await one())
-                if pause:
-                    await asyncio.sleep(pause)
-            return took
+        async def loop(count: int) -> list[float]:
+            return [await one() for _ in range(count)]
 
         await asyncio.wait_for(loop(min(args.warmup, 20)), args.timeout * 6)
         await control.flush()
         cpu0, _, _, gc0 = await control.cpus()
         latencies = await asyncio.wait_for(loop(args.handshakes), args.timeout * 30)
         cpu1, _, _, gc1 = await control.cpus(flush=True)
-        # Back to back, a handshake may find the server still closing the connection before
-        # it; paced, each finds it idle: the handshake's own latency.
-        paced_count = max(1, args.handshakes // PACED_SHARE)
-        paced = await asyncio.wait_for(loop(paced_count, PACE_S), args.timeout * 30)
         return {
             "handshakes": args.handshakes,
             "handshake_ms_p50": percentile(latencies, 50) * 1e3,
@@ -309,8 +292,6 @@ class Load:
             "handshake_cpu_us": (cpu1 - cpu0) / args.handshakes * 1e6,
             "handshake_gc_us": (gc1 - gc0) / args.handshakes * 1e6,
             "handshake_ms": [round(x * 1e3, 4) for x in latencies],
-            "paced_ms_p50": percentile(paced, 50) * 1e3,
-            "paced_ms": [round(x * 1e3, 4) for x in paced],
         }
 
     async def idle(self, control: ServerControl, room: Room) -> dict[str, Any]:

@@ -30,14 +30,13 @@ FIGURES: dict[str, tuple[str, str]] = {
     "handshake_ms_p99": ("ratio", "handshake latency p99, ms"),
     "handshake_cpu_us": ("ratio", "server CPU µs per connect + greeting + close"),
     "handshake_gc_us": ("value", "of the server's, µs per connection in its garbage collector"),
-    "paced_ms_p50": ("ratio", "handshake latency p50 on an idle server (paced), ms"),
     "idle_kib_per_conn": ("delta", "server RSS KiB per idle open connection"),
     "fanout_ms_p50": ("ratio", "one bid to the last of N bidders, ms (p50)"),
     "fanout_ms_p99": ("ratio", "one bid to the last of N bidders, ms (p99)"),
     "fanout_cpu_us": ("ratio", "server CPU µs per fan-out"),
 }
 
-POOLED = ("handshake_ms_p50", "handshake_ms_p99", "paced_ms_p50", "idle_kib_per_conn")
+POOLED = ("handshake_ms_p50", "handshake_ms_p99", "idle_kib_per_conn")
 """Figures computed over all rounds' samples at once: the bar asks for percentiles over at
 least 500 handshakes and memory over at least 500 connections, which the rounds share."""
 
@@ -57,9 +56,8 @@ def _pooled(key: str, results: list[dict[str, Any]]) -> float:
         connections = sum(r["idle"] for r in rounds)
         grown = sum(r["idle_rss_after"] - r["idle_rss_before"] for r in rounds)
         return grown / connections / 1024.0 if connections else math.nan
-    samples_key = "paced_ms" if key == "paced_ms_p50" else "handshake_ms"
-    samples = [x for r in results for x in r.get(samples_key, ())]
-    return percentile(samples, 99 if key == "handshake_ms_p99" else 50)
+    samples = [x for r in results for x in r.get("handshake_ms", ())]
+    return percentile(samples, 50 if key == "handshake_ms_p50" else 99)
 
 
 def _paired(key: str, mode: str, results: list[dict[str, Any]],
@@ -224,8 +222,6 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
     for variant, f in summary.items():
         extra = [f"handshake CPU {_fmt(f['handshake_cpu_us']['value'], 0)} µs "
                  f"({_ratio(f['handshake_cpu_us']['ratio'])})",
-                 f"paced handshake p50 {_fmt(f['paced_ms_p50']['value'], 2)} ms "
-                 f"({_ratio(f['paced_ms_p50']['ratio'])})",
                  f"trace written {_fmt(f['trace_bytes'] / 1024, 0)} KiB/round"]
         writer = f.get("writer_cpu_per_msg_us", {}).get("value")
         if isinstance(writer, (int, float)) and math.isfinite(writer) and writer > 0:
@@ -365,24 +361,8 @@ def render_handshake_split(raw: dict[str, Any], console: Any = None) -> None:
                      f"{extra - recording:+.{digits}f})")
         parts.append(text)
     console.print(
-        f"handshakes, connection shape against untraced: p50 latency {parts[0]}"
-        f"{_paced(summary, latency[0])}"
-        f"; server CPU per connection (connect, greeting, close) {parts[1]}"
-        f"{_connection_hooks(raw)}"
-    )
-
-
-def _paced(summary: dict[str, Any], back_to_back: float) -> str:
-    """The p50 of handshakes paced apart: the handshake's own latency.  Back to back, a
-    handshake also waits for whatever of the connection before it the server still does (its
-    close, its spans)."""
-    paced = _split(summary, "paced_ms_p50")
-    if paced is None:
-        return ""
-    ratio = summary["conn-spans"]["paced_ms_p50"].get("ratio")
-    return (
-        f"; paced (the server idle as each starts) {paced[0]:+.2f} ms ({_ratio(ratio)}), so "
-        f"back to back {back_to_back - paced[0]:+.2f} ms is waiting for the connection before"
+        f"handshakes, connection shape against untraced: p50 latency {parts[0]}; server CPU "
+        f"per connection (connect, greeting, close) {parts[1]}{_connection_hooks(raw)}"
     )
 
 
