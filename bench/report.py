@@ -40,6 +40,10 @@ POOLED = ("handshake_ms_p50", "handshake_ms_p99", "idle_kib_per_conn")
 """Figures computed over all rounds' samples at once: the bar asks for percentiles over at
 least 500 handshakes and memory over at least 500 connections, which the rounds share."""
 
+_GC_FIGURES = (("gc_per_msg_us", 1, "msg"), ("handshake_gc_us", 0, "connection"))
+"""Time in the garbage collector: figure, digits shown, per what."""
+
+
 BAR_FIGURE = {"cpu_per_msg": "cpu_per_msg_us", "total_cpu_per_msg": "total_cpu_per_msg_us",
               "handshake_p50": "handshake_ms_p50", "idle_kib": "idle_kib_per_conn"}
 
@@ -380,10 +384,6 @@ def _connection_hooks(raw: dict[str, Any]) -> str:
         f"(bench/hooks.py, medians, µs: {stages}; the HTTP layer's hooks and the middleware's "
         "set-up not included)"
     )
-
-
-_GC_FIGURES = (("gc_per_msg_us", 1, "msg"), ("handshake_gc_us", 0, "connection"))
-"""Time in the garbage collector: figure, digits shown, per what."""
 
 
 def _split(summary: dict[str, Any], key: str) -> tuple[float, float | None] | None:
