@@ -120,6 +120,43 @@ def create_auction(port: int, item: str, timeout: float = 10.0) -> int:
         return int(json.loads(response.read())["id"])
 
 
+def connect_options(compression: bool, timeout: float) -> dict[str, Any]:
+    """How every client of the benchmark connects (``websockets.asyncio.client.connect``)."""
+    return {
+        "compression": "deflate" if compression else None,
+        "open_timeout": timeout,
+        "close_timeout": 5,
+        "ping_interval": None,
+        "max_queue": None,
+    }
+
+
+async def handshake(uri: str, options: dict[str, Any]) -> float:
+    """One connect / greeting / close loop; the seconds ``connect()`` took (TCP connect,
+    upgrade request, 101 response)."""
+    started = time.perf_counter()
+    ws = await connect(uri, **options)
+    took = time.perf_counter() - started
+    await ws.recv()
+    await ws.close()
+    return took
+
+
+def handshake_figures(latencies: list[float], cpu_s: float, gc_s: float) -> dict[str, Any]:
+    """The figures of a run of handshake loops: ``latencies`` in seconds, and the server's CPU
+    and garbage-collector seconds over them."""
+    count = max(1, len(latencies))
+    return {
+        "handshakes": len(latencies),
+        "handshake_ms_p50": percentile(latencies, 50) * 1e3,
+        "handshake_ms_p90": percentile(latencies, 90) * 1e3,
+        "handshake_ms_p99": percentile(latencies, 99) * 1e3,
+        "handshake_cpu_us": cpu_s / count * 1e6,
+        "handshake_gc_us": gc_s / count * 1e6,
+        "handshake_ms": [round(x * 1e3, 4) for x in latencies],
+    }
+
+
 class Room:
     """One auction room seen from the load generator: its URI and the next valid bid."""
 
@@ -137,14 +174,7 @@ class Load:
         self.args = args
         self.port: int = args.port
         self.errors: list[str] = []
-        compression = "deflate" if args.compression else None
-        self.connect_options: dict[str, Any] = {
-            "compression": compression,
-            "open_timeout": args.timeout,
-            "close_timeout": 5,
-            "ping_interval": None,
-            "max_queue": None,
-        }
+        self.connect_options = connect_options(args.compression, args.timeout)
 
     async def join(self, room: Room) -> ClientConnection:
         """Connect to ``room`` and read the ``state`` message the app greets joiners with."""
@@ -268,31 +298,15 @@ class Load:
     async def handshakes(self, control: ServerControl, room: Room) -> dict[str, Any]:
         args = self.args
 
-        async def one() -> float:
-            t0 = time.perf_counter()
-            ws = await connect(room.uri, **self.connect_options)
-            took = time.perf_counter() - t0
-            await ws.recv()
-            await ws.close()
-            return took
-
         async def loop(count: int) -> list[float]:
-            return [await one() for _ in range(count)]
+            return [await handshake(room.uri, self.connect_options) for _ in range(count)]
 
         await asyncio.wait_for(loop(min(args.warmup, 20)), args.timeout * 6)
         await control.flush()
         cpu0, _, _, gc0 = await control.cpus()
         latencies = await asyncio.wait_for(loop(args.handshakes), args.timeout * 30)
         cpu1, _, _, gc1 = await control.cpus(flush=True)
-        return {
-            "handshakes": args.handshakes,
-            "handshake_ms_p50": percentile(latencies, 50) * 1e3,
-            "handshake_ms_p90": percentile(latencies, 90) * 1e3,
-            "handshake_ms_p99": percentile(latencies, 99) * 1e3,
-            "handshake_cpu_us": (cpu1 - cpu0) / args.handshakes * 1e6,
-            "handshake_gc_us": (gc1 - gc0) / args.handshakes * 1e6,
-            "handshake_ms": [round(x * 1e3, 4) for x in latencies],
-        }
+        return handshake_figures(latencies, cpu1 - cpu0, gc1 - gc0)
 
     async def idle(self, control: ServerControl, room: Room) -> dict[str, Any]:
         args = self.args

@@ -300,6 +300,53 @@ def run_load(
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+def interleave_handshakes(options: Options, work: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every variant's server at once, fresh, driven in turn by ``python -m bench.interleave``:
+    ``{variant: [handshake figures of each round]}``."""
+    s = options.sizes
+    servers = [ServerProcess(v, work / f"handshakes-{v}", options) for v in options.variants]
+    try:
+        for server in servers:
+            server.start()
+        cmd = [sys.executable, "-m", "bench.interleave",
+               "--handshakes", str(s.handshakes), "--groups", str(s.rounds),
+               "--timeout", str(s.timeout)]
+        for server in servers:
+            info = server.wait_ready()
+            cmd += ["--target", f"{server.variant}={info['port']}:{info['control_port']}"]
+        proc = subprocess.run(
+            cmd, capture_output=True, stdin=subprocess.DEVNULL, cwd=options.source,
+            env=_env(options.source), timeout=s.timeout * 15 + s.handshakes * len(servers),
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"interleaved handshakes failed ({proc.returncode}):\n"
+                + proc.stderr.decode(errors="replace")[-3000:]
+            )
+        return json.loads(proc.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def merge_rounds(
+    rounds: dict[str, list[dict[str, Any]]],
+    groups: dict[str, list[dict[str, Any]]],
+    count: int,
+    load: list[float],
+) -> None:
+    """Each group of interleaved handshakes joins its round's figures (a round of its own,
+    with the machine's ``load`` around the handshakes, when no other phase was run)."""
+    for variant, figures in groups.items():
+        kept = rounds.setdefault(variant, [])
+        for index, group in enumerate(figures[:count]):
+            if index < len(kept):
+                kept[index].update(group)
+            else:
+                kept.append({**group, "round": index + 1, "errors": [], "loadavg": load})
+
+
 def profile_load(server: ServerProcess, options: Options) -> tuple[dict[str, Any], dict[str, str]]:
     """The phases one at a time: ``idle`` under tracemalloc, each other under py-spy.
 
@@ -363,9 +410,13 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
     profiles: dict[str, dict[str, str]] = {}
     if options.profile_dir:
         Path(options.profile_dir).mkdir(parents=True, exist_ok=True)
+    # Handshakes are measured at the end, every variant's interleaved with the others'
+    # (bench/interleave.py), except under the profiler, which wants one server at a time.
+    interleaved = "handshakes" in options.phases and not options.profile_dir
+    phases = tuple(p for p in options.phases if not (interleaved and p == "handshakes"))
     with _workspace(options.keep) as work:
         options.source = snapshot(work / "src") if options.snapshot else ROOT
-        for r in range(options.sizes.rounds):
+        for r in range(options.sizes.rounds if phases else 0):
             order = round_order(options.variants, r)
             orders.append(order)
             servers = [ServerProcess(v, work / f"r{r + 1}-{v}", options) for v in order]
@@ -383,7 +434,7 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
                         result, paths = profile_load(server, options)
                         profiles[server.variant] = paths
                     else:
-                        result = run_load(server, options)
+                        result = run_load(server, options, phases)
                     if options.parallel_start:
                         server.request_stop()  # reaped at the end of the round
                         result["trace_bytes"] = server.trace_bytes()
@@ -402,6 +453,12 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
             finally:
                 for server in servers:
                     server.stop()
+        if interleaved:
+            say("handshakes: every variant in turn")
+            load_before = os.getloadavg()[0]
+            groups = interleave_handshakes(options, work)
+            load = [load_before, os.getloadavg()[0]]
+            merge_rounds(rounds, groups, options.sizes.rounds, load)
     return {
         "machine": {**measured, "snapshot": options.snapshot},
         "options": {**asdict(options), "sizes": asdict(options.sizes),

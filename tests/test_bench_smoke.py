@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from bench import profile, report
+from bench.interleave import slice_size
 from bench.load import percentile
-from bench.runner import round_order
+from bench.runner import merge_rounds, round_order
 from bench.variants import BAR, BASELINE, DEFAULT_VARIANTS, VARIANTS, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +151,8 @@ def test_every_variant_ran_and_every_figure_is_finite(quick_run: dict) -> None:
             assert _positive(summary[variant][key]["ratio"]), (variant, key)
         assert result["idle_rss_before"] > 0 and result["idle_rss_after"] > 0
         assert result["handshake_gc_us"] >= 0
+        # Every server was driven in turn, as many handshakes each: two slices of five.
+        assert result["handshakes"] == len(result["handshake_ms"]) == 10
         assert math.isfinite(summary[variant]["idle_kib_per_conn"]["delta"])
     baseline = summary[BASELINE]
     for key in POSITIVE:
@@ -239,6 +242,26 @@ def test_percentile_and_order() -> None:
     assert resolve("otel-asgi") == [BASELINE, "otel-asgi"]
     with pytest.raises(ValueError):
         resolve("no-such-variant")
+
+
+def test_interleaved_handshakes_join_the_rounds_they_were_measured_in() -> None:
+    assert slice_size(500, 4) == 25  # 20 cycles, 5 a round
+    assert slice_size(10, 1) == 5  # the quick run: two cycles
+    assert slice_size(3, 4) == 1
+    echo = {"round": 1, "cpu_per_msg_us": 400.0, "loadavg": [0.5, 0.6], "errors": []}
+    rounds = {BASELINE: [dict(echo)]}
+    groups = {
+        BASELINE: [{"handshake_ms_p50": 2.0}, {"handshake_ms_p50": 2.2}],
+        "conn-spans": [{"handshake_ms_p50": 2.7}, {"handshake_ms_p50": 3.0}],
+    }
+    merge_rounds(rounds, groups, 2, [0.9, 1.0])
+    assert rounds[BASELINE][0] == {**echo, "handshake_ms_p50": 2.0}  # its round's own load
+    assert rounds[BASELINE][1] == {
+        "handshake_ms_p50": 2.2, "round": 2, "errors": [], "loadavg": [0.9, 1.0]
+    }
+    assert [r["round"] for r in rounds["conn-spans"]] == [1, 2]
+    merge_rounds(rounds, {"extra": [{}, {}, {}]}, 2, [0.0, 0.0])
+    assert len(rounds["extra"]) == 2  # never more groups than rounds
 
 
 def test_profile_charges_samples_to_their_owner(tmp_path: Path) -> None:
