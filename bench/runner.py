@@ -324,7 +324,7 @@ def interleave_handshakes(options: Options, work: Path) -> dict[str, list[dict[s
                 f"interleaved handshakes failed ({proc.returncode}):\n"
                 + proc.stderr.decode(errors="replace")[-3000:]
             )
-        return json.loads(proc.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+        return json.loads(proc.stdout.decode().strip().splitlines()[-1])
     finally:
         for server in servers:
             server.stop()
