@@ -11,10 +11,10 @@ from typing import Any
 
 from bench import floor, hooks, profile, report
 from bench.load import PHASES
-from bench.runner import QUICK, Options, Sizes, py_spy_path, run
+from bench.runner import QUICK, RESULTS_FILE, ROOT, Options, Sizes, py_spy_path, run
 from bench.variants import VARIANTS, resolve
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS = ROOT / RESULTS_FILE
 """Where a full run's figures go: the README points here instead of quoting them."""
 
 

@@ -419,7 +419,6 @@ def write_results(path: Any, raw: dict[str, Any]) -> None:
     """
     import datetime
     import io
-    import subprocess
     from pathlib import Path
 
     from rich.console import Console
@@ -430,14 +429,7 @@ def write_results(path: Any, raw: dict[str, Any]) -> None:
     render_hooks(raw, console=console)
     render_handshake_split(raw, console=console)
     text = console.export_text(styles=False)
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True,
-            text=True, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = raw["machine"].get("source", "unknown")  # as it was when the run copied the code
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     Path(path).write_text(
         RESULTS_HEADER + f"Run of {when}, commit `{commit}`.\n\n```text\n{text.rstrip()}\n```\n",

@@ -85,6 +85,8 @@ class Options:
     start_timeout: float = 60.0
 
 
+RESULTS_FILE = "bench/RESULTS.md"
+"""What a full run writes (:mod:`bench.__main__`), relative to the repository."""
 SNAPSHOT = ("tracer", "demo_app", "bench")
 """What a run copies before it starts, so that every round measures the same code even while
 the working tree is being edited."""
@@ -502,16 +504,20 @@ def machine() -> dict[str, Any]:
 
 
 def _source() -> str:
-    """The commit measured, and whether the tracer's code differs from it."""
+    """The commit measured, and which of the folders a run copies (:data:`SNAPSHOT`) differ
+    from it (the results file a run writes is not code)."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
             timeout=10, check=True,
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "tracer"], cwd=ROOT, capture_output=True,
-            text=True, timeout=10, check=True,
-        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", *SNAPSHOT, f":!{RESULTS_FILE}"], cwd=ROOT,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head + (" + uncommitted changes in tracer/" if dirty else "")
+    folders = sorted({line[3:].split("/", 1)[0] for line in changed if len(line) > 3})
+    if not folders:
+        return head
+    return head + " + uncommitted changes in " + ", ".join(f"{folder}/" for folder in folders)

@@ -62,6 +62,9 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_the_results_file_holds_what_was_printed(quick_run: dict) -> None:
     text = quick_run["results_md"]
     assert text.startswith("# Benchmark results")
+    # The commit the run measured, as the run's first line names it (the code it copied).
+    source = quick_run["machine"]["source"]
+    assert f"commit `{source}`" in text and f"source {source}" in " ".join(text.split())
     assert "performance bar" in text and "span work alone" in text
     assert "hooks per echoed message" in text
     assert "handshakes, connection shape against untraced: p50 latency" in text
