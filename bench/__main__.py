@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help=f"interleaved rounds (default {d.rounds})")
     parser.add_argument("--messages", type=int,
-                        help="echoed messages per round and variant, at least "
-                        f"(default {d.messages}; the window also lasts ≥ {d.echo_seconds:g} s)")
+                        help="echoed messages per round and variant, the same for every "
+                        f"variant (default {d.messages})")
     parser.add_argument("--clients", type=int,
                         help=f"echo clients, each alone in a room (default {d.clients})")
     parser.add_argument("--handshakes", type=int,
@@ -38,8 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="idle connections per variant, shared by the rounds "
                         f"(default {d.idle})")
     parser.add_argument("--fanout", type=int,
-                        help="measured fan-outs per round and variant, at least "
-                        f"(default {d.fanout}; the window also lasts ≥ {d.fanout_seconds:g} s)")
+                        help="measured fan-outs per round and variant, the same for every "
+                        f"variant (default {d.fanout})")
     parser.add_argument("--fanout-size", type=int,
                         help=f"bidders in the fan-out room (default {d.fanout_size})")
     parser.add_argument("--warmup", type=int,

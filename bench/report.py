@@ -145,6 +145,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _window(count: int, seconds: float, what: str) -> str:
+    """A measuring window as it was sized: so many ``what``, or at least that and so long."""
+    return f"{count:,} {what}" if not seconds else f"≥ {count:,} {what} and ≥ {seconds:g} s"
+
+
 def _ratio(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.2f}×"
 
@@ -189,9 +194,10 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
             f"{max(loads):.2f} on {m['cpus']} CPU(s) (the benchmark itself keeps about 2 busy)"
         )
     console.print(
-        f"per variant and round: echo ≥ {sizes['messages']} messages and ≥ "
-        f"{sizes['echo_seconds']:g} s over {sizes['clients']} one-client rooms; fan-out ≥ "
-        f"{sizes['fanout']} bids and ≥ {sizes['fanout_seconds']:g} s to {sizes['fanout_size']} "
+        "per variant and round: echo "
+        f"{_window(sizes['messages'], sizes['echo_seconds'], 'messages')} over "
+        f"{sizes['clients']} one-client rooms; fan-out "
+        f"{_window(sizes['fanout'], sizes['fanout_seconds'], 'bids')} to {sizes['fanout_size']} "
         f"bidders; per variant in all: {sizes['handshakes']} handshakes, {sizes['idle']} "
         "idle connections.\nEach cell: value, then ratio to untraced (median of per-round "
         "ratios; handshakes and memory pooled over rounds) or, for memory, KiB more than "
