@@ -72,10 +72,15 @@ def slice_size(handshakes: int, groups: int) -> int:
 
 
 async def measure(
-    servers: dict[str, tuple[int, int]], handshakes: int, groups: int, timeout: float
+    servers: dict[str, tuple[int, int]],
+    handshakes: int,
+    groups: int,
+    timeout: float,
+    compression: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
-    """``servers``: variant -> (port, control port).  At least ``handshakes`` per variant."""
-    options = connect_options(False, timeout)
+    """``servers``: variant -> (port, control port).  At least ``handshakes`` per variant;
+    ``compression``: the clients offer permessage-deflate."""
+    options = connect_options(compression, timeout)
     targets = []
     for variant, (port, control_port) in servers.items():
         targets.append(Target(variant, port, await ServerControl.open(control_port)))
@@ -115,9 +120,11 @@ def main() -> None:
     parser.add_argument("--handshakes", type=int, default=500, help="per variant, at least")
     parser.add_argument("--groups", type=int, default=4, help="groups of cycles (rounds)")
     parser.add_argument("--timeout", type=float, default=20.0, help="bound on each handshake")
+    parser.add_argument("--compression", action="store_true", help="offer permessage-deflate")
     args = parser.parse_args()
     servers = dict(args.target)
-    print(json.dumps(asyncio.run(measure(servers, args.handshakes, args.groups, args.timeout))))
+    figures = measure(servers, args.handshakes, args.groups, args.timeout, args.compression)
+    print(json.dumps(asyncio.run(figures)))
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
     sizes = raw["options"]["sizes"]
     m = raw["machine"]
     console.print(
-        f"[bold]wstrace overhead benchmark[/] — {raw['options']['sizes']['rounds']} round(s), "
+        f"[bold]wstrace overhead benchmark[/] — {sizes['rounds']} round(s), "
         f"{m['cpus']} CPU(s) {m['cpu_model']}, Python {m['python']}, "
         f"uvicorn {m['versions'].get('uvicorn')} ({raw['options']['http']} + "
         f"{raw['options']['ws']}, loop {raw['options']['loop']}), "

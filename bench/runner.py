@@ -282,7 +282,18 @@ def run_load(
         cmd.append("--compression")
     if tracemalloc:
         cmd.append("--tracemalloc")
-    budget = s.timeout * 15
+    return _json_of(
+        cmd, options, s.timeout * 15, f"load generator against {server.variant}",
+        lambda: "\nserver log:\n" + server.log_tail(),
+    )
+
+
+def _json_of(
+    cmd: list[str], options: Options, budget: float, what: str, more: Callable[[], str]
+) -> dict[str, Any]:
+    """Run one of the benchmark's drivers from the code the run copied, within ``budget``
+    seconds: the JSON object it printed last.  A failure says ``what`` failed, with the end
+    of its stderr and ``more()`` (a server's log)."""
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         cwd=options.source, env=_env(options.source),
@@ -292,18 +303,17 @@ def run_load(
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate(timeout=10)
-        raise RuntimeError(f"load generator timed out after {budget:.0f} s") from None
+        raise RuntimeError(f"{what} timed out after {budget:.0f} s") from None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"load generator failed ({proc.returncode}) against {server.variant}:\n"
-            + err.decode(errors="replace")[-3000:]
-            + "\nserver log:\n" + server.log_tail()
+            f"{what} failed ({proc.returncode}):\n" + err.decode(errors="replace")[-3000:] + more()
         )
-    return json.loads(out.decode().strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
 
 
 def interleave_handshakes(options: Options, work: Path) -> dict[str, list[dict[str, Any]]]:
@@ -317,20 +327,13 @@ def interleave_handshakes(options: Options, work: Path) -> dict[str, list[dict[s
         cmd = [sys.executable, "-m", "bench.interleave",
                "--handshakes", str(s.handshakes), "--groups", str(s.rounds),
                "--timeout", str(s.timeout)]
+        if options.compression:
+            cmd.append("--compression")
         for server in servers:
             info = server.wait_ready()
             cmd += ["--target", f"{server.variant}={info['port']}:{info['control_port']}"]
-        proc = subprocess.run(
-            cmd, capture_output=True, stdin=subprocess.DEVNULL, cwd=options.source,
-            env=_env(options.source), timeout=s.timeout * 15 + s.handshakes * len(servers),
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"interleaved handshakes failed ({proc.returncode}):\n"
-                + proc.stderr.decode(errors="replace")[-3000:]
-            )
-        return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        budget = s.timeout * 15 + s.handshakes * len(servers)
+        return _json_of(cmd, options, budget, "interleaved handshakes", lambda: "")
     finally:
         for server in servers:
             server.stop()
