@@ -35,7 +35,8 @@ import math
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -44,6 +45,8 @@ PHASES = ("idle", "echo", "fanout", "handshakes")
 
 BID_PREFIX = '{"type":"bid"'
 """How the auction app's broadcast of an accepted bid starts (compact JSON, type first)."""
+MAX_ERRORS = 20
+"""Unexpected replies noted per load generator; the rest are not."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -169,6 +172,113 @@ class Room:
         return f'{{"type":"bid","bidder":"{bidder}","amount":{amount}}}'
 
 
+async def join(uri: str, options: dict[str, Any], errors: list[str]) -> ClientConnection:
+    """Connect to a room and read the ``state`` message the app greets joiners with (anything
+    else is noted in ``errors``)."""
+    ws = await connect(uri, **options)
+    greeting = await ws.recv()
+    if not str(greeting).startswith('{"type":"state"') and len(errors) < MAX_ERRORS:
+        errors.append(f"unexpected greeting {str(greeting)[:80]!r}")
+    return ws
+
+
+def check_bid(reply: Any, errors: list[str]) -> None:
+    """A reply to a bid must be the room's broadcast of it; anything else is noted."""
+    if not str(reply).startswith(BID_PREFIX) and len(errors) < MAX_ERRORS:
+        errors.append(f"unexpected reply {str(reply)[:120]!r}")
+
+
+class EchoClient:
+    """One echo client: alone in its auction room, it bids and awaits the room's broadcast of
+    the bid (in a room of one, the echo to the sender): one receive and one send on the
+    server per message."""
+
+    def __init__(self, ws: ClientConnection, room: Room, name: str) -> None:
+        self.ws = ws
+        self.room = room
+        self.name = name
+
+    async def bids(self, count: int, until: float, check: Callable[[Any], None]) -> int:
+        """At least ``count`` bids, and until ``until`` (``time.perf_counter()``); how many."""
+        sent = 0
+        while sent < count or time.perf_counter() < until:
+            await self.ws.send(self.room.bid(self.name))
+            check(await self.ws.recv())
+            sent += 1
+        return sent
+
+
+def share(messages: int, clients: int) -> list[int]:
+    """``messages`` split as evenly as can be among ``clients``."""
+    return [messages // clients + (i < messages % clients) for i in range(clients)]
+
+
+async def exchange(
+    clients: Sequence[EchoClient], counts: Sequence[int], seconds: float, bound: float,
+    check: Callable[[Any], None],
+) -> int:
+    """Every client bids its count (and for at least ``seconds``), all at once; the messages
+    echoed.  The whole exchange is bounded by ``bound`` + ``seconds``."""
+    until = time.perf_counter() + seconds
+    sent = await asyncio.wait_for(
+        asyncio.gather(*(
+            client.bids(count, until, check)
+            for client, count in zip(clients, counts, strict=True)
+        )),
+        bound + seconds,
+    )  # fmt: skip
+    return sum(sent)
+
+
+@dataclass
+class EchoWindows:
+    """What one server's echo windows measured, summed: messages, wall time, and the CPU
+    seconds of :meth:`ServerControl.cpus` over each window (read before it, and after it once
+    its spans are flushed: their export is charged to it)."""
+
+    windows: int = 0
+    messages: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    export_s: float = 0.0
+    writer_s: float = 0.0
+    gc_s: float = 0.0
+
+    async def measure(
+        self, control: ServerControl, clients: Sequence[EchoClient], counts: Sequence[int],
+        seconds: float, bound: float, check: Callable[[Any], None],
+    ) -> None:
+        """One window: ``clients`` bid ``counts`` (see :func:`exchange`)."""
+        cpu0, export0, writer0, gc0 = await control.cpus()
+        started = time.perf_counter()
+        echoed = await exchange(clients, counts, seconds, bound, check)
+        wall = time.perf_counter() - started
+        cpu1, export1, writer1, gc1 = await control.cpus(flush=True)
+        self.windows += 1
+        self.messages += echoed
+        self.wall_s += wall
+        self.cpu_s += cpu1 - cpu0
+        self.export_s += export1 - export0
+        self.writer_s += writer1 - writer0
+        self.gc_s += gc1 - gc0
+
+    def figures(self, clients: int) -> dict[str, Any]:
+        total = max(1, self.messages)
+        return {
+            "messages": self.messages,
+            "echo_windows": self.windows,
+            "clients": clients,
+            "echo_wall_s": self.wall_s,
+            "echo_cpu_s": self.cpu_s,
+            "cpu_per_msg_us": self.cpu_s / total * 1e6,
+            "export_cpu_per_msg_us": self.export_s / total * 1e6,
+            "writer_cpu_per_msg_us": self.writer_s / total * 1e6,
+            "gc_per_msg_us": self.gc_s / total * 1e6,
+            "total_cpu_per_msg_us": (self.cpu_s + self.export_s) / total * 1e6,
+            "msg_per_s": self.messages / self.wall_s if self.wall_s else math.nan,
+        }
+
+
 class Load:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -177,12 +287,7 @@ class Load:
         self.connect_options = connect_options(args.compression, args.timeout)
 
     async def join(self, room: Room) -> ClientConnection:
-        """Connect to ``room`` and read the ``state`` message the app greets joiners with."""
-        ws = await connect(room.uri, **self.connect_options)
-        greeting = await ws.recv()
-        if not str(greeting).startswith('{"type":"state"'):
-            self.errors.append(f"unexpected greeting {str(greeting)[:80]!r}")
-        return ws
+        return await join(room.uri, self.connect_options, self.errors)
 
     async def join_many(self, room: Room, count: int, parallel: int = 32) -> list[ClientConnection]:
         gate = asyncio.Semaphore(parallel)
@@ -203,57 +308,24 @@ class Load:
         await asyncio.gather(*(close(ws) for ws in connections))
 
     def check(self, reply: Any) -> None:
-        if not str(reply).startswith(BID_PREFIX) and len(self.errors) < 20:
-            self.errors.append(f"unexpected reply {str(reply)[:120]!r}")
+        check_bid(reply, self.errors)
 
     # -- phases ----------------------------------------------------------------------------
 
     async def echo(self, control: ServerControl, rooms: list[Room]) -> dict[str, Any]:
         args = self.args
-        clients = [await self.join(room) for room in rooms]
-        share = [args.messages // len(rooms) + (i < args.messages % len(rooms))
-                 for i in range(len(rooms))]
-
-        async def ping_pong(ws: ClientConnection, room: Room, count: int, until: float,
-                            name: str) -> int:
-            sent = 0
-            while sent < count or time.perf_counter() < until:
-                await ws.send(room.bid(name))
-                self.check(await ws.recv())
-                sent += 1
-            return sent
-
-        async def run(counts: list[int], seconds: float) -> int:
-            until = time.perf_counter() + seconds
-            sent = await asyncio.wait_for(
-                asyncio.gather(*(
-                    ping_pong(ws, room, n, until, f"echo{i}")
-                    for i, (ws, room, n) in enumerate(zip(clients, rooms, counts, strict=True))
-                )),
-                args.timeout * 6 + seconds,
-            )
-            return sum(sent)
-
-        await run([args.warmup] * len(rooms), 0.0)
+        clients = [EchoClient(await self.join(room), room, f"echo{i}")
+                   for i, room in enumerate(rooms)]
+        bound = args.timeout * 6
+        await exchange(clients, [args.warmup] * len(clients), 0.0, bound, self.check)
         await control.flush()
-        cpu0, export0, writer0, gc0 = await control.cpus()
-        t0 = time.perf_counter()
-        total = await run(share, args.echo_seconds)
-        wall = time.perf_counter() - t0
-        cpu1, export1, writer1, gc1 = await control.cpus(flush=True)
-        await self.close_all(clients)
-        return {
-            "messages": total,
-            "clients": len(rooms),
-            "echo_wall_s": wall,
-            "echo_cpu_s": cpu1 - cpu0,
-            "cpu_per_msg_us": (cpu1 - cpu0) / total * 1e6,
-            "export_cpu_per_msg_us": (export1 - export0) / total * 1e6,
-            "writer_cpu_per_msg_us": (writer1 - writer0) / total * 1e6,
-            "gc_per_msg_us": (gc1 - gc0) / total * 1e6,
-            "total_cpu_per_msg_us": (cpu1 - cpu0 + export1 - export0) / total * 1e6,
-            "msg_per_s": total / wall,
-        }
+        windows = EchoWindows()
+        await windows.measure(
+            control, clients, share(args.messages, len(clients)), args.echo_seconds, bound,
+            self.check,
+        )
+        await self.close_all([client.ws for client in clients])
+        return windows.figures(len(clients))
 
     async def fanout(self, control: ServerControl, room: Room) -> dict[str, Any]:
         args = self.args

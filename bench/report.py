@@ -199,7 +199,10 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
         f"{sizes['clients']} one-client rooms; fan-out "
         f"{_window(sizes['fanout'], sizes['fanout_seconds'], 'bids')} to {sizes['fanout_size']} "
         f"bidders; per variant in all: {sizes['handshakes']} handshakes, {sizes['idle']} "
-        "idle connections.\nEach cell: value, then ratio to untraced (median of per-round "
+        "idle connections."
+        + ("" if raw["options"].get("profile_dir") else
+           " Echo and handshakes: every variant's server driven in turn, in short slices.")
+        + "\nEach cell: value, then ratio to untraced (median of per-round "
         "ratios; handshakes and memory pooled over rounds) or, for memory, KiB more than "
         "untraced."
     )

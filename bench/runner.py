@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.interleave import INTERLEAVED
 from bench.load import PHASES
 from bench.variants import VARIANTS
 
@@ -316,27 +317,32 @@ def _json_of(
     return result
 
 
-def interleave_handshakes(options: Options, work: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every variant's server at once, fresh, driven in turn by ``python -m bench.interleave``:
-    ``{variant: [handshake figures of each round]}``."""
+def interleave(
+    options: Options, work: Path, phases: tuple[str, ...]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """Every variant's server at once, fresh, driven in turn by ``python -m bench.interleave``
+    through ``phases``: ``{variant: [figures of each round]}``, and the bytes of trace each
+    server wrote."""
     s = options.sizes
-    servers = [ServerProcess(v, work / f"handshakes-{v}", options) for v in options.variants]
+    servers = [ServerProcess(v, work / f"interleaved-{v}", options) for v in options.variants]
     try:
         for server in servers:
             server.start()
-        cmd = [sys.executable, "-m", "bench.interleave",
-               "--handshakes", str(s.handshakes), "--groups", str(s.rounds),
-               "--timeout", str(s.timeout)]
+        cmd = [sys.executable, "-m", "bench.interleave", "--phases", ",".join(phases),
+               "--messages", str(s.messages), "--clients", str(s.clients),
+               "--warmup", str(s.warmup), "--handshakes", str(s.handshakes),
+               "--groups", str(s.rounds), "--timeout", str(s.timeout)]  # fmt: skip
         if options.compression:
             cmd.append("--compression")
         for server in servers:
             info = server.wait_ready()
             cmd += ["--target", f"{server.variant}={info['port']}:{info['control_port']}"]
-        budget = s.timeout * 15 + s.handshakes * len(servers)
-        return _json_of(cmd, options, budget, "interleaved handshakes", lambda: "")
+        budget = s.timeout * 15 + (s.handshakes + s.messages * s.rounds / 100) * len(servers)
+        groups = _json_of(cmd, options, budget, "interleaved phases", lambda: "")
     finally:
         for server in servers:
             server.stop()
+    return groups, {server.variant: server.trace_bytes() for server in servers}
 
 
 def merge_rounds(
@@ -344,16 +350,23 @@ def merge_rounds(
     groups: dict[str, list[dict[str, Any]]],
     count: int,
     load: list[float],
+    trace_bytes: dict[str, int] | None = None,
 ) -> None:
-    """Each group of interleaved handshakes joins its round's figures (a round of its own,
-    with the machine's ``load`` around the handshakes, when no other phase was run)."""
+    """Each group of interleaved figures joins its round's (a round of its own, with the
+    machine's ``load`` around the interleaved phases, when no other phase was run): errors
+    are added to the round's, and each round is charged an equal share of ``trace_bytes``,
+    what the variant's interleaved server wrote."""
     for variant, figures in groups.items():
         kept = rounds.setdefault(variant, [])
+        share = (trace_bytes or {}).get(variant, 0) // max(1, count)
         for index, group in enumerate(figures[:count]):
-            if index < len(kept):
-                kept[index].update(group)
-            else:
-                kept.append({**group, "round": index + 1, "errors": [], "loadavg": load})
+            if index >= len(kept):
+                kept.append({"round": index + 1, "errors": [], "loadavg": load})
+            round_ = kept[index]
+            errors = round_.get("errors", []) + group.get("errors", [])
+            round_.update(group)
+            round_["errors"] = errors
+            round_["trace_bytes"] = round_.get("trace_bytes", 0) + share
 
 
 def profile_load(server: ServerProcess, options: Options) -> tuple[dict[str, Any], dict[str, str]]:
@@ -419,10 +432,13 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
     profiles: dict[str, dict[str, str]] = {}
     if options.profile_dir:
         Path(options.profile_dir).mkdir(parents=True, exist_ok=True)
-    # Handshakes are measured at the end, every variant's interleaved with the others'
-    # (bench/interleave.py), except under the profiler, which wants one server at a time.
-    interleaved = "handshakes" in options.phases and not options.profile_dir
-    phases = tuple(p for p in options.phases if not (interleaved and p == "handshakes"))
+    # Echo and handshakes are measured at the end, every variant's interleaved with the
+    # others' (bench/interleave.py), except under the profiler, which wants one server at a
+    # time.
+    interleaved = () if options.profile_dir else tuple(
+        p for p in options.phases if p in INTERLEAVED
+    )  # fmt: skip
+    phases = tuple(p for p in options.phases if p not in interleaved)
     with _workspace(options.keep) as work:
         options.source = snapshot(work / "src") if options.snapshot else ROOT
         for r in range(options.sizes.rounds if phases else 0):
@@ -463,11 +479,11 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
                 for server in servers:
                     server.stop()
         if interleaved:
-            say("handshakes: every variant in turn")
+            say(f"{' and '.join(interleaved)}: every variant in turn")
             load_before = os.getloadavg()[0]
-            groups = interleave_handshakes(options, work)
+            groups, written = interleave(options, work, interleaved)
             load = [load_before, os.getloadavg()[0]]
-            merge_rounds(rounds, groups, options.sizes.rounds, load)
+            merge_rounds(rounds, groups, options.sizes.rounds, load, written)
     return {
         "machine": {**measured, "snapshot": options.snapshot},
         "options": {**asdict(options), "sizes": asdict(options.sizes),

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench import profile, report
-from bench.interleave import slice_size
-from bench.load import percentile
+from bench.interleave import ECHO_SLICE, slice_size
+from bench.load import percentile, share
 from bench.runner import merge_rounds, round_order
 from bench.variants import BAR, BASELINE, DEFAULT_VARIANTS, VARIANTS, resolve
 
@@ -148,6 +148,7 @@ def test_every_variant_ran_and_every_figure_is_finite(quick_run: dict) -> None:
         (result,) = rounds
         assert result["errors"] == [], (variant, result["errors"])
         assert result["messages"] == 40
+        assert result["echo_windows"] == 2  # driven in turn with the others: two slices of 20
         for key in POSITIVE:
             assert _positive(result[key]), (variant, key, result[key])
             assert _positive(summary[variant][key]["value"]), (variant, key)
@@ -247,22 +248,28 @@ def test_percentile_and_order() -> None:
         resolve("no-such-variant")
 
 
-def test_interleaved_handshakes_join_the_rounds_they_were_measured_in() -> None:
+def test_interleaved_figures_join_the_rounds_they_were_measured_in() -> None:
     assert slice_size(500, 4) == 25  # 20 cycles, 5 a round
     assert slice_size(10, 1) == 5  # the quick run: two cycles
     assert slice_size(3, 4) == 1
-    echo = {"round": 1, "cpu_per_msg_us": 400.0, "loadavg": [0.5, 0.6], "errors": []}
-    rounds = {BASELINE: [dict(echo)]}
+    assert slice_size(4000, 1, ECHO_SLICE) == ECHO_SLICE  # ten echo slices a round
+    assert share(10, 4) == [3, 3, 2, 2] and share(40, 2) == [20, 20]
+    fanout = {"round": 1, "fanout_cpu_us": 400.0, "loadavg": [0.5, 0.6], "errors": ["late"]}
+    rounds = {BASELINE: [dict(fanout)]}
     groups = {
-        BASELINE: [{"handshake_ms_p50": 2.0}, {"handshake_ms_p50": 2.2}],
+        BASELINE: [{"handshake_ms_p50": 2.0, "errors": ["odd"]}, {"handshake_ms_p50": 2.2}],
         "conn-spans": [{"handshake_ms_p50": 2.7}, {"handshake_ms_p50": 3.0}],
     }
-    merge_rounds(rounds, groups, 2, [0.9, 1.0])
-    assert rounds[BASELINE][0] == {**echo, "handshake_ms_p50": 2.0}  # its round's own load
+    merge_rounds(rounds, groups, 2, [0.9, 1.0], {"conn-spans": 1000})
+    assert rounds[BASELINE][0] == {  # its round's own load, both rounds' errors
+        **fanout, "handshake_ms_p50": 2.0, "errors": ["late", "odd"], "trace_bytes": 0
+    }  # fmt: skip
     assert rounds[BASELINE][1] == {
-        "handshake_ms_p50": 2.2, "round": 2, "errors": [], "loadavg": [0.9, 1.0]
-    }
+        "handshake_ms_p50": 2.2, "round": 2, "errors": [], "loadavg": [0.9, 1.0],
+        "trace_bytes": 0,
+    }  # fmt: skip
     assert [r["round"] for r in rounds["conn-spans"]] == [1, 2]
+    assert [r["trace_bytes"] for r in rounds["conn-spans"]] == [500, 500]  # shared evenly
     merge_rounds(rounds, {"extra": [{}, {}, {}]}, 2, [0.0, 0.0])
     assert len(rounds["extra"]) == 2  # never more groups than rounds
 
