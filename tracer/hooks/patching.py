@@ -1,17 +1,27 @@
-"""Installing and removing wrappers, the OpenTelemetry-contrib way (``wrapt``).
+"""Installing and removing wrappers, the OpenTelemetry-contrib way: each wrapper has wrapt's
+signature, ``wrapper(wrapped, instance, args, kwargs)``.
 
 Each hook module describes its targets as :class:`Patch` entries.  A missing target (an
 internal name that moved in another version of uvicorn or a WebSocket library) degrades that
 one stage with a single warning; everything else keeps working.
+
+Most targets are plain methods of the server's protocol classes, called for every chunk a
+client sends and every message: those are replaced by a plain function that binds the
+original and calls the wrapper (:func:`method_hook`).  ``wrapt``'s ``FunctionWrapper`` builds
+a bound wrapper object on every attribute access; measured here, a call through it costs about
+2.5 µs against 0.3 µs for the plain function, a few µs of every message.  Anything else
+(a function of a module, a static or class method) is wrapped with ``wrapt``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import FunctionType, MethodType
 from typing import Any
 
 import wrapt
@@ -69,11 +79,38 @@ def apply(patches: Iterable[Patch], applied: list[Applied]) -> list[str]:
             missing.append(f"{patch.module}:{patch.qualname}")
             continue
         owner, attribute, original, own = found
-        if isinstance(original, wrapt.FunctionWrapper):
+        if is_wrapped(original):
             continue  # already wrapped (by us, through another path)
-        wrapt.wrap_function_wrapper(owner, attribute, patch.wrapper)
+        if isinstance(owner, type) and type(original) is FunctionType:
+            setattr(owner, attribute, method_hook(original, patch.wrapper))
+        else:
+            wrapt.wrap_function_wrapper(owner, attribute, patch.wrapper)
         applied.append(Applied(owner, attribute, original, own))
     return missing
+
+
+_HOOK_MARK = "__wstrace_hook__"
+
+
+def method_hook(original: FunctionType, wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """``original``, a plain function on a class, as a plain function that calls
+    ``wrapper(original bound to the instance, instance, args, kwargs)`` (see the module's
+    docstring for why not ``wrapt`` here).  It keeps the original's name and docstring, and
+    the original as ``__wrapped__``."""
+
+    @functools.wraps(original)
+    def hooked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return wrapper(MethodType(original, self), self, args, kwargs)
+
+    setattr(hooked, _HOOK_MARK, True)
+    return hooked
+
+
+def is_wrapped(function: Any) -> bool:
+    """Whether ``function`` is a wrapper installed by :func:`apply` (or any ``wrapt`` one)."""
+    return isinstance(function, wrapt.FunctionWrapper) or _HOOK_MARK in getattr(
+        function, "__dict__", ()
+    )
 
 
 def restore(applied: list[Applied]) -> None:

@@ -227,7 +227,7 @@ def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
 
 # The async wrappers below dispatch synchronously: a connection that is not traced goes
 # straight to the original coroutine function, with no extra coroutine frame on its path.  A
-# traced one gets the original's coroutine, made at once (so wrapt's ``args`` and ``kwargs``
+# traced one gets the original's coroutine, made at once (so the wrapper's ``args`` and ``kwargs``
 # are not kept), awaited by a wrapper whose frame stays small: ``run_asgi``'s lives as long as
 # the connection, ``receive``'s as long as it is idle.
 
