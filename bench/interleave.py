@@ -13,13 +13,19 @@ ratio keeps only what the tracing costs.  After its slice a server flushes its s
 its export process, whose CPU is charged to the slice), so it is idle while the others are
 measured.
 
-The cycles are split into ``--groups`` groups (one per round of the benchmark).  Echo first:
+The cycles can be split into ``--groups`` groups, each with figures of its own.  Echo first:
 each group, every variant gets fresh rooms, one per client, warmed up, then bids in slices of
 the same number of messages for every variant, so that every variant's rooms hold as many bids
 at every moment (the auction app's work per bid grows with them).  Then the handshakes.  A
 group's figures are those of :class:`bench.load.EchoWindows` and
 :func:`bench.load.handshake_figures`, its CPU read around each slice.  Prints one JSON
 object: ``{variant: [figures of each group]}``.
+
+The benchmark (:func:`bench.runner.interleave`) runs one group per round, each round with
+fresh servers: a server process keeps its own luck for its whole life (where its memory lies,
+which CPU caches it shares), which moved a variant's CPU per message by up to a tenth against
+the others' in one run; fresh servers each round let that vary from round to round, as the
+median of the rounds expects.
 """
 
 from __future__ import annotations

@@ -319,54 +319,52 @@ def _json_of(
 
 def interleave(
     options: Options, work: Path, phases: tuple[str, ...]
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
-    """Every variant's server at once, fresh, driven in turn by ``python -m bench.interleave``
-    through ``phases``: ``{variant: [figures of each round]}``, and the bytes of trace each
-    server wrote."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """One round of ``phases`` with every variant's server at once, fresh, driven in turn by
+    ``python -m bench.interleave``: ``{variant: figures}``, and the bytes of trace each server
+    wrote."""
     s = options.sizes
-    servers = [ServerProcess(v, work / f"interleaved-{v}", options) for v in options.variants]
+    servers = [ServerProcess(v, work / v, options) for v in options.variants]
     try:
         for server in servers:
             server.start()
         cmd = [sys.executable, "-m", "bench.interleave", "--phases", ",".join(phases),
                "--messages", str(s.messages), "--clients", str(s.clients),
-               "--warmup", str(s.warmup), "--handshakes", str(s.handshakes),
-               "--groups", str(s.rounds), "--timeout", str(s.timeout)]  # fmt: skip
+               "--warmup", str(s.warmup), "--handshakes", str(s.per_round(s.handshakes)),
+               "--groups", "1", "--timeout", str(s.timeout)]  # fmt: skip
         if options.compression:
             cmd.append("--compression")
         for server in servers:
             info = server.wait_ready()
             cmd += ["--target", f"{server.variant}={info['port']}:{info['control_port']}"]
-        budget = s.timeout * 15 + (s.handshakes + s.messages * s.rounds / 100) * len(servers)
+        budget = s.timeout * 15 + (s.per_round(s.handshakes) + s.messages / 100) * len(servers)
         groups = _json_of(cmd, options, budget, "interleaved phases", lambda: "")
     finally:
         for server in servers:
             server.stop()
-    return groups, {server.variant: server.trace_bytes() for server in servers}
+    figures = {variant: found[0] for variant, found in groups.items()}
+    return figures, {server.variant: server.trace_bytes() for server in servers}
 
 
-def merge_rounds(
+def merge_round(
     rounds: dict[str, list[dict[str, Any]]],
-    groups: dict[str, list[dict[str, Any]]],
-    count: int,
+    index: int,
+    figures: dict[str, dict[str, Any]],
     load: list[float],
-    trace_bytes: dict[str, int] | None = None,
+    trace_bytes: dict[str, int],
 ) -> None:
-    """Each group of interleaved figures joins its round's (a round of its own, with the
-    machine's ``load`` around the interleaved phases, when no other phase was run): errors
-    are added to the round's, and each round is charged an equal share of ``trace_bytes``,
-    what the variant's interleaved server wrote."""
-    for variant, figures in groups.items():
+    """A round's interleaved ``figures`` join the figures of round ``index`` (0-based; a round
+    of its own, with the machine's ``load`` around it, when no other phase was run): errors
+    are added to the round's, and so is the trace its servers wrote."""
+    for variant, found in figures.items():
         kept = rounds.setdefault(variant, [])
-        share = (trace_bytes or {}).get(variant, 0) // max(1, count)
-        for index, group in enumerate(figures[:count]):
-            if index >= len(kept):
-                kept.append({"round": index + 1, "errors": [], "loadavg": load})
-            round_ = kept[index]
-            errors = round_.get("errors", []) + group.get("errors", [])
-            round_.update(group)
-            round_["errors"] = errors
-            round_["trace_bytes"] = round_.get("trace_bytes", 0) + share
+        if index >= len(kept):
+            kept.append({"round": index + 1, "errors": [], "loadavg": load})
+        round_ = kept[index]
+        errors = round_.get("errors", []) + found.get("errors", [])
+        round_.update(found)
+        round_["errors"] = errors
+        round_["trace_bytes"] = round_.get("trace_bytes", 0) + trace_bytes.get(variant, 0)
 
 
 def profile_load(server: ServerProcess, options: Options) -> tuple[dict[str, Any], dict[str, str]]:
@@ -433,8 +431,8 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
     if options.profile_dir:
         Path(options.profile_dir).mkdir(parents=True, exist_ok=True)
     # Echo and handshakes are measured at the end, every variant's interleaved with the
-    # others' (bench/interleave.py), except under the profiler, which wants one server at a
-    # time.
+    # others' (bench/interleave.py), in rounds of fresh servers, except under the profiler,
+    # which wants one server at a time.
     interleaved = () if options.profile_dir else tuple(
         p for p in options.phases if p in INTERLEAVED
     )  # fmt: skip
@@ -478,12 +476,15 @@ def run(options: Options, progress: Callable[[str], None] | None = None) -> dict
             finally:
                 for server in servers:
                     server.stop()
-        if interleaved:
-            say(f"{' and '.join(interleaved)}: every variant in turn")
+        for r in range(options.sizes.rounds if interleaved else 0):
+            say(f"round {r + 1}/{options.sizes.rounds}: {' and '.join(interleaved)}, "
+                "every variant in turn")  # fmt: skip
             load_before = os.getloadavg()[0]
-            groups, written = interleave(options, work, interleaved)
-            load = [load_before, os.getloadavg()[0]]
-            merge_rounds(rounds, groups, options.sizes.rounds, load, written)
+            workdir = work / f"r{r + 1}-interleaved"
+            figures, written = interleave(options, workdir, interleaved)
+            merge_round(rounds, r, figures, [load_before, os.getloadavg()[0]], written)
+            if not options.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
     return {
         "machine": {**measured, "snapshot": options.snapshot},
         "options": {**asdict(options), "sizes": asdict(options.sizes),

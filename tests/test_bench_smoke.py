@@ -18,7 +18,7 @@ import pytest
 from bench import profile, report
 from bench.interleave import ECHO_SLICE, slice_size
 from bench.load import percentile, share
-from bench.runner import merge_rounds, round_order
+from bench.runner import merge_round, round_order
 from bench.variants import BAR, BASELINE, DEFAULT_VARIANTS, VARIANTS, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,19 +249,20 @@ def test_percentile_and_order() -> None:
 
 
 def test_interleaved_figures_join_the_rounds_they_were_measured_in() -> None:
-    assert slice_size(500, 4) == 25  # 20 cycles, 5 a round
+    assert slice_size(125, 1) == 25  # a round's 125 handshakes: five cycles
     assert slice_size(10, 1) == 5  # the quick run: two cycles
     assert slice_size(3, 4) == 1
     assert slice_size(4000, 1, ECHO_SLICE) == ECHO_SLICE  # ten echo slices a round
     assert share(10, 4) == [3, 3, 2, 2] and share(40, 2) == [20, 20]
     fanout = {"round": 1, "fanout_cpu_us": 400.0, "loadavg": [0.5, 0.6], "errors": ["late"]}
     rounds = {BASELINE: [dict(fanout)]}
-    groups = {
-        BASELINE: [{"handshake_ms_p50": 2.0, "errors": ["odd"]}, {"handshake_ms_p50": 2.2}],
-        "conn-spans": [{"handshake_ms_p50": 2.7}, {"handshake_ms_p50": 3.0}],
-    }
-    merge_rounds(rounds, groups, 2, [0.9, 1.0], {"conn-spans": 1000})
-    assert rounds[BASELINE][0] == {  # its round's own load, both rounds' errors
+    for index, p50 in enumerate([(2.0, 2.7), (2.2, 3.0)]):
+        figures = {
+            BASELINE: {"handshake_ms_p50": p50[0], "errors": ["odd"] if index == 0 else []},
+            "conn-spans": {"handshake_ms_p50": p50[1]},
+        }
+        merge_round(rounds, index, figures, [0.9, 1.0], {"conn-spans": 1000 + index})
+    assert rounds[BASELINE][0] == {  # its round's own load, both sides' errors
         **fanout, "handshake_ms_p50": 2.0, "errors": ["late", "odd"], "trace_bytes": 0
     }  # fmt: skip
     assert rounds[BASELINE][1] == {
@@ -269,9 +270,7 @@ def test_interleaved_figures_join_the_rounds_they_were_measured_in() -> None:
         "trace_bytes": 0,
     }  # fmt: skip
     assert [r["round"] for r in rounds["conn-spans"]] == [1, 2]
-    assert [r["trace_bytes"] for r in rounds["conn-spans"]] == [500, 500]  # shared evenly
-    merge_rounds(rounds, {"extra": [{}, {}, {}]}, 2, [0.0, 0.0])
-    assert len(rounds["extra"]) == 2  # never more groups than rounds
+    assert [r["trace_bytes"] for r in rounds["conn-spans"]] == [1000, 1001]
 
 
 def test_profile_charges_samples_to_their_owner(tmp_path: Path) -> None:
