@@ -228,6 +228,7 @@ def render(raw: dict[str, Any], summary: dict[str, Any], bar: list[dict[str, Any
     console.print(table)
 
     render_bar(bar, console)
+    render_noise(summary, console)
 
     exporters = {n["exporter"] for n in raw["notes"].values() if "exporter" in n}
     if exporters:
@@ -280,6 +281,34 @@ def render_bar(bar: list[dict[str, Any]], console: Any) -> None:
         bar_table.add_row(line["text"], measured, rounds, limit,
                           f"[{colour}]{line['verdict']}[/]")
     console.print(bar_table)
+
+
+NOISE_VARIANT = "untraced-twin"
+"""The untraced app again, in servers of its own: what it differs from ``untraced`` by is the
+run's own noise."""
+
+
+def render_noise(summary: dict[str, Any], console: Any) -> None:
+    """What two identical servers differed by in this run (when the twin ran): the bar's
+    figures are no truer than that."""
+    twin = summary.get(NOISE_VARIANT)
+    if not twin:
+        return
+    parts = []
+    for key, what in (("cpu_per_msg_us", "server CPU per message"),
+                      ("handshake_ms_p50", "handshake p50")):  # fmt: skip
+        entry = twin.get(key, {})
+        paired = [x for x in entry.get("paired", ()) if math.isfinite(x)]
+        if entry.get("ratio") is None or not paired:
+            continue
+        parts.append(f"{what} {_ratio(entry['ratio'])} (rounds {_ratio(min(paired))} – "
+                     f"{_ratio(max(paired))})")  # fmt: skip
+    if parts:
+        console.print(
+            f"noise: {NOISE_VARIANT}, the same untraced app in servers of its own, against "
+            f"untraced: {'; '.join(parts)}.  A ratio above differs from the truth by about as "
+            "much."
+        )
 
 
 def render_floor(raw: dict[str, Any], console: Any = None) -> None:

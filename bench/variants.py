@@ -70,6 +70,11 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant("otel-asgi", "opentelemetry-instrumentation-asgi", "otel-asgi"),
         Variant("fastapi-native", "FastAPI native telemetry", "fastapi-native"),
+        Variant(
+            "untraced-twin",
+            "untraced, a second server: how far two identical servers differ (the noise)",
+            "none",
+        ),
         # Not in the default set: pick it with --variants.
         Variant(
             "conn-events",
@@ -89,6 +94,7 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
     "conn-discard",
     "otel-asgi",
     "fastapi-native",
+    "untraced-twin",
 )
 
 
