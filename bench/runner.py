@@ -331,18 +331,17 @@ def interleave(
         cmd = [sys.executable, "-m", "bench.interleave", "--phases", ",".join(phases),
                "--messages", str(s.messages), "--clients", str(s.clients),
                "--warmup", str(s.warmup), "--handshakes", str(s.per_round(s.handshakes)),
-               "--groups", "1", "--timeout", str(s.timeout)]  # fmt: skip
+               "--timeout", str(s.timeout)]  # fmt: skip
         if options.compression:
             cmd.append("--compression")
         for server in servers:
             info = server.wait_ready()
             cmd += ["--target", f"{server.variant}={info['port']}:{info['control_port']}"]
         budget = s.timeout * 15 + (s.per_round(s.handshakes) + s.messages / 100) * len(servers)
-        groups = _json_of(cmd, options, budget, "interleaved phases", lambda: "")
+        figures = _json_of(cmd, options, budget, "interleaved phases", lambda: "")
     finally:
         for server in servers:
             server.stop()
-    figures = {variant: found[0] for variant, found in groups.items()}
     return figures, {server.variant: server.trace_bytes() for server in servers}
 
 
