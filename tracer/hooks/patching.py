@@ -8,8 +8,9 @@ one stage with a single warning; everything else keeps working.
 Most targets are plain methods of the server's protocol classes, called for every chunk a
 client sends and every message: those are replaced by a plain function that binds the
 original and calls the wrapper (:func:`method_hook`).  ``wrapt``'s ``FunctionWrapper`` builds
-a bound wrapper object on every attribute access; measured here, a call through it costs about
-2.5 µs against 0.3 µs for the plain function, a few µs of every message.  Anything else
+a bound wrapper object on every attribute access: measured here with a wrapper that only calls
+the original, a call costs 1.9 µs through it, 0.7 µs through the plain function (0.1 µs
+unwrapped), on three calls of every message and a dozen of every handshake.  Anything else
 (a function of a module, a static or class method) is wrapped with ``wrapt``.
 """
 
