@@ -113,9 +113,11 @@ class Target:
         return handshake_figures(self.latencies, self.cpu_s, self.gc_s)
 
 
-def slice_size(total: int, most: int) -> int:
-    """``most``, or less when ``total`` is too small for two cycles."""
-    return max(1, min(most, total // 2))
+def slices(total: int, most: int) -> list[int]:
+    """``total`` split into slices of at most ``most``, as even as can be, and at least two
+    when there is enough for two: one cycle alone would not interleave anything."""
+    cycles = max(2, math.ceil(total / most)) if total >= 2 else 1
+    return share(total, cycles)
 
 
 def _in_turn(targets: list[Target], cycle: int) -> list[Target]:
@@ -127,11 +129,10 @@ def _in_turn(targets: list[Target], cycle: int) -> list[Target]:
 async def _echo(
     targets: list[Target], messages: int, clients: int, warmup: int, options: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
-    size = slice_size(messages, ECHO_SLICE)
     bound = options["open_timeout"] * 6
     for target in targets:
         await target.open_rooms(clients, warmup, options)
-    for cycle in range(math.ceil(messages / size)):
+    for cycle, size in enumerate(slices(messages, ECHO_SLICE)):
         for target in _in_turn(targets, cycle):
             await target.echo_slice(size, bound)
     return {target.variant: await target.take_echo_figures() for target in targets}
@@ -145,8 +146,7 @@ async def _handshakes(
         for _ in range(WARMUP):
             await asyncio.wait_for(handshake(target.uri, options), timeout)
         await target.control.flush()
-    size = slice_size(handshakes, SLICE)
-    for cycle in range(math.ceil(handshakes / size)):
+    for cycle, size in enumerate(slices(handshakes, SLICE)):
         for target in _in_turn(targets, cycle):
             await asyncio.wait_for(target.handshake_slice(size, options), timeout * size)
     return {target.variant: target.handshake_figures() for target in targets}
@@ -164,7 +164,7 @@ async def measure(
     compression: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """``servers``: variant -> (port, control port).  Per variant, ``messages`` echoed by
-    ``clients`` clients after ``warmup`` bids each; then at least ``handshakes``;
+    ``clients`` clients after ``warmup`` bids each; then ``handshakes``;
     ``compression``: the clients offer permessage-deflate.  ``{variant: figures}``."""
     options = connect_options(compression, timeout)
     targets = []
@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4000, help="echoed, per variant")
     parser.add_argument("--clients", type=int, default=4, help="echo clients, one room each")
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured bids per client")
-    parser.add_argument("--handshakes", type=int, default=125, help="per variant, at least")
+    parser.add_argument("--handshakes", type=int, default=125, help="per variant")
     parser.add_argument("--timeout", type=float, default=20.0, help="bound on each wait")
     parser.add_argument("--compression", action="store_true", help="offer permessage-deflate")
     args = parser.parse_args()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench import profile, report
-from bench.interleave import ECHO_SLICE, SLICE, slice_size
+from bench.interleave import ECHO_SLICE, SLICE, slices
 from bench.load import percentile, share
 from bench.runner import merge_round, round_order
 from bench.variants import BAR, BASELINE, DEFAULT_VARIANTS, VARIANTS, resolve
@@ -250,10 +250,12 @@ def test_percentile_and_order() -> None:
 
 
 def test_interleaved_figures_join_the_rounds_they_were_measured_in() -> None:
-    assert slice_size(125, SLICE) == SLICE  # a round's 125 handshakes: five cycles
-    assert slice_size(10, SLICE) == 5  # the quick run: two cycles
-    assert slice_size(1, SLICE) == 1
-    assert slice_size(4000, ECHO_SLICE) == ECHO_SLICE  # ten echo slices a round
+    assert slices(125, SLICE) == [SLICE] * 5  # a round's 125 handshakes: five cycles
+    assert slices(10, SLICE) == [5, 5]  # the quick run: two cycles
+    assert slices(25, SLICE) == [13, 12]  # as many as asked, in two cycles at least
+    assert slices(126, SLICE) == [21] * 6
+    assert slices(1, SLICE) == [1]
+    assert slices(4000, ECHO_SLICE) == [ECHO_SLICE] * 10  # ten echo slices a round
     assert share(10, 4) == [3, 3, 2, 2] and share(40, 2) == [20, 20]
     fanout = {"round": 1, "fanout_cpu_us": 400.0, "loadavg": [0.5, 0.6], "errors": ["late"]}
     rounds = {BASELINE: [dict(fanout)]}
