@@ -208,9 +208,10 @@ class EchoClient:
         return sent
 
 
-def share(messages: int, clients: int) -> list[int]:
-    """``messages`` split as evenly as can be among ``clients``."""
-    return [messages // clients + (i < messages % clients) for i in range(clients)]
+def share(total: int, parts: int) -> list[int]:
+    """``total`` split as evenly as can be into ``parts`` (messages among clients, a round's
+    handshakes or messages into slices)."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
 
 
 async def exchange(
