@@ -4,6 +4,7 @@ helpers that turn recorded facts into attributes."""
 from __future__ import annotations
 
 import os
+import random
 import sys
 import weakref
 from collections.abc import Callable, Collection, Sequence
@@ -89,7 +90,7 @@ class SdkParts:
             processor,
             tracer.resource,
             getattr(tracer, "_instrumentation_scope", None),
-            generator.generate_span_id,
+            _span_ids(generator),
             generator.generate_trace_id,
             sampler,
             limits := getattr(tracer, "_span_limits", None),
@@ -491,6 +492,26 @@ _UNSET = facts.UNSET
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
+
+
+def _span_ids(generator: Any) -> Callable[[], int]:
+    """What makes span ids for ``generator``: the SDK's ``RandomIdGenerator`` made without its
+    method call and lookups (a received message takes five ids), any other as it is."""
+    if type(generator) is not sdk_trace.RandomIdGenerator:
+        return generator.generate_span_id
+    return _random_span_id
+
+
+def _random_span_id() -> int:
+    """``RandomIdGenerator.generate_span_id``: 64 random bits, never the invalid id 0."""
+    span_id = _random_bits(64)
+    while not span_id:
+        span_id = _random_bits(64)
+    return span_id
+
+
+_random_bits = random.getrandbits
+"""The module's generator, as the SDK's ``RandomIdGenerator`` uses it."""
 
 
 def frame_fields(frame: Frame, preview_redactor: Any = None) -> tuple[Any, ...]:

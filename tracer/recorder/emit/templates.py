@@ -26,6 +26,11 @@ NO_CODE: Attributes = {}
 """A stage without ``code.*`` attributes (shared by every span that has none: never written,
 only spread into new mappings)."""
 _SERVER = SpanKind.SERVER.value
+# Read once: a module attribute looked up on every message is a dict lookup each time.
+_FRAMES_SPANS = vocab.FRAMES_SPANS
+_FRAME_RECEIVE = vocab.WS_FRAME_RECEIVE
+_MESSAGE_RECEIVE = vocab.WS_MESSAGE_RECEIVE
+_TEMPLATE_MESSAGE = message_facts.TEMPLATE_MESSAGE
 
 
 def template_takers(
@@ -66,7 +71,10 @@ def emit_template(
 ) -> None:
     """Hand ``takers`` a received message as a template fact: the values of its spans, with
     ids made here in the order its spans would have been made (``placement``: under its
-    connection, or in a trace of its own)."""
+    connection, or in a trace of its own).
+
+    It runs once for every message a connection receives: the frames and sends are read
+    straight into their values, with the count of spans kept as they are made."""
     sdk = record.recorder.sdk
     assert sdk is not None and sdk.facts is not None  # see template_takers
     new_id = sdk.new_span_id
@@ -76,24 +84,29 @@ def emit_template(
     else:  # its own trace, sampled as the connection's, linked to it (see SdkParts.root)
         trace_id, parent, state, links = sdk.new_trace_id(), None, None, (link,)
     span_id = new_id()
-    frames_on = record.config.frames == vocab.FRAMES_SPANS
+    config = record.config
+    frames_on = config.frames == _FRAMES_SPANS
     message = handling.message
-    frames = ()
+    frames: tuple[FrameValues, ...] = ()
     if frames_on and message is not None:
-        code = record.ws_code.get(vocab.WS_FRAME_RECEIVE, NO_CODE)
-        frames = _frame_values(new_id, message.frames, code, record.config.redact_payload)
-    children = tuple([
-        _send_values(new_id, sends[0], record, frames_on) if detected is None
-        else _broadcast_values(new_id, record, first, last, sends, detected, frames_on)
-        for sends, first, last, detected in sends_made(handling, record)
-    ])  # fmt: skip
+        code = record.ws_code.get(_FRAME_RECEIVE, NO_CODE)
+        frames = _frame_values(new_id, message.frames, code, config.redact_payload)
     spans = 1 + len(frames)
-    for child in children:
-        spans += _spans_in(child)
+    children = []
+    for sends, first, last, detected in sends_made(handling, record):
+        if detected is None:
+            child = _send_values(new_id, sends[0], record, frames_on)
+            spans += 1 + len(child[-1])
+        else:
+            child = _broadcast_values(new_id, record, first, last, sends, detected, frames_on)
+            spans += 1
+            for send in child[-1]:
+                spans += 1 + len(send[-1])
+        children.append(child)
     fact = (
-        sdk.facts.origin, vocab.WS_MESSAGE_RECEIVE, trace_id, span_id, parent, flags, state,
-        start, max(end, start), _SERVER, None, values, (), links, None, spans,
-        (frames, children), message_facts.TEMPLATE_MESSAGE,
+        sdk.facts.origin, _MESSAGE_RECEIVE, trace_id, span_id, parent, flags, state,
+        start, end if end > start else start, _SERVER, None, values, (), links, None, spans,
+        (frames, tuple(children)), _TEMPLATE_MESSAGE,
     )  # fmt: skip
     for take in takers:
         take(fact)
@@ -114,10 +127,20 @@ def _template_head(record: ConnectionRecord) -> tuple[Any, ...]:
 def _frame_values(
     new_id: Callable[[], int], frames: Iterable[FrameRecord], code: Attributes, redactor: Any
 ) -> tuple[FrameValues, ...]:
-    return tuple([
-        (new_id(), frame.start, frame.end, code, *frame_fields(frame.frame, redactor))
-        for frame in frames
-    ])  # fmt: skip
+    made = []
+    for record in frames:
+        frame = record.frame
+        if frame.preview is not None:  # captured payload: redacted, as text
+            made.append((new_id(), record.start, record.end, code,
+                         *frame_fields(frame, redactor)))  # fmt: skip
+            continue
+        key = frame.masking_key
+        made.append((
+            new_id(), record.start, record.end, code, frame.fin, frame.rsv, frame.opcode,
+            frame.masked, frame.payload_length, frame.header_length, frame.offset,
+            None if key is None else key.hex(), frame.close_code, frame.close_reason, None,
+        ))  # fmt: skip
+    return tuple(made)
 
 
 def _send_values(
@@ -150,11 +173,3 @@ def _broadcast_values(
     span_id = new_id()
     made = tuple([_send_values(new_id, send, owner, frames_on) for send in sends])
     return (message_facts.BROADCAST, span_id, start, end, owner.id, detected, made)
-
-
-def _spans_in(child: tuple[Any, ...]) -> int:
-    """How many spans a send (with its frames) or a broadcast (with its sends) stands for."""
-    if child[0] == message_facts.SEND:
-        return 1 + len(child[-1])
-    sends = child[-1]
-    return 1 + len(sends) + sum([len(send[-1]) for send in sends])
