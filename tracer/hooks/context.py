@@ -65,4 +65,7 @@ HTTP_ATTRIBUTE = "_wstrace_http"
 
 
 def record_of(instance: Any) -> ConnectionRecord | None:
-    return instance.__dict__.get(RECORD_ATTRIBUTE) if hasattr(instance, "__dict__") else None
+    try:
+        return instance.__dict__.get(RECORD_ATTRIBUTE)
+    except AttributeError:  # an instance without a __dict__: never one of ours
+        return None

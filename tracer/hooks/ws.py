@@ -348,27 +348,19 @@ def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 
 async def _traced_receive(record: ConnectionRecord, message: Any) -> Any:
-    """``message``: the original ``receive()``'s coroutine, then what it returned."""
-    asked = _receive_entered(record)
-    message = await message
-    _receive_exited(record, asked, message)
-    return message
-
-
-def _receive_entered(record: ConnectionRecord) -> int:
+    """``message``: the original ``receive()``'s coroutine, then what it returned.  (Runs for
+    every message: the record's calls are made here, not through helpers.)"""
     asked = time_ns()
     try:
         record.on_receive_enter(asked)
     except Exception as exc:
         errors.record("ws.receive", exc)
-    return asked
-
-
-def _receive_exited(record: ConnectionRecord, asked: int, message: Any) -> None:
+    message = await message
     try:
         record.on_receive_exit(asked, time_ns(), message)
     except Exception as exc:
         errors.record("ws.receive", exc)
+    return message
 
 
 # --- Wrappers on the libraries' handshake functions ----------------------------------------------

@@ -156,10 +156,7 @@ class AppSide:
         message_type, size = payload_of(message)
         self._close_handling(token_at)  # the greeting phase, if still open
         incoming = self._release(self.completed.pop(0)) if self.completed else None
-        handling = Handling(
-            self, incoming, asked_at=token_at, delivered_at=at, size=size,
-            message_type=message_type,
-        )  # fmt: skip
+        handling = Handling(self, incoming, token_at, at, size, message_type)
         self.handling = handling
         _handling.set(handling)
 
