@@ -173,7 +173,8 @@ class SubprocessExporter(SpanExporter):
                         payload = _dumps(("spans", [_plain_item(s) for s in chunk], last, origins))
                     self._send_payload(payload)
                     self._sent += sum(facts.span_count(item) for item in chunk)
-                    time.sleep(0)  # let the server's event loop have the GIL between chunks
+                    if not last:  # let the server's event loop have the GIL between chunks
+                        time.sleep(0)
             except Exception as exc:
                 return self._fail("export", exc)
         return SpanExportResult.SUCCESS
