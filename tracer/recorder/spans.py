@@ -494,6 +494,10 @@ _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 
+_random_bits = random.getrandbits
+"""The module's generator, as the SDK's ``RandomIdGenerator`` uses it."""
+
+
 def _span_ids(generator: Any) -> Callable[[], int]:
     """What makes span ids for ``generator``: the SDK's ``RandomIdGenerator`` made without its
     method call and lookups (a received message takes five ids), any other as it is."""
@@ -510,13 +514,11 @@ def _random_span_id() -> int:
     return span_id
 
 
-_random_bits = random.getrandbits
-"""The module's generator, as the SDK's ``RandomIdGenerator`` uses it."""
-
-
 def frame_fields(frame: Frame, preview_redactor: Any = None) -> tuple[Any, ...]:
     """A frame's header fields as :func:`tracer.export.message_facts.frame_attributes` takes
-    them after ``code``: the masking key as hex, the preview redacted and as text."""
+    them after ``code``: the masking key as hex, the preview redacted and as text.  (A message
+    template reads a frame without a preview into the same fields itself: see
+    ``tracer.recorder.emit.templates``; the template tests hold the two to the same bytes.)"""
     key = frame.masking_key
     preview = frame.preview
     if preview is not None:
