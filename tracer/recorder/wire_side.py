@@ -114,7 +114,7 @@ class WireSide:
             return None
         records: list[FrameRecord] = []
         for item in self.client_frames.feed(data):
-            if isinstance(item, ProtocolError):
+            if type(item) is ProtocolError:
                 self._wire_error(start, item)
             else:
                 record = FrameRecord(start, start, item)
@@ -184,9 +184,12 @@ class WireSide:
             data = trailing
         if self.server_frames is None:
             return
+        send = self.current_send
         for item in self.server_frames.feed(data):
-            if isinstance(item, ProtocolError):
+            if type(item) is ProtocolError:
                 self._wire_error(start, item)
+            elif send is not None and item.opcode in _DATA_OPCODES:
+                send.frames.append(FrameRecord(start, end, item))  # what the send put out
             else:
                 self._on_server_frame(FrameRecord(start, end, item))
 
@@ -267,12 +270,10 @@ class WireSide:
         return message
 
     def _on_server_frame(self, record: FrameRecord) -> None:
+        """A frame the server wrote outside any send's data (a send's own frames go to it in
+        :meth:`on_bytes_out`): a close frame, or a control frame of its own."""
         if record.frame.opcode == _CLOSE:
             self._on_close_frame(vocab.INITIATOR_SERVER, record)
-            return
-        send = self.current_send
-        if send is not None and record.frame.opcode in _DATA_OPCODES:
-            send.frames.append(record)
         else:
             emit_control_frame(self, vocab.WS_FRAME_SEND, record)
 

@@ -48,10 +48,12 @@ def emit_message(record: ConnectionRecord, handling: Handling, end: int) -> None
     if not record.recording and config.message_sampling == "inherit":
         return
     message = handling.message
-    record.messages_seen += 1
-    index = record.messages_seen
-    start = message.first_arrival if message else handling.delivered_at
-    start = min(start, handling.delivered_at or start)
+    index = record.messages_seen = record.messages_seen + 1
+    start = delivered = handling.delivered_at  # delivered, though nothing came in (0: never)
+    if message is not None:
+        start = message.first_arrival
+        if delivered and delivered < start:
+            start = delivered
     placement = message_placement(config, index)
     values = _message_values(record, handling, start, end, index, placement == OVERFLOWED)
     takers = template_takers(record, handling, placement)
