@@ -79,8 +79,12 @@ OP_PONG = Opcode.PONG
 _unpack_u16 = struct.Struct("!H").unpack_from
 _unpack_u64 = struct.Struct("!Q").unpack_from
 
-_DATA_START = (OP_TEXT, OP_BINARY)
-_PING_PONG = (OP_PING, OP_PONG)
+# The hot loop's opcodes as plain ints: comparing an int with an IntEnum member takes the
+# slow path of rich comparison on every frame.
+_DATA_START = (int(OP_TEXT), int(OP_BINARY))
+_PING_PONG = (int(OP_PING), int(OP_PONG))
+_CONTINUATION = int(OP_CONTINUATION)
+_CONTROL_START = int(CONTROL_OPCODES_START)
 
 _MAX_HEADER = 14
 """2 bytes + 8 bytes of 64-bit extended length + 4 bytes of masking key."""
@@ -191,7 +195,9 @@ class FrameDecoder(HeaderRules):
             else:
                 length = _unpack_u64(data, pos + 2)[0]
                 ok = 0x10000 <= length < 0x8000000000000000
-            key = bytes(data[pos + hl - 4 : pos + hl]) if masked else None
+            key = data[pos + hl - 4 : pos + hl] if masked else None
+            if key is not None and type(key) is not bytes:  # a bytearray's or view's slice
+                key = bytes(key)
             opcode = b0 & 0x0F
             frame = Frame(
                 b0 >= 0x80, (b0 >> 4) & 0b111, opcode, masked, key, length, hl, base + pos
@@ -204,11 +210,11 @@ class FrameDecoder(HeaderRules):
                 and not self._closed
                 and (
                     (b0 & 0x70 == 0 and opcode in _DATA_START and not self._fragmented)
-                    or (b0 & 0x70 == 0 and opcode == OP_CONTINUATION and self._fragmented)
+                    or (b0 & 0x70 == 0 and opcode == _CONTINUATION and self._fragmented)
                     or (b0 & 0xF0 == 0x80 and opcode in _PING_PONG and length <= 125)
                 )
             ):
-                if opcode < CONTROL_OPCODES_START:
+                if opcode < _CONTROL_START:
                     self._fragmented = b0 < 0x80
                 if not inspect:
                     out.append(frame)
