@@ -22,6 +22,7 @@ from tests.support.records import response_101, upgrade_request
 from tracer import vocab
 from tracer.config import TracerConfig
 from tracer.export import facts
+from tracer.export.accounting import estimate_bytes
 from tracer.export.otlp_json import items_to_otlp_bytes, written_template
 from tracer.recorder import ConnectionRecord, Recorder
 from tracer.recorder.emit import messages
@@ -102,8 +103,11 @@ class TemplateCheck:
         line = items_to_otlp_bytes(expected, origins)
         # Both ways the export process may write it: from the family fact, and straight
         # from the template's values.
+        # Weighed for the byte cap from its values, as the family it stands for.
+        weight = sum(estimate_bytes(fact) for fact in made)
         return (
-            spans == expected
+            estimate_bytes(template) == weight
+            and spans == expected
             and items_to_otlp_bytes(spans, origins) == line
             and items_to_otlp_bytes([written_template(template)], origins) == line
         )

@@ -339,11 +339,17 @@ def family(fact: Fact, members: tuple[Any, ...], spans: int) -> Fact:
 
 def built(fact: Fact) -> Fact:
     """``fact`` itself, or the family fact a template fact stands for."""
+    return message_facts.build(fact) if is_template(fact) else fact
+
+
+def is_template(fact: Fact) -> bool:
+    """Whether ``fact`` is a template (:mod:`~tracer.export.message_facts`); one of a kind
+    this version does not build is refused (``ValueError``)."""
     if len(fact) <= TEMPLATE:
-        return fact
+        return False
     if fact[TEMPLATE] != message_facts.TEMPLATE_MESSAGE:
         raise ValueError(f"unknown fact template {fact[TEMPLATE]!r}")
-    return message_facts.build(fact)
+    return True
 
 
 def span_count(item: Any) -> int:
