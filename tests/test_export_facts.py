@@ -5,7 +5,6 @@ same, byte for byte, as when the server builds the spans itself."""
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from tracer import vocab
 from tracer.demo import make_provider
 from tracer.export import facts
 from tracer.export.accounting import ExportCounts
-from tracer.export.offload import OTLP_FILE_FACTORY, SubprocessExporter, _dumps
+from tracer.export.offload import OTLP_FILE_FACTORY, SubprocessExporter, _dumps, _loads
 from tracer.export.otlp_file import OTLPJsonFileExporter
 from tracer.export.otlp_json import items_to_otlp_bytes, spans_to_otlp_bytes, spans_to_otlp_line
 from tracer.export.pipeline import DropReason, ExportPipeline, serial, stats
@@ -79,7 +78,7 @@ def test_facts_rebuilt_after_the_pipe_are_the_spans_built_here(limits: Any) -> N
     # Across the pipe as the export process gets them: the chunk and the origins pickled.
     numbers = {fact[facts.ORIGIN] for fact in collector.facts}
     origins = {number: facts.origin_parts(number) for number in numbers}
-    message = pickle.loads(_dumps(("spans", collector.facts, True, origins)))
+    message = _loads(_dumps(("spans", collector.facts, True, origins)))
     rebuilt = [facts.rebuild(fact, message[3]) for fact in message[1]]
     built = list(memory.get_finished_spans())
     assert len(built) == ended
@@ -432,7 +431,7 @@ def test_a_family_expanded_after_the_pipe_is_the_spans_built_here(limits: Any) -
     family, connection = collector.facts  # the message with everything under it, one fact
     assert collector.spans == [] and facts.span_count(family) == ended - 1
     numbers = {family[facts.ORIGIN]}
-    message = pickle.loads(
+    message = _loads(
         _dumps(("spans", [family, connection], True, {n: facts.origin_parts(n) for n in numbers}))
     )
     # Members' ids were made in the server as they were made, by the counter the other
@@ -460,7 +459,7 @@ def test_a_chain_goes_as_one_family_and_is_the_spans_built_here(limits: Any) -> 
     assert facts.span_count(by_name["Outer"]) == 4  # Outer, solve_dependencies, Middle, Inner
     assert sum(facts.span_count(fact) for fact in collector.facts) == ended
     numbers = {fact[facts.ORIGIN] for fact in collector.facts}
-    message = pickle.loads(_dumps(
+    message = _loads(_dumps(
         ("spans", collector.facts, True, {n: facts.origin_parts(n) for n in numbers})
     ))  # fmt: skip
     expanded = [one for fact in message[1] for one in facts.expand(fact)]

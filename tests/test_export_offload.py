@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tests.golden import synthetic
 from tests.support.apps import echo_app
 from tests.support.tracing import echo_instrumented
-from tracer.export.offload import SubprocessExporter
+from tracer.export.offload import SubprocessExporter, _dumps, _loads
 from tracer.export.otlp_json import spans_to_otlp_line
 
 
@@ -86,6 +87,31 @@ def test_a_traced_connection_through_a_batch_processor(tmp_path: Path) -> None:
         "ws.connection", "ws.message.receive", "ws.frame.receive", "ws.message.send"
     }
     assert child == here
+
+
+class Level(IntEnum):
+    HIGH = 3
+
+
+def _fact(attributes: dict[str, Any]) -> tuple[Any, ...]:
+    return (0, "s", 1 << 100, 2, None, 1, None, 10, 20, attributes, (), (), None)
+
+
+@pytest.mark.fast
+def test_plain_facts_go_by_marshal_and_anything_else_by_pickle() -> None:
+    """Each comes back as it went: marshal only for what it carries exactly."""
+    plain = ("spans", [_fact({"k": "v", "n": 1.5, "b": b"x", "t": ("a", 2)})], True, None)
+    enum = ("spans", [_fact({"level": Level.HIGH})], False, None)  # not exactly an int
+    spans = ("spans", synthetic_spans(), True, None)
+    for message, encoding in [(plain, b"m"), (enum, b"p"), (spans, b"p"), (("flush", 3), b"p")]:
+        payload = _dumps(message)
+        assert payload[:1] == encoding
+        back = _loads(payload)
+        if message is spans:
+            assert spans_to_otlp_line(back[1]) == spans_to_otlp_line(spans[1])
+        else:
+            assert back == message
+    assert type(_loads(_dumps(enum))[1][0][9]["level"]) is Level
 
 
 def test_a_value_pickle_cannot_carry_travels_as_text(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ span processor's thread (never the event loop), and spans wait in the processor'
 (:class:`~tracer.export.pipeline.ExportPipeline`: bounded in bytes, every drop counted).  If
 the child dies, exports fail and are logged once; the server carries on.
 
-Wire format, parent → child (stdin): messages of a 4-byte big-endian length and a pickle of a
-tuple whose first item says what it is:
+Wire format, parent → child (stdin): messages of a 4-byte big-endian length, then a byte that
+says how the rest is encoded (see :func:`_dumps`: ``m``, :mod:`marshal`, for a chunk of facts
+alone; ``p``, pickle, for anything else), then a tuple whose first item says what it is:
 
 - ``("config", "module:factory", kwargs)`` — once, first: build the real exporter;
 - ``("spans", [ReadableSpan or fact, ...], last, origins)`` — part of one export batch,
@@ -41,6 +42,7 @@ import copyreg
 import gc
 import io
 import logging
+import marshal
 import os
 import pickle
 import select
@@ -520,12 +522,37 @@ _REDUCERS = {
 _DISPATCH = {**copyreg.dispatch_table, **_REDUCERS}
 
 
+_MARSHALLED = b"m"
+_PICKLED = b"p"
+
+
 def _dumps(message: tuple[Any, ...]) -> bytes:
+    """``message`` as the child reads it (:func:`_loads`), behind the byte that says how.
+
+    A chunk of facts alone is plain data (tuples, dicts, numbers, text), which :mod:`marshal`
+    writes in about half the time pickle takes: this runs on the server's CPU for every span.
+    Marshal refuses what is not exactly one of its types (an ``IntEnum``, a mapping of the
+    SDK's …), and such a chunk goes by pickle; so does anything else (the child runs the same
+    interpreter, so marshal's format is the same at both ends)."""
+    if message[0] == "spans" and all(type(item) is tuple for item in message[1]):
+        with contextlib.suppress(ValueError):
+            return _MARSHALLED + marshal.dumps(message)
     buffer = io.BytesIO()
+    buffer.write(_PICKLED)
     pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
     pickler.dispatch_table = _DISPATCH
     pickler.dump(message)
     return buffer.getvalue()
+
+
+def _loads(payload: bytes) -> tuple[Any, ...]:
+    """A message written by :func:`_dumps`."""
+    body = memoryview(payload)[1:]
+    if payload[:1] == _MARSHALLED:
+        message: tuple[Any, ...] = marshal.loads(body)
+    else:
+        message = pickle.loads(body)
+    return message
 
 
 _PLAIN = (str, bool, int, float, bytes, type(None))
@@ -570,8 +597,7 @@ def _read_message(stream: BinaryIO) -> tuple[Any, ...] | None:
     payload = stream.read(length)
     if len(payload) < length:
         return None
-    message: tuple[Any, ...] = pickle.loads(payload)
-    return message
+    return _loads(payload)
 
 
 def _build_exporter(factory: str, kwargs: dict[str, Any]) -> SpanExporter:
