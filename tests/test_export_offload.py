@@ -154,6 +154,30 @@ def test_force_flush_returns_when_the_file_has_everything(tmp_path: Path) -> Non
     exporter.shutdown()
 
 
+def test_a_flush_with_nothing_sent_since_the_last_asks_the_process_nothing(
+    tmp_path: Path,
+) -> None:
+    """A pipeline's flush flushes its exporter; a second flush straight after (the SDK's
+    ``force_flush`` on the exporter too) has nothing to wait for."""
+    spans = synthetic_spans()
+    exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.force_flush(timeout_millis=30_000)
+    assert exporter.child_pid is not None
+    child = psutil.Process(exporter.child_pid)
+    child.suspend()  # from now on, a flush that asks it anything goes unanswered
+    try:
+        assert exporter.force_flush(timeout_millis=5_000)  # nothing sent since: not asked
+        assert exporter.export(spans) is SpanExportResult.SUCCESS  # into the pipe
+        assert not exporter.force_flush(timeout_millis=200)  # asked, and no answer
+    finally:
+        child.resume()
+    assert exporter.force_flush(timeout_millis=30_000)
+    assert exporter.path is not None
+    assert len(exporter.path.read_text(encoding="utf-8").splitlines()) == 2
+    exporter.shutdown()
+
+
 def test_ctrl_c_to_the_process_group_loses_nothing(tmp_path: Path) -> None:
     spans = synthetic_spans()
     exporter = SubprocessExporter.otlp_file(tmp_path / "out.otlp.jsonl")

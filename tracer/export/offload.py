@@ -121,6 +121,7 @@ class SubprocessExporter(SpanExporter):
         self._shutdown = False
         self._named: tuple[Path, str] | None = None  # (directory, prefix) of a default name
         self._sent = 0  # spans sent to the current child
+        self._flushed = -1  # what _sent was at the current child's last flush
         self._confirmed = (0, 0)  # (exported, failed) as the child last reported
         self._origins_sent: set[int] = set()  # origin numbers the current child knows
         remake_after_fork(self._forget_parents_child)
@@ -191,17 +192,25 @@ class SubprocessExporter(SpanExporter):
         return {number: facts.origin_parts(number) for number in new}
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Wait until the child has exported everything sent so far."""
+        """Wait until the child has exported everything sent so far (at once when nothing
+        was sent since its last flush: a flush behind a pipeline's, which flushes its
+        exporter, costs nothing)."""
         with self._lock:
             if self._child is None or self._failed:
                 return not self._failed
+            if self._sent == self._flushed:
+                return True
             self._flushes += 1
             ticket = self._flushes
+            sent = self._sent
             if self._pipe is not None:
                 self._pipe.catch_up()  # waited for: no longer background work
             try:
                 self._send_payload(_dumps(("flush", ticket)))
-                return self._await_ticket(ticket, timeout_millis / 1000)
+                flushed = self._await_ticket(ticket, timeout_millis / 1000)
+                if flushed:
+                    self._flushed = sent
+                return flushed
             except Exception as exc:
                 self._fail("flush", exc)
                 return False
@@ -304,6 +313,7 @@ class SubprocessExporter(SpanExporter):
         if self._child is not None:
             return
         self._sent = 0
+        self._flushed = -1
         self._confirmed = (0, 0)
         self._origins_sent = set()
         give_way = self._give_way and priority.can_give_way()
