@@ -4,6 +4,7 @@ phase of a push-only app, overflow into linked traces, undelivered messages, the
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import gc
 from time import time_ns
@@ -17,6 +18,7 @@ from tracer import vocab
 from tracer._contain import errors
 from tracer.config import TracerConfig
 from tracer.recorder import ConnectionRecord, abandoned
+from tracer.recorder.emit import batches
 from tracer.recorder.emit.fan_out import group_fan_out
 from tracer.recorder.emit.placement import (
     OVERFLOWED,
@@ -289,3 +291,56 @@ def test_a_request_head_in_pieces_is_decoded_as_it_comes() -> None:
     assert record.held_request is None and record.request is None
     bench.bytes_in(record, head[10:])
     assert record.request is not None and record.path == "/ws/split"
+
+
+# --- Messages emitted a batch at a time, with an event loop running --------------------------
+
+
+def _indexes(bench: Bench) -> list[int]:
+    return [s.attributes[vocab.MESSAGE_INDEX] for s in bench.named(vocab.WS_MESSAGE_RECEIVE)]
+
+
+def test_handled_messages_wait_for_their_batch_and_keep_their_order() -> None:
+    async def play() -> list[list[int]]:
+        bench = make_bench()
+        record, app = opened(bench)
+        seen = []
+        for text in ("bid 1", "bid 2", "bid 3"):
+            receive(bench, record, app, text)  # the one before is over: it waits
+            send(bench, app, record, "ok")
+        seen.append(_indexes(bench))  # none yet
+        await asyncio.sleep(batches.DELAY_S * 3)
+        seen.append(_indexes(bench))  # the first two, in the batch the first one started
+        app.run(record.on_receive_enter, time_ns())  # the third waits in a batch of its own
+        end(record, app)  # and goes before the connection's close and end
+        seen.append(_indexes(bench))
+        names = [s.name for s in bench.spans]
+        assert names.index(vocab.WS_CLOSE) > max(
+            i for i, name in enumerate(names) if name == vocab.WS_MESSAGE_RECEIVE
+        )
+        return seen
+
+    assert asyncio.run(play()) == [[], [1, 2], [1, 2, 3]]
+
+
+def test_a_full_batch_goes_without_waiting_for_its_time() -> None:
+    async def play() -> list[int]:
+        bench = make_bench()
+        record, app = opened(bench)
+        for n in range(batches.MAX_WAITING + 2):
+            receive(bench, record, app, f"bid {n}")
+        emitted = _indexes(bench)  # no sleep: the loop never ran the timer
+        end(record, app)  # the last two, as the app returns
+        assert _indexes(bench) == list(range(1, batches.MAX_WAITING + 3))
+        return emitted
+
+    assert asyncio.run(play()) == list(range(1, batches.MAX_WAITING + 1))
+
+
+def test_with_no_event_loop_running_a_message_goes_at_once() -> None:
+    bench = make_bench()
+    record, app = opened(bench)
+    receive(bench, record, app, "bid 1")
+    receive(bench, record, app, "bid 2")
+    assert _indexes(bench) == [1]
+    end(record, app)

@@ -1,6 +1,7 @@
 """A connection as its ASGI app drives it: the app task's life, its sends and receives, and
 the *handling* they delimit (what the app did between two ``receive()`` calls), which is
-emitted as one message when the next receive starts.
+emitted as one message once the next receive starts (with the next batch:
+:mod:`~tracer.recorder.emit.batches`).
 
 One side of :class:`~tracer.recorder.connection.ConnectionRecord` (a mixin: the record holds
 every slot, so a connection stays one small object).
@@ -16,6 +17,7 @@ from opentelemetry.trace import Status, StatusCode
 from tracer import vocab
 from tracer._contain import errors
 from tracer.chain import LAYER_CODES, innermost_span
+from tracer.recorder.emit.batches import defer_message, emit_handled
 from tracer.recorder.emit.messages import emit_message, emit_send, flush_greeting
 from tracer.recorder.phase import AppEvent, AppPhase
 from tracer.recorder.records import (
@@ -49,6 +51,8 @@ class AppSide:
 
         # Messages being handled, sends being made.
         self.handling: Handling | None = None
+        self.handled: list[tuple[Handling, int]] | tuple[()] = ()
+        """Handled messages waiting to be emitted (see :mod:`~tracer.recorder.emit.batches`)."""
         self.current_send: SendRecord | None = None
         self.messages_seen = 0
 
@@ -141,7 +145,7 @@ class AppSide:
         if handling is None:
             return
         if handling.message_type:
-            self._close_handling(at)
+            self._close_handling(at, batched=True)
         elif handling.held and not handling.closed:
             flush_greeting(handling)
 
@@ -160,12 +164,18 @@ class AppSide:
         self.handling = handling
         _handling.set(handling)
 
-    def _close_handling(self, at: int) -> None:
+    def _close_handling(self, at: int, batched: bool = False) -> None:
+        """The handling is over: its message is emitted now, or, ``batched``, with the next
+        batch (:mod:`~tracer.recorder.emit.batches`); what waits goes first either way."""
         handling = self.handling
         if handling is None or handling.closed:
             return
         handling.closed = True
         self.handling = None
+        if batched:
+            defer_message(self, handling, at)
+            return
+        emit_handled(self)
         try:
             emit_message(self, handling, at)
         except Exception as exc:

@@ -16,6 +16,7 @@ from tracer._contain import errors
 from tracer.recorder.abandoned import guard
 from tracer.recorder.app_side import AppSide
 from tracer.recorder.asgi_side import AsgiSide
+from tracer.recorder.emit.batches import emit_handled
 from tracer.recorder.emit.close import emit_close, emit_wire_errors, end_connection
 from tracer.recorder.emit.handshake import emit_handshake
 from tracer.recorder.emit.messages import emit_undelivered
@@ -83,6 +84,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         "current_send",
         "frames_held",
         "guard",
+        "handled",
         "handling",
         "handshake_end",
         "handshake_ends_on_response",
@@ -309,6 +311,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
             if self.held_request is not None:
                 self.release_request()
             self._close_handling(at)
+            emit_handled(self)  # its messages, before its close and its end
             if self.phase < _OPEN:  # finished before the handshake was over: emit what is known
                 self._handshake_over()
             if self.recording:

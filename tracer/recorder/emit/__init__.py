@@ -7,7 +7,8 @@
 - :mod:`~tracer.recorder.emit.close`: the close and the end of the connection span;
 - :mod:`~tracer.recorder.emit.templates`: a received message as the values of its spans, on
   ``wstrace serve``'s set-up (its spans are built where they are exported);
-- :mod:`~tracer.recorder.emit.fan_out`: which sends of a handling went out as a broadcast.
+- :mod:`~tracer.recorder.emit.fan_out`: which sends of a handling went out as a broadcast;
+- :mod:`~tracer.recorder.emit.batches`: handled messages emitted a few at a time.
 
 Each takes a :class:`~tracer.recorder.connection.ConnectionRecord` (its facts) and builds spans
 only through its :class:`~tracer.recorder.Recorder` (``start`` for a span with children,

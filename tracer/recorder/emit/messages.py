@@ -2,8 +2,9 @@
 handling it, fan-out to other connections as ``ws.broadcast``, control frames, and messages
 that arrived but were never delivered to the app.
 
-A message is emitted when the app asks for the next one (its handling is over), so its span
-holds the frames it came in, the handler's sends and the frames each send put on the wire.
+A message is emitted once the app has asked for the next one (its handling is over: a few
+at a time, see :mod:`~tracer.recorder.emit.batches`), so its span holds the frames it came in,
+the handler's sends and the frames each send put on the wire.
 """
 
 from __future__ import annotations

@@ -1,0 +1,104 @@
+"""Received messages emitted a few at a time, not one by one.
+
+A message is over when the app asks for the next one (see
+:meth:`~tracer.recorder.app_side.AppSide.on_receive_enter`).  Emitting it right there, between
+the app's work on one message and its work on the next, costs the server about twice what
+the same emitting code costs when it runs back to back, away from the app's.  So a handled
+message waits on its connection's record (``handled``), and the messages waiting on the
+connections of one thread (one event loop) are emitted together: :data:`DELAY_S` after the
+first of them, or as soon as :data:`MAX_WAITING` wait, whichever comes first.
+
+A connection emits what waits on it before anything that must come after: a message emitted
+at once (the last one, when the app returns), its close, its end.  So its messages keep their
+order and their indexes, and none is left behind when it ends.  On a thread with no running
+event loop (nothing to call back), a message is emitted at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any
+
+from tracer._contain import errors
+from tracer.recorder.emit.messages import emit_message
+from tracer.recorder.records import Handling
+
+if TYPE_CHECKING:
+    from tracer.recorder.connection import ConnectionRecord
+
+DELAY_S = 0.01
+"""How long the first message of a batch may wait to be emitted."""
+MAX_WAITING = 64
+"""Messages waiting on one thread's connections that make a batch whatever the time."""
+
+
+class _Waiting(threading.local):
+    """This thread's connections with messages waiting, and the timer that emits them."""
+
+    def __init__(self) -> None:
+        self.records: list[ConnectionRecord] = []
+        self.count = 0
+        self.timer: Any = None
+        self.loop: Any = None
+        """The loop the timer is on: a thread may run one loop after another (a test's)."""
+
+
+_waiting = _Waiting()
+
+
+def defer_message(record: ConnectionRecord, handling: Handling, at: int) -> None:
+    """``handling``, over at ``at``, waits on ``record`` to be emitted with the next batch."""
+    waiting = _waiting
+    held = record.handled
+    if held:
+        held.append((handling, at))
+    else:  # its first in this batch
+        record.handled = [(handling, at)]
+        waiting.records.append(record)
+    count = waiting.count = waiting.count + 1
+    if count >= MAX_WAITING:
+        emit_waiting()
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # nothing to call back: emit it now
+        emit_waiting()
+        return
+    if waiting.timer is None or waiting.loop is not loop:
+        if waiting.timer is not None:  # on a loop that has stopped: it would never go off
+            waiting.timer.cancel()
+        waiting.timer = loop.call_later(DELAY_S, _on_timer)
+        waiting.loop = loop
+
+
+def _on_timer() -> None:
+    _waiting.timer = None
+    emit_waiting()
+
+
+def emit_waiting() -> None:
+    """Emit every message waiting on this thread's connections."""
+    waiting = _waiting
+    if waiting.timer is not None:
+        waiting.timer.cancel()
+        waiting.timer = None
+    records, waiting.records, waiting.count = waiting.records, [], 0
+    for record in records:
+        emit_handled(record)
+
+
+def emit_handled(record: ConnectionRecord) -> None:
+    """Emit the messages waiting on ``record``, in the order they were handled (a record that
+    emitted its own already is passed over when its batch comes)."""
+    held = record.handled
+    if not held:
+        return
+    record.handled = ()
+    waiting = _waiting
+    waiting.count = max(0, waiting.count - len(held))
+    for handling, at in held:
+        try:
+            emit_message(record, handling, at)
+        except Exception as exc:
+            errors.record("recorder.emit_message", exc)
