@@ -378,7 +378,8 @@ def render_hooks(raw: dict[str, Any], console: Any = None) -> None:
                 )
     console.print(
         f"hooks per echoed message, connection shape, spans as facts (bench/hooks.py, medians, "
-        f"µs): {stages}; total {total:.1f} µs{measured}"
+        f"the message spans' a mean over their batches, µs): {stages}; total {total:.1f} µs"
+        f"{measured}"
     )
 
 
