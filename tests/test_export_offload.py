@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tests.golden import synthetic
 from tests.support.apps import echo_app
 from tests.support.tracing import echo_instrumented
+from tracer.export import message_facts
 from tracer.export.offload import SubprocessExporter, _dumps, _loads
 from tracer.export.otlp_json import spans_to_otlp_line
 
@@ -93,17 +94,22 @@ class Level(IntEnum):
     HIGH = 3
 
 
-def _fact(attributes: dict[str, Any]) -> tuple[Any, ...]:
-    return (0, "s", 1 << 100, 2, None, 1, None, 10, 20, attributes, (), (), None)
+def _fact(value: Any, template: bool = False) -> tuple[Any, ...]:
+    """A fact shaped as a plain one or as a message template, with ``value`` in it."""
+    fact = (0, "s", 1 << 100, 2, None, 1, None, 10, 20, 0, None, {"k": value}, (), (), None)
+    return (*fact, 2, ((), ()), message_facts.TEMPLATE_MESSAGE) if template else fact
 
 
 @pytest.mark.fast
-def test_plain_facts_go_by_marshal_and_anything_else_by_pickle() -> None:
-    """Each comes back as it went: marshal only for what it carries exactly."""
-    plain = ("spans", [_fact({"k": "v", "n": 1.5, "b": b"x", "t": ("a", 2)})], True, None)
-    enum = ("spans", [_fact({"level": Level.HIGH})], False, None)  # not exactly an int
+def test_message_templates_go_by_marshal_and_anything_else_by_pickle() -> None:
+    """Each comes back as it went: marshal only for wstrace's own values."""
+    plain = ("spans", [_fact(v, template=True) for v in ("v", 1.5, b"x", ("a", 2))], True, None)
+    enum = ("spans", [_fact(Level.HIGH, template=True)], False, None)  # not exactly an int
+    buffer = ("spans", [_fact(bytearray(b"x"))], False, None)  # marshal would make it bytes
     spans = ("spans", synthetic_spans(), True, None)
-    for message, encoding in [(plain, b"m"), (enum, b"p"), (spans, b"p"), (("flush", 3), b"p")]:
+    for message, encoding in [
+        (plain, b"m"), (enum, b"p"), (buffer, b"p"), (spans, b"p"), (("flush", 3), b"p"),
+    ]:  # fmt: skip
         payload = _dumps(message)
         assert payload[:1] == encoding
         back = _loads(payload)
@@ -111,7 +117,8 @@ def test_plain_facts_go_by_marshal_and_anything_else_by_pickle() -> None:
             assert spans_to_otlp_line(back[1]) == spans_to_otlp_line(spans[1])
         else:
             assert back == message
-    assert type(_loads(_dumps(enum))[1][0][9]["level"]) is Level
+    assert type(_loads(_dumps(enum))[1][0][11]["k"]) is Level
+    assert type(_loads(_dumps(buffer))[1][0][11]["k"]) is bytearray
 
 
 def test_a_value_pickle_cannot_carry_travels_as_text(tmp_path: Path) -> None:

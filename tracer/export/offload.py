@@ -539,12 +539,15 @@ _PICKLED = b"p"
 def _dumps(message: tuple[Any, ...]) -> bytes:
     """``message`` as the child reads it (:func:`_loads`), behind the byte that says how.
 
-    A chunk of facts alone is plain data (tuples, dicts, numbers, text), which :mod:`marshal`
-    writes in about half the time pickle takes: this runs on the server's CPU for every span.
-    Marshal refuses what is not exactly one of its types (an ``IntEnum``, a mapping of the
-    SDK's …), and such a chunk goes by pickle; so does anything else (the child runs the same
-    interpreter, so marshal's format is the same at both ends)."""
-    if message[0] == "spans" and all(type(item) is tuple for item in message[1]):
+    A chunk of message templates alone (the bulk of a busy server's spans) is plain data made
+    by wstrace — tuples, dicts, numbers, text — which :mod:`marshal` writes in about half the
+    time pickle takes: this runs on the server's CPU for every message.  Anything else goes
+    by pickle: other facts may hold values an app set, which marshal could change (it writes
+    a ``bytearray`` as ``bytes``) or refuses (an ``IntEnum``: then pickle too).  The child
+    runs the same interpreter, so marshal's format is the same at both ends."""
+    if message[0] == "spans" and all(
+        type(item) is tuple and len(item) > facts.TEMPLATE for item in message[1]
+    ):
         with contextlib.suppress(ValueError):
             return _MARSHALLED + marshal.dumps(message)
     buffer = io.BytesIO()
