@@ -17,8 +17,9 @@ span processor's thread (never the event loop), and spans wait in the processor'
 the child dies, exports fail and are logged once; the server carries on.
 
 Wire format, parent → child (stdin): messages of a 4-byte big-endian length, then a byte that
-says how the rest is encoded (see :func:`_dumps`: ``m``, :mod:`marshal`, for a chunk of facts
-alone; ``p``, pickle, for anything else), then a tuple whose first item says what it is:
+says how the rest is encoded (see :func:`_dumps`: ``m``, :mod:`marshal`, for a chunk of message
+templates alone; ``p``, pickle, for anything else), then a tuple whose first item says what it
+is:
 
 - ``("config", "module:factory", kwargs)`` — once, first: build the real exporter;
 - ``("spans", [ReadableSpan or fact, ...], last, origins)`` — part of one export batch,
