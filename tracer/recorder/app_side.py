@@ -23,6 +23,7 @@ from tracer.recorder.phase import AppEvent, AppPhase
 from tracer.recorder.records import (
     GREETING_FLUSH,
     MAX_SENDS_PER_MESSAGE,
+    Attributes,
     Handling,
     SendRecord,
     _explicit_broadcast,
@@ -58,7 +59,8 @@ class AppSide:
 
         # The app accepting (its span is emitted with the handshake's).
         self.accept_start = 0
-        self.accept_stack: list[tuple[str, str, int]] | None = None
+        self.accept_stack: Attributes | None = None
+        """The handshake stack's event attributes (shared: never written to)."""
         self.accept_parent: Any = None
 
     def claim(self) -> None:
@@ -105,9 +107,9 @@ class AppSide:
                 self.accept_parent = current  # the innermost ASGI layer (TracingMiddleware)
             if self.config.handshake_stack and self.recording:
                 # The server's send is being entered, not yet running: it is the innermost frame.
-                self.accept_stack = capture_stack(app=self.app, stop=LAYER_CODES)
-                if self.send_frame is not None:
-                    self.accept_stack.append(self.send_frame)
+                self.accept_stack = capture_stack(
+                    app=self.app, stop=LAYER_CODES, innermost=self.send_frame
+                )
         return None
 
     def on_send_exit(self, send: SendRecord, at: int, error: str | None) -> None:

@@ -561,16 +561,22 @@ def stack_event_attributes(stack: Sequence[tuple[str, str, int]]) -> Attributes:
 
 _PROBE_DEPTH = 8
 _stacks: weakref.WeakKeyDictionary[
-    Any, dict[Any, tuple[tuple[tuple[str, str, int], ...], tuple[Any, ...]]]
+    Any, dict[Any, tuple[Attributes, tuple[Any, ...]]]
 ] = weakref.WeakKeyDictionary()
-"""app -> (its innermost call sites -> the whole stack, and the codes of those sites) for
-stacks already walked."""
+"""app -> (its innermost call sites and the server's send -> the stack's event attributes,
+and the codes of those sites) for stacks already walked."""
 
 
 def capture_stack(
-    skip: int = 1, app: Any = None, stop: Collection[int] = ()
-) -> list[tuple[str, str, int]]:
-    """The live Python stack, outermost first, without wstrace's own frames.
+    skip: int = 1,
+    app: Any = None,
+    stop: Collection[int] = (),
+    innermost: tuple[str, str, int] | None = None,
+) -> Attributes:
+    """The live Python stack, outermost first, without wstrace's own frames, then
+    ``innermost`` (the server's ``send``, entered but not yet running), as the attributes of a
+    ``wstrace.handshake.stack`` event (:func:`stack_event_attributes`).  They may be shared:
+    never write to them.
 
     Coroutine frames chain through ``f_back`` while they run, so inside the server's
     ``send`` this walks the whole ASGI chain up to the event loop's ``_run``.
@@ -580,8 +586,8 @@ def capture_stack(
     ASGI app the connection runs), the innermost few call sites are read — up to the first
     frame running a code whose id is in ``stop`` (the innermost layer of the chain, most often
     the endpoint: the frames outside it live on, and are not touched) — and, if this app reached
-    ``accept`` through them before, the stack walked then — the same code, hence the same
-    rows — is returned without walking the rest.
+    ``accept`` through them before, the attributes made then — the same code, hence the same
+    rows — are returned without walking the rest.
     """
     frame = sys._getframe(skip)
     known = None
@@ -590,15 +596,15 @@ def capture_stack(
     if app is not None:
         # Call sites by the code's id: hashing a code object hashes its constants, on every
         # handshake.  The cache keeps the codes alive with the stack, so no id is reused.
-        sites = []
-        innermost: Any = frame
-        while innermost is not None and len(sites) < _PROBE_DEPTH:
-            code = innermost.f_code
+        sites: list[Any] = [innermost]
+        walked: Any = frame
+        while walked is not None and len(sites) <= _PROBE_DEPTH:
+            code = walked.f_code
             codes.append(code)
-            sites.append((id(code), innermost.f_lasti))
+            sites.append((id(code), walked.f_lasti))
             if id(code) in stop:
                 break
-            innermost = innermost.f_back
+            walked = walked.f_back
         probe = tuple(sites)
         try:
             known = _stacks.get(app)
@@ -609,7 +615,7 @@ def capture_stack(
         if known is not None:
             seen = known.get(probe)
             if seen is not None:
-                return list(seen[0])
+                return seen[0]
     frames: list[tuple[str, str, int]] = []
     while frame is not None:
         code = frame.f_code
@@ -628,6 +634,9 @@ def capture_stack(
             frames.append(row)
         frame = frame.f_back
     frames.reverse()
+    if innermost is not None:
+        frames.append(innermost)
+    attributes = stack_event_attributes(frames) if frames else {}
     if known is not None and len(known) < 64:
-        known[probe] = (tuple(frames), tuple(codes))
-    return frames
+        known[probe] = (attributes, tuple(codes))
+    return attributes

@@ -13,7 +13,6 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracer import vocab
 from tracer.recorder.records import Attributes, HttpStages
-from tracer.recorder.spans import stack_event_attributes
 from tracer.wire import (
     ProtocolError,
     RequestHead,
@@ -197,7 +196,7 @@ def emit_accept(record: ConnectionRecord) -> None:
     if record.accept_stack:
         span.add_event(
             vocab.EVENT_HANDSHAKE_STACK,
-            stack_event_attributes(record.accept_stack),
+            record.accept_stack,
             timestamp=record.accept_start,
         )
     span.end(end_time=max(record.response_end, record.accept_start))
