@@ -344,3 +344,36 @@ def test_with_no_event_loop_running_a_message_goes_at_once() -> None:
     receive(bench, record, app, "bid 2")
     assert _indexes(bench) == [1]
     end(record, app)
+
+
+@pytest.mark.parametrize("generator", ["sdk", "own"])
+def test_a_child_context_is_the_one_the_sdk_would_make(generator: str) -> None:
+    """Children's contexts are laid out without SpanContext's checks when the SDK's own ids
+    are used: the same six fields, validity included, as SpanContext() makes."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import RandomIdGenerator, TracerProvider
+    from opentelemetry.trace import TraceFlags, TraceState
+
+    from tracer.recorder.spans import SdkParts
+
+    class Zeros(RandomIdGenerator):
+        """Span ids the API calls invalid."""
+
+        def generate_span_id(self) -> int:
+            return 0
+
+    ids = RandomIdGenerator() if generator == "sdk" else Zeros()
+    sdk = SdkParts.of(TracerProvider(id_generator=ids).get_tracer("t"))
+    assert sdk is not None and sdk.random_ids == (generator == "sdk")
+    state = TraceState([("k", "v")])
+    for parent in (
+        trace.SpanContext(0x1234, 0x99, False, TraceFlags(TraceFlags.SAMPLED), state),
+        trace.SpanContext(0x1234, 0x99, True, TraceFlags(0)),
+        trace.INVALID_SPAN_CONTEXT,
+    ):
+        child = sdk.child_context(parent)
+        expected = trace.SpanContext(parent.trace_id, child.span_id, False, parent.trace_flags,
+                                     parent.trace_state)  # fmt: skip
+        assert type(child) is trace.SpanContext
+        assert tuple(child) == tuple(expected)
+        assert child.is_valid == (parent.is_valid and generator == "sdk")

@@ -60,6 +60,13 @@ _current_chain: contextvars.ContextVar[Chain | None] = contextvars.ContextVar(
 """The chain of the traced WebSocket connection running in this task, if it is one."""
 
 
+try:
+    from opentelemetry.trace.propagation import _SPAN_KEY as _CURRENT_SPAN_KEY
+except ImportError:  # another API version: every layer takes trace.get_current_span()
+    _CURRENT_SPAN_KEY = ""
+"""Where an OpenTelemetry context holds its current span."""
+
+
 LayerSpec = tuple[str, dict[str, Any]]
 """A layer's span name and attributes, made once per wrapped layer and shared by its spans."""
 
@@ -88,6 +95,10 @@ async def run_layer(chain: Chain, layer: LayerSpec, awaitable: Any) -> Any:
 def _enter_layer(chain: Chain, layer: LayerSpec) -> int | None:
     """The layer's handle in ``chain``, or None (the tracer failed: the layer runs untraced)."""
     try:
+        # The chain is current for every layer but one nested under a span made inside the
+        # chain: read straight from the context first (no type check: the chain is a span).
+        if otel_context.get_current().get(_CURRENT_SPAN_KEY) is chain:
+            return chain.enter(layer[0], layer[1], None)
         current = trace.get_current_span()
         if current is chain:
             return chain.enter(layer[0], layer[1], None)

@@ -9,6 +9,7 @@ import sys
 import weakref
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from time import time_ns
 from types import MappingProxyType
 from typing import Any
@@ -76,6 +77,8 @@ class SdkParts:
     templates: bool = False
     """Whether ``limits`` leave a received message's family whole, so that it may go to
     processors that take facts as its values (:func:`tracer.export.message_facts.fits`)."""
+    random_ids: bool = False
+    """Whether span ids come from the SDK's ``RandomIdGenerator``: never invalid ones."""
 
     @classmethod
     def of(cls, tracer: Any) -> SdkParts | None:
@@ -98,6 +101,7 @@ class SdkParts:
             Starters(processor),
             FactTakers(processor, tracer.resource, getattr(tracer, "_instrumentation_scope", None)),
             message_facts.fits(limits),
+            type(generator) is sdk_trace.RandomIdGenerator,
         )
 
     def root(
@@ -298,7 +302,12 @@ class SdkParts:
         (as the SDK's default ``ParentBased`` sampler decides)."""
         # By index: a SpanContext is a tuple (trace id, span id, remote, flags, state, valid),
         # and its properties are a Python call each.
-        return trace.SpanContext(parent[0], self.new_span_id(), False, parent[3], parent[4])
+        span_id = self.new_span_id()
+        if self.random_ids and parent[5]:
+            # What SpanContext() makes, without its checks (every span takes one): the trace
+            # id is a valid parent's, and the SDK's generator makes no invalid span id.
+            return _new_context((parent[0], span_id, False, parent[3], parent[4], True))
+        return trace.SpanContext(parent[0], span_id, False, parent[3], parent[4])
 
 
 class _AfterTheFact(trace.Span):
@@ -493,6 +502,12 @@ _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _ROOT_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN)
 
+
+_new_context: Callable[[tuple[Any, ...]], trace.SpanContext] = partial(
+    tuple.__new__, trace.SpanContext
+)
+"""A ``SpanContext`` from its six fields, as its constructor lays them out (see
+:meth:`SdkParts.child_context`)."""
 
 _random_bits = random.getrandbits
 """The module's generator, as the SDK's ``RandomIdGenerator`` uses it."""
