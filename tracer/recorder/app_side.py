@@ -9,6 +9,7 @@ every slot, so a connection stays one small object).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -23,7 +24,6 @@ from tracer.recorder.phase import AppEvent, AppPhase
 from tracer.recorder.records import (
     GREETING_FLUSH,
     MAX_SENDS_PER_MESSAGE,
-    Attributes,
     Handling,
     SendRecord,
     _explicit_broadcast,
@@ -59,8 +59,8 @@ class AppSide:
 
         # The app accepting (its span is emitted with the handshake's).
         self.accept_start = 0
-        self.accept_stack: Attributes | None = None
-        """The handshake stack's event attributes (shared: never written to)."""
+        self.accept_stack: Mapping[str, Any] | None = None
+        """The handshake stack's event attributes (read-only: shared)."""
         self.accept_parent: Any = None
 
     def claim(self) -> None:

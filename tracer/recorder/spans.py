@@ -7,7 +7,7 @@ import os
 import random
 import sys
 import weakref
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from time import time_ns
@@ -576,7 +576,7 @@ def stack_event_attributes(stack: Sequence[tuple[str, str, int]]) -> Attributes:
 
 _PROBE_DEPTH = 8
 _stacks: weakref.WeakKeyDictionary[
-    Any, dict[Any, tuple[Attributes, tuple[Any, ...]]]
+    Any, dict[Any, tuple[Mapping[str, Any], tuple[Any, ...]]]
 ] = weakref.WeakKeyDictionary()
 """app -> (its innermost call sites and the server's send -> the stack's event attributes,
 and the codes of those sites) for stacks already walked."""
@@ -587,11 +587,11 @@ def capture_stack(
     app: Any = None,
     stop: Collection[int] = (),
     innermost: tuple[str, str, int] | None = None,
-) -> Attributes:
+) -> Mapping[str, Any]:
     """The live Python stack, outermost first, without wstrace's own frames, then
     ``innermost`` (the server's ``send``, entered but not yet running), as the attributes of a
-    ``wstrace.handshake.stack`` event (:func:`stack_event_attributes`).  They may be shared:
-    never write to them.
+    ``wstrace.handshake.stack`` event (:func:`stack_event_attributes`), read-only: they are
+    shared.
 
     Coroutine frames chain through ``f_back`` while they run, so inside the server's
     ``send`` this walks the whole ASGI chain up to the event loop's ``_run``.
@@ -651,7 +651,8 @@ def capture_stack(
     frames.reverse()
     if innermost is not None:
         frames.append(innermost)
-    attributes = stack_event_attributes(frames) if frames else {}
+    # Read-only: every handshake through these call sites shares them.
+    attributes = MappingProxyType(stack_event_attributes(frames) if frames else {})
     if known is not None and len(known) < 64:
         known[probe] = (attributes, tuple(codes))
     return attributes
