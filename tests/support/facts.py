@@ -143,15 +143,6 @@ class FactCollector(SpanProcessor):
         return [*rebuilt, *self.spans]
 
 
-def collecting(limits: SpanLimits) -> tuple[TracerProvider, FactCollector]:
-    """:func:`provider` with ``limits``, its spans to a :class:`FactCollector` (``wstrace
-    serve``'s set-up, the pipeline's end kept in memory)."""
-    made = provider(limits)
-    collector = FactCollector()
-    made.add_span_processor(collector)
-    return made, collector
-
-
 class Stamping(SimpleSpanProcessor):
     """A processor that writes to every span in ``on_start`` (as ``BaggageSpanProcessor``
     does) and keeps the finished spans in ``memory``."""

@@ -1,8 +1,7 @@
 """Both ways of making a received message's family, compared where it is made: as a template
 (its values, built where it is exported: :mod:`tracer.export.message_facts`) and as spans
-made in the server, from the same records with the same ids; the same for a connection's
-handshake (:mod:`tracer.export.handshake_facts`); and a room of connections driven by hand
-to make them."""
+made in the server, from the same records with the same ids; and a room of connections
+driven by hand to make them."""
 
 from __future__ import annotations
 
@@ -24,11 +23,9 @@ from tracer import vocab
 from tracer.config import TracerConfig
 from tracer.export import facts
 from tracer.export.accounting import estimate_bytes
-from tracer.export.handshake_facts import build as build_handshake
-from tracer.export.offload import _dumps, _loads
 from tracer.export.otlp_json import items_to_otlp_bytes, written_template
 from tracer.recorder import ConnectionRecord, Recorder
-from tracer.recorder.emit import handshake, messages
+from tracer.recorder.emit import messages
 from tracer.wire import Opcode, encode_frame
 
 
@@ -43,45 +40,6 @@ class _Taking:
         return self._takers
 
 
-def both_ways(
-    recorder: Any, as_template: Callable[[], object], as_spans: Callable[[], None]
-) -> tuple[object, list[Any], list[Any]]:
-    """Run ``as_template`` with the recorder's facts going to a list, then ``as_spans`` with
-    the same ids (span and trace ids replayed in the order the first run made them), its
-    facts to another list: ``(what as_template returned, its facts, the span path's)``.  The
-    recorder's SDK parts are put back whatever happens."""
-    sdk = recorder.sdk
-    span_ids: list[int] = []
-    trace_ids: list[int] = []
-
-    def new_span_id() -> int:
-        span_ids.append(sdk.new_span_id())
-        return span_ids[-1]
-
-    def new_trace_id() -> int:
-        trace_ids.append(sdk.new_trace_id())
-        return trace_ids[-1]
-
-    template: list[Any] = []
-    made: list[Any] = []
-    origin = sdk.facts.origin
-    try:
-        recorder._sdk = dataclasses.replace(
-            sdk, new_span_id=new_span_id, new_trace_id=new_trace_id,
-            facts=_Taking(template.append, origin),
-        )  # fmt: skip
-        done = as_template()
-        if done is not False:
-            recorder._sdk = dataclasses.replace(
-                sdk, new_span_id=iter(span_ids).__next__, new_trace_id=iter(trace_ids).__next__,
-                templates=False, facts=_Taking(made.append, origin),
-            )  # fmt: skip
-            as_spans()
-    finally:
-        recorder._sdk = sdk
-    return done, template, made
-
-
 @dataclasses.dataclass
 class TemplateCheck:
     """Every message template made while installed, against the family the server would have
@@ -94,21 +52,38 @@ class TemplateCheck:
     def emit(self, real: Callable[..., None], record: Any, handling: Any, values: Any,
              start: int, end: int, placement: int,
              takers: tuple[Callable[[Any], None], ...]) -> None:  # fmt: skip
-        def as_template() -> None:  # to the facts both_ways collects
-            taking = record.recorder.sdk.template_takers()
-            real(record, handling, values, start, end, placement, taking)
+        recorder = record.recorder
+        sdk = recorder.sdk
+        span_ids: list[int] = []
+        trace_ids: list[int] = []
+
+        def new_span_id() -> int:
+            span_ids.append(sdk.new_span_id())
+            return span_ids[-1]
+
+        def new_trace_id() -> int:
+            trace_ids.append(sdk.new_trace_id())
+            return trace_ids[-1]
 
         template: list[Any] = []
+        made: list[Any] = []
         try:
-            _, template, made = both_ways(
-                record.recorder,
-                as_template,
-                lambda: messages.emit_spans(record, handling, values, start, end, placement),
+            recorder._sdk = dataclasses.replace(
+                sdk, new_span_id=new_span_id, new_trace_id=new_trace_id
             )
+            real(record, handling, values, start, end, placement, (template.append,))
+            recorder._sdk = dataclasses.replace(
+                sdk, new_span_id=iter(span_ids).__next__, new_trace_id=iter(trace_ids).__next__,
+                templates=False, facts=_Taking(made.append, sdk.facts.origin),
+            )  # fmt: skip
+            messages.emit_spans(record, handling, values, start, end, placement)
+            recorder._sdk = sdk
             if len(template) != 1 or not self._same(template[0], made, placement):
                 self.differences.append((template, made))
         except Exception as exc:  # a difference too: reported by the test, not lost here
             self.differences.append(exc)
+        finally:
+            recorder._sdk = sdk
         self.compared += 1
         for take in takers:
             for fact in template:
@@ -149,68 +124,6 @@ def templates_checked() -> Iterator[TemplateCheck]:
         check.emit(real, *args)
 
     with patch.object(messages, "emit_template", emit):
-        yield check
-
-
-@dataclasses.dataclass
-class HandshakeCheck:
-    """Every handshake template made while installed, against the facts the server's span
-    path makes of the same spans with the same ids: ``differences`` holds each that is not
-    the same, to the byte of its spans' OTLP/JSON and to its weight for the byte cap."""
-
-    compared: int = 0
-    differences: list[Any] = dataclasses.field(default_factory=list)
-
-    def emit(self, real: Callable[..., bool], record: Any, worked: Any) -> bool:
-        sdk = record.recorder.sdk
-        if sdk is None or sdk.template_takers() is None:
-            return real(record, worked)
-        template: list[Any] = []
-        try:
-            done, template, made = both_ways(
-                record.recorder,
-                lambda: real(record, worked),
-                lambda: handshake.emit_spans(record, worked),
-            )
-            if not done:
-                return False
-            if len(template) != 1 or not self._same(template[0], made):
-                self.differences.append((template, made))
-        except Exception as exc:  # a difference too: reported by the test, not lost here
-            self.differences.append(exc)
-        self.compared += 1
-        for take in sdk.template_takers() or ():
-            for fact in template:
-                take(fact)
-        return True
-
-    @staticmethod
-    def _same(template: Any, made: list[Any]) -> bool:
-        spans = facts.expand(template)
-        expected = [one for fact in made for one in facts.expand(fact)]
-        origins = {template[facts.ORIGIN]: facts.origin_parts(template[facts.ORIGIN])}
-        piped = _dumps(("spans", [template], True, {}))  # to the export process, by marshal
-        return (
-            build_handshake(template) == made
-            and spans == expected
-            and estimate_bytes(template) == sum(estimate_bytes(fact) for fact in made)
-            and items_to_otlp_bytes(spans, origins) == items_to_otlp_bytes(expected, origins)
-            and piped[:1] == b"m"
-            and _loads(piped)[1] == [template]
-        )
-
-
-@contextmanager
-def handshakes_checked() -> Iterator[HandshakeCheck]:
-    """While in the block, every handshake template is checked (see :class:`HandshakeCheck`)
-    and then handed on as it would have been."""
-    check = HandshakeCheck()
-    real = handshake.emit_template
-
-    def emit(*args: Any) -> bool:
-        return check.emit(real, *args)
-
-    with patch.object(handshake, "emit_template", emit):
         yield check
 
 
@@ -306,8 +219,7 @@ class Room:
 
     @property
     def templates(self) -> list[tuple[Any, ...]]:
-        """The message templates made (each connection's handshake went as one too)."""
-        return [f for f in self.collector.facts if facts.is_template(f)]
+        return [f for f in self.collector.facts if len(f) > facts.TEMPLATE]
 
 
 def broadcast_in(app: contextvars.Context, body: Any) -> None:

@@ -19,16 +19,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from tracer import vocab
-from tracer.export import handshake_facts, message_facts
-from tracer.export.facts import (
-    MEMBERS,
-    SPANS,
-    Fact,
-    Field,
-    is_handshake,
-    is_template,
-    origin_parts,
-)
+from tracer.export import message_facts
+from tracer.export.facts import MEMBERS, SPANS, Fact, Field, is_template, origin_parts
 
 MiB = 1024 * 1024
 MAX_DROPPED_TRACES = 65_536
@@ -110,8 +102,6 @@ def _fact_bytes(fact: Fact) -> int:
     stands for)."""
     if is_template(fact):
         return _template_bytes(fact)
-    if is_handshake(fact):
-        return sum(_fact_bytes(made) for made in handshake_facts.build(fact))
     size = _one_fact_bytes(fact[Field.ATTRIBUTES], fact[Field.EVENTS])
     if len(fact) > SPANS:
         size += _members_bytes(fact[MEMBERS])

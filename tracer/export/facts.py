@@ -54,9 +54,7 @@ have ended them, children first.
 **Templates.**  A received message's family may come as a *template* instead: its head as
 above, with the values of the spans' attributes where the attributes and members go, and one
 more field saying which template it is (:mod:`tracer.export.message_facts`).  :func:`built`
-makes the family fact of it; everything that reads a fact's members goes through it.  A
-connection's handshake may come as one template too, standing for several facts
-(:mod:`tracer.export.handshake_facts`): :func:`expand` takes it apart.
+makes the family fact of it; everything that reads a fact's members goes through it.
 """
 
 from __future__ import annotations
@@ -72,7 +70,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
-from tracer.export import handshake_facts, message_facts
+from tracer.export import message_facts
 
 Fact = tuple[Any, ...]
 
@@ -340,27 +338,18 @@ def family(fact: Fact, members: tuple[Any, ...], spans: int) -> Fact:
 
 
 def built(fact: Fact) -> Fact:
-    """``fact`` itself, or the family fact a message template stands for."""
+    """``fact`` itself, or the family fact a template fact stands for."""
     return message_facts.build(fact) if is_template(fact) else fact
 
 
 def is_template(fact: Fact) -> bool:
-    """Whether ``fact`` is a message template (:mod:`~tracer.export.message_facts`); a
-    handshake template (:func:`is_handshake`) is not one, and a template of a kind this
-    version does not build is refused (``ValueError``)."""
+    """Whether ``fact`` is a template (:mod:`~tracer.export.message_facts`); one of a kind
+    this version does not build is refused (``ValueError``)."""
     if len(fact) <= TEMPLATE:
         return False
     if fact[TEMPLATE] != message_facts.TEMPLATE_MESSAGE:
-        if fact[TEMPLATE] == handshake_facts.TEMPLATE_HANDSHAKE:
-            return False
         raise ValueError(f"unknown fact template {fact[TEMPLATE]!r}")
     return True
-
-
-def is_handshake(fact: Fact) -> bool:
-    """Whether ``fact`` is a handshake template, standing for several facts
-    (:func:`tracer.export.handshake_facts.build`)."""
-    return len(fact) > TEMPLATE and fact[TEMPLATE] == handshake_facts.TEMPLATE_HANDSHAKE
 
 
 def span_count(item: Any) -> int:
@@ -370,9 +359,7 @@ def span_count(item: Any) -> int:
 
 def expand(fact: Fact) -> list[Fact]:
     """A family's spans as plain facts, in the order they ended: children before their
-    parent, itself last (a handshake template's: those of each fact it stands for)."""
-    if is_handshake(fact):
-        return [span for made in handshake_facts.build(fact) for span in expand(made)]
+    parent, itself last."""
     fact = built(fact)
     if len(fact) <= SPANS:
         return [fact]
@@ -506,10 +493,7 @@ def rebuild(fact: Fact, origins: dict[int, tuple[Any, Any]]) -> ReadableSpan:
 
 def plain(fact: Fact, value: Any) -> Fact:
     """``fact`` with every attribute value passed through ``value`` (a function that makes a
-    value pickle can carry): the rare fallback when a chunk would not pickle.  A handshake
-    template holds wire values decoded to text and wstrace's own: it goes as it is."""
-    if is_handshake(fact):
-        return fact
+    value pickle can carry): the rare fallback when a chunk would not pickle."""
     fact = built(fact)
 
     def attrs(attributes: Any) -> Any:

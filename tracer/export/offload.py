@@ -17,9 +17,9 @@ span processor's thread (never the event loop), and spans wait in the processor'
 the child dies, exports fail and are logged once; the server carries on.
 
 Wire format, parent → child (stdin): messages of a 4-byte big-endian length, then a byte that
-says how the rest is encoded (see :func:`_dumps`: ``m``, :mod:`marshal`, for a chunk of
-templates alone, a message's or a handshake's; ``p``, pickle, for anything else), then a tuple
-whose first item says what it is:
+says how the rest is encoded (see :func:`_dumps`: ``m``, :mod:`marshal`, for a chunk of message
+templates alone; ``p``, pickle, for anything else), then a tuple whose first item says what it
+is:
 
 - ``("config", "module:factory", kwargs)`` — once, first: build the real exporter;
 - ``("spans", [ReadableSpan or fact, ...], last, origins)`` — part of one export batch,
@@ -540,10 +540,9 @@ _PICKLED = b"p"
 def _dumps(message: tuple[Any, ...]) -> bytes:
     """``message`` as the child reads it (:func:`_loads`), behind the byte that says how.
 
-    A chunk of templates alone (:mod:`~tracer.export.message_facts`, the bulk of a busy
-    server's spans, and :mod:`~tracer.export.handshake_facts`) is plain data made by wstrace —
-    tuples, dicts, numbers, text decoded from the wire — which :mod:`marshal` writes in about
-    half the time pickle takes: this runs on the server's CPU for every message.  Anything else goes
+    A chunk of message templates alone (the bulk of a busy server's spans) is plain data made
+    by wstrace — tuples, dicts, numbers, text — which :mod:`marshal` writes in about half the
+    time pickle takes: this runs on the server's CPU for every message.  Anything else goes
     by pickle: other facts may hold values an app set, which marshal could change (it writes
     a ``bytearray`` as ``bytes``) or refuses (an ``IntEnum``: then pickle too).  The child
     runs the same interpreter, so marshal's format is the same at both ends."""

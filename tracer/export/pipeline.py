@@ -56,10 +56,8 @@ processors changes):
   in its family (the SDK's defaults) and no sampler needs asking (it is under its connection,
   or in a trace of its own sampled as its connection was): as a *template*, the values its
   spans' attributes are made of, with the spans' ids (:mod:`tracer.export.message_facts`),
-  and the export process lays the attributes out.  Under the same limits a connection's
-  handshake spans (the HTTP layer's, the handshake family, the accept) go as one *handshake
-  template*, taken apart in the export process (:mod:`tracer.export.handshake_facts`).  Spans
-  the app makes through the SDK are built and arrive as usual, and share the batches.
+  and the export process lays the attributes out.  Spans the app makes through the SDK are
+  built and arrive as usual, and share the batches.
 - **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
   of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
   in ``on_start``), ``wstrace serve --export-in-process``, an exporter running in the server.
