@@ -10,6 +10,9 @@ import gc
 from time import time_ns
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import RandomIdGenerator, TracerProvider
+from opentelemetry.trace import TraceFlags, TraceState
 
 from tests.support.raw import client_frame
 from tests.support.records import Bench, close_frame, make_bench, response_101, upgrade_request
@@ -27,6 +30,7 @@ from tracer.recorder.emit.placement import (
     message_placement,
 )
 from tracer.recorder.records import GREETING_FLUSH, SendRecord
+from tracer.recorder.spans import SdkParts
 from tracer.wire import Opcode, encode_frame
 
 pytestmark = pytest.mark.fast
@@ -350,11 +354,6 @@ def test_with_no_event_loop_running_a_message_goes_at_once() -> None:
 def test_a_child_context_is_the_one_the_sdk_would_make(generator: str) -> None:
     """Children's contexts are laid out without SpanContext's checks when the SDK's own ids
     are used: the same six fields, validity included, as SpanContext() makes."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import RandomIdGenerator, TracerProvider
-    from opentelemetry.trace import TraceFlags, TraceState
-
-    from tracer.recorder.spans import SdkParts
 
     class Zeros(RandomIdGenerator):
         """Span ids the API calls invalid."""
