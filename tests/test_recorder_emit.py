@@ -30,7 +30,7 @@ from tracer.recorder.emit.placement import (
     message_placement,
 )
 from tracer.recorder.records import GREETING_FLUSH, SendRecord
-from tracer.recorder.spans import SdkParts
+from tracer.recorder.spans import SdkParts, _random_span_id
 from tracer.wire import Opcode, encode_frame
 
 pytestmark = pytest.mark.fast
@@ -363,7 +363,7 @@ def test_a_child_context_is_the_one_the_sdk_would_make(generator: str) -> None:
 
     ids = RandomIdGenerator() if generator == "sdk" else Zeros()
     sdk = SdkParts.of(TracerProvider(id_generator=ids).get_tracer("t"))
-    assert sdk is not None and sdk.random_ids == (generator == "sdk")
+    assert sdk is not None and (sdk.new_span_id is _random_span_id) == (generator == "sdk")
     state = TraceState([("k", "v")])
     for parent in (
         trace.SpanContext(0x1234, 0x99, False, TraceFlags(TraceFlags.SAMPLED), state),

@@ -77,8 +77,6 @@ class SdkParts:
     templates: bool = False
     """Whether ``limits`` leave a received message's family whole, so that it may go to
     processors that take facts as its values (:func:`tracer.export.message_facts.fits`)."""
-    random_ids: bool = False
-    """Whether span ids come from the SDK's ``RandomIdGenerator``: never invalid ones."""
 
     @classmethod
     def of(cls, tracer: Any) -> SdkParts | None:
@@ -101,7 +99,6 @@ class SdkParts:
             Starters(processor),
             FactTakers(processor, tracer.resource, getattr(tracer, "_instrumentation_scope", None)),
             message_facts.fits(limits),
-            type(generator) is sdk_trace.RandomIdGenerator,
         )
 
     def root(
@@ -302,10 +299,12 @@ class SdkParts:
         (as the SDK's default ``ParentBased`` sampler decides)."""
         # By index: a SpanContext is a tuple (trace id, span id, remote, flags, state, valid),
         # and its properties are a Python call each.
-        span_id = self.new_span_id()
-        if self.random_ids and parent[5]:
+        new_span_id = self.new_span_id
+        span_id = new_span_id()
+        if parent[5] and new_span_id is _random_span_id:
             # What SpanContext() makes, without its checks (every span takes one): the trace
-            # id is a valid parent's, and the SDK's generator makes no invalid span id.
+            # id is a valid parent's, and the SDK's generator (see _span_ids) makes no invalid
+            # span id.
             return _new_context((parent[0], span_id, False, parent[3], parent[4], True))
         return trace.SpanContext(parent[0], span_id, False, parent[3], parent[4])
 
