@@ -547,7 +547,7 @@ def _dumps(message: tuple[Any, ...]) -> bytes:
     a ``bytearray`` as ``bytes``) or refuses (an ``IntEnum``: then pickle too).  The child
     runs the same interpreter, so marshal's format is the same at both ends."""
     if message[0] == "spans" and all(
-        type(item) is tuple and len(item) > facts.TEMPLATE for item in message[1]
+        type(item) is tuple and facts.is_template(item) for item in message[1]
     ):
         with contextlib.suppress(ValueError):
             return _MARSHALLED + marshal.dumps(message)
