@@ -22,8 +22,7 @@ from typing import Any, BinaryIO
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracer.export.facts import SPANS, TEMPLATE, Fact, check, expand
-from tracer.export.message_facts import TEMPLATE_MESSAGE
+from tracer.export.facts import SPANS, Fact, check, expand, is_template
 from tracer.export.otlp_json import (
     Written,
     items_to_otlp_bytes,
@@ -115,7 +114,7 @@ class OTLPJsonFileExporter(SpanExporter):
         (:func:`~tracer.export.facts.expand`), or, for a message template, its spans written
         already (:func:`~tracer.export.otlp_json.written_template`; raises if it could not
         be written)."""
-        if len(item) > TEMPLATE and item[TEMPLATE] == TEMPLATE_MESSAGE:
+        if is_template(item):
             check(item[:SPANS], origins)
             return [written_template(item)]
         return expand(item)
