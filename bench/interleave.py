@@ -71,6 +71,7 @@ class Target:
         self.clients: list[EchoClient] = []
         self.windows = EchoWindows()
         self.latencies: list[float] = []
+        self.answers: list[float] = []
         self.cpu_s = 0.0
         self.gc_s = 0.0
 
@@ -101,15 +102,17 @@ class Target:
 
     async def handshake_slice(self, count: int, options: dict[str, Any]) -> None:
         """``count`` handshakes, then a flush: the server's CPU over both is the slice's."""
+        await self.control.answers()  # the warm-up's, or the slices' of other phases: not ours
         cpu0, _, _, gc0 = await self.control.cpus()
         for _ in range(count):
             self.latencies.append(await handshake(self.uri, options))
         cpu1, _, _, gc1 = await self.control.cpus(flush=True)
         self.cpu_s += cpu1 - cpu0
         self.gc_s += gc1 - gc0
+        self.answers += await self.control.answers()
 
     def handshake_figures(self) -> dict[str, Any]:
-        return handshake_figures(self.latencies, self.cpu_s, self.gc_s)
+        return handshake_figures(self.latencies, self.cpu_s, self.gc_s, self.answers)
 
 
 def slices(total: int, most: int) -> list[int]:

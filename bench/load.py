@@ -89,6 +89,10 @@ class ServerControl:
     async def flush(self) -> float:
         return float((await self.ask("flush"))["cpu"])
 
+    async def answers(self) -> list[float]:
+        """The server's µs from each connection's arrival to its 101, since the last call."""
+        return [float(us) for us in (await self.ask("answers"))["answer_us"]]
+
     async def cpus(self, flush: bool = False) -> tuple[float, float, float, float]:
         """CPU seconds of the server, of its span export process (0 without one), of the
         server's span-export threads (part of the server's), and seconds the server spent in
@@ -145,11 +149,14 @@ async def handshake(uri: str, options: dict[str, Any]) -> float:
     return took
 
 
-def handshake_figures(latencies: list[float], cpu_s: float, gc_s: float) -> dict[str, Any]:
-    """The figures of a run of handshake loops: ``latencies`` in seconds, and the server's CPU
-    and garbage-collector seconds over them."""
+def handshake_figures(
+    latencies: list[float], cpu_s: float, gc_s: float, answers: Sequence[float] = ()
+) -> dict[str, Any]:
+    """The figures of a run of handshake loops: ``latencies`` in seconds, the server's CPU
+    and garbage-collector seconds over them, and its µs from each connection's arrival to
+    its 101 (``answers``, if the server measured them)."""
     count = max(1, len(latencies))
-    return {
+    figures: dict[str, Any] = {
         "handshakes": len(latencies),
         "handshake_ms_p50": percentile(latencies, 50) * 1e3,
         "handshake_ms_p90": percentile(latencies, 90) * 1e3,
@@ -158,6 +165,10 @@ def handshake_figures(latencies: list[float], cpu_s: float, gc_s: float) -> dict
         "handshake_gc_us": gc_s / count * 1e6,
         "handshake_ms": [round(x * 1e3, 4) for x in latencies],
     }
+    if answers:
+        figures["handshake_answer_us_p50"] = percentile(list(answers), 50)
+        figures["handshake_answer_us"] = [round(x, 1) for x in answers]
+    return figures
 
 
 class Room:
@@ -376,10 +387,11 @@ class Load:
 
         await asyncio.wait_for(loop(min(args.warmup, 20)), args.timeout * 6)
         await control.flush()
+        await control.answers()  # the warm-up's
         cpu0, _, _, gc0 = await control.cpus()
         latencies = await asyncio.wait_for(loop(args.handshakes), args.timeout * 30)
         cpu1, _, _, gc1 = await control.cpus(flush=True)
-        return handshake_figures(latencies, cpu1 - cpu0, gc1 - gc0)
+        return handshake_figures(latencies, cpu1 - cpu0, gc1 - gc0, await control.answers())
 
     async def idle(self, control: ServerControl, room: Room) -> dict[str, Any]:
         args = self.args

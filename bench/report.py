@@ -30,13 +30,14 @@ FIGURES: dict[str, tuple[str, str]] = {
     "handshake_ms_p99": ("ratio", "handshake latency p99, ms"),
     "handshake_cpu_us": ("ratio", "server CPU µs per connect + greeting + close"),
     "handshake_gc_us": ("value", "of the server's, µs per connection in its garbage collector"),
+    "handshake_answer_us_p50": ("ratio", "server µs from a connection's arrival to its 101, p50"),
     "idle_kib_per_conn": ("delta", "server RSS KiB per idle open connection"),
     "fanout_ms_p50": ("ratio", "one bid to the last of N bidders, ms (p50)"),
     "fanout_ms_p99": ("ratio", "one bid to the last of N bidders, ms (p99)"),
     "fanout_cpu_us": ("ratio", "server CPU µs per fan-out"),
 }
 
-POOLED = ("handshake_ms_p50", "handshake_ms_p99", "idle_kib_per_conn")
+POOLED = ("handshake_ms_p50", "handshake_ms_p99", "handshake_answer_us_p50", "idle_kib_per_conn")
 """Figures computed over all rounds' samples at once: the bar asks for percentiles over at
 least 500 handshakes and memory over at least 500 connections, which the rounds share."""
 
@@ -53,6 +54,14 @@ def _median(values: list[float]) -> float:
     return statistics.median(clean) if clean else math.nan
 
 
+_POOLED_SAMPLES = {
+    "handshake_ms_p50": ("handshake_ms", 50),
+    "handshake_ms_p99": ("handshake_ms", 99),
+    "handshake_answer_us_p50": ("handshake_answer_us", 50),
+}
+"""A pooled percentile: the round's samples it is taken over, and which percentile."""
+
+
 def _pooled(key: str, results: list[dict[str, Any]]) -> float:
     """A figure computed over every round's samples together."""
     if key == "idle_kib_per_conn":
@@ -60,8 +69,9 @@ def _pooled(key: str, results: list[dict[str, Any]]) -> float:
         connections = sum(r["idle"] for r in rounds)
         grown = sum(r["idle_rss_after"] - r["idle_rss_before"] for r in rounds)
         return grown / connections / 1024.0 if connections else math.nan
-    samples = [x for r in results for x in r.get("handshake_ms", ())]
-    return percentile(samples, 50 if key == "handshake_ms_p50" else 99)
+    samples_key, at = _POOLED_SAMPLES[key]
+    samples = [x for r in results for x in r.get(samples_key, ())]
+    return percentile(samples, at)
 
 
 def _paired(key: str, mode: str, results: list[dict[str, Any]],
@@ -404,8 +414,22 @@ def render_handshake_split(raw: dict[str, Any], console: Any = None) -> None:
                      f"{extra - recording:+.{digits}f})")
         parts.append(text)
     console.print(
-        f"handshakes, connection shape against untraced: p50 latency {parts[0]}; server CPU "
-        f"per connection (connect, greeting, close) {parts[1]}{_connection_hooks(raw)}"
+        f"handshakes, connection shape against untraced: p50 latency {parts[0]}"
+        f"{_before_answer(summary)}; server CPU per connection (connect, greeting, close) "
+        f"{parts[1]}{_connection_hooks(raw)}"
+    )
+
+
+def _before_answer(summary: dict[str, Any]) -> str:
+    """How much of the added latency the server spends before its 101 is written: the hooks
+    that run after it (the handshake's spans, the greeting, the close) cost CPU, not this."""
+    split = _split(summary, "handshake_answer_us_p50")
+    if split is None:
+        return ""
+    base = summary[BASELINE]["handshake_answer_us_p50"]["value"]
+    return (
+        f", of which the server's own time from the connection's arrival to the write of its "
+        f"101 (p50) {split[0]:+.0f} µs ({base:.0f} → {base + split[0]:.0f} µs)"
     )
 
 

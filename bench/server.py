@@ -18,6 +18,8 @@ the app (so it adds no spans and no ASGI work).  One command per line, one JSON 
 - ``flush`` → the same after ``force_flush()`` on the tracer provider and the exporter, so
   the export of the spans a measured window produced is charged to that window.
 - ``rss``   → ``{"rss": bytes}`` after a flush and ``gc.collect()``.
+- ``answers`` → ``{"answer_us": [...]}``: per WebSocket connection made since the last
+  ``answers``, the µs from its arrival to the write of its 101 (:class:`AnswerClock`).
 - ``info``  → the ready line again.
 - ``tracemalloc-start`` / ``tracemalloc-report`` → start tracing allocations, then report the
   memory still held since, charged to the ``tracer/`` lines that asked for it (profiling only).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import inspect
@@ -265,6 +268,51 @@ class GcClock:
             self.seconds += time.perf_counter() - self._started
 
 
+class AnswerClock:
+    """Per WebSocket connection, the server's own time from the connection's arrival (its
+    transport made, before uvicorn's protocol sees it) to the write of its 101 response: the
+    part of a handshake's latency spent in the server, the tracer's hooks included, and none
+    of the client's or the kernel's.
+
+    It sits on asyncio's socket transport, outside uvicorn and the tracer, the same probe in
+    every variant (a dict entry per connection and a prefix check per write).  With uvloop,
+    whose transports cannot be patched, there is no figure.
+    """
+
+    _MADE = "_bench_made_ns"
+    _ANSWER = b"HTTP/1.1 101"
+
+    def __init__(self) -> None:
+        self.samples: collections.deque[int] = collections.deque(maxlen=100_000)
+        from asyncio import selector_events
+
+        transport = getattr(selector_events, "_SelectorSocketTransport", None)
+        if transport is None:
+            return
+        made, write = transport.__init__, transport.write
+        clock = self
+
+        def timed_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            self.__dict__[clock._MADE] = time.perf_counter_ns()
+            made(self, *args, **kwargs)
+
+        def timed_write(self: Any, data: Any) -> None:
+            arrived = self.__dict__.pop(clock._MADE, None)  # the first write only
+            if arrived is not None and bytes(data[: len(clock._ANSWER)]) == clock._ANSWER:
+                clock.samples.append(time.perf_counter_ns() - arrived)
+            write(self, data)
+
+        transport.__init__, transport.write = timed_init, timed_write
+
+    def take(self) -> list[float]:
+        """The µs measured since the last call."""
+        taken = []
+        with contextlib.suppress(IndexError):
+            while True:
+                taken.append(self.samples.popleft() / 1e3)
+        return taken
+
+
 class Control:
     """The control port: a daemon thread answering ``cpu`` / ``flush`` / ``rss`` / ``info``."""
 
@@ -272,6 +320,7 @@ class Control:
         self.provider = provider
         self.exporter = exporter
         self.gc_clock = GcClock()
+        self.answer_clock = AnswerClock()
         self.info: dict[str, Any] = {}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -316,6 +365,8 @@ class Control:
             self._flush()
             gc.collect()
             return {"rss": psutil.Process().memory_info().rss}
+        if command == "answers":
+            return {"answer_us": self.answer_clock.take()}
         if command == "info":
             return self.info
         if command == "tracemalloc-start":

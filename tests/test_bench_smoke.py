@@ -7,6 +7,7 @@ were computed; timings themselves are the business of ``make bench``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -22,6 +23,8 @@ from bench.runner import merge_round, round_order
 from bench.variants import BAR, BASELINE, DEFAULT_VARIANTS, VARIANTS, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
+UVLOOP = importlib.util.find_spec("uvloop")
+"""uvicorn's loop when installed: its transports cannot carry the bench's 101 probe."""
 
 POSITIVE = (
     "cpu_per_msg_us",
@@ -70,6 +73,8 @@ def test_the_results_file_holds_what_was_printed(quick_run: dict) -> None:
     assert "handshakes, connection shape against untraced: p50 latency" in text
     assert "(recording " in text  # split with conn-discard, one of the default variants
     flat = " ".join(text.split())  # (a long line may wrap anywhere)
+    if UVLOOP is None:
+        assert "the server's own time from the connection's arrival to the write of its 101" in flat
     assert "µs is the hooks' own code as timed alone (bench/hooks.py, medians, µs: made " in flat
     assert flat.count(" µs/connection") >= len(DEFAULT_VARIANTS)  # the collector, per variant
     assert "noise: untraced-twin, the same untraced app in servers of its own, against " in flat
@@ -158,6 +163,10 @@ def test_every_variant_ran_and_every_figure_is_finite(quick_run: dict) -> None:
         assert result["handshake_gc_us"] >= 0
         # Every server was driven in turn, as many handshakes each: two slices of five.
         assert result["handshakes"] == len(result["handshake_ms"]) == 10
+        if UVLOOP is None:  # asyncio's transport: each measured 101 timed in the server, once
+            assert len(result["handshake_answer_us"]) == 10, variant
+            assert all(us > 0 for us in result["handshake_answer_us"])
+            assert _positive(summary[variant]["handshake_answer_us_p50"]["ratio"])
         assert math.isfinite(summary[variant]["idle_kib_per_conn"]["delta"])
     baseline = summary[BASELINE]
     for key in POSITIVE:
@@ -202,6 +211,7 @@ def test_ratios_pair_rounds_and_pool_handshakes_and_memory() -> None:
             **figures, "round": round_no, "cpu_per_msg_us": cpu, "idle": 100,
             "idle_rss_before": 10_000_000, "idle_rss_after": 10_000_000 + int(grown_kib * 1024),
             "handshake_ms": handshakes,
+            "handshake_answer_us": [100 * ms for ms in handshakes],
         }
 
     raw = {
@@ -222,6 +232,9 @@ def test_ratios_pair_rounds_and_pool_handshakes_and_memory() -> None:
     p50 = summary["conn-spans"]["handshake_ms_p50"]
     assert p50["value"] == pytest.approx(3.5)  # of 2, 3, 4, 5
     assert p50["ratio"] == pytest.approx(3.5 / 2.0)
+    answer = summary["conn-spans"]["handshake_answer_us_p50"]
+    assert answer["value"] == pytest.approx(350.0)  # pooled as the latencies are
+    assert answer["ratio"] == pytest.approx(350.0 / 200.0)
     # Each round against the untraced server of the same round: what the machine moved.
     assert cpu["paired"] == pytest.approx([1.2, 1.3, 1.1])
     assert p50["paired"] == pytest.approx([2.5 / 1.5, 4.0 / 3.0])  # round 3: no baseline
