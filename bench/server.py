@@ -275,8 +275,8 @@ class AnswerClock:
     of the client's or the kernel's.
 
     It sits on asyncio's socket transport, outside uvicorn and the tracer, the same probe in
-    every variant (a dict entry per connection and a prefix check per write).  With uvloop,
-    whose transports cannot be patched, there is no figure.
+    every variant (a timestamp on each connection's transport, read at its first write).
+    With uvloop, whose transports cannot be patched, there is no figure.
     """
 
     _MADE = "_bench_made_ns"
