@@ -22,14 +22,14 @@ from tracer._contain import errors
 from tracer.config import TracerConfig
 from tracer.recorder import ConnectionRecord, abandoned
 from tracer.recorder.emit import batches
-from tracer.recorder.emit.fan_out import group_fan_out
+from tracer.recorder.emit.fan_out import group_fan_out, sends_made
 from tracer.recorder.emit.placement import (
     OVERFLOWED,
     OWN_TRACE,
     UNDER_CONNECTION,
     message_placement,
 )
-from tracer.recorder.records import GREETING_FLUSH, SendRecord
+from tracer.recorder.records import GREETING_FLUSH, Handling, SendRecord
 from tracer.recorder.spans import SdkParts, _random_span_id
 from tracer.wire import Opcode, encode_frame
 
@@ -143,6 +143,25 @@ def test_group_fan_out_splits_runs_at_a_repeated_recipient() -> None:
     sends = [SendRecord(0, r, "text", 1) for r in (a, a, b, a, b)]
     groups = [[s.recipient.id for s in g] for g in group_fan_out(sends, a)]
     assert groups == [[a.id], [a.id, b.id], [a.id, b.id]]
+
+
+@pytest.mark.parametrize("to", ["a", "b", "aa", "ab", "ba", "aba"])
+def test_what_sends_become_is_the_grouping_whatever_the_shortcut(to: str) -> None:
+    """One send to the owner skips the grouping: it must come out as the grouping says."""
+    bench = make_bench()
+    a, _ = opened(bench)
+    b, _ = opened(bench)
+    handling = Handling(a, None)
+    handling.sends = [SendRecord(i, {"a": a, "b": b}[r], "text", 1) for i, r in enumerate(to)]
+    for i, send_record in enumerate(handling.sends):
+        send_record.end = i + 10
+    made = list(sends_made(handling, a))
+    grouped = [
+        (group, group[0].start, group[-1].end,
+         None if len(group) == 1 and group[0].recipient is a else "automatic")
+        for group in group_fan_out(handling.sends, a)
+    ]  # fmt: skip
+    assert made == grouped
 
 
 def test_a_push_only_app_is_flushed_in_batches() -> None:

@@ -50,11 +50,17 @@ def sends_made(
     """What ``handling``'s sends become, in order: ``(sends, start, end, detected)``, a send
     to ``owner`` alone (``detected`` ``None``) or a ``ws.broadcast`` — ``automatic`` (a run,
     see :func:`group_fan_out`) or ``explicit`` (a ``tracer.broadcast()`` block)."""
-    if handling.sends:  # none, usually, when the app groups its fan-out in tracer.broadcast()
-        for group in group_fan_out(handling.sends, owner):
+    sends = handling.sends
+    if len(sends) == 1 and not handling.explicit_broadcasts and sends[0].recipient is owner:
+        # Most messages: one answer to the sender.  What the grouping would find, without its
+        # generators (a microsecond a message).
+        yield [sends[0]], sends[0].start, sends[0].end, None
+        return
+    if sends:  # none, usually, when the app groups its fan-out in tracer.broadcast()
+        for group in group_fan_out(sends, owner):
             if len(group) == 1 and group[0].recipient is owner:
                 yield group, group[0].start, group[0].end, None
             else:
                 yield group, group[0].start, group[-1].end, "automatic"
-    for start, end, sends in handling.explicit_broadcasts:
-        yield sends, start, end, "explicit"
+    for start, end, broadcast in handling.explicit_broadcasts:
+        yield broadcast, start, end, "explicit"
