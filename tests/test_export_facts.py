@@ -4,20 +4,23 @@ same, byte for byte, as when the server builds the spans itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import tracer
 from tests.support import facts as support
 from tests.support.apps import echo_app
-from tests.support.server import IMPL_PAIRS
+from tests.support.server import IMPL_PAIRS, run_server
 from tests.support.tracing import echo_instrumented
 from tracer import vocab
 from tracer.demo import make_provider
@@ -274,6 +277,44 @@ def test_a_connection_on_the_serve_set_up_travels_as_facts(
     }  # fmt: skip
     names = [s["name"] for s in spans.values()]
     assert names.count(vocab.WS_MESSAGE_RECEIVE) == 3 and names.count(vocab.WS_FRAME_SEND) >= 3
+
+
+@pytest.mark.parametrize(("http", "ws"), IMPL_PAIRS)
+def test_a_flush_mid_connection_writes_every_message_over_so_far(
+    tmp_path: Path, http: str, ws: str
+) -> None:
+    """On ``wstrace serve``'s set-up the server holds messages back for a batch; a flush from
+    another thread, the connection still open, writes every message handled by then."""
+    provider, exporter = make_provider(tmp_path, service="flush")
+    tracer.instrument(tracer_provider=provider)
+    try:
+        wrapped = tracer.TracingMiddleware(echo_app(), tracer_provider=provider)
+        with run_server(wrapped, http=http, ws=ws) as server:
+
+            async def talk() -> dict[str, dict[str, Any]]:
+                async with websockets.connect(f"{server.ws_url}/echo") as client:
+                    for n in range(3):
+                        await client.send(f"hello {n}")
+                        assert await client.recv() == f"hello {n}"
+                    # The third was answered: the app had asked for it, so the first two
+                    # are over (the third may be, too).
+                    assert provider.force_flush(10_000)
+                    assert exporter.path is not None
+                    return spans_in(Path(exporter.path))
+
+            spans = asyncio.run(talk())
+    finally:
+        tracer.uninstrument()
+        provider.shutdown()
+    indexes = sorted(
+        int(attribute["value"]["intValue"])
+        for span in spans.values()
+        if span["name"] == vocab.WS_MESSAGE_RECEIVE
+        for attribute in span["attributes"]
+        if attribute["key"] == vocab.MESSAGE_INDEX
+    )
+    assert indexes[:2] == [1, 2] and indexes in ([1, 2], [1, 2, 3])
+    assert vocab.WS_CLOSE not in {span["name"] for span in spans.values()}  # still open then
 
 
 def test_export_in_process_builds_the_spans_in_the_server(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import threading
 from time import time_ns
 
 import pytest
@@ -15,11 +16,19 @@ from opentelemetry.sdk.trace import RandomIdGenerator, TracerProvider
 from opentelemetry.trace import TraceFlags, TraceState
 
 from tests.support.raw import client_frame
-from tests.support.records import Bench, close_frame, make_bench, response_101, upgrade_request
+from tests.support.records import (
+    Bench,
+    close_frame,
+    make_bench,
+    make_facts_bench,
+    response_101,
+    upgrade_request,
+)
 from tests.support.tracing import Tree
 from tracer import vocab
 from tracer._contain import errors
 from tracer.config import TracerConfig
+from tracer.export import pipeline
 from tracer.recorder import ConnectionRecord, abandoned
 from tracer.recorder.emit import batches
 from tracer.recorder.emit.fan_out import group_fan_out, sends_made
@@ -316,7 +325,7 @@ def test_a_request_head_in_pieces_is_decoded_as_it_comes() -> None:
     assert record.request is not None and record.path == "/ws/split"
 
 
-# --- Messages emitted a batch at a time, with an event loop running --------------------------
+# --- Messages emitted a batch at a time, with an event loop running, when they go as facts ----
 
 
 def _indexes(bench: Bench) -> list[int]:
@@ -325,7 +334,7 @@ def _indexes(bench: Bench) -> list[int]:
 
 def test_handled_messages_wait_for_their_batch_and_keep_their_order() -> None:
     async def play() -> list[list[int]]:
-        bench = make_bench()
+        bench = make_facts_bench()
         record, app = opened(bench)
         seen = []
         for text in ("bid 1", "bid 2", "bid 3"):
@@ -348,7 +357,7 @@ def test_handled_messages_wait_for_their_batch_and_keep_their_order() -> None:
 
 def test_a_full_batch_goes_without_waiting_for_its_time() -> None:
     async def play() -> list[int]:
-        bench = make_bench()
+        bench = make_facts_bench()
         record, app = opened(bench)
         for n in range(batches.MAX_WAITING + 2):
             receive(bench, record, app, f"bid {n}")
@@ -361,12 +370,90 @@ def test_a_full_batch_goes_without_waiting_for_its_time() -> None:
 
 
 def test_with_no_event_loop_running_a_message_goes_at_once() -> None:
-    bench = make_bench()
+    bench = make_facts_bench()
     record, app = opened(bench)
     receive(bench, record, app, "bid 1")
     receive(bench, record, app, "bid 2")
     assert _indexes(bench) == [1]
     end(record, app)
+
+
+def test_to_the_sdks_processors_a_message_goes_as_soon_as_it_is_over() -> None:
+    """Spans built in the server (the user's own processors) do not wait for a batch: they
+    reach the processors when the app asks for the next message, as the SDK's would."""
+
+    async def play() -> list[int]:
+        bench = make_bench()
+        record, app = opened(bench)
+        receive(bench, record, app, "bid 1")
+        receive(bench, record, app, "bid 2")
+        emitted = _indexes(bench)  # no sleep, a loop running: no timer to wait for
+        end(record, app)
+        return emitted
+
+    assert asyncio.run(play()) == [1]
+
+
+def test_a_flush_from_another_thread_has_the_loop_emit_what_waits() -> None:
+    bench = make_facts_bench()
+    waiting = threading.Event()
+    release = threading.Event()
+
+    async def play() -> None:
+        record, app = opened(bench)
+        for text in ("bid 1", "bid 2", "bid 3"):
+            receive(bench, record, app, text)
+        batches.DELAY_S, delay = 60.0, batches.DELAY_S  # no timer goes off during the test
+        try:
+            app.run(record.on_receive_enter, time_ns())  # the third is over too: it waits
+        finally:
+            batches.DELAY_S = delay
+        waiting.set()
+        while not release.is_set():
+            await asyncio.sleep(0.001)  # the loop runs on, as a server's does
+        end(record, app)
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(play(),))
+    loop_thread.start()
+    try:
+        assert waiting.wait(5)
+        assert _indexes(bench) == []  # waiting on the loop's thread
+        assert batches.flush_waiting(5) is True
+        assert _indexes(bench) == [1, 2, 3]  # emitted by that loop, before the flush returned
+    finally:
+        release.set()
+        loop_thread.join(5)
+    assert batches.flush_waiting(0.1) is True  # nothing waits: nothing to ask
+
+
+def test_a_flush_does_not_wait_for_a_loop_that_no_longer_runs() -> None:
+    bench = make_facts_bench()
+    loop = asyncio.new_event_loop()
+    played: list[tuple[ConnectionRecord, contextvars.Context]] = []
+
+    async def play() -> None:
+        record, app = opened(bench)
+        receive(bench, record, app, "bid 1")
+        receive(bench, record, app, "bid 2")  # the first waits for a timer that never runs
+        played.append((record, app))
+
+    # On a thread of its own, which ends with the loop stopped (not closed).
+    loop_thread = threading.Thread(target=loop.run_until_complete, args=(play(),))
+    loop_thread.start()
+    loop_thread.join(5)
+    (record, app), = played
+    try:
+        # Not asked (asked, it would never answer, and the flush would say False).
+        assert batches.flush_waiting(0.5) is True
+        assert _indexes(bench) == []
+        end(record, app)  # what waits goes with its record: nothing lost
+        assert _indexes(bench) == [1, 2]
+    finally:
+        loop.close()
+
+
+def test_every_export_pipeline_flush_hands_over_what_waits_first() -> None:
+    assert batches.flush_waiting in pipeline._before_flush
 
 
 @pytest.mark.parametrize("generator", ["sdk", "own"])

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from time import time_ns
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.support.facts import FactCollector
 from tests.support.raw import KEY_EXAMPLE, client_frame, upgrade_request
 from tests.support.tracing import make_provider
 from tracer import vocab
@@ -95,10 +96,20 @@ def make_bench(**config: Any) -> Bench:
     return Bench(Recorder(provider, TracerConfig(**config)), exporter)
 
 
+def make_facts_bench(**config: Any) -> Bench:
+    """A bench whose only processor takes facts, as ``wstrace serve``'s pipeline does: its
+    spans are the ones the facts stand for, built as the export process would."""
+    provider = TracerProvider()
+    collector = FactCollector()
+    provider.add_span_processor(collector)
+    return Bench(Recorder(provider, TracerConfig(**config)), collector)  # type: ignore[arg-type]
+
+
 __all__ = [
     "Bench",
     "close_frame",
     "make_bench",
+    "make_facts_bench",
     "response_101",
     "response_denied",
     "upgrade_request",

@@ -57,11 +57,15 @@ processors changes):
   or in a trace of its own sampled as its connection was): as a *template*, the values its
   spans' attributes are made of, with the spans' ids (:mod:`tracer.export.message_facts`),
   and the export process lays the attributes out.  Spans the app makes through the SDK are
-  built and arrive as usual, and share the batches.
+  built and arrive as usual, and share the batches.  Handled messages are held back in the
+  server for a few milliseconds and emitted a batch at a time
+  (:mod:`tracer.recorder.emit.batches`); ``force_flush``, from any thread, has them handed
+  over first (:func:`before_flush`).
 - **In the server process**, as the OpenTelemetry SDK does, in every other case: a processor
   of the user's (a ``BatchSpanProcessor``, the pytest plugin's collector, anything that acts
   in ``on_start``), ``wstrace serve --export-in-process``, an exporter running in the server.
-  Processors see ``ReadableSpan``\\s, as they would from the SDK's tracer.
+  Processors see ``ReadableSpan``\\s, as they would from the SDK's tracer, and a message's as
+  soon as it is over.
 
 Spans the exporter accepted are *written*.  For a
 :class:`~tracer.export.offload.SubprocessExporter`, that is confirmed by its export process
@@ -77,6 +81,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -104,6 +109,18 @@ BATCH_SPANS = 512
 """Spans handed to the exporter per call."""
 SCHEDULE_DELAY_S = 0.2
 """How long a span may wait for a batch to fill before it is exported anyway."""
+_before_flush: list[Callable[[float], bool]] = []
+"""What :meth:`ExportPipeline.force_flush` runs first (see :func:`before_flush`)."""
+
+
+def before_flush(hook: Callable[[float], bool]) -> None:
+    """Have every pipeline's ``force_flush`` call ``hook(timeout_s)`` before it waits: spans
+    the server still holds back on purpose (the recorder's batched messages) are handed over
+    first, so a flush from any thread covers everything that has happened."""
+    if hook not in _before_flush:
+        _before_flush.append(hook)
+
+
 LOG_INTERVAL_S = 10.0
 """At most one log line about losses per pipeline in this time."""
 COLLECTOR_DRAIN_S = 3.0
@@ -262,8 +279,11 @@ class ExportPipeline(SpanProcessor):
         return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Wait until every span given so far has been handed to the exporter."""
+        """Wait until every span given so far has been handed to the exporter (what the
+        server held back first: :func:`before_flush`)."""
         deadline = time.monotonic() + timeout_millis / 1000
+        for hook in _before_flush:
+            errors.call("export.before_flush", hook, max(0.0, deadline - time.monotonic()))
         with self._cond:
             self._start_worker()
             self._flushes_asked += 1

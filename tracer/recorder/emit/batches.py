@@ -12,15 +12,23 @@ A connection emits what waits on it before anything that must come after: a mess
 at once (the last one, when the app returns), its close, its end.  So its messages keep their
 order and their indexes, and none is left behind when it ends.  On a thread with no running
 event loop (nothing to call back), a message is emitted at once.
+
+Only messages that go as facts wait (every processor takes them: ``wstrace serve``'s set-up,
+an export pipeline in front of an export process).  A user's own processors see each message
+as soon as it is over, as they would see the SDK's spans.  And a pipeline's ``force_flush``,
+from any thread, first has every event loop emit what waits on it (:func:`flush_waiting`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from tracer._contain import errors
+from tracer.export import pipeline
 from tracer.recorder.emit.messages import emit_message
 from tracer.recorder.records import Handling
 
@@ -46,9 +54,22 @@ class _Waiting(threading.local):
 
 _waiting = _Waiting()
 
+_loops_waiting: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+"""The event loops with a batch's timer set: what :func:`flush_waiting` asks to emit."""
+_loops_lock = threading.Lock()
+
 
 def defer_message(record: ConnectionRecord, handling: Handling, at: int) -> None:
-    """``handling``, over at ``at``, waits on ``record`` to be emitted with the next batch."""
+    """``handling``, over at ``at``, waits on ``record`` to be emitted with the next batch, if
+    it goes as facts; else it is emitted now."""
+    sdk = record.recorder.sdk
+    if sdk is None or sdk.facts is None or sdk.facts.takers() is None:
+        emit_handled(record)  # what waits on it goes first
+        try:
+            emit_message(record, handling, at)
+        except Exception as exc:
+            errors.record("recorder.emit_message", exc)
+        return
     waiting = _waiting
     held = record.handled
     if held:
@@ -70,6 +91,8 @@ def defer_message(record: ConnectionRecord, handling: Handling, at: int) -> None
             waiting.timer.cancel()
         waiting.timer = loop.call_later(DELAY_S, _on_timer)
         waiting.loop = loop
+        with _loops_lock:
+            _loops_waiting.add(loop)
 
 
 def _on_timer() -> None:
@@ -83,6 +106,8 @@ def emit_waiting() -> None:
     if waiting.timer is not None:
         waiting.timer.cancel()
         waiting.timer = None
+        with _loops_lock:
+            _loops_waiting.discard(waiting.loop)
     records, waiting.records, waiting.count = waiting.records, [], 0
     for record in records:
         emit_handled(record)
@@ -102,3 +127,38 @@ def emit_handled(record: ConnectionRecord) -> None:
             emit_message(record, handling, at)
         except Exception as exc:
             errors.record("recorder.emit_message", exc)
+
+
+def flush_waiting(timeout_s: float) -> bool:
+    """Emit what waits on every thread's connections, from any thread: this one's at once,
+    each other running event loop's in that loop (it is asked, and waited for, at most
+    ``timeout_s``).  False if one did not answer in time: its messages go with its batch."""
+    emit_waiting()
+    try:
+        own = asyncio.get_running_loop()
+    except RuntimeError:
+        own = None
+    with _loops_lock:
+        loops = [loop for loop in _loops_waiting if loop is not own]
+    asked = []
+    for loop in loops:
+        if loop.is_closed() or not loop.is_running():
+            continue  # a stopped loop runs nothing: its batch goes when it runs again
+        done = threading.Event()
+        try:
+            loop.call_soon_threadsafe(_emit_then_set, done)
+        except RuntimeError:  # closed in the meantime
+            continue
+        asked.append(done)
+    deadline = time.monotonic() + timeout_s
+    return all(done.wait(max(0.0, deadline - time.monotonic())) for done in asked)
+
+
+def _emit_then_set(done: threading.Event) -> None:
+    try:
+        emit_waiting()
+    finally:
+        done.set()
+
+
+pipeline.before_flush(flush_waiting)
