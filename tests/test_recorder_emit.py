@@ -341,8 +341,11 @@ def test_handled_messages_wait_for_their_batch_and_keep_their_order() -> None:
             receive(bench, record, app, text)  # the one before is over: it waits
             send(bench, app, record, "ok")
         seen.append(_indexes(bench))  # none yet
+        loop = asyncio.get_running_loop()
+        assert loop in batches._loops_waiting  # a flush from another thread would ask it
         await asyncio.sleep(batches.DELAY_S * 3)
         seen.append(_indexes(bench))  # the first two, in the batch the first one started
+        assert loop not in batches._loops_waiting  # its timer went off: nothing to ask
         app.run(record.on_receive_enter, time_ns())  # the third waits in a batch of its own
         end(record, app)  # and goes before the connection's close and end
         seen.append(_indexes(bench))

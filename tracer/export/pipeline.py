@@ -109,6 +109,15 @@ BATCH_SPANS = 512
 """Spans handed to the exporter per call."""
 SCHEDULE_DELAY_S = 0.2
 """How long a span may wait for a batch to fill before it is exported anyway."""
+LOG_INTERVAL_S = 10.0
+"""At most one log line about losses per pipeline in this time."""
+COLLECTOR_DRAIN_S = 3.0
+"""At shutdown, how long the collector may take for what waits (then it is counted dropped)."""
+INITIAL_SPAN_BYTES = 1024
+"""The size a span is taken to have until some have been measured."""
+SIZE_SAMPLE_MASK = 31
+"""One span in 32 (the first included) is measured as it arrives."""
+
 _before_flush: list[Callable[[float], bool]] = []
 """What :meth:`ExportPipeline.force_flush` runs first (see :func:`before_flush`)."""
 
@@ -120,15 +129,6 @@ def before_flush(hook: Callable[[float], bool]) -> None:
     if hook not in _before_flush:
         _before_flush.append(hook)
 
-
-LOG_INTERVAL_S = 10.0
-"""At most one log line about losses per pipeline in this time."""
-COLLECTOR_DRAIN_S = 3.0
-"""At shutdown, how long the collector may take for what waits (then it is counted dropped)."""
-INITIAL_SPAN_BYTES = 1024
-"""The size a span is taken to have until some have been measured."""
-SIZE_SAMPLE_MASK = 31
-"""One span in 32 (the first included) is measured as it arrives."""
 
 _pipelines: deque[ExportPipeline] = deque(maxlen=64)
 """The pipelines made in this process, the latest 64 (kept after shutdown: their final

@@ -106,6 +106,7 @@ def emit_waiting() -> None:
     if waiting.timer is not None:
         waiting.timer.cancel()
         waiting.timer = None
+    if waiting.loop is not None:  # its timer cancelled, or gone off (_on_timer)
         with _loops_lock:
             _loops_waiting.discard(waiting.loop)
     records, waiting.records, waiting.count = waiting.records, [], 0
