@@ -406,17 +406,14 @@ def test_a_flush_from_another_thread_has_the_loop_emit_what_waits() -> None:
         record, app = opened(bench)
         for text in ("bid 1", "bid 2", "bid 3"):
             receive(bench, record, app, text)
-        batches.DELAY_S, delay = 60.0, batches.DELAY_S  # no timer goes off during the test
-        try:
-            app.run(record.on_receive_enter, time_ns())  # the third is over too: it waits
-        finally:
-            batches.DELAY_S = delay
+        app.run(record.on_receive_enter, time_ns())  # the third is over too: it waits
         waiting.set()
         while not release.is_set():
             await asyncio.sleep(0.001)  # the loop runs on, as a server's does
         end(record, app)
 
     loop_thread = threading.Thread(target=asyncio.run, args=(play(),))
+    delay, batches.DELAY_S = batches.DELAY_S, 60.0  # no batch's timer goes off in the test
     loop_thread.start()
     try:
         assert waiting.wait(5)
@@ -426,6 +423,7 @@ def test_a_flush_from_another_thread_has_the_loop_emit_what_waits() -> None:
     finally:
         release.set()
         loop_thread.join(5)
+        batches.DELAY_S = delay
     assert batches.flush_waiting(0.1) is True  # nothing waits: nothing to ask
 
 
