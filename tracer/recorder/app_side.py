@@ -18,7 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 from tracer import vocab
 from tracer._contain import errors
 from tracer.chain import LAYER_CODES, innermost_span
-from tracer.recorder.emit.batches import defer_message, emit_handled
+from tracer.recorder.emit.batches import defer_message, emit_handled, may_wait
 from tracer.recorder.emit.messages import emit_message, emit_send, flush_greeting
 from tracer.recorder.phase import AppEvent, AppPhase
 from tracer.recorder.records import (
@@ -167,14 +167,15 @@ class AppSide:
         _handling.set(handling)
 
     def _close_handling(self, at: int, batched: bool = False) -> None:
-        """The handling is over: its message is emitted now, or, ``batched``, with the next
-        batch (:mod:`~tracer.recorder.emit.batches`); what waits goes first either way."""
+        """The handling is over: its message is emitted now, or, ``batched`` (and if it may
+        wait), with the next batch (:mod:`~tracer.recorder.emit.batches`); what waits goes
+        first either way."""
         handling = self.handling
         if handling is None or handling.closed:
             return
         handling.closed = True
         self.handling = None
-        if batched:
+        if batched and may_wait(self):
             defer_message(self, handling, at)
             return
         emit_handled(self)

@@ -59,17 +59,15 @@ _loops_waiting: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 _loops_lock = threading.Lock()
 
 
-def defer_message(record: ConnectionRecord, handling: Handling, at: int) -> None:
-    """``handling``, over at ``at``, waits on ``record`` to be emitted with the next batch, if
-    it goes as facts; else it is emitted now."""
+def may_wait(record: ConnectionRecord) -> bool:
+    """Whether ``record``'s messages may wait for a batch: they go as facts (see the module's
+    docstring); spans for a user's own processors do not wait."""
     sdk = record.recorder.sdk
-    if sdk is None or sdk.facts is None or sdk.facts.takers() is None:
-        emit_handled(record)  # what waits on it goes first
-        try:
-            emit_message(record, handling, at)
-        except Exception as exc:
-            errors.record("recorder.emit_message", exc)
-        return
+    return sdk is not None and sdk.facts is not None and sdk.facts.takers() is not None
+
+
+def defer_message(record: ConnectionRecord, handling: Handling, at: int) -> None:
+    """``handling``, over at ``at``, waits on ``record`` to be emitted with the next batch."""
     waiting = _waiting
     held = record.handled
     if held:
