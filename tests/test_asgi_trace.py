@@ -27,6 +27,7 @@ from tests.support.tracing import (
 from tracer import vocab
 from tracer._contain import errors
 from tracer.asgi import chain_layers, unwrap_chain
+from tracer.hooks import ws as ws_hooks
 
 pairs = pytest.mark.parametrize(("http", "ws"), IMPL_PAIRS, ids=[f"{h}-{w}" for h, w in IMPL_PAIRS])
 
@@ -494,6 +495,48 @@ def test_unsampled_connection_is_left_alone_by_every_layer() -> None:
     assert exporter.get_finished_spans() == ()
     assert tracker.open == {}
     assert errors.counts == {}
+
+
+@pytest.mark.parametrize(("http", "ws"), IMPL_PAIRS)
+@pytest.mark.parametrize("sampled", [False, True])
+def test_an_unsampled_connections_messages_pass_no_hook(
+    monkeypatch: pytest.MonkeyPatch, http: str, ws: str, sampled: bool
+) -> None:
+    """Not sampled: the connection's protocol has its own methods back, so its messages run
+    as on a server never traced (a sampled one's go through the hooks: the count works)."""
+    looked_up: list[object] = []
+    record_of = ws_hooks.record_of
+
+    def counting(instance: object) -> object:
+        looked_up.append(instance)
+        return record_of(instance)
+
+    monkeypatch.setattr(ws_hooks, "record_of", counting)
+    provider, exporter, _ = make_provider(ByName(connections=sampled, every=1))
+    tracer.instrument(tracer_provider=provider)
+    try:
+        app = tracer.TracingMiddleware(echo_app(), tracer_provider=provider)
+        with run_server(app, http=http, ws=ws) as server:
+
+            async def talk() -> int:
+                async with connect(f"{server.ws_url}/echo") as client:
+                    await client.send("warm")
+                    assert await client.recv() == "warm"
+                    before = len(looked_up)
+                    for n in range(20):
+                        await client.send(f"m{n}")
+                        assert await client.recv() == f"m{n}"
+                    return len(looked_up) - before
+
+            hooked = asyncio.run(talk())
+    finally:
+        tracer.uninstrument()
+    if sampled:
+        assert hooked >= 20 * 2  # each message's receive and send, at least
+        assert exporter.get_finished_spans()
+    else:
+        assert hooked == 0
+        assert exporter.get_finished_spans() == ()
 
 
 CLIENT_CONTEXT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -27,6 +27,7 @@ import sys
 from contextvars import Token, copy_context
 from dataclasses import dataclass
 from time import time_ns
+from types import FunctionType, MethodType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -153,6 +154,7 @@ def _share_record(record: ConnectionRecord) -> Token[ConnectionRecord | None] | 
 
 def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
     send_frame = stack_entry(original_function(family.module, f"{family.cls}.{family.send}"))
+    own_methods = _own_methods(family, ("data_received", family.send, family.receive))
 
     def wrap_connection_made(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         recorder = Active.recorder
@@ -172,14 +174,38 @@ def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
                 send_frame=send_frame,
             )
             instance.__dict__[RECORD_ATTRIBUTE] = record
-            # Not sampled: nothing to see on the wire either.
-            tapped = transport if record.inert else TapTransport(transport, record)
+            if record.inert:
+                # Not sampled: nothing to see on the wire either, and its messages need not
+                # pass the hooks at all.
+                tapped = transport
+                _step_aside(instance, own_methods)
+            else:
+                tapped = TapTransport(transport, record)
         except Exception as exc:
             errors.record("ws.connection_made", exc)
             tapped = transport
         return wrapped(tapped)
 
     return wrap_connection_made
+
+
+def _own_methods(family: Family, names: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    """The protocol class's own functions behind the hooks on ``names`` (those that are plain
+    Python functions, which an instance can hold bound)."""
+    found = []
+    for name in names:
+        function = original_function(family.module, f"{family.cls}.{name}")
+        if type(function) is FunctionType:
+            found.append((name, function))
+    return tuple(found)
+
+
+def _step_aside(instance: Any, methods: tuple[tuple[str, Any], ...]) -> None:
+    """Give an unsampled connection's protocol its own methods back, on the instance: every
+    chunk it reads and every message it sends or receives then skips the hooks, which would
+    only have handed it on (three calls a message), as on a server never traced."""
+    for name, function in methods:
+        instance.__dict__[name] = MethodType(function, instance)
 
 
 def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
