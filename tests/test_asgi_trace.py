@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import importlib
 import json
+import time
+from typing import Any
 
 import pytest
 import websockets
@@ -537,6 +541,53 @@ def test_an_unsampled_connections_messages_pass_no_hook(
     else:
         assert hooked == 0
         assert exporter.get_finished_spans() == ()
+
+
+def _protocols_left(app: Any, ws: str, protocol_class: type) -> int:
+    """Protocols of ten closed connections to ``app`` still alive with the cyclic garbage
+    collector off: those only it would free."""
+
+    def protocols() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is protocol_class)
+
+    gc.collect()
+    gc.disable()
+    try:
+        with run_server(app, ws=ws) as server:
+            before = protocols()
+
+            async def talk() -> None:
+                for n in range(10):
+                    async with connect(f"{server.ws_url}/echo") as client:
+                        await client.send(f"m{n}")
+                        assert await client.recv() == f"m{n}"
+
+            asyncio.run(talk())
+            for _ in range(200):  # the server lets each one go once it has seen it close
+                if protocols() <= before:
+                    break
+                time.sleep(0.01)
+            return protocols() - before
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("ws", WS_IMPLS)
+def test_an_unsampled_connections_protocol_is_freed_as_on_a_server_never_traced(ws: str) -> None:
+    """The methods it got back are taken off as it is lost: no reference cycle of wstrace's
+    keeps the protocol until the garbage collector's next pass (uvicorn's legacy
+    ``websockets`` protocol has cycles of its own: as many are left untraced)."""
+    family = ws_hooks.FAMILIES[ws]
+    protocol_class = getattr(importlib.import_module(family.module), family.cls)
+    untraced = _protocols_left(echo_app(), ws, protocol_class)
+    provider, _, _ = make_provider(ByName(connections=False, every=1))
+    tracer.instrument(tracer_provider=provider)
+    try:
+        app = tracer.TracingMiddleware(echo_app(), tracer_provider=provider)
+        unsampled = _protocols_left(app, ws, protocol_class)
+    finally:
+        tracer.uninstrument()
+    assert unsampled <= untraced
 
 
 CLIENT_CONTEXT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -200,12 +200,29 @@ def _own_methods(family: Family, names: tuple[str, ...]) -> tuple[tuple[str, Any
     return tuple(found)
 
 
+_STEPPED_ASIDE = "_wstrace_own_methods"
+"""Where a protocol that got its own methods back keeps their names (see :func:`_step_aside`)."""
+
+
 def _step_aside(instance: Any, methods: tuple[tuple[str, Any], ...]) -> None:
     """Give an unsampled connection's protocol its own methods back, on the instance: every
     chunk it reads and every message it sends or receives then skips the hooks, which would
-    only have handed it on (three calls a message), as on a server never traced."""
+    only have handed it on (three calls a message), as on a server never traced.
+
+    A bound method on its own instance is a reference cycle: :func:`_step_back` takes them off
+    when the connection is lost, so the protocol is freed as soon as it is let go, as before,
+    not at the garbage collector's next pass."""
+    own = instance.__dict__
     for name, function in methods:
-        instance.__dict__[name] = MethodType(function, instance)
+        own[name] = MethodType(function, instance)
+    own[_STEPPED_ASIDE] = tuple(name for name, _ in methods)
+
+
+def _step_back(instance: Any) -> None:
+    """Take off what :func:`_step_aside` put on ``instance`` (the app keeps what it was given)."""
+    own = instance.__dict__
+    for name in own.pop(_STEPPED_ASIDE, ()):
+        own.pop(name, None)
 
 
 def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -247,6 +264,8 @@ def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
         return wrapped(*args, **kwargs)
     finally:
         if record is not None:
+            if record.inert:
+                _step_back(instance)
             exc = args[0] if args else kwargs.get("exc")
             errors.call("ws.connection_lost", record.on_lost, lost_at, exc)
 
