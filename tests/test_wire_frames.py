@@ -626,6 +626,46 @@ def test_random_valid_sequences_round_trip(
     assert not decoder.in_frame
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs=frame_specs(), client_side=st.booleans(), data=st.data())
+def test_one_frame_per_chunk_decodes_as_the_whole_stream(
+    specs: list[tuple[int, bool, int, bytes]], client_side: bool, data: st.DataObject
+) -> None:
+    """A chunk holding exactly one short frame is decoded on the decoder's shortest path: the
+    frames it finds, and the fragmentation state it leaves, are the general path's."""
+    chunks = []
+    for opcode, fin, rsv, payload in specs:
+        key = data.draw(st.binary(min_size=4, max_size=4)) if client_side else None
+        chunks.append(encode_frame(opcode, payload, fin=fin, rsv=rsv, mask=key))
+    whole, _ = decode(b"".join(chunks), client_side=client_side)
+    decoder = FrameDecoder(client_side=client_side)
+    assert [item for chunk in chunks for item in decoder.feed(chunk)] == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    headers=st.lists(
+        st.tuples(st.integers(0, 255), st.booleans(), st.integers(0, 125)), max_size=8
+    ),
+    client_side=st.booleans(),
+)
+def test_one_short_frame_per_chunk_breaks_the_same_rules_as_the_whole_stream(
+    headers: list[tuple[int, bool, int]], client_side: bool
+) -> None:
+    """Short frames with any first byte (any FIN, RSV bits, opcode), masked or not, one per
+    chunk: every rule the general path applies, the shortest path applies too (or leaves the
+    frame to it), so the frames and errors are the same as for the stream fed whole."""
+    chunks = [
+        bytes([first, (0x80 if masked else 0) | length])
+        + (b"\x01\x02\x03\x04" if masked else b"")
+        + b"\x00" * length
+        for first, masked, length in headers
+    ]
+    whole, _ = decode(b"".join(chunks), client_side=client_side)
+    decoder = FrameDecoder(client_side=client_side)
+    assert [item for chunk in chunks for item in decoder.feed(chunk)] == whole
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     stream=st.binary(max_size=400),
