@@ -169,24 +169,35 @@ class SubprocessExporter(SpanExporter):
                 for first in range(0, len(spans), SPANS_PER_MESSAGE):
                     chunk = list(spans[first : first + SPANS_PER_MESSAGE])
                     last = first + SPANS_PER_MESSAGE >= len(spans)
-                    origins = self._new_origins(chunk)
+                    templates = facts.all_templates(chunk)  # the bulk of a busy server's
+                    origins = self._new_origins(chunk, templates)
                     try:
-                        payload = _dumps(("spans", chunk, last, origins))
+                        payload = _dumps(("spans", chunk, last, origins), templates)
                     except (pickle.PicklingError, TypeError, AttributeError, ValueError):
                         # Something in an attribute pickle cannot carry: send plain copies.
                         payload = _dumps(("spans", [_plain_item(s) for s in chunk], last, origins))
                     self._send_payload(payload)
-                    self._sent += sum(facts.span_count(item) for item in chunk)
+                    self._sent += (
+                        facts.templates_spans(chunk)
+                        if templates
+                        else sum(facts.span_count(item) for item in chunk)
+                    )
                     if not last:  # let the server's event loop have the GIL between chunks
                         time.sleep(0)
             except Exception as exc:
                 return self._fail("export", exc)
         return SpanExportResult.SUCCESS
 
-    def _new_origins(self, chunk: list[Any]) -> dict[int, tuple[Any, Any]] | None:
-        """``(resource, scope)`` of the facts' origins in ``chunk`` the child has not had."""
+    def _new_origins(
+        self, chunk: list[Any], templates: bool = False
+    ) -> dict[int, tuple[Any, Any]] | None:
+        """``(resource, scope)`` of the facts' origins in ``chunk`` the child has not had
+        (``templates``: every item is a template)."""
         known = self._origins_sent
-        new = {item[facts.ORIGIN] for item in chunk if type(item) is tuple} - known
+        if templates:
+            new = facts.templates_origins(chunk) - known
+        else:
+            new = {item[facts.ORIGIN] for item in chunk if type(item) is tuple} - known
         if not new:
             return None
         known.update(new)
@@ -537,7 +548,7 @@ _MARSHALLED = b"m"
 _PICKLED = b"p"
 
 
-def _dumps(message: tuple[Any, ...]) -> bytes:
+def _dumps(message: tuple[Any, ...], templates: bool | None = None) -> bytes:
     """``message`` as the child reads it (:func:`_loads`), behind the byte that says how.
 
     A chunk of message templates alone (the bulk of a busy server's spans) is plain data made
@@ -545,10 +556,13 @@ def _dumps(message: tuple[Any, ...]) -> bytes:
     time pickle takes: this runs on the server's CPU for every message.  Anything else goes
     by pickle: other facts may hold values an app set, which marshal could change (it writes
     a ``bytearray`` as ``bytes``) or refuses (an ``IntEnum``: then pickle too).  The child
-    runs the same interpreter, so marshal's format is the same at both ends."""
-    if message[0] == "spans" and all(
-        type(item) is tuple and facts.is_template(item) for item in message[1]
-    ):
+    runs the same interpreter, so marshal's format is the same at both ends.  ``templates``:
+    whether the message's spans are all templates, when the caller knows already."""
+    if templates is None:
+        templates = message[0] == "spans" and all(
+            type(item) is tuple and facts.is_template(item) for item in message[1]
+        )
+    if templates:
         with contextlib.suppress(ValueError):
             return _MARSHALLED + marshal.dumps(message)
     buffer = io.BytesIO()
