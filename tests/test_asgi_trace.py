@@ -509,13 +509,17 @@ def test_an_unsampled_connections_messages_pass_no_hook(
     """Not sampled: the connection's protocol has its own methods back, so its messages run
     as on a server never traced (a sampled one's go through the hooks: the count works)."""
     looked_up: list[object] = []
-    record_of = ws_hooks.record_of
 
-    def counting(instance: object) -> object:
-        looked_up.append(instance)
-        return record_of(instance)
+    def counting(wrapper: Any) -> Any:
+        def counted(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            looked_up.append(instance)
+            return wrapper(wrapped, instance, args, kwargs)
 
-    monkeypatch.setattr(ws_hooks, "record_of", counting)
+        return counted
+
+    # Installed by tracer.instrument() below: a hook that runs is counted.
+    for name in ("wrap_data_received", "wrap_receive", "wrap_send"):
+        monkeypatch.setattr(ws_hooks, name, counting(getattr(ws_hooks, name)))
     provider, exporter, _ = make_provider(ByName(connections=sampled, every=1))
     tracer.instrument(tracer_provider=provider)
     try:

@@ -231,14 +231,19 @@ def test_a_connection_on_the_serve_set_up_travels_as_facts(
 ) -> None:
     made = ReadableSpansMade(monkeypatch)
     families: list[tuple[Any, ...]] = []
-    on_fact = ExportPipeline.on_fact
+    on_fact, on_facts = ExportPipeline.on_fact, ExportPipeline.on_facts
 
     def noting_families(pipeline: ExportPipeline, fact: Any) -> None:
         if facts.span_count(fact) > 1:
             families.append(fact)
         on_fact(pipeline, fact)
 
+    def noting_each(pipeline: ExportPipeline, given: Any) -> None:  # a batch of messages
+        families.extend(fact for fact in given if facts.span_count(fact) > 1)
+        on_facts(pipeline, given)
+
     monkeypatch.setattr(ExportPipeline, "on_fact", noting_families)
+    monkeypatch.setattr(ExportPipeline, "on_facts", noting_each)
     since = serial()
     provider, exporter = make_provider(tmp_path, service="facts")
     counts = serve_and_talk(provider, echo_app(), http, ws, "/echo", since)

@@ -195,3 +195,67 @@ def test_the_writer_exports_full_batches_and_the_rest_on_flush(
     provider.shutdown()
     counts = pipeline.counts()
     assert (counts.written, counts.dropped_total, counts.failed) == (120, 0, 0)
+
+
+class _Keeping:
+    """An exporter that builds spans from facts itself (as the export process does) and keeps
+    what it is given, in order."""
+
+    rebuilds_spans = True
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def export(self, items: Sequence[object]) -> SpanExportResult:
+        self.items.extend(items)
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _facts_of_three_traces() -> list[tuple[object, ...]]:
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    from tracer.export import facts
+
+    number = facts.origin(TracerProvider().resource, None)
+    made = []
+    for n, (trace_id, flags) in enumerate([(1, 1), (1, 1), (2, 0), (3, 1), (1, 1), (3, 1)]):
+        context = SpanContext(trace_id, 100 + n, False, TraceFlags(flags))
+        made.append(facts.make(number, f"s{n}", context, None, n, n + 1, {"n": n}, (), (),
+                               SpanKind.INTERNAL, None))  # fmt: skip
+    return made
+
+
+def test_facts_handed_over_together_are_held_as_one_by_one() -> None:
+    """``on_facts`` (a connection's batch of messages) is ``on_fact`` for each: the same
+    facts exported in the same order, unsampled ones left out, the same counts; and after
+    the shutdown, each counted as dropped."""
+    given = _facts_of_three_traces()
+    outcomes = []
+    for together in (False, True):
+        exporter = _Keeping()
+        pipeline = ExportPipeline(exporter, name="file")  # type: ignore[arg-type]
+        if together:
+            pipeline.on_facts(given)
+        else:
+            for fact in given:
+                pipeline.on_fact(fact)
+        assert pipeline.force_flush(10_000)
+        held = pipeline.counts()
+        pipeline.shutdown()
+        if together:
+            pipeline.on_facts(given)
+        else:
+            for fact in given:
+                pipeline.on_fact(fact)
+        late = pipeline.counts()
+        outcomes.append((exporter.items, held.written, late.dropped_total))
+    assert outcomes[0] == outcomes[1]
+    items, written, dropped_late = outcomes[1]
+    assert [item[1] for item in items] == ["s0", "s1", "s4", "s3", "s5"]  # type: ignore[index]
+    assert written == 5 and dropped_late == 5

@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import RandomIdGenerator, TracerProvider
 from opentelemetry.trace import TraceFlags, TraceState
 
+from tests.support.facts import FactCollector
 from tests.support.raw import client_frame
 from tests.support.records import (
     Bench,
@@ -28,7 +29,7 @@ from tests.support.tracing import Tree
 from tracer import vocab
 from tracer._contain import errors
 from tracer.config import TracerConfig
-from tracer.export import pipeline
+from tracer.export import facts, pipeline
 from tracer.recorder import ConnectionRecord, abandoned
 from tracer.recorder.emit import batches
 from tracer.recorder.emit.fan_out import group_fan_out, sends_made
@@ -370,6 +371,37 @@ def test_a_full_batch_goes_without_waiting_for_its_time() -> None:
         return emitted
 
     assert asyncio.run(play()) == list(range(1, batches.MAX_WAITING + 1))
+
+
+def test_a_connections_batch_reaches_a_processor_that_takes_lists_in_one_list() -> None:
+    """A processor with ``on_facts`` (the export pipeline) is handed a connection's waiting
+    messages in one call, in their order; one with ``on_fact`` alone, each in turn."""
+
+    class TakingLists(FactCollector):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lists: list[int] = []
+
+        def on_facts(self, given: list[tuple[object, ...]]) -> None:
+            self.lists.append(len(given))
+            self.facts.extend(given)
+
+    async def play() -> tuple[list[int], list[int]]:
+        bench = make_facts_bench()
+        lists = TakingLists()
+        bench.recorder.sdk.processor.add_span_processor(lists)  # type: ignore[union-attr]
+        record, app = opened(bench)
+        for n in range(4):
+            receive(bench, record, app, f"bid {n}")
+            send(bench, app, record, "ok")
+        await asyncio.sleep(batches.DELAY_S * 3)
+        end(record, app)
+        templates = [f for f in lists.facts if facts.is_template(f)]
+        return lists.lists, [f[facts.Field.SPAN_ID] for f in templates]
+
+    handed, ids = asyncio.run(play())
+    assert handed[0] == 3  # the first three messages, over before the batch went: one list
+    assert len(ids) == 4 and len(set(ids)) == 4
 
 
 def test_with_no_event_loop_running_a_message_goes_at_once() -> None:

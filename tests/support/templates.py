@@ -68,22 +68,22 @@ class TemplateCheck:
         template: list[Any] = []
         made: list[Any] = []
         try:
-            recorder._sdk = dataclasses.replace(
+            recorder.sdk = dataclasses.replace(
                 sdk, new_span_id=new_span_id, new_trace_id=new_trace_id
             )
             real(record, handling, values, start, end, placement, (template.append,))
-            recorder._sdk = dataclasses.replace(
+            recorder.sdk = dataclasses.replace(
                 sdk, new_span_id=iter(span_ids).__next__, new_trace_id=iter(trace_ids).__next__,
                 templates=False, facts=_Taking(made.append, sdk.facts.origin),
             )  # fmt: skip
             messages.emit_spans(record, handling, values, start, end, placement)
-            recorder._sdk = sdk
+            recorder.sdk = sdk
             if len(template) != 1 or not self._same(template[0], made, placement):
                 self.differences.append((template, made))
         except Exception as exc:  # a difference too: reported by the test, not lost here
             self.differences.append(exc)
         finally:
-            recorder._sdk = sdk
+            recorder.sdk = sdk
         self.compared += 1
         for take in takers:
             for fact in template:

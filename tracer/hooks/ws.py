@@ -49,6 +49,8 @@ from tracer.recorder import Attributes, ConnectionRecord, code_attributes, stack
 from tracer.recorder.phase import Phase
 
 _OPEN = int(Phase.OPEN)
+_NO_DICT: dict[str, Any] = {}
+"""What an instance without a ``__dict__`` holds: no record (never written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +228,8 @@ def _step_back(instance: Any) -> None:
 
 
 def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = record_of(instance)
+    # record_of(instance), spelled out in the three wrappers every message passes.
+    record = getattr(instance, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
     if record is None or record.inert:
         return wrapped(*args, **kwargs)
     # errors.call, spelled out: this runs for every chunk a client sends.
@@ -355,7 +358,7 @@ def _app_raised(
 
 
 def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = record_of(instance)
+    record = getattr(instance, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
     if record is None or record.inert:
         return wrapped(*args, **kwargs)
     return _traced_send(record, wrapped, args, kwargs)
@@ -386,7 +389,7 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
 
 
 def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = record_of(instance)
+    record = getattr(instance, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
     if record is None or record.inert:
         return wrapped(*args, **kwargs)
     return _traced_receive(record, wrapped(*args, **kwargs))

@@ -84,15 +84,12 @@ class Recorder:
         self.tracer = trace.get_tracer(
             vocab.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
         )
-        self._sdk = SdkParts.of(self.tracer)
+        self.sdk: SdkParts | None = SdkParts.of(self.tracer)
+        """The SDK's parts, when the tracer is the OpenTelemetry SDK's (spans made directly).
+        An attribute, not a property: every received message reads it."""
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.stats = {"connections": 0, "frames_dropped": 0, "messages_dropped": 0}
-
-    @property
-    def sdk(self) -> SdkParts | None:
-        """The SDK's parts, when the tracer is the OpenTelemetry SDK's (spans made directly)."""
-        return self._sdk
 
     def next_connection_id(self) -> int:
         with self._lock:
@@ -142,7 +139,7 @@ class Recorder:
         does.  With another tracer, its own spans.  A root takes ``attributes`` as its own:
         the caller made them for it, and must not reuse them.
         """
-        sdk = self._sdk
+        sdk = self.sdk
         if sdk is not None:
             if parent is not None:
                 if type(parent) in FAMILY_TYPES:
@@ -174,7 +171,7 @@ class Recorder:
         """:meth:`start` for a span that ends after every span made under it: where every
         processor takes facts, a :class:`~tracer.recorder.family.FamilyRoot`, whose children
         travel in its fact (a received message with its frames and sends); else any span."""
-        sdk = self._sdk
+        sdk = self.sdk
         if sdk is None or parent is None or not parent.is_recording() or not sdk.families():
             return self.start(name, parent, start, attributes, None, kind)
         parent_context = parent.get_span_context()
@@ -183,7 +180,7 @@ class Recorder:
 
     def start_app(self, parent: Any, start: int, code: Attributes, path: str) -> Any:
         """``asgi.app`` under ``parent``, with ``code`` (shared, not copied) and the path."""
-        sdk = self._sdk
+        sdk = self.sdk
         if sdk is None or parent is None or not parent.is_recording():
             return self.start(vocab.ASGI_APP, parent, start, {**code, vocab.URL_PATH: path})
         parent_context = parent.get_span_context()
@@ -205,7 +202,7 @@ class Recorder:
         error: str | None = None,
     ) -> None:
         """A span that is over already (a leaf: nothing will nest under it)."""
-        sdk = self._sdk
+        sdk = self.sdk
         if sdk is not None and parent is not None and not links:
             if type(parent) in FAMILY_TYPES:
                 parent.leaf(sdk, name, start, max(end, start), attributes, error)

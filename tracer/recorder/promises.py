@@ -88,18 +88,35 @@ class FactTakers:
         self._processor = processor
         self._resource = resource
         self._scope = scope
-        self._known: tuple[Any, tuple[Callable[[Any], None], ...] | None] = (None, None)
-        """(the members it was worked out for, their takers): replaced whole, as in
-        :class:`Starters`."""
+        self._known: tuple[Any, Any, Any] = (None, None, None)
+        """(the members it was worked out for, their takers, their batch takers): replaced
+        whole, as in :class:`Starters`."""
         self.origin = -1
 
     def takers(self) -> tuple[Callable[[Any], None], ...] | None:
+        # _members(), spelled out: asked at least twice for every message.
+        processor = self._processor
+        members = getattr(processor, "_span_processors", processor)
+        known = self._known
+        if members is not known[0]:
+            known = self._work_out(members)
+        return known[1]  # type: ignore[no-any-return]
+
+    def batch_takers(self) -> tuple[Callable[[Sequence[Any]], None], ...] | None:
+        """As :meth:`takers`, each taking a list of facts: the processor's ``on_facts`` (one
+        hand-over for a connection's messages emitted together), or its ``on_fact`` for each."""
         members = _members(self._processor)
         known = self._known
         if members is not known[0]:
-            group = members if isinstance(members, tuple) else (members,)
-            known = self._known = (members, self._find(group))
-        return known[1]
+            known = self._work_out(members)
+        return known[2]  # type: ignore[no-any-return]
+
+    def _work_out(self, members: Any) -> tuple[Any, Any, Any]:
+        group = members if isinstance(members, tuple) else (members,)
+        takers = self._find(group)
+        batch = None if takers is None else tuple(_batch_taker(member) for member in group)
+        known = self._known = (members, takers, batch)
+        return known
 
     def _find(self, group: tuple[Any, ...]) -> tuple[Callable[[Any], None], ...] | None:
         for member in group:
@@ -113,6 +130,20 @@ class FactTakers:
 
             self.origin = origin(self._resource, self._scope)
         return tuple(member.on_fact for member in group)
+
+
+def _batch_taker(member: Any) -> Callable[[Sequence[Any]], None]:
+    """``member``'s ``on_facts``, or its ``on_fact`` for each fact of the list."""
+    on_facts = getattr(member, "on_facts", None)
+    if on_facts is not None:
+        return on_facts  # type: ignore[no-any-return]
+    on_fact = member.on_fact
+
+    def each(facts: Sequence[Any]) -> None:
+        for fact in facts:
+            on_fact(fact)
+
+    return each
 
 
 def fast_attribute_limit(limits: Any) -> int:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tracer._contain import errors
 from tracer.export import pipeline
 from tracer.recorder.emit.messages import emit_message
+from tracer.recorder.emit.templates import collect, hand_over
 from tracer.recorder.records import Handling
 
 if TYPE_CHECKING:
@@ -121,11 +122,15 @@ def emit_handled(record: ConnectionRecord) -> None:
     record.handled = ()
     waiting = _waiting
     waiting.count = max(0, waiting.count - len(held))
-    for handling, at in held:
-        try:
-            emit_message(record, handling, at)
-        except Exception as exc:
-            errors.record("recorder.emit_message", exc)
+    made = collect(record)
+    try:
+        for handling, at in held:
+            try:
+                emit_message(record, handling, at)
+            except Exception as exc:
+                errors.record("recorder.emit_message", exc)
+    finally:
+        hand_over(record, made)
 
 
 def flush_waiting(timeout_s: float) -> bool:

@@ -4,7 +4,7 @@ and, with the app's own ``tracer.broadcast()`` blocks, what a handling's sends b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from tracer.recorder.records import Handling, SendRecord
@@ -46,21 +46,24 @@ def group_fan_out(
 
 def sends_made(
     handling: Handling, owner: ConnectionRecord
-) -> Iterator[tuple[list[SendRecord], int, int, str | None]]:
+) -> Sequence[tuple[list[SendRecord], int, int, str | None]]:
     """What ``handling``'s sends become, in order: ``(sends, start, end, detected)``, a send
     to ``owner`` alone (``detected`` ``None``) or a ``ws.broadcast`` — ``automatic`` (a run,
-    see :func:`group_fan_out`) or ``explicit`` (a ``tracer.broadcast()`` block)."""
+    see :func:`group_fan_out`) or ``explicit`` (a ``tracer.broadcast()`` block).
+
+    Worked out for every message: the usual shapes — one answer to the sender, or sends all in
+    ``tracer.broadcast()`` blocks — are read off without the grouping's generators."""
     sends = handling.sends
-    if len(sends) == 1 and not handling.explicit_broadcasts and sends[0].recipient is owner:
-        # Most messages: one answer to the sender.  What the grouping would find, without its
-        # generators (a microsecond a message).
-        yield [sends[0]], sends[0].start, sends[0].end, None
-        return
-    if sends:  # none, usually, when the app groups its fan-out in tracer.broadcast()
-        for group in group_fan_out(sends, owner):
-            if len(group) == 1 and group[0].recipient is owner:
-                yield group, group[0].start, group[0].end, None
-            else:
-                yield group, group[0].start, group[-1].end, "automatic"
-    for start, end, broadcast in handling.explicit_broadcasts:
-        yield broadcast, start, end, "explicit"
+    explicit = handling.explicit_broadcasts
+    if not sends:
+        return [(broadcast, start, end, "explicit") for start, end, broadcast in explicit]
+    if len(sends) == 1 and not explicit and sends[0].recipient is owner:
+        return ((sends, sends[0].start, sends[0].end, None),)
+    made: list[tuple[list[SendRecord], int, int, str | None]] = []
+    for group in group_fan_out(sends, owner):
+        if len(group) == 1 and group[0].recipient is owner:
+            made.append((group, group[0].start, group[0].end, None))
+        else:
+            made.append((group, group[0].start, group[-1].end, "automatic"))
+    made.extend((broadcast, start, end, "explicit") for start, end, broadcast in explicit)
+    return made

@@ -6,12 +6,14 @@ processors that take facts; the export process builds the spans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
 from tracer import vocab
+from tracer._contain import errors
 from tracer.export import facts, message_facts
 from tracer.export.message_facts import FrameValues, MessageValues
 from tracer.recorder.emit.fan_out import sends_made
@@ -28,6 +30,7 @@ only spread into new mappings)."""
 _SERVER = SpanKind.SERVER.value
 # Read once: a module attribute looked up on every message is a dict lookup each time.
 _FRAMES_SPANS = vocab.FRAMES_SPANS
+_FRAMES_EVENTS = vocab.FRAMES_EVENTS
 _FRAME_RECEIVE = vocab.WS_FRAME_RECEIVE
 _MESSAGE_RECEIVE = vocab.WS_MESSAGE_RECEIVE
 _TEMPLATE_MESSAGE = message_facts.TEMPLATE_MESSAGE
@@ -41,10 +44,12 @@ def template_takers(
     family, frames as spans (or none) on every connection it touched; and either under its
     connection, still open, or in a trace of its own sampled as its connection was (no
     sampler to ask: it would be given the attributes)."""
-    sdk = record.recorder.sdk
+    takers = _collecting.takers  # a batch being kept: the connection was asked already
+    if takers is None:
+        takers = _connection_takers(record)
+        if takers is None:
+            return None
     config = record.config
-    if sdk is None or config.frames == vocab.FRAMES_EVENTS:
-        return None
     if placement == UNDER_CONNECTION:
         if not record.span.is_recording():
             return None
@@ -57,7 +62,54 @@ def template_takers(
         for send in sends:
             if send.recipient.config is not config:
                 return None
-    return sdk.template_takers()
+    return takers
+
+
+def _connection_takers(record: ConnectionRecord) -> tuple[Callable[[Any], None], ...] | None:
+    """Where ``record``'s message templates go, if its messages may go as templates at all:
+    the SDK's spans, processors that all take facts, ``SpanLimits`` that cut nothing in a
+    family, frames as spans or none."""
+    sdk = record.recorder.sdk
+    if sdk is None or not sdk.templates or sdk.facts is None:
+        return None
+    if record.config.frames == _FRAMES_EVENTS:
+        return None
+    return sdk.facts.takers()
+
+
+class _Collecting(threading.local):
+    """Where the templates of the batch being emitted on this thread go (see :func:`collect`)."""
+
+    takers: tuple[Callable[[Any], None], ...] | None = None
+
+
+_collecting = _Collecting()
+
+
+def collect(record: ConnectionRecord) -> list[Any] | None:
+    """From now on ``record``'s message templates are kept (in the list returned), to be
+    handed to the processors together by :func:`hand_over`: one hand-over for a connection's
+    batch of messages (:mod:`~tracer.recorder.emit.batches`), not one for each.  ``None``:
+    they go as they are made (no processor takes facts, or a batch is being kept already)."""
+    if _collecting.takers is not None or _connection_takers(record) is None:
+        return None
+    made: list[Any] = []
+    _collecting.takers = (made.append,)
+    return made
+
+
+def hand_over(record: ConnectionRecord, made: list[Any] | None) -> None:
+    """Hand what :func:`collect` kept to the processors, and stop keeping."""
+    if made is None:
+        return
+    _collecting.takers = None
+    sdk = record.recorder.sdk
+    if made and sdk is not None and sdk.facts is not None:
+        try:
+            for take in sdk.facts.batch_takers() or ():
+                take(made)
+        except Exception as exc:
+            errors.record("recorder.emit_message", exc)
 
 
 def emit_template(
@@ -78,19 +130,18 @@ def emit_template(
     sdk = record.recorder.sdk
     assert sdk is not None and sdk.facts is not None  # see template_takers
     new_id = sdk.new_span_id
-    trace_id, parent, flags, state, link = record.template_head or _template_head(record)
+    trace_id, parent, flags, state, link, frames_on, code, redactor = (
+        record.template_head or _template_head(record)
+    )
     if placement == UNDER_CONNECTION:
         links: tuple[Any, ...] = ()
     else:  # its own trace, sampled as the connection's, linked to it (see SdkParts.root)
         trace_id, parent, state, links = sdk.new_trace_id(), None, None, (link,)
     span_id = new_id()
-    config = record.config
-    frames_on = config.frames == _FRAMES_SPANS
     message = handling.message
     frames: tuple[FrameValues, ...] = ()
     if frames_on and message is not None:
-        code = record.ws_code.get(_FRAME_RECEIVE, NO_CODE)
-        frames = _frame_values(new_id, message.frames, code, config.redact_payload)
+        frames = _frame_values(new_id, message.frames, code, redactor)
     spans = 1 + len(frames)
     children = []
     for sends, first, last, detected in sends_made(handling, record):
@@ -114,33 +165,42 @@ def emit_template(
 
 def _template_head(record: ConnectionRecord) -> tuple[Any, ...]:
     """What every message template of ``record`` takes of its connection, as a fact holds it:
-    ``(trace_id, span_id, flags, state, link)`` — its trace and span (a message's parent under
-    it), trace flags and state, and the link from a message in a trace of its own.  Made at
-    its first template, kept on the record."""
+    ``(trace_id, span_id, flags, state, link, frames_on, code, redactor)`` — its trace and span
+    (a message's parent under it), trace flags and state, the link from a message in a trace
+    of its own; whether its frames are spans, their ``code.*`` and the payload redactor.  Made
+    at its first template, kept on the record: none of it changes while it lives."""
     connection = record.span_context
     trace_id, span_id, _, flags, state = facts.link_context(connection)
-    head = (trace_id, span_id, flags, state, facts.fact_link(handshake_link(connection)))
+    config = record.config
+    head = (
+        trace_id, span_id, flags, state, facts.fact_link(handshake_link(connection)),
+        config.frames == _FRAMES_SPANS, record.ws_code.get(_FRAME_RECEIVE, NO_CODE),
+        config.redact_payload,
+    )  # fmt: skip
     record.template_head = head
     return head
 
 
 def _frame_values(
-    new_id: Callable[[], int], frames: Iterable[FrameRecord], code: Attributes, redactor: Any
+    new_id: Callable[[], int], frames: Sequence[FrameRecord], code: Attributes, redactor: Any
 ) -> tuple[FrameValues, ...]:
-    made = []
-    for record in frames:
-        frame = record.frame
-        if frame.preview is not None:  # captured payload: redacted, as text
-            made.append((new_id(), record.start, record.end, code,
-                         *frame_fields(frame, redactor)))  # fmt: skip
-            continue
-        key = frame.masking_key
-        made.append((
-            new_id(), record.start, record.end, code, frame.fin, frame.rsv, frame.opcode,
-            frame.masked, frame.payload_length, frame.header_length, frame.offset,
-            None if key is None else key.hex(), frame.close_code, frame.close_reason, None,
-        ))  # fmt: skip
-    return tuple(made)
+    if len(frames) == 1:  # most messages: no list to build and copy
+        return (_one_frame(new_id, frames[0], code, redactor),)
+    return tuple([_one_frame(new_id, record, code, redactor) for record in frames])
+
+
+def _one_frame(
+    new_id: Callable[[], int], record: FrameRecord, code: Attributes, redactor: Any
+) -> FrameValues:
+    frame = record.frame
+    if frame.preview is not None:  # captured payload: redacted, as text
+        return (new_id(), record.start, record.end, code, *frame_fields(frame, redactor))
+    key = frame.masking_key
+    return (
+        new_id(), record.start, record.end, code, frame.fin, frame.rsv, frame.opcode,
+        frame.masked, frame.payload_length, frame.header_length, frame.offset,
+        None if key is None else key.hex(), frame.close_code, frame.close_reason, None,
+    )  # fmt: skip
 
 
 def _send_values(
@@ -171,5 +231,8 @@ def _broadcast_values(
     frames_on: bool,
 ) -> tuple[Any, ...]:
     span_id = new_id()
-    made = tuple([_send_values(new_id, send, owner, frames_on) for send in sends])
+    if len(sends) == 1:  # a room of one, or a broadcast() block around one send
+        made: tuple[Any, ...] = (_send_values(new_id, sends[0], owner, frames_on),)
+    else:
+        made = tuple([_send_values(new_id, send, owner, frames_on) for send in sends])
     return (message_facts.BROADCAST, span_id, start, end, owner.id, detected, made)
