@@ -371,19 +371,20 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
     except Exception as exc:
         errors.record("ws.send", exc)
         send = None
-    token = _share_record(record)
-    failure: BaseException | None = None
+    # _share_record(record), spelled out: this runs for every send.
+    token = current_record.set(record) if record.phase < _OPEN else None
+    failure: str | None = None
     try:
         return await wrapped(*args, **kwargs)
     except BaseException as exc:
-        failure = exc
+        failure = _error_name(exc)
         raise
     finally:
         if token is not None:
             current_record.reset(token)
         if send is not None:
             try:
-                record.on_send_exit(send, time_ns(), _error_name(failure))
+                record.on_send_exit(send, time_ns(), failure)
             except Exception as exc:
                 errors.record("ws.send", exc)
 

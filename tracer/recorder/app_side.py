@@ -160,8 +160,12 @@ class AppSide:
                     self.close_code = code
             return
         message_type, size = payload_of(message)
-        self._close_handling(token_at)  # the greeting phase, if still open
-        incoming = self._release(self.completed.pop(0)) if self.completed else None
+        if self.handling is not None:  # the greeting phase, still open
+            self._close_handling(token_at)
+        incoming = None
+        if self.completed:  # it came in: it leaves the queue (see _release)
+            incoming = self.completed.pop(0)
+            self.frames_held -= len(incoming.frames)
         handling = Handling(self, incoming, token_at, at, size, message_type)
         self.handling = handling
         _handling.set(handling)
@@ -175,7 +179,7 @@ class AppSide:
             return
         handling.closed = True
         self.handling = None
-        if batched and may_wait(self):
+        if batched and (self.handled or may_wait(self)):  # the first decides for its batch
             defer_message(self, handling, at)
             return
         emit_handled(self)

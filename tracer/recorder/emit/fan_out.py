@@ -56,6 +56,9 @@ def sends_made(
     sends = handling.sends
     explicit = handling.explicit_broadcasts
     if not sends:
+        if len(explicit) == 1:  # one tracer.broadcast() block: no list to build
+            start, end, broadcast = explicit[0]
+            return ((broadcast, start, end, "explicit"),)
         return [(broadcast, start, end, "explicit") for start, end, broadcast in explicit]
     if len(sends) == 1 and not explicit and sends[0].recipient is owner:
         return ((sends, sends[0].start, sends[0].end, None),)

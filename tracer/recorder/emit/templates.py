@@ -141,7 +141,12 @@ def emit_template(
     message = handling.message
     frames: tuple[FrameValues, ...] = ()
     if frames_on and message is not None:
-        frames = _frame_values(new_id, message.frames, code, redactor)
+        made = message.frames
+        frames = (
+            (_one_frame(new_id, made[0], code, redactor),)  # most messages: one frame
+            if len(made) == 1
+            else _frame_values(new_id, made, code, redactor)
+        )
     spans = 1 + len(frames)
     children = []
     for sends, first, last, detected in sends_made(handling, record):
@@ -184,8 +189,6 @@ def _template_head(record: ConnectionRecord) -> tuple[Any, ...]:
 def _frame_values(
     new_id: Callable[[], int], frames: Sequence[FrameRecord], code: Attributes, redactor: Any
 ) -> tuple[FrameValues, ...]:
-    if len(frames) == 1:  # most messages: no list to build and copy
-        return (_one_frame(new_id, frames[0], code, redactor),)
     return tuple([_one_frame(new_id, record, code, redactor) for record in frames])
 
 
@@ -211,7 +214,12 @@ def _send_values(
     frames = ()
     if frames_on:
         code = recipient.ws_code.get(vocab.WS_FRAME_SEND, NO_CODE)
-        frames = _frame_values(new_id, send.frames, code, recipient.config.redact_payload)
+        made, redactor = send.frames, recipient.config.redact_payload
+        frames = (
+            (_one_frame(new_id, made[0], code, redactor),)  # most sends: one frame
+            if len(made) == 1
+            else _frame_values(new_id, made, code, redactor)
+        )
     return (
         message_facts.SEND, span_id, send.start, send.end,
         recipient.ws_code.get(vocab.WS_MESSAGE_SEND, NO_CODE), send.message_type, send.size,
