@@ -6,6 +6,8 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from tracer.wire import (
     Frame,
 )
@@ -50,15 +52,18 @@ class HttpStages:
     head_complete: bool = False
 
 
-@dataclass(slots=True)
-class FrameRecord:
+# The records below are made for every message (a frame each way, the message, its handling,
+# its send): msgspec's structs, made in C — a dataclass's __init__ is a Python call, and these
+# are seven of them on every message.
+
+
+class FrameRecord(msgspec.Struct):
     start: int
     end: int
     frame: Frame
 
 
-@dataclass(slots=True)
-class InMessage:
+class InMessage(msgspec.Struct):
     """A data message assembled from client frames, waiting to be delivered to the app."""
 
     first_arrival: int
@@ -68,8 +73,7 @@ class InMessage:
     frames_dropped: int = 0
 
 
-@dataclass(slots=True)
-class SendRecord:
+class SendRecord(msgspec.Struct):
     """One ASGI send to one connection, and the frames it put on that connection's wire."""
 
     start: int
@@ -77,12 +81,11 @@ class SendRecord:
     message_type: str
     size: int
     end: int = 0
-    frames: list[FrameRecord] = field(default_factory=list)
+    frames: list[FrameRecord] = msgspec.field(default_factory=list)
     error: str | None = None
 
 
-@dataclass(slots=True)
-class Handling:
+class Handling(msgspec.Struct):
     """A connection's app task between two ``receive()`` calls.
 
     ``message`` is ``None`` before the first data message (the app is accepting and greeting).

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from tracer.wire.codes import CONTROL_OPCODES_START, opcode_name
 
 MAX_CONTROL_PAYLOAD = 125
@@ -34,8 +36,7 @@ class ProtocolError:
     detail: str = ""
 
 
-@dataclass(slots=True)
-class Frame:
+class Frame(msgspec.Struct):
     """One frame header as it appeared on the wire, with the fields Wireshark shows.
 
     ``rsv`` is the 3-bit value ``RSV1<<2 | RSV2<<1 | RSV3`` (Wireshark's ``websocket.rsv``).
@@ -46,6 +47,8 @@ class Frame:
     ``close_code``/``close_reason`` are filled for close frames with a payload of at least 2
     bytes.  ``preview`` holds the first bytes of the payload, unmasked, only when the decoder was
     built with ``preview_bytes > 0``.
+
+    A msgspec struct, made in C: a server decodes one for every frame each way.
     """
 
     fin: bool
