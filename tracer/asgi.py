@@ -67,6 +67,22 @@ except ImportError:  # another API version: every layer takes trace.get_current_
 """Where an OpenTelemetry context holds its current span."""
 
 
+def _context_reader() -> Callable[[], Any]:
+    """What reads the running OpenTelemetry context: the context variable of the SDK's
+    default runtime context itself (a C call), else ``get_current`` (another runtime context
+    configured).  Every layer of the chain reads it as it is entered."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(
+        variable, contextvars.ContextVar
+    ):
+        return variable.get
+    return otel_context.get_current
+
+
+_current_context = _context_reader()
+
+
 LayerSpec = tuple[str, dict[str, Any]]
 """A layer's span name and attributes, made once per wrapped layer and shared by its spans."""
 
@@ -97,7 +113,7 @@ def _enter_layer(chain: Chain, layer: LayerSpec) -> int | None:
     try:
         # The chain is current for every layer but one nested under a span made inside the
         # chain: read straight from the context first (no type check: the chain is a span).
-        if otel_context.get_current().get(_CURRENT_SPAN_KEY) is chain:
+        if _current_context().get(_CURRENT_SPAN_KEY) is chain:
             return chain.enter(layer[0], layer[1], None)
         current = trace.get_current_span()
         if current is chain:
@@ -146,9 +162,10 @@ def _make_layer_wrapper(owner: type, attribute: str) -> tuple[Any, Callable[[Any
     original = owner.__dict__[attribute]
     attrs = code_attributes(original)
     described: dict[tuple[type, Any], LayerSpec] = {}
+    handles = attribute == "handle"  # a route's: one span per route template
 
     def describe(instance: Any) -> LayerSpec:
-        route = getattr(instance, "path", None) if attribute == "handle" else None
+        route = getattr(instance, "path", None) if handles else None
         key = (type(instance), route)
         found = described.get(key)
         if found is None:
@@ -166,7 +183,10 @@ def _make_layer_wrapper(owner: type, attribute: str) -> tuple[Any, Callable[[Any
         scope = args[0] if args else kwargs.get("scope")
         if chain is None or not isinstance(scope, dict) or scope.get("type") != "websocket":
             return wrapped(*args, **kwargs)
-        return run_layer(chain, describe(instance), wrapped(*args, **kwargs))
+        # describe(instance), its cache read spelled out: every layer of every handshake.
+        route = getattr(instance, "path", None) if handles else None
+        spec = described.get((type(instance), route)) or describe(instance)
+        return run_layer(chain, spec, wrapped(*args, **kwargs))
 
     return layer, describe
 
