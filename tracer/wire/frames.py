@@ -162,10 +162,46 @@ class FrameDecoder(HeaderRules):
         """
         n = len(data)
         carried = self._skip or self._pending is not None or self._hbuf
-        if not carried and n < 132 and not self._preview:
-            one = self._one_short_frame(data, n)
-            if one is not None:
-                return [one]
+        if carried or n >= 132 or n < 2 or self._preview:
+            return self._feed_chunk(data, n, carried)
+        # The commonest chunk of all, decoded in a few steps: one whole frame, its payload
+        # under 126 bytes (no extended length, §5.2), breaking no rule, with nothing carried
+        # over — what a server reads, and writes, for each small message.  Anything else goes
+        # to _feed_chunk, which finds the same frame (the property tests hold the two to it).
+        b0 = data[0]
+        b1 = data[1]
+        masked = b1 >= 0x80
+        length = b1 & 0x7F
+        header_length = 6 if masked else 2
+        opcode = b0 & 0x0F
+        if (
+            length >= 126
+            or header_length + length != n
+            or masked is not self._client_side
+            or b0 & 0x70  # an RSV bit (see _check_rsv)
+            or self._closed
+        ):
+            return self._feed_chunk(data, n, carried)
+        if opcode in _DATA_START:
+            if self._fragmented:
+                return self._feed_chunk(data, n, carried)
+            self._fragmented = b0 < 0x80
+        elif opcode == _CONTINUATION:
+            if not self._fragmented:
+                return self._feed_chunk(data, n, carried)
+            self._fragmented = b0 < 0x80
+        elif opcode not in _PING_PONG or b0 < 0x80:  # a close, a reserved opcode, a fragment
+            return self._feed_chunk(data, n, carried)
+        key = data[2:6] if masked else None
+        if key is not None and type(key) is not bytes:  # a bytearray's or view's slice
+            key = bytes(key)
+        offset = self._fed
+        self._fed = offset + n
+        return [Frame(b0 >= 0x80, 0, opcode, masked, key, length, header_length, offset)]
+
+    def _feed_chunk(self, data: bytes, n: int, carried: object) -> list[Frame | ProtocolError]:
+        """:meth:`feed`, for any chunk: what is carried over from the last one first, then
+        every frame header in this one."""
         out: list[Frame | ProtocolError] = []
         base = self._fed
         self._fed = base + n
@@ -236,41 +272,6 @@ class FrameDecoder(HeaderRules):
             if pos < 0:
                 break
         return out
-
-    def _one_short_frame(self, data: bytes, n: int) -> Frame | None:
-        """The commonest chunk of all, decoded in a few steps: one whole frame, its payload
-        under 126 bytes (no extended length, §5.2), breaking no rule, with nothing carried
-        over — what a server reads, and writes, for each small message.  ``None`` for
-        anything else: :meth:`feed` then takes the general path, which finds the same frame
-        (the property tests hold the two to it)."""
-        if n < 2:
-            return None
-        b0 = data[0]
-        b1 = data[1]
-        masked = b1 >= 0x80
-        length = b1 & 0x7F
-        header_length = 6 if masked else 2
-        if length >= 126 or header_length + length != n or masked is not self._client_side:
-            return None
-        opcode = b0 & 0x0F
-        if b0 & 0x70 or self._closed:  # an RSV bit (see _check_rsv), or after a close frame
-            return None
-        if opcode in _DATA_START:
-            if self._fragmented:
-                return None
-            self._fragmented = b0 < 0x80
-        elif opcode == _CONTINUATION:
-            if not self._fragmented:
-                return None
-            self._fragmented = b0 < 0x80
-        elif opcode not in _PING_PONG or b0 < 0x80:  # a close, a reserved opcode, a fragment
-            return None
-        key = data[2:6] if masked else None
-        if key is not None and type(key) is not bytes:  # a bytearray's or view's slice
-            key = bytes(key)
-        offset = self._fed
-        self._fed = offset + n
-        return Frame(b0 >= 0x80, 0, opcode, masked, key, length, header_length, offset)
 
     def _after_header(
         self, data: bytes, pos: int, frame: Frame, errors: list[ProtocolError],
