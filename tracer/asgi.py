@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import operator
 import threading
 import weakref
 from collections.abc import Callable
@@ -475,20 +476,22 @@ async def _run_chain(
         _current_chain.reset(token)
 
 
-_TRACE_HEADERS = (b"traceparent", b"tracestate")
+_TRACE_HEADERS = frozenset((b"traceparent", b"tracestate"))
+_HEADER_NAME = operator.itemgetter(0)
 _CLIENT_LINK = {vocab.LINK: vocab.LINK_CLIENT}
 
 
 def client_trace_context(scope: Scope) -> trace.SpanContext | None:
     """The trace context the client sent (W3C ``traceparent``), if any: linked, not trusted
     as a parent, since it comes from the other side of the wire."""
+    headers = scope.get("headers") or ()
+    if _TRACE_HEADERS.isdisjoint(map(_HEADER_NAME, headers)):  # the usual: looked for in C
+        return None
     carrier = {
         name.decode("latin-1"): value.decode("latin-1")
-        for name, value in scope.get("headers") or []
+        for name, value in headers
         if name in _TRACE_HEADERS
     }
-    if not carrier:
-        return None
     context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
     return context if context.is_valid else None
 
@@ -506,7 +509,9 @@ def with_trace_headers(scope: Scope) -> Scope:
     propagate.inject(carrier)
     if "traceparent" not in carrier:
         return scope
-    kept = [header for header in scope.get("headers") or () if header[0] not in _TRACE_HEADERS]
+    kept = scope.get("headers") or ()
+    if not _TRACE_HEADERS.isdisjoint(map(_HEADER_NAME, kept)):  # the client's own: replaced
+        kept = [header for header in kept if header[0] not in _TRACE_HEADERS]
     ours = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in carrier.items()]
     return {**scope, "headers": [*kept, *ours]}
 
