@@ -139,15 +139,15 @@ async def _open_connection(family: ws.Family, code: dict[str, Any]) -> tuple[_Pr
     protocol = _Protocol()
     tapped: list[Any] = []
     ws.make_connection_made(family, code)(tapped.append, protocol, (_Transport(),), {})
-    ws.wrap_data_received(lambda data: None, protocol, (_REQUEST,), {})
+    ws.data_received_hook(_ignore)(protocol, _REQUEST)
     record: ConnectionRecord = protocol.__dict__[RECORD_ATTRIBUTE]
     record.on_app_start(time_ns(), None)
     tap = tapped[0]
 
-    async def accept(message: Any) -> None:
+    async def accept(self: Any, message: Any) -> None:
         tap.write(_RESPONSE)
 
-    await ws.wrap_send(accept, protocol, ({"type": "websocket.accept"},), {})
+    await ws.send_hook(accept)(protocol, {"type": "websocket.accept"})
     return protocol, tap
 
 
@@ -165,20 +165,25 @@ async def _messages(
     answer = {"type": "websocket.send", "text": _ANSWER}
     marks: list[int] = []
 
-    def queue_message(data: bytes) -> None:  # uvicorn's data_received: queue, pause reading
+    def queue_message(self: Any, data: bytes) -> None:  # data_received: queue, pause reading
         tap.pause_reading()
 
-    async def receive() -> Any:  # uvicorn's receive: the message is there already
+    async def receive(self: Any) -> Any:  # uvicorn's receive: the message is there already
         marks.append(perf_counter_ns())
-        ws.wrap_data_received(queue_message, protocol, (frame_in,), {})
+        data_received(protocol, frame_in)
         marks.append(perf_counter_ns())
         tap.resume_reading()
         return received
 
-    async def send(message: Any) -> None:  # uvicorn's send: one frame written
+    async def send(self: Any, message: Any) -> None:  # uvicorn's send: one frame written
         marks.append(perf_counter_ns())
         tap.write(frame_out)
         marks.append(perf_counter_ns())
+
+    # The protocol's methods, hooked as in a server (ws.patches installs them on its class).
+    data_received = ws.data_received_hook(queue_message)
+    hooked_receive = ws.receive_hook(receive)
+    hooked_send = ws.send_hook(send)
 
     stages: list[list[int]] = []
     for _ in range(count):
@@ -186,11 +191,11 @@ async def _messages(
         started = perf_counter_ns()
         record.on_receive_enter(time_ns())  # the previous message is over: its spans go out
         marks.append(perf_counter_ns())
-        await ws.wrap_receive(receive, protocol, (), {})
+        await hooked_receive(protocol)
         marks.append(perf_counter_ns())
         with broadcast():
             marks.append(perf_counter_ns())
-            await ws.wrap_send(send, protocol, (answer,), {})
+            await hooked_send(protocol, answer)
             marks.append(perf_counter_ns())
         marks.append(perf_counter_ns())
         emitted, asked, decoded, handed, opened, wrote, written, sent, left = marks
@@ -252,30 +257,33 @@ async def _connection(made: Any, layers: list[Any], app: _App) -> list[int]:
     CONNECTION_STAGES order)."""
     protocol = _Protocol()
     tapped: list[Any] = []
+    data_received = ws.data_received_hook(_ignore)  # as ws.patches installs it on the class
     marks = [perf_counter_ns()]
     made(tapped.append, protocol, (_Transport(),), {})
     marks.append(perf_counter_ns())
-    ws.wrap_data_received(_ignore, protocol, (_REQUEST,), {})
+    data_received(protocol, _REQUEST)
     marks.append(perf_counter_ns())
     record: ConnectionRecord = protocol.__dict__[RECORD_ATTRIBUTE]
     tap = tapped[0]
     greeting = {"type": "websocket.send", "text": _ANSWER}
     close_in = encode_frame(Opcode.CLOSE, _CLOSE_CODE, mask=b"\x01\x02\x03\x04")
 
-    async def write_101(message: Any) -> None:
+    async def write_101(self: Any, message: Any) -> None:
         tap.write(_RESPONSE)
 
-    async def write_greeting(message: Any) -> None:
+    async def write_greeting(self: Any, message: Any) -> None:
         tap.write(encode_frame(Opcode.TEXT, _ANSWER.encode()))
+
+    send_101, send_greeting = ws.send_hook(write_101), ws.send_hook(write_greeting)
 
     async def endpoint() -> None:  # the innermost layer: accept, greet, wait for the close
         marks.append(perf_counter_ns())
-        await ws.wrap_send(write_101, protocol, ({"type": "websocket.accept"},), {})
+        await send_101(protocol, {"type": "websocket.accept"})
         marks.append(perf_counter_ns())
-        await ws.wrap_send(write_greeting, protocol, (greeting,), {})
+        await send_greeting(protocol, greeting)
         marks.append(perf_counter_ns())
         record.on_receive_enter(time_ns())
-        ws.wrap_data_received(_ignore, protocol, (close_in,), {})
+        data_received(protocol, close_in)
         marks.append(perf_counter_ns())
         tap.write(encode_frame(Opcode.CLOSE, _CLOSE_CODE))
         marks.append(perf_counter_ns())

@@ -32,6 +32,7 @@ from tracer import vocab
 from tracer._contain import errors
 from tracer.asgi import chain_layers, unwrap_chain
 from tracer.hooks import ws as ws_hooks
+from tracer.hooks.patching import method_form
 
 pairs = pytest.mark.parametrize(("http", "ws"), IMPL_PAIRS, ids=[f"{h}-{w}" for h, w in IMPL_PAIRS])
 
@@ -510,15 +511,21 @@ def test_an_unsampled_connections_messages_pass_no_hook(
     as on a server never traced (a sampled one's go through the hooks: the count works)."""
     looked_up: list[object] = []
 
-    def counting(wrapper: Any) -> Any:
-        def counted(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            looked_up.append(instance)
-            return wrapper(wrapped, instance, args, kwargs)
+    def counting(make_hook: Any) -> Any:
+        @method_form
+        def make_counted(original: Any) -> Any:
+            hook = make_hook(original)
 
-        return counted
+            def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+                looked_up.append(self)
+                return hook(self, *args, **kwargs)
+
+            return counted
+
+        return make_counted
 
     # Installed by tracer.instrument() below: a hook that runs is counted.
-    for name in ("wrap_data_received", "wrap_receive", "wrap_send"):
+    for name in ("data_received_hook", "receive_hook", "send_hook"):
         monkeypatch.setattr(ws_hooks, name, counting(getattr(ws_hooks, name)))
     provider, exporter, _ = make_provider(ByName(connections=sampled, every=1))
     tracer.instrument(tracer_provider=provider)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import wrapt
 
-from tracer.hooks.patching import Applied, Patch, apply, is_wrapped, restore
+from tracer.hooks.patching import Applied, Patch, apply, is_wrapped, method_form, restore
 
 pytestmark = pytest.mark.fast  # pure: no server, no subprocess
 
@@ -107,3 +107,36 @@ def test_anything_but_a_plain_method_is_wrapped_with_wrapt(probe: types.ModuleTy
     finally:
         restore(applied)
     assert probe.parse is Protocol.parse
+
+
+def test_a_method_form_hook_is_the_method_itself(probe: types.ModuleType) -> None:
+    """A :func:`method_form` hook makes the method from the original: called with the
+    instance and the arguments directly (no bound method, no second call), it keeps the
+    original's name, docstring and ``__wrapped__``, and goes the way the others go."""
+    made: list[Any] = []
+
+    @method_form
+    def make(original: Any) -> Any:
+        made.append(original)
+
+        def data_received(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return ("hooked", original(self, *args, **kwargs))
+
+        return data_received
+
+    original = Protocol.__dict__["data_received"]
+    applied: list[Applied] = []
+    missing = apply([Patch(probe.__name__, "Protocol.data_received", make),
+                     Patch(probe.__name__, "parse", make)], applied)  # fmt: skip
+    try:
+        assert missing == [f"{probe.__name__}:parse"]  # a module's function: not a method
+        hooked = Protocol.__dict__["data_received"]
+        assert made == [original] and is_wrapped(hooked)
+        assert hooked.__wrapped__ is original and hooked.__name__ == "data_received"
+        assert hooked.__doc__ == "The original's docstring."
+        protocol = Protocol()
+        assert protocol.data_received(b"x", more=True) == ("hooked", (protocol, b"x", True))
+        assert probe.parse(b"a") == b"A"  # left alone
+    finally:
+        restore(applied)
+    assert Protocol.__dict__["data_received"] is original

@@ -10,8 +10,10 @@ client sends and every message: those are replaced by a plain function that bind
 original and calls the wrapper (:func:`method_hook`).  ``wrapt``'s ``FunctionWrapper`` builds
 a bound wrapper object on every attribute access: measured here with a wrapper that only calls
 the original, a call costs 1.9 µs through it, 0.7 µs through the plain function (0.1 µs
-unwrapped), on three calls of every message and a dozen of every handshake.  Anything else
-(a function of a module, a static or class method) is wrapped with ``wrapt``.
+unwrapped), on three calls of every message and a dozen of every handshake.  The three that
+every message passes (a chunk read, a message received, one sent) go further: their hook makes
+the method itself (:func:`method_form`).  Anything else (a function of a module, a static or
+class method) is wrapped with ``wrapt``.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def apply(patches: Iterable[Patch], applied: list[Applied]) -> list[str]:
             continue  # already wrapped (by us, through another path)
         if isinstance(owner, type) and type(original) is FunctionType:
             setattr(owner, attribute, method_hook(original, patch.wrapper))
+        elif getattr(patch.wrapper, _METHOD_FORM, False):
+            missing.append(f"{patch.module}:{patch.qualname}")  # not a plain method
+            continue
         else:
             wrapt.wrap_function_wrapper(owner, attribute, patch.wrapper)
         applied.append(Applied(owner, attribute, original, own))
@@ -96,15 +101,31 @@ _HOOK_MARK = "__wstrace_hook__"
 def method_hook(original: FunctionType, wrapper: Callable[..., Any]) -> Callable[..., Any]:
     """``original``, a plain function on a class, as a plain function that calls
     ``wrapper(original bound to the instance, instance, args, kwargs)`` (see the module's
-    docstring for why not ``wrapt`` here).  It keeps the original's name and docstring, and
-    the original as ``__wrapped__``."""
+    docstring for why not ``wrapt`` here), or, for a :func:`method_form` wrapper, the method
+    it makes of ``original``.  It keeps the original's name and docstring, and the original
+    as ``__wrapped__``."""
+    if getattr(wrapper, _METHOD_FORM, False):
+        hooked = functools.wraps(original)(wrapper(original))
+    else:
 
-    @functools.wraps(original)
-    def hooked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return wrapper(MethodType(original, self), self, args, kwargs)
+        @functools.wraps(original)
+        def hooked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return wrapper(MethodType(original, self), self, args, kwargs)
 
     setattr(hooked, _HOOK_MARK, True)
     return hooked
+
+
+_METHOD_FORM = "__wstrace_method_form__"
+
+
+def method_form(factory: Callable[[FunctionType], Callable[..., Any]]) -> Any:
+    """Mark ``factory``, which makes the hooked method itself from the class's original
+    function (``factory(original)``), as a wrapper of its own kind: for the methods every
+    message passes, the hook's code is the method — one Python call, not the two (and a
+    bound method) of :func:`method_hook`'s.  Only for plain methods of a class."""
+    setattr(factory, _METHOD_FORM, True)
+    return factory
 
 
 def is_wrapped(function: Any) -> bool:

@@ -24,6 +24,7 @@ Bytes are seen on the wire: ``data_received`` on the way in and a
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextvars import Token, copy_context
 from dataclasses import dataclass
 from time import time_ns
@@ -43,7 +44,7 @@ from tracer.hooks.context import (
     record_of,
     upgrading,
 )
-from tracer.hooks.patching import Patch, original_function
+from tracer.hooks.patching import Patch, method_form, original_function
 from tracer.hooks.transport import TapTransport
 from tracer.recorder import Attributes, ConnectionRecord, code_attributes, stack_entry
 from tracer.recorder.phase import Phase
@@ -227,30 +228,37 @@ def _step_back(instance: Any) -> None:
         own.pop(name, None)
 
 
-def wrap_data_received(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    # record_of(instance), spelled out in the three wrappers every message passes.
-    record = getattr(instance, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
-    if record is None or record.inert:
-        return wrapped(*args, **kwargs)
-    # errors.call, spelled out: this runs for every chunk a client sends.
-    try:
-        frames = record.on_bytes_in(time_ns(), args[0])
-    except Exception as exc:
-        errors.record("ws.data_received", exc)
-        frames = None
-    try:
-        if record.phase < _OPEN:
-            # The record is shared (see _share_record) in a copy of the context: the reader's
-            # own, which lives as long as the connection, would otherwise keep the set-and-reset
-            # (new context variable mappings) for its whole life.
-            return copy_context().run(_shared_call, record, wrapped, args, kwargs)
-        return wrapped(*args, **kwargs)
-    finally:
-        if frames:
-            try:
-                record.on_bytes_in_done(frames, time_ns())
-            except Exception as exc:
-                errors.record("ws.data_received", exc)
+@method_form
+def data_received_hook(original: FunctionType) -> Callable[..., Any]:
+    """The protocol's ``data_received`` (every chunk a client sends), hooked: the chunk is
+    decoded before the protocol sees it, its frames ended once the protocol is done with it."""
+
+    def data_received(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # record_of(self), spelled out in the three hooks every message passes.
+        record = getattr(self, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
+        if record is None or record.inert:
+            return original(self, *args, **kwargs)
+        # errors.call, spelled out: this runs for every chunk a client sends.
+        try:
+            frames = record.on_bytes_in(time_ns(), args[0])
+        except Exception as exc:
+            errors.record("ws.data_received", exc)
+            frames = None
+        try:
+            if record.phase < _OPEN:
+                # The record is shared (see _share_record) in a copy of the context: the
+                # reader's own, which lives as long as the connection, would otherwise keep the
+                # set-and-reset (new context variable mappings) for its whole life.
+                return copy_context().run(_shared_call, record, original, (self, *args), kwargs)
+            return original(self, *args, **kwargs)
+        finally:
+            if frames:
+                try:
+                    record.on_bytes_in_done(frames, time_ns())
+                except Exception as exc:
+                    errors.record("ws.data_received", exc)
+
+    return data_received
 
 
 def _shared_call(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
@@ -357,15 +365,23 @@ def _app_raised(
     _app_ended(record, context, chain, entry, _error_name(sys.exc_info()[1]))
 
 
-def wrap_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = getattr(instance, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
-    if record is None or record.inert:
-        return wrapped(*args, **kwargs)
-    return _traced_send(record, wrapped, args, kwargs)
+@method_form
+def send_hook(original: FunctionType) -> Callable[..., Any]:
+    """The protocol's ``send`` (the app's ASGI send), hooked: a connection not traced goes
+    straight to the original coroutine, with no extra coroutine frame on its path."""
+
+    def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record = getattr(self, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
+        if record is None or record.inert:
+            return original(self, *args, **kwargs)
+        message = args[0] if args else kwargs.get("message")
+        return _traced_send(record, message, original(self, *args, **kwargs))
+
+    return send
 
 
-async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any) -> Any:
-    message = args[0] if args else kwargs.get("message")
+async def _traced_send(record: ConnectionRecord, message: Any, run: Any) -> Any:
+    """``run``: the original ``send(message)``'s coroutine, made (not yet run) by the hook."""
     try:
         send = record.on_send_enter(time_ns(), message)
     except Exception as exc:
@@ -375,7 +391,7 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
     token = current_record.set(record) if record.phase < _OPEN else None
     failure: str | None = None
     try:
-        return await wrapped(*args, **kwargs)
+        return await run
     except BaseException as exc:
         failure = _error_name(exc)
         raise
@@ -389,11 +405,17 @@ async def _traced_send(record: ConnectionRecord, wrapped: Any, args: Any, kwargs
                 errors.record("ws.send", exc)
 
 
-def wrap_receive(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = getattr(instance, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
-    if record is None or record.inert:
-        return wrapped(*args, **kwargs)
-    return _traced_receive(record, wrapped(*args, **kwargs))
+@method_form
+def receive_hook(original: FunctionType) -> Callable[..., Any]:
+    """The protocol's ``receive`` (the app's ASGI receive), hooked: as :func:`send_hook`."""
+
+    def receive(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record = getattr(self, "__dict__", _NO_DICT).get(RECORD_ATTRIBUTE)
+        if record is None or record.inert:
+            return original(self, *args, **kwargs)
+        return _traced_receive(record, original(self, *args, **kwargs))
+
+    return receive
 
 
 async def _traced_receive(record: ConnectionRecord, message: Any) -> Any:
@@ -482,11 +504,11 @@ def patches(name: str) -> list[Patch]:
     own = f"{family.cls}."
     targets = [
         Patch(family.module, own + "connection_made", make_connection_made(family, code)),
-        Patch(family.module, own + "data_received", wrap_data_received),
+        Patch(family.module, own + "data_received", data_received_hook),
         Patch(family.module, own + "connection_lost", wrap_connection_lost),
         Patch(family.module, own + "run_asgi", wrap_run_asgi),
-        Patch(family.module, own + family.send, wrap_send),
-        Patch(family.module, own + family.receive, wrap_receive),
+        Patch(family.module, own + family.send, send_hook),
+        Patch(family.module, own + family.receive, receive_hook),
     ]
     module, qualname = family.handshake
     handshake_wrapper = wrap_async_handshake if name == "websockets" else wrap_sync_handshake
