@@ -30,7 +30,8 @@ Two ways in, one buffer:
   instrumentation makes through the SDK, and every span of wstrace's when export runs in the
   server process.
 - ``on_fact`` takes a span's :mod:`~tracer.export.facts` fact: a plain tuple that an export
-  process turns into the ``ReadableSpan`` (see "Where spans are built" below).
+  process turns into the ``ReadableSpan`` (see "Where spans are built" below); ``on_facts``
+  takes a list of them, under one hold of the lock (a connection's batch of messages).
 
 Both wait in the same buffer, under the same cap (a fact weighs what its span would), are
 dropped and counted the same way and can share a batch; :attr:`ExportCounts.as_facts` says
