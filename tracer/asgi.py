@@ -95,9 +95,17 @@ async def run_layer(chain: Chain, layer: LayerSpec, awaitable: Any) -> Any:
     The layer's coroutine is created by the (synchronous) wrapper and awaited here: one
     coroutine per layer, which lives as long as the connection, rather than two.  An idle
     connection holds one of these per layer, so its frame is kept small: few locals (the
-    layer's result reuses ``awaitable``'s), a small-int handle, and the work done by
-    :func:`_enter_layer` and the chain's ``returned`` / ``raised``."""
-    handle = _enter_layer(chain, layer)
+    layer's result reuses ``awaitable``'s), a small-int handle, and the work done by the
+    chain's ``enter`` (or, in the rare cases, :func:`_enter_layer`) and ``returned`` /
+    ``raised``."""
+    try:  # _enter_layer, its usual case spelled out: every layer of every handshake
+        if _current_context().get(_CURRENT_SPAN_KEY) is chain:
+            handle: int | None = chain.enter(layer[0], layer[1], None)
+        else:
+            handle = _enter_layer(chain, layer)
+    except Exception as failure:
+        errors.record("asgi.layer", failure)
+        handle = None
     if handle is None:
         return await awaitable
     try:
