@@ -296,7 +296,8 @@ class ExportPipeline(SpanProcessor):
         return True
 
     def _hold_facts(self, facts: list[Fact]) -> bool:
-        """:meth:`_hold` for each of ``facts``; False if any was dropped."""
+        """:meth:`_hold` for each of ``facts`` (its checks, made once for them all); False if
+        any was dropped."""
         kept = True
         counts = [fact[SPANS] if len(fact) > SPANS else 1 for fact in facts]
         with self._mutex:

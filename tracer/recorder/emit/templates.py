@@ -70,11 +70,9 @@ def _connection_takers(record: ConnectionRecord) -> tuple[Callable[[Any], None],
     the SDK's spans, processors that all take facts, ``SpanLimits`` that cut nothing in a
     family, frames as spans or none."""
     sdk = record.recorder.sdk
-    if sdk is None or not sdk.templates or sdk.facts is None:
+    if sdk is None or record.config.frames == _FRAMES_EVENTS:
         return None
-    if record.config.frames == _FRAMES_EVENTS:
-        return None
-    return sdk.facts.takers()
+    return sdk.template_takers()
 
 
 class _Collecting(threading.local):
