@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from contextvars import Token, copy_context
+from contextvars import copy_context
 from dataclasses import dataclass
 from time import time_ns
 from types import FunctionType, MethodType
@@ -142,16 +142,6 @@ def _error_name(exc: BaseException | None) -> str | None:
     return type(exc).__name__ if exc is not None else None
 
 
-def _share_record(record: ConnectionRecord) -> Token[ConnectionRecord | None] | None:
-    """Make ``record`` the ``current_record`` while the protocol's code runs, if it may be needed.
-
-    Only the library-level hooks read it (validation, the handshake's response), and those run
-    before the handshake is over; once the connection is open, data and sends skip the
-    set-and-reset.  Returns the token to reset, or ``None``.
-    """
-    return current_record.set(record) if record.phase < _OPEN else None
-
-
 # --- Wrappers on uvicorn's protocol class --------------------------------------------------------
 
 
@@ -246,7 +236,7 @@ def data_received_hook(original: FunctionType) -> Callable[..., Any]:
             frames = None
         try:
             if record.phase < _OPEN:
-                # The record is shared (see _share_record) in a copy of the context: the
+                # The record is shared (see _traced_send) in a copy of the context: the
                 # reader's own, which lives as long as the connection, would otherwise keep the
                 # set-and-reset (new context variable mappings) for its whole life.
                 return copy_context().run(_shared_call, record, original, (self, *args), kwargs)
@@ -387,7 +377,10 @@ async def _traced_send(record: ConnectionRecord, message: Any, run: Any) -> Any:
     except Exception as exc:
         errors.record("ws.send", exc)
         send = None
-    # _share_record(record), spelled out: this runs for every send.
+    # The record is the current_record while the protocol's code runs, if it may be needed:
+    # only the library-level hooks read it (validation, the handshake's response), and those
+    # run before the handshake is over; once the connection is open, sends skip the
+    # set-and-reset.
     token = current_record.set(record) if record.phase < _OPEN else None
     failure: str | None = None
     try:
