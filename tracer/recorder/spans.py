@@ -3,7 +3,6 @@ helpers that turn recorded facts into attributes."""
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import sys
@@ -522,7 +521,7 @@ def _span_ids(generator: Any) -> Callable[[], int]:
 
 
 _random_span_id: Callable[[], int] = filter(
-    None, iter(functools.partial(_random_bits, 64), -1)
+    None, iter(partial(_random_bits, 64), -1)
 ).__next__
 """``RandomIdGenerator.generate_span_id``: 64 random bits, never the invalid id 0 (a draw of
 0 is passed over, as the SDK draws again), from the same generator.  The ``__next__`` of an
