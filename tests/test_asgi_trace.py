@@ -30,7 +30,7 @@ from tests.support.tracing import (
 )
 from tracer import vocab
 from tracer._contain import errors
-from tracer.asgi import chain_layers, unwrap_chain
+from tracer.asgi import chain_layers, is_chain_wrapper, unwrap_chain
 from tracer.hooks import ws as ws_hooks
 from tracer.hooks.patching import method_form
 
@@ -709,7 +709,18 @@ def test_uninstrument_also_restores_the_chain(tmp_path) -> None:
 
         asyncio.run(join())
         wait_until(closed_connections(t, 1))
-        assert isinstance(Starlette.__dict__["__call__"], wrapt.FunctionWrapper)
+        during = (
+            Starlette.__dict__["__call__"],
+            CORSMiddleware.__dict__["__call__"],
+            WebSocketRoute.__dict__["handle"],
+            fastapi.routing.solve_dependencies,
+        )
+        assert all(is_chain_wrapper(wrapper) for wrapper in during)
+        assert all(
+            asyncio.iscoroutinefunction(wrapper) and wrapper.__wrapped__ is original
+            for wrapper, original in zip(during, before, strict=True)
+        )
+    assert not any(is_chain_wrapper(original) for original in before)
     after = (
         Starlette.__dict__["__call__"],
         CORSMiddleware.__dict__["__call__"],
