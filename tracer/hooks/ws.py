@@ -391,11 +391,13 @@ async def _traced_send(record: ConnectionRecord, message: Any, run: Any) -> Any:
     finally:
         if token is not None:
             current_record.reset(token)
-        if send is not None:
-            try:
+        try:
+            if send is not None:
                 record.on_send_exit(send, time_ns(), failure)
-            except Exception as exc:
-                errors.record("ws.send", exc)
+            else:  # an accept (the 101 is out: see on_accept_exit), a close, a denial
+                record.on_accept_exit()
+        except Exception as exc:
+            errors.record("ws.send", exc)
 
 
 @method_form

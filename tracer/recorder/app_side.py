@@ -10,6 +10,7 @@ every slot, so a connection stays one small object).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -20,7 +21,7 @@ from tracer._contain import errors
 from tracer.chain import LAYER_CODES, innermost_span
 from tracer.recorder.emit.batches import defer_message, emit_handled, may_wait
 from tracer.recorder.emit.messages import emit_message, emit_send, flush_greeting
-from tracer.recorder.phase import AppEvent, AppPhase
+from tracer.recorder.phase import AppEvent, AppPhase, Phase
 from tracer.recorder.records import (
     GREETING_FLUSH,
     MAX_SENDS_PER_MESSAGE,
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 _NOT_STARTED = int(AppPhase.NOT_STARTED)
 _NO_ATTRIBUTES: dict[str, Any] = {}
 _ORPHANED = int(AppPhase.ORPHANED)
+_OPEN = int(Phase.OPEN)
+
+ACCEPT_RUNNING: Mapping[str, Any] = MappingProxyType({})
+"""A record's ``accept_stack`` while the app's ``websocket.accept`` is being sent: what reached
+it is read as the send returns (see :meth:`AppSide.on_accept_exit`)."""
 
 
 class AppSide:
@@ -102,15 +108,29 @@ class AppSide:
             return send
         if kind == "websocket.accept" and not self.accept_start:
             self.accept_start = at
-            current = innermost_span(trace.get_current_span())
-            if current.get_span_context().trace_id == self.span_context.trace_id:
-                self.accept_parent = current  # the innermost ASGI layer (TracingMiddleware)
-            if self.config.handshake_stack and self.recording:
-                # The server's send is being entered, not yet running: it is the innermost frame.
-                self.accept_stack = capture_stack(
-                    app=self.app, stop=LAYER_CODES, innermost=self.send_frame
-                )
+            self.accept_stack = ACCEPT_RUNNING
         return None
+
+    def on_accept_exit(self: ConnectionRecord) -> None:
+        """The send of the app's ``websocket.accept`` returned (or raised): the 101 is on the
+        wire, or never will be.  What reached the send — the innermost ASGI layer, the Python
+        stack — is read now rather than as it was entered: the same frames are there (each
+        caller waits where it called), and the client does not wait for its 101 while the
+        stack is read, the costliest step of the handshake's hooks.  If the handshake's spans
+        went out meanwhile, ``ws.accept`` follows them now.  Nothing if no accept runs."""
+        if self.accept_stack is not ACCEPT_RUNNING:
+            return
+        self.accept_stack = None
+        current = innermost_span(trace.get_current_span())
+        if current.get_span_context().trace_id == self.span_context.trace_id:
+            self.accept_parent = current  # the innermost ASGI layer (TracingMiddleware)
+        if self.config.handshake_stack and self.recording:
+            # The server's send, which ran, is shown as entered: the innermost frame.
+            self.accept_stack = capture_stack(
+                app=self.app, stop=LAYER_CODES, innermost=self.send_frame
+            )
+        if self.phase >= _OPEN:  # the handshake's spans are out (see _handshake_over)
+            self.accept_over()
 
     def on_send_exit(self, send: SendRecord, at: int, error: str | None) -> None:
         send.end = at

@@ -78,6 +78,7 @@ class AsgiSide:
         if sent is not None:
             self.on_send_exit(sent, at, error)
             return
+        self.on_accept_exit()
         if isinstance(message, dict) and message.get("type") == ACCEPT and error is None:
             self._accepted(message, at)
         elif self.status and self.status != SWITCHING_PROTOCOLS:

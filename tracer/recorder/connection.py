@@ -14,11 +14,11 @@ from opentelemetry.trace import SpanKind
 from tracer import vocab
 from tracer._contain import errors
 from tracer.recorder.abandoned import guard
-from tracer.recorder.app_side import AppSide
+from tracer.recorder.app_side import ACCEPT_RUNNING, AppSide
 from tracer.recorder.asgi_side import AsgiSide
 from tracer.recorder.emit.batches import emit_handled
 from tracer.recorder.emit.close import emit_close, emit_wire_errors, end_connection
-from tracer.recorder.emit.handshake import emit_handshake
+from tracer.recorder.emit.handshake import emit_accept, emit_handshake
 from tracer.recorder.emit.messages import emit_undelivered
 from tracer.recorder.phase import (
     INVALID,
@@ -264,8 +264,6 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         self.request = None
         self.response = None
         self.validations = ()
-        self.accept_stack = None
-        self.accept_parent = None
         # Its timestamps are ints of their own: from now on, only whether each happened counts.
         if self.handshake_start:
             self.handshake_start = _HAPPENED
@@ -273,6 +271,20 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
             self.handshake_end = _HAPPENED
         if self.response_start:
             self.response_start = _HAPPENED
+        if self.accept_stack is not ACCEPT_RUNNING:
+            self.accept_over()
+        # else the accept's send has yet to return: ws.accept goes out then (on_accept_exit)
+
+    def accept_over(self) -> None:
+        """``ws.accept`` (when the app accepted and was answered), after the handshake's spans;
+        then what only it needed goes."""
+        if self.recording and self.accept_start and self.status:
+            try:
+                emit_accept(self)
+            except Exception as exc:
+                errors.record("recorder.emit_handshake", exc)
+        self.accept_stack = None
+        self.accept_parent = None
         if self.response_end:
             self.response_end = _HAPPENED
         if self.accept_start:
@@ -312,6 +324,10 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
                 self.release_request()
             self._close_handling(at)
             emit_handled(self)  # its messages, before its close and its end
+            if self.accept_stack is ACCEPT_RUNNING:  # its send never returned: no stack
+                self.accept_stack = None
+                if self.phase >= _OPEN:
+                    self.accept_over()
             if self.phase < _OPEN:  # finished before the handshake was over: emit what is known
                 self._handshake_over()
             if self.recording:

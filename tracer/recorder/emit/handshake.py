@@ -27,11 +27,10 @@ if TYPE_CHECKING:
 
 def emit_handshake(record: ConnectionRecord) -> None:
     """``http.headers.parse`` → ``http.upgrade.detect`` → ``ws.protocol.switch`` (when the HTTP
-    layer was seen), then ``ws.handshake`` with ``validate`` and ``response`` under it, and
-    ``ws.accept`` when the app accepted.  The middleware alone sees only the accept."""
+    layer was seen), then ``ws.handshake`` with ``validate`` and ``response`` under it.  The
+    middleware alone sees neither: only the accept (:func:`emit_accept`, which the record
+    emits after these, once the accept's send has returned)."""
     if record.source == vocab.SOURCE_ASGI:
-        if record.accept_start and record.status:
-            emit_accept(record)
         return
     if record.http is not None and record.http.parse_start:
         emit_http_stages(record, record.http)
@@ -57,8 +56,6 @@ def emit_handshake(record: ConnectionRecord) -> None:
         hs.set_attribute(vocab.ERROR_TYPE, error)
         hs.set_status(Status(StatusCode.ERROR, error))
     hs.end(end_time=end)
-    if record.accept_start and record.status:
-        emit_accept(record)
 
 
 def emit_http_stages(record: ConnectionRecord, http: HttpStages) -> None:
