@@ -40,7 +40,10 @@ from typing import Any
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tracer import vocab
 from tracer._contain import errors
@@ -68,6 +71,12 @@ try:
 except ImportError:  # another API version: every layer takes trace.get_current_span()
     _CURRENT_SPAN_KEY = ""
 """Where an OpenTelemetry context holds its current span."""
+
+try:
+    from opentelemetry.baggage import _BAGGAGE_KEY
+except ImportError:  # another API version: trace headers always go through the propagators
+    _BAGGAGE_KEY = None
+"""Where an OpenTelemetry context holds its baggage."""
 
 
 def _context_reader() -> Callable[[], Any]:
@@ -553,15 +562,58 @@ def with_trace_headers(scope: Scope) -> Scope:
     ``traceparent`` / ``tracestate`` (a client's own values are replaced; they are kept as a
     link on ``ws.connection``).  ``propagate_context=False`` leaves the scope untouched.
     """
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    if "traceparent" not in carrier:
+    ours = _trace_headers()
+    if ours is None:
         return scope
     kept = scope.get("headers") or ()
     if not _TRACE_HEADERS.isdisjoint(map(_HEADER_NAME, kept)):  # the client's own: replaced
         kept = [header for header in kept if header[0] not in _TRACE_HEADERS]
-    ours = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in carrier.items()]
     return {**scope, "headers": [*kept, *ours]}
+
+
+def _trace_headers() -> list[tuple[bytes, bytes]] | None:
+    """The running context as the global propagator writes it into headers, or None if it
+    writes no ``traceparent``.
+
+    With OpenTelemetry's default propagator (W3C trace context, then W3C baggage) and no
+    baggage, that is ``traceparent`` (and ``tracestate``, if any) as its trace context
+    propagator writes them, written here in one step: this runs on every handshake, before
+    the 101, and the propagators' path through the API costs several times as much."""
+    textmap = propagate.get_global_textmap()
+    if textmap is not _default_textmap[0]:
+        _default_textmap[:] = [textmap, _is_default_textmap(textmap)]
+    context = _current_context()
+    if _default_textmap[1] and not context.get(_BAGGAGE_KEY):
+        span_context = trace.get_current_span(context).get_span_context()
+        if span_context == trace.INVALID_SPAN_CONTEXT:
+            return None
+        trace_id, span_id, _, flags = span_context[:4]  # a SpanContext is a tuple
+        parent = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+        ours = [(b"traceparent", parent.encode("latin-1"))]
+        if span_context.trace_state:
+            ours.append((b"tracestate", span_context.trace_state.to_header().encode("latin-1")))
+        return ours
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if "traceparent" not in carrier:
+        return None
+    return [(key.encode("latin-1"), value.encode("latin-1")) for key, value in carrier.items()]
+
+
+_default_textmap: list[Any] = [None, False]
+"""The global propagator last seen, and whether it is OpenTelemetry's default."""
+
+
+def _is_default_textmap(textmap: Any) -> bool:
+    """Whether ``textmap`` is OpenTelemetry's default propagator, whose output with no baggage
+    :func:`_trace_headers` writes itself."""
+    parts = getattr(textmap, "_propagators", None)
+    return (
+        _BAGGAGE_KEY is not None
+        and type(textmap) is CompositePropagator
+        and isinstance(parts, list | tuple)
+        and [type(part) for part in parts] == [TraceContextTextMapPropagator, W3CBaggagePropagator]
+    )
 
 
 def scope_attributes(scope: Scope, config: TracerConfig) -> dict[str, Any]:
