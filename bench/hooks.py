@@ -137,12 +137,11 @@ async def _open_connection(family: ws.Family, code: dict[str, Any]) -> tuple[_Pr
     Awaited in the task that then plays the messages: as in a server, the app's task context
     holds its current message, and nothing leaks into the caller's."""
     protocol = _Protocol()
-    tapped: list[Any] = []
-    ws.make_connection_made(family, code)(tapped.append, protocol, (_Transport(),), {})
+    ws.make_connection_made(family, code)(_keep_transport)(protocol, _Transport())
     ws.data_received_hook(_ignore)(protocol, _REQUEST)
     record: ConnectionRecord = protocol.__dict__[RECORD_ATTRIBUTE]
     record.on_app_start(time_ns(), None)
-    tap = tapped[0]
+    tap = protocol.transport
 
     async def accept(self: Any, message: Any) -> None:
         tap.write(_RESPONSE)
@@ -256,15 +255,15 @@ async def _connection(made: Any, layers: list[Any], app: _App) -> list[int]:
     """One connection's life through the real wrappers; the ns each stage took (in
     CONNECTION_STAGES order)."""
     protocol = _Protocol()
-    tapped: list[Any] = []
     data_received = ws.data_received_hook(_ignore)  # as ws.patches installs it on the class
+    connection_lost = ws.connection_lost_hook(_ignore)
     marks = [perf_counter_ns()]
-    made(tapped.append, protocol, (_Transport(),), {})
+    made(protocol, _Transport())
     marks.append(perf_counter_ns())
     data_received(protocol, _REQUEST)
     marks.append(perf_counter_ns())
     record: ConnectionRecord = protocol.__dict__[RECORD_ATTRIBUTE]
-    tap = tapped[0]
+    tap = protocol.transport
     greeting = {"type": "websocket.send", "text": _ANSWER}
     close_in = encode_frame(Opcode.CLOSE, _CLOSE_CODE, mask=b"\x01\x02\x03\x04")
 
@@ -299,7 +298,7 @@ async def _connection(made: Any, layers: list[Any], app: _App) -> list[int]:
     otel_context.detach(token)
     record.on_app_end(time_ns(), None)
     marks.append(perf_counter_ns())
-    ws.wrap_connection_lost(_ignore, protocol, (None,), {})
+    connection_lost(protocol, None)
     marks.append(perf_counter_ns())
     return [later - earlier for earlier, later in itertools.pairwise(marks)]
 
@@ -308,11 +307,17 @@ def _ignore(*args: Any) -> None:
     pass
 
 
+def _keep_transport(protocol: Any, transport: Any) -> None:
+    """Stands in for the protocol's ``connection_made``: keeps the transport it is handed
+    (the tapped one), as uvicorn's protocols do."""
+    protocol.transport = transport
+
+
 def measure_connection(connections: int = 3000) -> dict[str, float]:
     """Median µs per connection of each of its stages (:data:`CONNECTION_STAGES`) over
     ``connections`` connections, and how many spans each made (``spans``)."""
     family = ws.FAMILIES["websockets-sansio"]
-    made = ws.make_connection_made(family, ws.stage_code(family))
+    made = ws.make_connection_made(family, ws.stage_code(family))(_keep_transport)
     layers = [(name, {vocab.MIDDLEWARE_LAYER: name}) for name in CHAIN_LAYERS]
     app = _App()
 

@@ -146,40 +146,46 @@ def _error_name(exc: BaseException | None) -> str | None:
 
 
 def make_connection_made(family: Family, ws_code: dict[str, Attributes]) -> Any:
+    """The hook on ``family``'s ``connection_made``: a connection's record, and the tapped
+    transport its protocol writes through."""
     send_frame = stack_entry(original_function(family.module, f"{family.cls}.{family.send}"))
     own_methods = _own_methods(family, ("data_received", family.send, family.receive))
 
-    def wrap_connection_made(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        recorder = Active.recorder
-        if recorder is None or RECORD_ATTRIBUTE in instance.__dict__:
-            return wrapped(*args, **kwargs)
-        transport = args[0] if args else kwargs.get("transport")
-        try:
-            upgrade, upgrading.value = upgrading.value, None  # handed over once
-            record = recorder.new_connection(
-                impl_http=upgrade.impl_http if upgrade else "unknown",
-                impl_ws=family.name,
-                http=upgrade.stages if upgrade else None,
-                http_code=upgrade.http_code if upgrade else {},
-                ws_code=ws_code,
-                transport=transport,
-                handshake_ends_on_response=family.handshake_ends_on_response,
-                send_frame=send_frame,
-            )
-            instance.__dict__[RECORD_ATTRIBUTE] = record
-            if record.inert:
-                # Not sampled: nothing to see on the wire either, and its messages need not
-                # pass the hooks at all.
+    @method_form
+    def connection_made_hook(original: FunctionType) -> Callable[..., Any]:
+        def connection_made(self: Any, *args: Any, **kwargs: Any) -> Any:
+            recorder = Active.recorder
+            if recorder is None or RECORD_ATTRIBUTE in self.__dict__:
+                return original(self, *args, **kwargs)
+            transport = args[0] if args else kwargs.get("transport")
+            try:
+                upgrade, upgrading.value = upgrading.value, None  # handed over once
+                record = recorder.new_connection(
+                    impl_http=upgrade.impl_http if upgrade else "unknown",
+                    impl_ws=family.name,
+                    http=upgrade.stages if upgrade else None,
+                    http_code=upgrade.http_code if upgrade else {},
+                    ws_code=ws_code,
+                    transport=transport,
+                    handshake_ends_on_response=family.handshake_ends_on_response,
+                    send_frame=send_frame,
+                )
+                self.__dict__[RECORD_ATTRIBUTE] = record
+                if record.inert:
+                    # Not sampled: nothing to see on the wire either, and its messages need
+                    # not pass the hooks at all.
+                    tapped = transport
+                    _step_aside(self, own_methods)
+                else:
+                    tapped = TapTransport(transport, record)
+            except Exception as exc:
+                errors.record("ws.connection_made", exc)
                 tapped = transport
-                _step_aside(instance, own_methods)
-            else:
-                tapped = TapTransport(transport, record)
-        except Exception as exc:
-            errors.record("ws.connection_made", exc)
-            tapped = transport
-        return wrapped(tapped)
+            return original(self, tapped)
 
-    return wrap_connection_made
+        return connection_made
+
+    return connection_made_hook
 
 
 def _own_methods(family: Family, names: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
@@ -258,17 +264,23 @@ def _shared_call(record: ConnectionRecord, wrapped: Any, args: Any, kwargs: Any)
     return wrapped(*args, **kwargs)
 
 
-def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = record_of(instance)
-    lost_at = time_ns()
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        if record is not None:
-            if record.inert:
-                _step_back(instance)
-            exc = args[0] if args else kwargs.get("exc")
-            errors.call("ws.connection_lost", record.on_lost, lost_at, exc)
+@method_form
+def connection_lost_hook(original: FunctionType) -> Callable[..., Any]:
+    """``connection_lost``: the record learns the connection is gone, after the protocol."""
+
+    def connection_lost(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record = record_of(self)
+        lost_at = time_ns()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if record is not None:
+                if record.inert:
+                    _step_back(self)
+                exc = args[0] if args else kwargs.get("exc")
+                errors.call("ws.connection_lost", record.on_lost, lost_at, exc)
+
+    return connection_lost
 
 
 # The async wrappers below dispatch synchronously: a connection that is not traced goes
@@ -278,13 +290,20 @@ def wrap_connection_lost(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
 # the connection, ``receive``'s as long as it is idle.
 
 
-def wrap_run_asgi(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = record_of(instance)
-    if record is None:
-        return wrapped(*args, **kwargs)
-    if record.inert:
-        return _owned_run_asgi(record, wrapped(*args, **kwargs))
-    return _traced_run_asgi(record, getattr(instance, "app", None), wrapped(*args, **kwargs))
+@method_form
+def run_asgi_hook(original: FunctionType) -> Callable[..., Any]:
+    """``run_asgi``: the app task, traced as :func:`_traced_run_asgi` (or only owned)."""
+
+    def run_asgi(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record = record_of(self)
+        if record is None:
+            return original(self, *args, **kwargs)
+        if record.inert:
+            return _owned_run_asgi(record, original(self, *args, **kwargs))
+        app = getattr(self, "app", None)
+        return _traced_run_asgi(record, app, original(self, *args, **kwargs))
+
+    return run_asgi
 
 
 async def _owned_run_asgi(record: ConnectionRecord, run: Any) -> Any:
@@ -458,11 +477,17 @@ async def _traced_handshake(record: ConnectionRecord, wrapped: Any, args: Any, k
         errors.call("ws.handshake", record.on_handshake_end, time_ns(), _error_name(failure))
 
 
-def wrap_sync_handshake(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = _with_record(instance)
-    if record is not None:
-        errors.call("ws.handshake", record.on_handshake_start, time_ns())
-    return wrapped(*args, **kwargs)
+@method_form
+def sync_handshake_hook(original: FunctionType) -> Callable[..., Any]:
+    """The handshake's entry (``handle_connect``): the handshake starts."""
+
+    def handshake(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record = _with_record(self)
+        if record is not None:
+            errors.call("ws.handshake", record.on_handshake_start, time_ns())
+        return original(self, *args, **kwargs)
+
+    return handshake
 
 
 def wrap_validate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -486,11 +511,17 @@ def wrap_validate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         errors.call("ws.validate", record.on_validate, started, time_ns(), error)
 
 
-def wrap_response(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    record = _with_record(instance)
-    if record is not None:
-        errors.call("ws.response", record.on_response_start, time_ns())
-    return wrapped(*args, **kwargs)
+@method_form
+def response_hook(original: FunctionType) -> Callable[..., Any]:
+    """The library writing its answer: the response starts."""
+
+    def response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record = _with_record(self)
+        if record is not None:
+            errors.call("ws.response", record.on_response_start, time_ns())
+        return original(self, *args, **kwargs)
+
+    return response
 
 
 def patches(name: str) -> list[Patch]:
@@ -500,14 +531,14 @@ def patches(name: str) -> list[Patch]:
     targets = [
         Patch(family.module, own + "connection_made", make_connection_made(family, code)),
         Patch(family.module, own + "data_received", data_received_hook),
-        Patch(family.module, own + "connection_lost", wrap_connection_lost),
-        Patch(family.module, own + "run_asgi", wrap_run_asgi),
+        Patch(family.module, own + "connection_lost", connection_lost_hook),
+        Patch(family.module, own + "run_asgi", run_asgi_hook),
         Patch(family.module, own + family.send, send_hook),
         Patch(family.module, own + family.receive, receive_hook),
     ]
     module, qualname = family.handshake
-    handshake_wrapper = wrap_async_handshake if name == "websockets" else wrap_sync_handshake
+    handshake_wrapper = wrap_async_handshake if name == "websockets" else sync_handshake_hook
     targets.append(Patch(module, qualname, handshake_wrapper))
     targets += [Patch(module, qualname, wrap_validate) for module, qualname in family.validate]
-    targets += [Patch(module, qualname, wrap_response) for module, qualname in family.response]
+    targets += [Patch(module, qualname, response_hook) for module, qualname in family.response]
     return targets
