@@ -231,6 +231,43 @@ def test_record_refused(bench) -> None:
     assert errors.counts == {}
 
 
+def _accept_sent(bench, record) -> None:
+    """The app accepts: its send is entered and writes the 101; it has not returned yet."""
+    bench.bytes_in(record, upgrade_request("/ws"))
+    bench.app_start(record)
+    record.on_send_enter(time_ns(), {"type": "websocket.accept"})
+    bench.bytes_out(record, response_101())
+
+
+def test_the_accept_follows_the_handshake_once_its_send_returns(bench) -> None:
+    record = bench.record()
+    _accept_sent(bench, record)
+    assert record.phase == Phase.OPEN
+    assert bench.named(vocab.WS_HANDSHAKE) and bench.named(vocab.WS_ACCEPT) == []
+    record.on_accept_exit()
+    (accept,) = bench.named(vocab.WS_ACCEPT)
+    assert [s.name for s in bench.spans][-1] == vocab.WS_ACCEPT  # after the handshake's
+    (stack,) = [e for e in accept.events if e.name == vocab.EVENT_HANDSHAKE_STACK]
+    assert any("_the_accept_follows" in f for f in stack.attributes[vocab.STACK_FUNCTIONS])
+    assert record.accept_stack is None and record.accept_parent is None
+    record.on_accept_exit()  # reported twice: still one accept
+    assert len(bench.named(vocab.WS_ACCEPT)) == 1
+    assert errors.counts == {}
+
+
+def test_an_accept_whose_send_never_returns_goes_out_with_the_connection(bench) -> None:
+    record = bench.record()
+    _accept_sent(bench, record)
+    record.force_finish(time_ns())
+    assert record.phase == Phase.FINISHED
+    (accept,) = bench.named(vocab.WS_ACCEPT)  # without the stack: it was never read
+    assert not [e for e in accept.events if e.name == vocab.EVENT_HANDSHAKE_STACK]
+    assert bench.named(vocab.CONNECTION)
+    record.on_accept_exit()  # the send returns after all: nothing more
+    assert len(bench.named(vocab.WS_ACCEPT)) == 1
+    assert errors.counts == {}
+
+
 def test_legacy_handshake_waits_for_its_code_to_return(bench) -> None:
     record = bench.record(ends_on_response=False)
     record.on_handshake_start(time_ns())

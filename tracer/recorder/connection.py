@@ -290,6 +290,14 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         if self.accept_start:
             self.accept_start = _HAPPENED
 
+    def _accept_unreturned(self) -> None:
+        """The record is finished while the app's accept is still being sent: ``ws.accept``
+        goes out now, without what its send's return would have read (the stack)."""
+        if self.accept_stack is ACCEPT_RUNNING:
+            self.accept_stack = None
+            if self.phase >= _OPEN:  # else with the handshake's spans (_handshake_over)
+                self.accept_over()
+
     # --- The end ---------------------------------------------------------------------------
 
     def on_lost(self, at: int, exc: BaseException | None) -> None:
@@ -313,6 +321,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         if self.app_span is not None and self.app_phase in _RUNNING:
             self._app_step(AppEvent.FORCE_END)
             self._close_handling(at)
+            self._accept_unreturned()  # under the app, while its span is open
             self.app_span.end(end_time=at)
         self._finish(at)
 
@@ -324,10 +333,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
                 self.release_request()
             self._close_handling(at)
             emit_handled(self)  # its messages, before its close and its end
-            if self.accept_stack is ACCEPT_RUNNING:  # its send never returned: no stack
-                self.accept_stack = None
-                if self.phase >= _OPEN:
-                    self.accept_over()
+            self._accept_unreturned()
             if self.phase < _OPEN:  # finished before the handshake was over: emit what is known
                 self._handshake_over()
             if self.recording:
