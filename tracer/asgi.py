@@ -221,10 +221,10 @@ def _as_layer(original: Any, wrapper: Callable[..., Any]) -> Callable[..., Any]:
     dressed as it: its name, docstring and ``__wrapped__``, and marked a coroutine function
     (which is what uvicorn, Starlette and FastAPI ask of an ASGI app's ``__call__``).
 
-    Not ``wrapt``: a class's ``__call__`` is looked up on every call, and every layer of every
-    handshake (and of every HTTP request) passes one.  With the ``wrapt`` installed here, a
-    call through its ``FunctionWrapper`` costs about 1 µs; through a plain function, 0.05 µs
-    more than the original's."""
+    Not ``wrapt``: every layer of every handshake (and of every HTTP request) passes one of
+    these.  Measured with wrapt 2.5 and a wrapper that only calls the original, a call through
+    its ``FunctionWrapper`` costs about 1 µs more than the original's; through a plain
+    function, 0.05 µs more (the endpoint, which may be any callable, keeps ``wrapt``)."""
     functools.update_wrapper(wrapper, original)
     setattr(wrapper, _LAYER_MARK, True)
     mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
