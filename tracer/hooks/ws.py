@@ -477,17 +477,25 @@ async def _traced_handshake(record: ConnectionRecord, wrapped: Any, args: Any, k
         errors.call("ws.handshake", record.on_handshake_end, time_ns(), _error_name(failure))
 
 
-@method_form
-def sync_handshake_hook(original: FunctionType) -> Callable[..., Any]:
-    """The handshake's entry (``handle_connect``): the handshake starts."""
+def _noting(where: str, note: str) -> Any:
+    """A hook that tells the connection's record ``note(time_ns())`` as the method starts,
+    then runs it (``where``: the name a failure of the tracer's is counted under)."""
 
-    def handshake(self: Any, *args: Any, **kwargs: Any) -> Any:
-        record = _with_record(self)
-        if record is not None:
-            errors.call("ws.handshake", record.on_handshake_start, time_ns())
-        return original(self, *args, **kwargs)
+    @method_form
+    def hook(original: FunctionType) -> Callable[..., Any]:
+        def noted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            record = _with_record(self)
+            if record is not None:
+                errors.call(where, getattr(record, note), time_ns())
+            return original(self, *args, **kwargs)
 
-    return handshake
+        return noted
+
+    return hook
+
+
+sync_handshake_hook = _noting("ws.handshake", "on_handshake_start")
+"""The handshake's entry (``handle_connect``): the handshake starts."""
 
 
 def wrap_validate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -511,17 +519,8 @@ def wrap_validate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         errors.call("ws.validate", record.on_validate, started, time_ns(), error)
 
 
-@method_form
-def response_hook(original: FunctionType) -> Callable[..., Any]:
-    """The library writing its answer: the response starts."""
-
-    def response(self: Any, *args: Any, **kwargs: Any) -> Any:
-        record = _with_record(self)
-        if record is not None:
-            errors.call("ws.response", record.on_response_start, time_ns())
-        return original(self, *args, **kwargs)
-
-    return response
+response_hook = _noting("ws.response", "on_response_start")
+"""The library writing its answer: the response starts."""
 
 
 def patches(name: str) -> list[Patch]:
