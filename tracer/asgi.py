@@ -396,17 +396,14 @@ def _wrap_endpoint(route: Any) -> None:
         return
     layer = (getattr(call, "__name__", "endpoint"), code_attributes(call))
 
-    def endpoint(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        chain = _current_chain.get()
-        if chain is None:
-            return wrapped(*args, **kwargs)
-        return run_layer(chain, layer, wrapped(*args, **kwargs))
-
-    def timed(*args: Any, **kwargs: Any) -> Any:  # endpoint's, for a coroutine function
+    def timed(*args: Any, **kwargs: Any) -> Any:
         chain = _current_chain.get()
         if chain is None:
             return call(*args, **kwargs)
         return run_layer(chain, layer, call(*args, **kwargs))
+
+    def endpoint(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return timed(*args, **kwargs)  # wrapped: call itself (a FunctionWrapper, never bound)
 
     with _wrapped_lock:
         _wrapped[(id(dependant), "call")] = (dependant, "call", call)

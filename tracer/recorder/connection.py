@@ -255,10 +255,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         if self.held_request is not None:
             self.release_request()
         if self.recording:
-            try:
-                emit_handshake(self)
-            except Exception as exc:
-                errors.record("recorder.emit_handshake", exc)
+            errors.call("recorder.emit_handshake", emit_handshake, self)
         # What only the handshake spans needed: let it go for the rest of the connection's life.
         self.http = None
         self.request = None
@@ -279,10 +276,7 @@ class ConnectionRecord(WireSide, AppSide, AsgiSide):
         """``ws.accept`` (when the app accepted and was answered), after the handshake's spans;
         then what only it needed goes."""
         if self.recording and self.accept_start and self.status:
-            try:
-                emit_accept(self)
-            except Exception as exc:
-                errors.record("recorder.emit_handshake", exc)
+            errors.call("recorder.emit_handshake", emit_accept, self)
         self.accept_stack = None
         self.accept_parent = None
         if self.response_end:
